@@ -1,0 +1,19 @@
+"""The ``erasediff`` command line: one command, one subcommand per job."""
+
+from __future__ import annotations
+
+import click
+
+from .commands.train import train_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="erasediff")
+def main() -> None:
+    """Erase data from a trained diffusion model and prove it by attacking the model before and after.
+
+    Exit codes: 0 ok (or audit gate passed), 1 audit gate failed, 2 usage or config error, 3 runtime error.
+    """
+
+
+main.add_command(train_command)

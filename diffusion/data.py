@@ -1,0 +1,133 @@
+"""Image datasets: scikit-learn's bundled digits (the built-in default) and a folder of class sub-folders."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True, eq=False)
+class LabeledImages:
+    """A subset of a dataset: images (N, C, H, W) in [-1, 1], labels (N,) and their sample ids (N,).
+
+    Sample ids are dataset indices; attacks derive their noise from them, so a sample gets the same noise
+    in every batch and on every model.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, index) -> LabeledImages:
+        """Rows ``index`` (a slice, a boolean mask or positions) of this subset."""
+        return LabeledImages(self.images[index], self.labels[index], self.ids[index])
+
+
+@dataclass(frozen=True, eq=False)
+class ImageDataset:
+    """Images in [-1, 1] with integer class labels.
+
+    Attributes:
+        images: float32 tensor of shape (N, C, H, W), values in [-1, 1].
+        labels: int64 tensor of shape (N,).
+        class_names: one name per class id.
+        name: a short description of where the data came from (recorded in outputs).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
+            raise ValueError(
+                f"images must be (N, C, H, W) and labels (N,); got {tuple(self.images.shape)} and "
+                f"{tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def select(self, ids) -> LabeledImages:
+        """The images and labels with the given sample ids (dataset indices)."""
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        return LabeledImages(self.images[ids], self.labels[ids], ids)
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the images and labels: identifies the data a model or split was made from."""
+        digest = hashlib.sha256()
+        digest.update(self.images.numpy().tobytes())
+        digest.update(self.labels.numpy().tobytes())
+        return digest.hexdigest()
+
+
+def load_digits_dataset() -> ImageDataset:
+    """scikit-learn's bundled handwritten digits: 1,797 grey 8x8 images, 10 classes, no download.
+
+    Pixel values 0..16 are scaled to [-1, 1]; images have shape (1797, 1, 8, 8).
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 8.0 - 1.0).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    return ImageDataset(images, labels, tuple(str(n) for n in bunch.target_names), "sklearn-digits")
+
+
+def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDataset:
+    """Load ``root/<class name>/*.png|jpg`` into an :class:`ImageDataset`.
+
+    Class ids follow the sorted sub-folder names. Each image is converted to grey (``channels=1``) or RGB
+    (``channels=3``), resized to ``size`` x ``size`` and scaled to [-1, 1].
+    """
+    from PIL import Image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"image folder '{root}' does not exist; expected a folder with one sub-folder per class")
+    if channels not in (1, 3):
+        raise UsageError(f"channels must be 1 or 3; got {channels}")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise UsageError(f"image folder '{root}' has no class sub-folders; expected root/<class>/<image>.png")
+    mode = "L" if channels == 1 else "RGB"
+    arrays, labels = [], []
+    for class_id, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UsageError(f"class folder '{class_dir}' has no PNG or JPEG images")
+        for path in files:
+            with Image.open(path) as image:
+                image = image.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+            arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
+            labels.append(class_id)
+    images = torch.from_numpy(np.stack(arrays))
+    return ImageDataset(images, torch.tensor(labels), tuple(p.name for p in class_dirs), f"imagefolder:{root}")
+
+
+def load_dataset(name: str, *, image_size: int = 8, channels: int = 1) -> ImageDataset:
+    """Load the built-in ``digits`` dataset or an image folder given by its path."""
+    if name == "digits":
+        return load_digits_dataset()
+    return load_image_folder(name, image_size, channels)

@@ -1,0 +1,243 @@
+"""The model under audit: a diffusers UNet and its DDPM noise schedule behind one small adapter.
+
+Everything in ``unlearn`` and ``attacks`` talks to :class:`DiffusionModel` only. Noise prediction follows
+Ho et al., "Denoising Diffusion Probabilistic Models" (NeurIPS 2020); fast sampling uses DDIM
+(Song et al., ICLR 2021).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from .errors import UsageError
+from .io import write_json
+from .seeding import seeded_generators, seeded_normal
+
+ImageBatch = torch.Tensor  # (B, C, H, W), values in [-1, 1]
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU: the same code runs on both."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_unet(
+    sample_size: int = 8,
+    channels: int = 1,
+    num_classes: int | None = 10,
+    block_out_channels: Sequence[int] = (32, 64),
+    layers_per_block: int = 1,
+) -> UNet2DModel:
+    """A small UNet2DModel, class-conditional through ``num_class_embeds`` unless ``num_classes`` is None.
+
+    The default (sample 8x8, channels (32, 64), one layer per block) has about 0.65 M parameters.
+    """
+    blocks = len(block_out_channels)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        down_block_types=("DownBlock2D",) * blocks,
+        up_block_types=("UpBlock2D",) * blocks,
+        norm_num_groups=min(8, block_out_channels[0]),
+        num_class_embeds=num_classes,
+    )
+
+
+class DiffusionModel:
+    """A diffusers ``UNet2DModel`` noise predictor with its ``DDPMScheduler``.
+
+    Args:
+        unet: the noise predictor eps_theta(x_t, t, c); class-conditional when ``num_class_embeds`` is set.
+        scheduler: the DDPM schedule the UNet was trained with (defines alpha_bar_t).
+        device: where to run; defaults to :func:`default_device`.
+    """
+
+    def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler, device: torch.device | str | None = None):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.unet = unet.to(self.device)
+        self.scheduler = scheduler
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        sample_size: int = 8,
+        channels: int = 1,
+        num_classes: int | None = 10,
+        block_out_channels: Sequence[int] = (32, 64),
+        layers_per_block: int = 1,
+        num_train_timesteps: int = 1000,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+    ) -> DiffusionModel:
+        """A freshly initialised model; the same ``seed`` gives the same weights."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet = build_unet(sample_size, channels, num_classes, block_out_channels, layers_per_block)
+        scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear")
+        return cls(unet, scheduler, device)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_classes(self) -> int | None:
+        """Number of class labels the UNet is conditioned on, or None for an unconditional model."""
+        return self.unet.config.num_class_embeds
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return (int(self.unet.config.in_channels), *size)
+
+    def require_class_conditioning(self, what: str) -> int:
+        """Return the number of classes, or raise a :class:`UsageError` saying ``what`` needs class labels."""
+        if self.num_classes is None:
+            raise UsageError(f"{what} needs a class-conditional model; this UNet has no class embedding")
+        return self.num_classes
+
+    # ------------------------------------------------------------------ diffusion
+    def add_noise(self, x0: ImageBatch, noise: torch.Tensor, t: torch.Tensor) -> ImageBatch:
+        """Forward process q(x_t | x_0): sqrt(ab_t) * x0 + sqrt(1 - ab_t) * noise, all (B, C, H, W); t (B,)."""
+        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def predict_noise(self, x_t: ImageBatch, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """eps_theta(x_t, t, c): (B, C, H, W) from x_t (B, C, H, W), t (B,) and class labels (B,) or None."""
+        if labels is not None and self.num_classes is None:
+            raise UsageError("class labels were given to an unconditional model")
+        if labels is None and self.num_classes is not None:
+            raise UsageError("this model is class-conditional; give class labels")
+        return self.unet(x_t, t, class_labels=labels).sample
+
+    def denoising_loss(
+        self, x0: ImageBatch, labels: torch.Tensor | None, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-sample DDPM loss ||noise - eps_theta(x_t, t, c)||^2 averaged over pixels: shape (B,)."""
+        prediction = self.predict_noise(self.add_noise(x0, noise, t), t, labels)
+        return F.mse_loss(prediction, noise, reduction="none").flatten(1).mean(1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        labels: torch.Tensor | None,
+        *,
+        seed: int,
+        ids: Sequence[int] | None = None,
+        num: int | None = None,
+        steps: int = 50,
+        method: str = "ddim",
+        batch_size: int = 256,
+    ) -> ImageBatch:
+        """Generate images, (B, C, H, W) in [-1, 1], on the CPU.
+
+        The starting noise of image i derives from (seed, ids[i]) (``ids`` default to 0..B-1), so two models,
+        or two batch sizes, see exactly the same noise. ``method='ddim'`` is deterministic (eta = 0) with
+        ``steps`` steps; ``method='ddpm'`` is ancestral sampling over every training timestep.
+        """
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long)
+            num = len(labels)
+        elif self.num_classes is not None:
+            raise UsageError("this model is class-conditional; give class labels to sample")
+        if num is None:
+            raise UsageError("give labels or num to sample")
+        ids = list(range(num)) if ids is None else [int(i) for i in ids]
+        if method == "ddim":
+            scheduler = DDIMScheduler.from_config(self.scheduler.config)
+            scheduler.set_timesteps(steps)
+        elif method == "ddpm":
+            scheduler = DDPMScheduler.from_config(self.scheduler.config)
+            scheduler.set_timesteps(self.num_train_timesteps)
+        else:
+            raise UsageError(f"sampling method must be 'ddim' or 'ddpm'; got '{method}'")
+        was_training = self.unet.training
+        self.unet.eval()
+        out = []
+        for start in range(0, num, batch_size):
+            batch_ids = ids[start : start + batch_size]
+            x = seeded_normal(seed, batch_ids, self.image_shape, stream="sample").to(self.device)
+            c = labels[start : start + batch_size].to(self.device) if labels is not None else None
+            generators = seeded_generators(seed, batch_ids, stream="ddpm-step") if method == "ddpm" else None
+            for t in scheduler.timesteps:
+                eps = self.predict_noise(x, t.expand(len(x)).to(self.device), c)
+                if method == "ddim":
+                    x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+                else:
+                    x = scheduler.step(eps, t, x, generator=generators).prev_sample
+            out.append(x.clamp(-1, 1).cpu())
+        self.unet.train(was_training)
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ copies and files
+    def copy(self) -> DiffusionModel:
+        """A deep copy: changing it never changes this model."""
+        return DiffusionModel(copy.deepcopy(self.unet), copy.deepcopy(self.scheduler), self.device)
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the UNet's parameters and buffers (names, shapes and values)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.unet.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def save(self, directory: str | Path, metadata: dict | None = None) -> None:
+        """Write a diffusers ``DDPMPipeline`` folder (safetensors) and ``erasediff.json`` with ``metadata``."""
+        directory = Path(directory)
+        DDPMPipeline(unet=self.unet, scheduler=self.scheduler).save_pretrained(directory, safe_serialization=True)
+        write_json(directory / "erasediff.json", {"fingerprint": self.fingerprint(), **(metadata or {})})
+
+    @classmethod
+    def load(cls, source: str | Path, device: torch.device | str | None = None) -> DiffusionModel:
+        """Load a diffusers DDPM pipeline folder, or a hub id such as ``google/ddpm-cifar10-32``.
+
+        Weights are read from safetensors only, so a checkpoint from a stranger cannot run code.
+        """
+        source_str = str(source)
+        path = Path(source_str)
+        if path.exists():
+            if not (path / "unet" / "config.json").is_file() or not (path / "scheduler").is_dir():
+                raise UsageError(
+                    f"'{source_str}' is not a diffusers model folder; expected unet/config.json and scheduler/ inside"
+                )
+            kwargs: dict = {}
+        elif _looks_like_hub_id(source_str):
+            kwargs = {}
+        else:
+            raise UsageError(f"model '{source_str}' not found; expected a diffusers model folder or a hub id")
+        try:
+            unet = UNet2DModel.from_pretrained(source_str, subfolder="unet", use_safetensors=True, **kwargs)
+            scheduler = DDPMScheduler.from_pretrained(source_str, subfolder="scheduler", **kwargs)
+        except (OSError, ValueError, EnvironmentError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UsageError(f"could not load model '{source_str}': {first_line}") from error
+        return cls(unet, scheduler, device)
+
+    @staticmethod
+    def read_metadata(directory: str | Path) -> dict:
+        """The ``erasediff.json`` written beside a saved model ({} when absent, e.g. a hub model)."""
+        path = Path(directory) / "erasediff.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
+

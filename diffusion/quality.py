@@ -1,0 +1,89 @@
+"""Generation quality judged by the judge: per-class accuracy, entropy, and a Frechet distance.
+
+Forgetting = the judge's accuracy (lower is better) and entropy (higher is better) on samples generated for the
+forgotten classes; utility = its accuracy on the retained classes and the Frechet distance (Heusel et al.,
+NeurIPS 2017) between generated and real retained-class images in the judge's feature space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from .data import ImageDataset
+from .judge import Judge
+from .model import DiffusionModel
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two (N, D) feature sets."""
+    mu_a, mu_b = features_a.mean(0), features_b.mean(0)
+    cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
+    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(cov_a)) * 1e-6
+        covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+
+
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of each row of a (B, K) probability matrix: shape (B,)."""
+    return -(probabilities * probabilities.clamp_min(1e-12).log()).sum(1)
+
+
+def generate_per_class(
+    model: DiffusionModel, classes: Sequence[int], per_class: int, *, seed: int, steps: int = 50
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` DDIM samples for each class: images (K * per_class, C, H, W) and labels (K * per_class,).
+
+    Sample j of class k uses the noise of id ``k * 100000 + j``, so every model gets the same noise per class.
+    """
+    labels = torch.tensor([c for c in classes for _ in range(per_class)], dtype=torch.long)
+    ids = [int(c) * 100_000 + j for c in classes for j in range(per_class)]
+    return model.sample(labels, seed=seed, ids=ids, steps=steps), labels
+
+
+def evaluate_generation(
+    model: DiffusionModel,
+    judge: Judge,
+    dataset: ImageDataset,
+    *,
+    forget_classes: Sequence[int] = (),
+    per_class: int = 50,
+    seed: int = 0,
+    steps: int = 50,
+) -> dict:
+    """Judge ``per_class`` samples of every class; split the numbers into forgotten and retained classes.
+
+    Returns a JSON-ready dict: ``per_class_accuracy``, ``per_class_entropy``, ``overall_accuracy``,
+    ``forgotten_accuracy``, ``forgotten_entropy`` (None without forgotten classes), ``retained_accuracy``,
+    ``retained_fd`` and the sampling settings.
+    """
+    num_classes = model.require_class_conditioning("generation quality")
+    classes = list(range(num_classes))
+    images, labels = generate_per_class(model, classes, per_class, seed=seed, steps=steps)
+    probs = judge.probabilities(images)
+    correct = (probs.argmax(1) == labels).float()
+    ent = entropy(probs)
+    per_class_accuracy = {c: correct[labels == c].mean().item() for c in classes}
+    per_class_entropy = {c: ent[labels == c].mean().item() for c in classes}
+    forgotten = torch.isin(labels, torch.tensor(list(forget_classes), dtype=torch.long))
+    retained_classes = [c for c in classes if c not in set(forget_classes)]
+    real = dataset.images[torch.isin(dataset.labels, torch.tensor(retained_classes))]
+    fd = frechet_distance(judge.features(images[~forgotten]), judge.features(real))
+    return {
+        "per_class_accuracy": per_class_accuracy,
+        "per_class_entropy": per_class_entropy,
+        "overall_accuracy": correct.mean().item(),
+        "forgotten_accuracy": correct[forgotten].mean().item() if forgotten.any() else None,
+        "forgotten_entropy": ent[forgotten].mean().item() if forgotten.any() else None,
+        "retained_accuracy": correct[~forgotten].mean().item(),
+        "retained_fd": fd,
+        "samples_per_class": per_class,
+        "sampler": f"ddim-{steps}",
+        "seed": seed,
+    }

@@ -1,0 +1,45 @@
+"""Shared fixtures: the bundled digits, deterministic splits and tiny real diffusers models (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffusion.data import load_digits_dataset
+from diffusion.judge import train_judge
+from diffusion.model import DiffusionModel
+from diffusion.splits import make_splits
+
+TINY = dict(block_out_channels=(8, 16), layers_per_block=1, num_train_timesteps=100)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep every test's cache (judge, reference models) out of the user's home."""
+    monkeypatch.setenv("ERASEDIFF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_digits_dataset()
+
+
+@pytest.fixture(scope="session")
+def splits(digits):
+    return make_splits(digits.labels, seed=0)
+
+
+def tiny_model(seed: int = 0, num_classes: int | None = 10) -> DiffusionModel:
+    """A ~20 k parameter class-conditional UNet2DModel on 8x8 with a 100-step DDPM schedule, on the CPU."""
+    return DiffusionModel.create(num_classes=num_classes, seed=seed, device="cpu", **TINY)
+
+
+@pytest.fixture
+def model() -> DiffusionModel:
+    return tiny_model()
+
+
+@pytest.fixture(scope="session")
+def judge(digits):
+    torch.manual_seed(0)
+    return train_judge(digits, epochs=8)
