@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from diffusion.data import load_digits_dataset
 from diffusion.judge import train_judge
@@ -41,5 +40,5 @@ def model() -> DiffusionModel:
 
 @pytest.fixture(scope="session")
 def judge(digits):
-    torch.manual_seed(0)
-    return train_judge(digits, epochs=8)
+    """The real judge recipe (about 10 s): later tests score generated images with it."""
+    return train_judge(digits)
