@@ -35,9 +35,11 @@ def check_output_dir(path: str | Path, force: bool) -> Path:
 def atomic_output_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` and rename it to ``path`` only when the block succeeds.
 
-    On any error the temporary folder is removed and ``path`` is left as it was.
+    On any error the temporary folder (and any parent folder made for it) is removed and ``path`` is left as
+    it was.
     """
     path = check_output_dir(path, force)
+    created_parents = [p for p in reversed(path.absolute().parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -51,6 +53,9 @@ def atomic_output_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
             tmp.rename(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(created_parents):  # leave no empty folder behind either
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
         raise
 
 

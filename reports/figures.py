@@ -1,0 +1,93 @@
+"""Matplotlib figures of an audit, drawn with the object API (no pyplot state) and returned as inline SVG."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+from matplotlib.figure import Figure
+
+ROLE_COLORS = {"original": "#c0392b", "unlearned": "#2471a3", "retrained": "#229954"}
+
+
+def to_svg(figure: Figure) -> str:
+    """The figure as an ``<svg>`` element (XML header dropped) that scales to the page width."""
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg"):]
+    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 style="max-width:100%;height:auto"', svg, 1)
+
+
+def roc_figure(per_model: dict, attack: str) -> str:
+    """ROC curves of one attack for each model on log-log axes, with the chance diagonal."""
+    figure = Figure(figsize=(4.2, 3.6))
+    ax = figure.add_subplot()
+    floor = 1e-3
+    for role, metrics in per_model.items():
+        fpr = np.maximum(np.asarray(metrics["roc"]["fpr"], dtype=float), floor)
+        tpr = np.maximum(np.asarray(metrics["roc"]["tpr"], dtype=float), floor)
+        ax.plot(fpr, tpr, color=ROLE_COLORS.get(role), label=f"{role} (AUC {metrics['auc']:.2f})")
+    ax.plot([floor, 1], [floor, 1], color="grey", linestyle=":", label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.05),
+           xlabel="false positive rate", ylabel="true positive rate", title=f"{attack}: ROC (log axes)")
+    ax.legend(fontsize=7, loc="lower right")
+    return to_svg(figure)
+
+
+def score_histograms(scores: dict[str, dict[str, np.ndarray]], attack: str) -> str:
+    """For each model, histograms of the attack score on the forget set and on the heldout non-members."""
+    roles = list(scores)
+    figure = Figure(figsize=(3.0 * len(roles), 2.6))
+    axes = figure.subplots(1, len(roles), squeeze=False)[0]
+    for ax, role in zip(axes, roles):
+        forget, heldout = scores[role]["forget"], scores[role]["heldout"]
+        both = np.concatenate([forget, heldout])
+        bins = np.linspace(both.min(), both.max(), 25) if both.size and both.min() < both.max() else 10
+        ax.hist(heldout, bins=bins, alpha=0.6, color="#7f8c8d", label="heldout")
+        ax.hist(forget, bins=bins, alpha=0.6, color=ROLE_COLORS.get(role), label="forget")
+        ax.set_title(role, fontsize=9)
+        ax.set_xlabel(f"{attack} score (higher = member)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    return to_svg(figure)
+
+
+def curves_figure(curves: dict[str, list[float]]) -> str:
+    """One small panel per logged quantity of the unlearning run (losses, lambda, cosine ...)."""
+    names = [name for name, values in curves.items() if values]
+    columns = min(3, max(1, len(names)))
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(3.3 * columns, 2.3 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, name in zip(axes, names):
+        ax.plot(np.arange(1, len(curves[name]) + 1), curves[name], color="#2471a3", linewidth=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    figure.tight_layout()
+    return to_svg(figure)
+
+
+def per_class_accuracy_figure(utility: dict, forgotten: list[int]) -> str:
+    """Grouped bars: the judge's accuracy on generated samples of each class, for each model.
+
+    ``utility`` is as read back from results.json, so class ids are string keys.
+    """
+    roles = list(utility)
+    classes = sorted(int(c) for c in utility[roles[0]]["per_class_accuracy"])
+    width = 0.8 / len(roles)
+    figure = Figure(figsize=(7.5, 2.8))
+    ax = figure.add_subplot()
+    for k, role in enumerate(roles):
+        values = [utility[role]["per_class_accuracy"][str(c)] for c in classes]
+        ax.bar(np.arange(len(classes)) + (k - (len(roles) - 1) / 2) * width, values, width,
+               color=ROLE_COLORS.get(role), label=role)
+    ax.set_xticks(np.arange(len(classes)), [f"{c}{' (forgotten)' if c in forgotten else ''}" for c in classes],
+                  fontsize=7)
+    ax.set(ylim=(0, 1.05), ylabel="judge accuracy")
+    ax.legend(fontsize=7, ncol=len(roles), loc="lower left")
+    return to_svg(figure)
