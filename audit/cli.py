@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .commands.audit import audit_command
+from .commands.report import report_command
 from .commands.train import train_command
 
 
@@ -17,3 +19,5 @@ def main() -> None:
 
 
 main.add_command(train_command)
+main.add_command(audit_command)
+main.add_command(report_command)

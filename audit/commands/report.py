@@ -1,0 +1,30 @@
+"""``erasediff report``: re-render an audit's report.html from its results.json (no model work)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from diffusion.errors import UsageError
+from reports import write_report
+
+from .common import handle_errors
+
+
+@click.command("report")
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Where to write the HTML [report.html beside RESULTS].")
+@handle_errors
+def report_command(results: Path, out: Path | None):
+    """Render RESULTS (an audit's results.json, with its scores/ and images/ beside it) to one HTML file."""
+    if not results.is_file():
+        raise UsageError(f"results file '{results}' not found; expected an audit's results.json")
+    try:
+        document = json.loads(results.read_text())
+    except json.JSONDecodeError as error:
+        raise UsageError(f"'{results}' is not JSON: {error}") from None
+    if not isinstance(document, dict) or "schema_version" not in document:
+        raise UsageError(f"'{results}' is not an erasediff results document (no schema_version)")
+    click.echo(f"report written to {write_report(results, out)}")
