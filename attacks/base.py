@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from diffusion.data import LabeledImages
+from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
 
 
@@ -22,7 +26,7 @@ class AttackScores:
         scores: (N,) float64.
         calls_per_sample: noise-prediction calls spent on each sample.
         seconds: wall time of the scoring.
-        params: the attack's parameters.
+        params: the attack's parameters, with the timesteps resolved for the scored model.
     """
 
     attack: str
@@ -32,20 +36,119 @@ class AttackScores:
     seconds: float
     params: dict
 
+    def to_dict(self) -> dict:
+        """The cost and parameters, JSON-ready (the scores themselves go to a CSV)."""
+        return {
+            "attack": self.attack,
+            "num_samples": int(len(self.scores)),
+            "calls_per_sample": self.calls_per_sample,
+            "seconds": self.seconds,
+            "samples_per_second": len(self.scores) / self.seconds if self.seconds > 0 else None,
+            "params": self.params,
+        }
+
+
+def check_positive_int(value, name: str, owner: str) -> int:
+    """Return ``value`` if it is an int >= 1, else raise a scikit-learn style :class:`UsageError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UsageError(f"The '{name}' parameter of {owner} must be an int >= 1. Got {value!r} instead.")
+    return int(value)
+
+
+def check_timestep(t: int, model: DiffusionModel, name: str, owner: str, minimum: int = 0) -> int:
+    """Return ``t`` if ``minimum <= t < model.num_train_timesteps``, else raise :class:`UsageError`."""
+    if not minimum <= t < model.num_train_timesteps:
+        raise UsageError(
+            f"The '{name}' parameter of {owner} must be a timestep in [{minimum}, {model.num_train_timesteps - 1}] "
+            f"for this model ({model.num_train_timesteps} training timesteps). Got {t} instead."
+        )
+    return t
+
+
+def scaled_timestep(reference_t: int, model: DiffusionModel) -> int:
+    """A timestep given for a 1000-step schedule, moved to the model's schedule (at least 1)."""
+    return max(1, round(reference_t * model.num_train_timesteps / 1000))
+
 
 class Attack(ABC):
-    """A membership-inference attack on a :class:`DiffusionModel`.
+    """A membership-inference attack on a :class:`DiffusionModel` (gray-box: it sees noise predictions).
 
-    Noise and timesteps derive from (seed, sample id), so a sample gets the same noise on every model and at
-    every batch size.
+    Parameters are stored in ``__init__``; :meth:`score` does the work in batches of ``batch_size`` samples, each
+    batch in a few batched model calls. Noise and timesteps derive from (seed, sample id), so a sample gets the
+    same noise on every model and at every batch size. Subclasses implement :meth:`resolve` (the concrete
+    timesteps for a model), :meth:`calls_per_sample` and :meth:`score_batch`.
     """
 
     name: ClassVar[str]
 
-    @abstractmethod
-    def score(self, model: DiffusionModel, samples: LabeledImages, *, seed: int = 0) -> AttackScores:
-        """Score every sample; raise ``UsageError`` for an empty sample set."""
+    def __init__(self, batch_size: int = 64):
+        self.batch_size = batch_size
 
     @abstractmethod
+    def resolve(self, model: DiffusionModel) -> dict:
+        """The parameters with every timestep made concrete for ``model``; raise ``UsageError`` if invalid."""
+
+    @abstractmethod
+    def calls_per_sample(self, params: dict) -> int:
+        """Noise-prediction calls spent on one sample with the resolved ``params``."""
+
+    @abstractmethod
+    def score_batch(
+        self, model: DiffusionModel, x0: torch.Tensor, labels: torch.Tensor | None, ids: list[int], seed: int,
+        params: dict,
+    ) -> torch.Tensor:
+        """Scores (B,) for clean images ``x0`` (B, C, H, W) on the model's device, labels (B,) or None."""
+
     def get_params(self) -> dict:
-        """The attack's parameters, JSON-ready."""
+        """The parameters set in ``__init__``, JSON-ready."""
+        return {key: (list(value) if isinstance(value, tuple) else value) for key, value in vars(self).items()}
+
+    def score(
+        self, model: DiffusionModel, samples: LabeledImages, *, seed: int = 0, quiet: bool = True
+    ) -> AttackScores:
+        """Score every sample of ``samples`` (class labels are used when the model is class-conditional)."""
+        owner = type(self).__name__
+        check_positive_int(self.batch_size, "batch_size", owner)
+        if len(samples) == 0:
+            raise UsageError(f"{owner} got an empty sample set; give at least one image to score")
+        if tuple(samples.images.shape[1:]) != model.image_shape:
+            raise UsageError(
+                f"{owner} got images of shape {tuple(samples.images.shape[1:])} but the model expects "
+                f"{model.image_shape}"
+            )
+        params = {**self.get_params(), **self.resolve(model)}
+        conditional = model.num_classes is not None
+        ids = [int(i) for i in samples.ids]
+        was_training = model.unet.training
+        model.unet.eval()
+        start = time.perf_counter()
+        parts = []
+        with torch.no_grad():
+            for first in tqdm(range(0, len(ids), self.batch_size), desc=self.name, disable=quiet, leave=False):
+                rows = slice(first, first + self.batch_size)
+                x0 = samples.images[rows].to(model.device, torch.float32)
+                labels = samples.labels[rows].to(model.device) if conditional else None
+                parts.append(self.score_batch(model, x0, labels, ids[rows], seed, params).double().cpu())
+        seconds = time.perf_counter() - start
+        model.unet.train(was_training)
+        return AttackScores(
+            attack=self.name,
+            sample_ids=np.asarray(ids, dtype=np.int64),
+            scores=torch.cat(parts).numpy(),
+            calls_per_sample=float(self.calls_per_sample(params)),
+            seconds=seconds,
+            params=params,
+        )
+
+
+def ddim_move(model: DiffusionModel, x: torch.Tensor, t_from: int, t_to: int, labels: torch.Tensor | None):
+    """One deterministic DDIM step (Song et al., ICLR 2021) from timestep ``t_from`` to ``t_to`` (either way).
+
+    x (B, C, H, W) at ``t_from`` -> (x at ``t_to``, eps_theta(x, t_from)). Going up the schedule this is DDIM
+    inversion; going down it is the eta = 0 sampler step.
+    """
+    t = torch.full((len(x),), t_from, device=x.device, dtype=torch.long)
+    eps = model.predict_noise(x, t, labels)
+    ab_from, ab_to = model.alphas_cumprod[t_from], model.alphas_cumprod[t_to]
+    x0_hat = (x - (1 - ab_from).sqrt() * eps) / ab_from.sqrt()
+    return ab_to.sqrt() * x0_hat + (1 - ab_to).sqrt() * eps, eps

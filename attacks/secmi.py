@@ -1,0 +1,56 @@
+"""SecMI_stat: the step-wise error of a deterministic DDIM round trip near the data.
+
+Duan, Kong, Wang, Shi and Xu, "Are Diffusion Models Vulnerable to Membership Inference Attacks?", ICML 2023
+(arXiv 2302.01316). The image is inverted with deterministic DDIM steps of size k up to t_sec - k, pushed one
+step further to t_sec, denoised one step back, and compared with the state it left: members come back closer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffusion.errors import UsageError
+from diffusion.model import DiffusionModel
+
+from .base import Attack, check_timestep, ddim_move, scaled_timestep
+
+
+class SecMI(Attack):
+    """Score = minus ||denoise(invert(x_{t_sec-k})) - x_{t_sec-k}||^2 (pixel mean); t_sec / k + 1 model calls.
+
+    Args:
+        t_sec: the timestep of the round trip, on a 1000-step schedule (the paper's 100), rescaled to the model's.
+        interval: the DDIM step k on a 1000-step schedule (the paper's 10), rescaled; it must divide ``t_sec``.
+        batch_size: samples per batch.
+    """
+
+    name = "secmi"
+
+    def __init__(self, t_sec: int = 100, interval: int = 10, batch_size: int = 64):
+        super().__init__(batch_size)
+        self.t_sec = t_sec
+        self.interval = interval
+
+    def resolve(self, model: DiffusionModel) -> dict:
+        owner = type(self).__name__
+        t_sec = check_timestep(scaled_timestep(self.t_sec, model), model, "t_sec", owner, 2)
+        interval = check_timestep(scaled_timestep(self.interval, model), model, "interval", owner, 1)
+        if t_sec % interval or t_sec == interval:
+            raise UsageError(
+                f"The 'interval' parameter of {owner} must divide 't_sec' at least twice on the model's schedule. "
+                f"Got interval {interval} and t_sec {t_sec} instead."
+            )
+        return {"model_t_sec": t_sec, "model_interval": interval}
+
+    def calls_per_sample(self, params: dict) -> int:
+        return params["model_t_sec"] // params["model_interval"] + 1
+
+    def score_batch(self, model, x0, labels, ids, seed, params) -> torch.Tensor:
+        t_sec, k = params["model_t_sec"], params["model_interval"]
+        x, t = x0, 0
+        for t_next in range(k, t_sec, k):
+            x, _ = ddim_move(model, x, t, t_next, labels)
+            t = t_next
+        x_up, _ = ddim_move(model, x, t, t_sec, labels)
+        x_back, _ = ddim_move(model, x_up, t_sec, t, labels)
+        return -(x_back - x).square().flatten(1).mean(1)
