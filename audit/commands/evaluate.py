@@ -1,0 +1,62 @@
+"""``erasediff evaluate``: forgetting and utility of a model, judged on generated samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from diffusion.data import load_dataset
+from diffusion.errors import UsageError
+from diffusion.io import write_json
+from diffusion.judge import load_or_train_judge
+from diffusion.model import DiffusionModel
+from diffusion.quality import evaluate_generation
+
+from .common import configure_logging, data_options, handle_errors, quiet_option, seed_option
+
+
+@click.command("evaluate")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="The model folder (diffusers format).")
+@click.option("--forget-class", "forget_classes", type=int, multiple=True,
+              help="A forgotten class (repeatable); the other classes count as retained.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the metrics to this JSON file.")
+@click.option("--per-class", type=click.IntRange(min=2), default=50, show_default=True,
+              help="Generated samples per class.")
+@click.option("--sample-steps", type=click.IntRange(min=1), default=50, show_default=True,
+              help="DDIM sampling steps.")
+@data_options
+@seed_option
+@quiet_option
+@handle_errors
+def evaluate_command(model_dir: Path, forget_classes, json_path: Path | None, per_class, sample_steps, data,
+                     split_seed, member_fraction, seed, quiet):
+    """Judge samples of every class: accuracy and entropy on the forgotten classes (forgetting), accuracy per
+    retained class and the Frechet distance to real retained-class images in the judge's feature space
+    (utility). The same --seed gives every model the same starting noise, so models compare sample by sample.
+    """
+    configure_logging(quiet)
+    if json_path is not None and not json_path.parent.is_dir():
+        raise UsageError(f"the folder of --json '{json_path}' does not exist")
+    dataset = load_dataset(data)
+    for c in forget_classes:
+        if not 0 <= c < dataset.num_classes:
+            raise UsageError(f"forget class {c} is out of range; expected a class id in 0..{dataset.num_classes - 1}")
+    if len(set(forget_classes)) >= dataset.num_classes:
+        raise UsageError(f"cannot treat every class ({dataset.num_classes}) as forgotten; no class would be retained")
+    model = DiffusionModel.load(model_dir)
+    judge = load_or_train_judge(dataset)
+    metrics = evaluate_generation(model, judge, dataset, forget_classes=sorted(set(forget_classes)),
+                                  per_class=per_class, seed=seed, steps=sample_steps)
+    metrics["model"] = {"path": str(model_dir), "fingerprint": model.fingerprint()}
+    metrics["judge_test_accuracy"] = judge.test_accuracy
+    if json_path is not None:
+        write_json(json_path, metrics)
+    if metrics["forgotten_accuracy"] is not None:
+        click.echo(f"forgotten classes {sorted(set(forget_classes))}: judge accuracy "
+                   f"{metrics['forgotten_accuracy']:.3f}, entropy {metrics['forgotten_entropy']:.3f}")
+    click.echo(f"retained classes: judge accuracy {metrics['retained_accuracy']:.3f}, "
+               f"Frechet distance {metrics['retained_fd']:.3f}")
+    click.echo("per class: " + ", ".join(f"{c}: {a:.2f}" for c, a in metrics["per_class_accuracy"].items()))

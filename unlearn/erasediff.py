@@ -1,0 +1,189 @@
+"""EraseDiff: unlearning as a constrained problem, solved first-order.
+
+Wu, Harandi et al., "EraseDiff: Erasing Data Influence in Diffusion Models", arXiv 2401.05779 (CVPR 2025).
+The value-function constraint is handled with the dynamic barrier rule of BOME! (Liu, Ye, Wright, Stone, Liu,
+"BOME! Bilevel Optimization Made Easy: A Simple First-Order Approach", NeurIPS 2022).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from diffusion.data import LabeledImages
+from diffusion.model import DiffusionModel
+
+from .base import (
+    ForgetTask,
+    GradientUnlearner,
+    check_choice,
+    check_positive,
+    diffusion_loss,
+    draw_timesteps_and_noise,
+    param_error,
+    relabel_draw,
+    relabel_loss,
+)
+
+FORGET_TARGETS = ("uniform", "relabel")
+
+
+def flat_dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
+    """Inner product of two gradients given as lists of tensors (in float64)."""
+    return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b)))
+
+
+def bome_multiplier(grad_retain: Sequence[torch.Tensor], grad_forget: Sequence[torch.Tensor], eta: float) -> float:
+    """BOME's lambda: max((eta * ||g_q||^2 - <g_r, g_q>) / ||g_q||^2, 0), with g_q = grad q = grad L_f.
+
+    The smallest lambda >= 0 for which the update direction g_r + lambda * g_q decreases q at least at rate
+    eta * ||g_q||^2. Returns 0 when grad q vanishes (the constraint is flat there).
+    """
+    norm_sq = flat_dot(grad_forget, grad_forget)
+    if norm_sq == 0.0:
+        return 0.0
+    return max((eta * norm_sq - flat_dot(grad_retain, grad_forget)) / norm_sq, 0.0)
+
+
+class EraseDiff(GradientUnlearner):
+    """EraseDiff (arXiv 2401.05779): min L_r(theta) s.t. q(theta) = L_f(theta) - min_phi L_f(phi) <= 0.
+
+    Each outer step draws a forget batch and a remain batch, each with its own timesteps and noise, then:
+
+    1. from a snapshot of theta, ``inner_steps`` SGD steps (``inner_lr``) on L_f give f_hat = L_f(theta^K)
+       (a constant); theta is restored;
+    2. q = L_f(theta) - f_hat, so grad q = grad L_f(theta);
+    3. lambda by BOME's rule with rate ``eta`` (see :func:`bome_multiplier`), or ``fixed_lambda`` when given;
+    4. theta <- Adam(theta, grad L_r + lambda * grad q), the outer gradient clipped to norm ``grad_clip``,
+       and an EMA of the weights (``ema_decay``) is what is returned.
+
+    ``forget_target``: ``uniform`` noises the forget images with u ~ U[0, 1) and regresses the prediction on u
+    (the paper's form); ``relabel`` regresses it on the model's own detached prediction under another class,
+    drawn from the classes not being forgotten. Logged per step: loss_retain, loss_forget, q, lambda, cos_grad.
+
+    Args:
+        steps: outer steps. lr: Adam learning rate. batch_size: forget and remain images per step (the forget
+            batch is the whole forget set when it is smaller). inner_steps, inner_lr: the K SGD steps of 1.
+        eta: BOME's rate. fixed_lambda: a constant lambda instead of BOME's rule (None: adaptive).
+        grad_clip: outer gradient norm bound (None: off). ema_decay: EMA of the weights (None: off).
+    """
+
+    name = "erasediff"
+
+    def __init__(
+        self,
+        steps: int = 150,
+        lr: float = 2e-4,
+        batch_size: int = 128,
+        inner_steps: int = 2,
+        inner_lr: float = 1e-3,
+        eta: float = 1.0,
+        fixed_lambda: float | None = None,
+        forget_target: str = "uniform",
+        grad_clip: float | None = 1.0,
+        ema_decay: float | None = 0.99,
+    ):
+        self.steps = steps
+        self.lr = lr
+        self.batch_size = batch_size
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        self.eta = eta
+        self.fixed_lambda = fixed_lambda
+        self.forget_target = forget_target
+        self.grad_clip = grad_clip
+        self.ema_decay = ema_decay
+
+    def validate(self, task: ForgetTask) -> None:
+        super().validate(task)
+        owner = type(self).__name__
+        check_choice(owner, "forget_target", self.forget_target, FORGET_TARGETS)
+        check_positive(owner, inner_lr=self.inner_lr, eta=self.eta)
+        if not isinstance(self.inner_steps, int) or self.inner_steps < 0:
+            raise param_error(owner, "inner_steps", "an int >= 0", self.inner_steps)
+        if self.fixed_lambda is not None and not self.fixed_lambda >= 0:
+            raise param_error(owner, "fixed_lambda", "None or a number >= 0", self.fixed_lambda)
+
+    def forget_loss(
+        self, model: DiffusionModel, batch: LabeledImages, task: ForgetTask, generator: torch.Generator
+    ):
+        """A closure computing L_f on one fixed draw of timesteps and targets (reused by the inner steps)."""
+        if self.forget_target == "relabel":
+            draw = relabel_draw(model, batch, task.retained_classes, generator)
+            return lambda: relabel_loss(model, batch, task.retained_classes, generator, draw)
+        t, _ = draw_timesteps_and_noise(model, batch, generator)
+        uniform = torch.rand(batch.images.shape, generator=generator).to(model.device)
+        x0, labels = batch.images.to(model.device), batch.labels.to(model.device)
+        return lambda: model.denoising_loss(x0, labels, t, uniform).mean()
+
+    def compute_gradients(
+        self,
+        model: DiffusionModel,
+        task: ForgetTask,
+        forget: LabeledImages,
+        retain: LabeledImages,
+        context: Any,
+        generator: torch.Generator,
+        accelerator: Accelerator,
+    ) -> dict[str, float]:
+        parameters = [p for p in model.unet.parameters() if p.requires_grad]
+        loss_forget_fn = self.forget_loss(model, forget, task, generator)
+        loss_forget = loss_forget_fn()
+        grad_forget = self._gradient(loss_forget, parameters, accelerator)
+        f_hat = self._inner_minimum(parameters, loss_forget_fn, grad_forget, accelerator)
+        loss_retain = diffusion_loss(model, retain, generator)
+        grad_retain = self._gradient(loss_retain, parameters, accelerator)
+        lam = self.fixed_lambda if self.fixed_lambda is not None else bome_multiplier(
+            grad_retain, grad_forget, self.eta
+        )
+        norms = (flat_dot(grad_retain, grad_retain) * flat_dot(grad_forget, grad_forget)) ** 0.5
+        cos = flat_dot(grad_retain, grad_forget) / norms if norms > 0 else 0.0
+        for p, g_r, g_f in zip(parameters, grad_retain, grad_forget):
+            p.grad = g_r + lam * g_f
+        return {
+            "loss_retain": loss_retain.item(),
+            "loss_forget": loss_forget.item(),
+            "q": loss_forget.item() - f_hat,
+            "lambda": float(lam),
+            "cos_grad": cos,
+        }
+
+    @staticmethod
+    def _gradient(loss: torch.Tensor, parameters: list[torch.nn.Parameter], accelerator: Accelerator):
+        """grad of ``loss`` w.r.t. ``parameters`` (zeros where unused), averaged over processes."""
+        grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(parameters, grads)]
+        if accelerator.num_processes > 1:  # lambda must be the same on every process
+            grads = [accelerator.reduce(g, reduction="mean") for g in grads]
+        return grads
+
+    def _inner_minimum(
+        self,
+        parameters: list[torch.nn.Parameter],
+        loss_fn,
+        first_gradient: list[torch.Tensor],
+        accelerator: Accelerator,
+    ) -> float:
+        """f_hat = L_f after ``inner_steps`` SGD steps from the current weights, which are then restored.
+
+        ``first_gradient`` is grad L_f at the current weights (the outer step needs it too, so it is reused).
+        """
+        if self.inner_steps == 0:
+            with torch.no_grad():
+                return loss_fn().item()
+        snapshot = [p.detach().clone() for p in parameters]
+        grads = first_gradient
+        for step in range(self.inner_steps):
+            if step > 0:
+                grads = self._gradient(loss_fn(), parameters, accelerator)
+            with torch.no_grad():
+                for p, g in zip(parameters, grads):
+                    p.sub_(self.inner_lr * g)
+        with torch.no_grad():
+            f_hat = loss_fn().item()
+            for p, saved in zip(parameters, snapshot):
+                p.copy_(saved)
+        return f_hat

@@ -1,0 +1,51 @@
+"""Fine-tuning on the remaining data only: the simplest unlearning baseline.
+
+Catastrophic forgetting is expected to wash out D_f (Warnecke et al., "Machine Unlearning of Features and
+Labels", NDSS 2023, use it as the standard baseline; for diffusion models see Fan et al., "SalUn", ICLR 2024).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from diffusion.data import LabeledImages
+from diffusion.model import DiffusionModel
+
+from .base import ForgetTask, GradientUnlearner, diffusion_loss
+
+
+class Finetune(GradientUnlearner):
+    """Continue DDPM training on D_r only: Adam(lr) on L_r for ``steps`` batches of ``batch_size``."""
+
+    name = "finetune"
+
+    def __init__(
+        self,
+        steps: int = 300,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        grad_clip: float | None = 1.0,
+        ema_decay: float | None = None,
+    ):
+        self.steps = steps
+        self.lr = lr
+        self.batch_size = batch_size
+        self.grad_clip = grad_clip
+        self.ema_decay = ema_decay
+
+    def compute_gradients(
+        self,
+        model: DiffusionModel,
+        task: ForgetTask,
+        forget: LabeledImages,
+        retain: LabeledImages,
+        context: Any,
+        generator: torch.Generator,
+        accelerator: Accelerator,
+    ) -> dict[str, float]:
+        loss_retain = diffusion_loss(model, retain, generator)
+        accelerator.backward(loss_retain)
+        return {"loss_retain": loss_retain.item()}

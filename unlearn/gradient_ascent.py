@@ -1,0 +1,72 @@
+"""Gradient ascent (NegGrad) on the forget set, capped so that it cannot diverge.
+
+Golatkar, Achille, Soatto, "Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep Networks",
+CVPR 2020 (the NegGrad baseline); Thudi et al., "Unrolling SGD", EuroS&P 2022.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from diffusion.data import LabeledImages
+from diffusion.model import DiffusionModel
+
+from .base import ForgetTask, GradientUnlearner, check_positive, diffusion_loss, draw_timesteps_and_noise, param_error
+
+
+class GradientAscent(GradientUnlearner):
+    """Ascend the DDPM loss on D_f: minimise -mean(min(L_f per sample, ``max_forget_loss``)) + retain_weight * L_r.
+
+    The cap stops pushing a sample once its loss exceeds ``max_forget_loss`` (a model predicting zeros scores
+    1.0), which keeps the ascent from diverging; ``retain_weight`` > 0 adds the remain loss (NegGrad+).
+    """
+
+    name = "gradient_ascent"
+
+    def __init__(
+        self,
+        steps: int = 100,
+        lr: float = 1e-4,
+        batch_size: int = 128,
+        max_forget_loss: float = 2.0,
+        retain_weight: float = 0.0,
+        grad_clip: float | None = 1.0,
+        ema_decay: float | None = None,
+    ):
+        self.steps = steps
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_forget_loss = max_forget_loss
+        self.retain_weight = retain_weight
+        self.grad_clip = grad_clip
+        self.ema_decay = ema_decay
+
+    def validate(self, task: ForgetTask) -> None:
+        super().validate(task)
+        check_positive(type(self).__name__, max_forget_loss=self.max_forget_loss)
+        if not self.retain_weight >= 0:
+            raise param_error(type(self).__name__, "retain_weight", "a number >= 0", self.retain_weight)
+
+    def compute_gradients(
+        self,
+        model: DiffusionModel,
+        task: ForgetTask,
+        forget: LabeledImages,
+        retain: LabeledImages,
+        context: Any,
+        generator: torch.Generator,
+        accelerator: Accelerator,
+    ) -> dict[str, float]:
+        t, noise = draw_timesteps_and_noise(model, forget, generator)
+        per_sample = model.denoising_loss(forget.images.to(model.device), forget.labels.to(model.device), t, noise)
+        loss = -per_sample.clamp(max=self.max_forget_loss).mean()
+        logs = {"loss_forget": per_sample.mean().item()}
+        if self.retain_weight > 0:
+            loss_retain = diffusion_loss(model, retain, generator)
+            loss = loss + self.retain_weight * loss_retain
+            logs["loss_retain"] = loss_retain.item()
+        accelerator.backward(loss)
+        return logs

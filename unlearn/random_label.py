@@ -1,0 +1,62 @@
+"""Random-label unlearning: denoise the forget images as if they belonged to another class.
+
+The random-label baseline of Fan, Liu, Zhang, Wei, Wong, Liu, "SalUn: Empowering Machine Unlearning via
+Gradient-based Weight Saliency in Both Image Classification and Generation", ICLR 2024.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from diffusion.data import LabeledImages
+from diffusion.model import DiffusionModel
+
+from .base import ForgetTask, GradientUnlearner, diffusion_loss, param_error, relabel_loss
+
+
+class RandomLabel(GradientUnlearner):
+    """Minimise MSE(eps(x_t, c_f), stopgrad eps(x_t, c')) on D_f + ``alpha`` * L_r on D_r.
+
+    c' is drawn per image from the retained classes other than the image's own; Adam(lr), ``steps`` steps.
+    """
+
+    name = "random_label"
+
+    def __init__(
+        self,
+        steps: int = 1000,
+        lr: float = 1e-4,
+        batch_size: int = 128,
+        alpha: float = 1e-3,
+        grad_clip: float | None = None,
+        ema_decay: float | None = None,
+    ):
+        self.steps = steps
+        self.lr = lr
+        self.batch_size = batch_size
+        self.alpha = alpha
+        self.grad_clip = grad_clip
+        self.ema_decay = ema_decay
+
+    def validate(self, task: ForgetTask) -> None:
+        super().validate(task)
+        if not self.alpha >= 0:
+            raise param_error(type(self).__name__, "alpha", "a number >= 0", self.alpha)
+
+    def compute_gradients(
+        self,
+        model: DiffusionModel,
+        task: ForgetTask,
+        forget: LabeledImages,
+        retain: LabeledImages,
+        context: Any,
+        generator: torch.Generator,
+        accelerator: Accelerator,
+    ) -> dict[str, float]:
+        loss_forget = relabel_loss(model, forget, task.retained_classes, generator)
+        loss_retain = diffusion_loss(model, retain, generator)
+        accelerator.backward(loss_forget + self.alpha * loss_retain)
+        return {"loss_forget": loss_forget.item(), "loss_retain": loss_retain.item()}
