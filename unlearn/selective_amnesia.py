@@ -134,4 +134,5 @@ class SelectiveAmnesia(GradientUnlearner):
         parameters = [p for p in model.unet.parameters() if p.requires_grad]
         penalty = sum((f * (p - a) ** 2).sum() for p, f, a in zip(parameters, context.fisher, context.anchor))
         accelerator.backward(loss_forget + loss_replay + self.ewc_weight * penalty)
-        return {"loss_forget": loss_forget.item(), "loss_retain": loss_replay.item(), "ewc": float(penalty)}
+        penalty = penalty.detach()
+        return {"loss_forget": loss_forget.item(), "loss_retain": loss_replay.item(), "ewc": penalty.item()}
