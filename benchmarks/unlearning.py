@@ -110,7 +110,10 @@ def ratio(value, reference):
 
 def print_table(rows: list[dict], sample_mode: bool) -> None:
     base = next((r for r in rows if r["method"] == "erasediff"), None)
-    fmt = lambda v, spec: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)  # noqa: E731
+
+    def fmt(value, spec):
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
     if sample_mode:
         print(f"{'method':18} {'steps':>6} {'wall s':>7} {'ret acc':>7} {'ret FD':>7} "
               f"{'L forget':>8} {'L heldout':>9} {'L retain':>8}")

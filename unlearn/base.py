@@ -141,6 +141,13 @@ def check_positive(owner: str, **values: float) -> None:
             raise param_error(owner, name, "> 0", value)
 
 
+def check_int(owner: str, minimum: int, **values: int) -> None:
+    """Raise :class:`UsageError` for any value that is not an int >= ``minimum``."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise param_error(owner, name, f"an int >= {minimum}", value)
+
+
 def check_optional_positive(owner: str, **values: float | None) -> None:
     """Like :func:`check_positive`, with None allowed (a switched-off option)."""
     check_positive(owner, **{name: value for name, value in values.items() if value is not None})
@@ -244,6 +251,19 @@ def gradients(parameters: Sequence[torch.nn.Parameter]) -> list[torch.Tensor]:
     return [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
 
 
+@dataclass
+class StepInputs:
+    """What one update of a :class:`GradientUnlearner` sees: the task, this step's forget and remain batches,
+    the result of :meth:`GradientUnlearner.prepare`, the seeded generator and the accelerator."""
+
+    task: ForgetTask
+    forget: LabeledImages
+    retain: LabeledImages
+    context: Any
+    generator: torch.Generator
+    accelerator: Accelerator
+
+
 class GradientUnlearner(Unlearner):
     """The loop shared by the methods that unlearn with optimizer steps on batches of D_f and D_r.
 
@@ -263,10 +283,7 @@ class GradientUnlearner(Unlearner):
     def validate(self, task: ForgetTask) -> None:
         """Check parameters and task before any work; raise :class:`UsageError`."""
         owner = type(self).__name__
-        for name in ("steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise param_error(owner, name, "an int >= 1", value)
+        check_int(owner, 1, steps=self.steps, batch_size=self.batch_size)
         check_positive(owner, lr=self.lr)
         check_optional_positive(owner, grad_clip=self.grad_clip)
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -277,16 +294,7 @@ class GradientUnlearner(Unlearner):
         return None
 
     @abstractmethod
-    def compute_gradients(
-        self,
-        model: DiffusionModel,
-        task: ForgetTask,
-        forget: LabeledImages,
-        retain: LabeledImages,
-        context: Any,
-        generator: torch.Generator,
-        accelerator: Accelerator,
-    ) -> dict[str, float]:
+    def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         """Leave this step's update direction in the parameters' ``.grad``; return the values to log."""
 
     def unlearn(
@@ -319,9 +327,8 @@ class GradientUnlearner(Unlearner):
                    leave=False)
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
-            logs = self.compute_gradients(
-                work, task, forget_batches.next(), retain_batches.next(), context, generator, accelerator
-            )
+            inputs = StepInputs(task, forget_batches.next(), retain_batches.next(), context, generator, accelerator)
+            logs = self.compute_gradients(work, inputs)
             check_finite(self.name, step, logs)
             if accelerator.num_processes > 1:
                 for p in parameters:

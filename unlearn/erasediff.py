@@ -8,7 +8,6 @@ The value-function constraint is handled with the dynamic barrier rule of BOME! 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -17,9 +16,11 @@ from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
 
 from .base import (
+    StepInputs,
     ForgetTask,
     GradientUnlearner,
     check_choice,
+    check_int,
     check_positive,
     diffusion_loss,
     draw_timesteps_and_noise,
@@ -65,7 +66,8 @@ class EraseDiff(GradientUnlearner):
     detached prediction under another class, drawn from the classes not being forgotten. Measured on the 8x8
     digits reference model, ``uniform`` left the forgotten class judged correct 34% of the time after 100 steps
     at lr 1e-3, ``relabel`` 8% after 25 steps: the uniform target moves predictions on x_t built from U[0, 1)
-    noise, which sampling from Gaussian noise rarely visits. Logged per step: loss_retain, loss_forget, q, lambda, cos_grad.
+    noise, which sampling from Gaussian noise rarely visits.
+    Logged per step: loss_retain, loss_forget, q, lambda, cos_grad.
 
     Args:
         steps: outer steps. lr: Adam learning rate. batch_size: forget and remain images per step (the forget
@@ -105,8 +107,7 @@ class EraseDiff(GradientUnlearner):
         owner = type(self).__name__
         check_choice(owner, "forget_target", self.forget_target, FORGET_TARGETS)
         check_positive(owner, inner_lr=self.inner_lr, eta=self.eta)
-        if not isinstance(self.inner_steps, int) or self.inner_steps < 0:
-            raise param_error(owner, "inner_steps", "an int >= 0", self.inner_steps)
+        check_int(owner, 0, inner_steps=self.inner_steps)
         if self.fixed_lambda is not None and not self.fixed_lambda >= 0:
             raise param_error(owner, "fixed_lambda", "None or a number >= 0", self.fixed_lambda)
 
@@ -122,23 +123,14 @@ class EraseDiff(GradientUnlearner):
         x0, labels = batch.images.to(model.device), batch.labels.to(model.device)
         return lambda: model.denoising_loss(x0, labels, t, uniform).mean()
 
-    def compute_gradients(
-        self,
-        model: DiffusionModel,
-        task: ForgetTask,
-        forget: LabeledImages,
-        retain: LabeledImages,
-        context: Any,
-        generator: torch.Generator,
-        accelerator: Accelerator,
-    ) -> dict[str, float]:
+    def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         parameters = [p for p in model.unet.parameters() if p.requires_grad]
-        loss_forget_fn = self.forget_loss(model, forget, task, generator)
+        loss_forget_fn = self.forget_loss(model, step.forget, step.task, step.generator)
         loss_forget = loss_forget_fn()
-        grad_forget = self._gradient(loss_forget, parameters, accelerator)
-        f_hat = self._inner_minimum(parameters, loss_forget_fn, grad_forget, accelerator)
-        loss_retain = diffusion_loss(model, retain, generator)
-        grad_retain = self._gradient(loss_retain, parameters, accelerator)
+        grad_forget = self._gradient(loss_forget, parameters, step.accelerator)
+        f_hat = self._inner_minimum(parameters, loss_forget_fn, grad_forget, step.accelerator)
+        loss_retain = diffusion_loss(model, step.retain, step.generator)
+        grad_retain = self._gradient(loss_retain, parameters, step.accelerator)
         lam = self.fixed_lambda if self.fixed_lambda is not None else bome_multiplier(
             grad_retain, grad_forget, self.eta
         )

@@ -6,15 +6,9 @@ Labels", NDSS 2023, use it as the standard baseline; for diffusion models see Fa
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from accelerate import Accelerator
-
-from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
 
-from .base import ForgetTask, GradientUnlearner, diffusion_loss
+from .base import GradientUnlearner, StepInputs, diffusion_loss
 
 
 class Finetune(GradientUnlearner):
@@ -36,16 +30,7 @@ class Finetune(GradientUnlearner):
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
 
-    def compute_gradients(
-        self,
-        model: DiffusionModel,
-        task: ForgetTask,
-        forget: LabeledImages,
-        retain: LabeledImages,
-        context: Any,
-        generator: torch.Generator,
-        accelerator: Accelerator,
-    ) -> dict[str, float]:
-        loss_retain = diffusion_loss(model, retain, generator)
-        accelerator.backward(loss_retain)
+    def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
+        loss_retain = diffusion_loss(model, step.retain, step.generator)
+        step.accelerator.backward(loss_retain)
         return {"loss_retain": loss_retain.item()}

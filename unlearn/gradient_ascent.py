@@ -6,15 +6,17 @@ CVPR 2020 (the NegGrad baseline); Thudi et al., "Unrolling SGD", EuroS&P 2022.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from accelerate import Accelerator
-
-from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
 
-from .base import ForgetTask, GradientUnlearner, check_positive, diffusion_loss, draw_timesteps_and_noise, param_error
+from .base import (
+    ForgetTask,
+    GradientUnlearner,
+    StepInputs,
+    check_positive,
+    diffusion_loss,
+    draw_timesteps_and_noise,
+    param_error,
+)
 
 
 class GradientAscent(GradientUnlearner):
@@ -50,23 +52,15 @@ class GradientAscent(GradientUnlearner):
         if not self.retain_weight >= 0:
             raise param_error(type(self).__name__, "retain_weight", "a number >= 0", self.retain_weight)
 
-    def compute_gradients(
-        self,
-        model: DiffusionModel,
-        task: ForgetTask,
-        forget: LabeledImages,
-        retain: LabeledImages,
-        context: Any,
-        generator: torch.Generator,
-        accelerator: Accelerator,
-    ) -> dict[str, float]:
-        t, noise = draw_timesteps_and_noise(model, forget, generator)
-        per_sample = model.denoising_loss(forget.images.to(model.device), forget.labels.to(model.device), t, noise)
+    def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
+        t, noise = draw_timesteps_and_noise(model, step.forget, step.generator)
+        x0, labels = step.forget.images.to(model.device), step.forget.labels.to(model.device)
+        per_sample = model.denoising_loss(x0, labels, t, noise)
         loss = -per_sample.clamp(max=self.max_forget_loss).mean()
         logs = {"loss_forget": per_sample.mean().item()}
         if self.retain_weight > 0:
-            loss_retain = diffusion_loss(model, retain, generator)
+            loss_retain = diffusion_loss(model, step.retain, step.generator)
             loss = loss + self.retain_weight * loss_retain
             logs["loss_retain"] = loss_retain.item()
-        accelerator.backward(loss)
+        step.accelerator.backward(loss)
         return logs

@@ -6,15 +6,9 @@ Gradient-based Weight Saliency in Both Image Classification and Generation", ICL
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from accelerate import Accelerator
-
-from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
 
-from .base import ForgetTask, GradientUnlearner, diffusion_loss, param_error, relabel_loss
+from .base import ForgetTask, GradientUnlearner, StepInputs, diffusion_loss, param_error, relabel_loss
 
 
 class RandomLabel(GradientUnlearner):
@@ -46,17 +40,8 @@ class RandomLabel(GradientUnlearner):
         if not self.alpha >= 0:
             raise param_error(type(self).__name__, "alpha", "a number >= 0", self.alpha)
 
-    def compute_gradients(
-        self,
-        model: DiffusionModel,
-        task: ForgetTask,
-        forget: LabeledImages,
-        retain: LabeledImages,
-        context: Any,
-        generator: torch.Generator,
-        accelerator: Accelerator,
-    ) -> dict[str, float]:
-        loss_forget = relabel_loss(model, forget, task.retained_classes, generator)
-        loss_retain = diffusion_loss(model, retain, generator)
-        accelerator.backward(loss_forget + self.alpha * loss_retain)
+    def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
+        loss_forget = relabel_loss(model, step.forget, step.task.retained_classes, step.generator)
+        loss_retain = diffusion_loss(model, step.retain, step.generator)
+        step.accelerator.backward(loss_forget + self.alpha * loss_retain)
         return {"loss_forget": loss_forget.item(), "loss_retain": loss_retain.item()}

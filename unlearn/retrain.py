@@ -17,7 +17,7 @@ from diffusers import UNet2DModel
 from diffusion.model import DiffusionModel
 from diffusion.training import TrainConfig, train_denoiser
 
-from .base import ForgetTask, StepCallback, UnlearnResult, Unlearner, param_error
+from .base import ForgetTask, StepCallback, UnlearnResult, Unlearner, check_int
 
 
 class Retrain(Unlearner):
@@ -43,8 +43,7 @@ class Retrain(Unlearner):
         callback_every: int = 10,
     ) -> UnlearnResult:
         task.check_model(model)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise param_error(type(self).__name__, "steps", "an int >= 1", self.steps)
+        check_int(type(self).__name__, 1, steps=self.steps)
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 
 from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
 
-from .base import BatchCycler, ForgetTask, diffusion_loss, gradients, param_error
+from .base import BatchCycler, ForgetTask, StepInputs, diffusion_loss, gradients, param_error
 from .random_label import RandomLabel
 
 
@@ -72,19 +71,10 @@ class SalUn(RandomLabel):
         scratch.unet.train()
         return saliency_mask(scratch, task.forget, self.sparsity, self.batch_size, generator)
 
-    def compute_gradients(
-        self,
-        model: DiffusionModel,
-        task: ForgetTask,
-        forget: LabeledImages,
-        retain: LabeledImages,
-        context: Any,
-        generator: torch.Generator,
-        accelerator: Accelerator,
-    ) -> dict[str, float]:
-        logs = super().compute_gradients(model, task, forget, retain, context, generator, accelerator)
+    def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
+        logs = super().compute_gradients(model, step)
         parameters = [p for p in model.unet.parameters() if p.requires_grad]
-        for p, mask in zip(parameters, context):
+        for p, mask in zip(parameters, step.context):
             if p.grad is not None:
                 p.grad.mul_(mask)
         return logs

@@ -12,14 +12,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
 from diffusion.quality import generate_per_class
 
-from .base import BatchCycler, ForgetTask, GradientUnlearner, diffusion_loss, draw_timesteps_and_noise, param_error
+from .base import (
+    BatchCycler,
+    ForgetTask,
+    GradientUnlearner,
+    StepInputs,
+    check_int,
+    diffusion_loss,
+    draw_timesteps_and_noise,
+    param_error,
+)
 
 
 @dataclass
@@ -93,10 +101,8 @@ class SelectiveAmnesia(GradientUnlearner):
                               "sample-level deletion")
         if not self.ewc_weight >= 0:
             raise param_error(owner, "ewc_weight", "a number >= 0", self.ewc_weight)
-        for name in ("fisher_samples_per_class", "replay_samples_per_class", "sample_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise param_error(owner, name, "an int >= 1", value)
+        check_int(owner, 1, fisher_samples_per_class=self.fisher_samples_per_class,
+                  replay_samples_per_class=self.replay_samples_per_class, sample_steps=self.sample_steps)
 
     def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool) -> Any:
         sample_seed = int(torch.randint(2**31, (1,), generator=generator))
@@ -112,27 +118,19 @@ class SelectiveAmnesia(GradientUnlearner):
         anchor = [p.detach().clone() for p in original.unet.parameters() if p.requires_grad]
         return AmnesiaContext(fisher, anchor, replay)
 
-    def compute_gradients(
-        self,
-        model: DiffusionModel,
-        task: ForgetTask,
-        forget: LabeledImages,
-        retain: LabeledImages,
-        context: AmnesiaContext,
-        generator: torch.Generator,
-        accelerator: Accelerator,
-    ) -> dict[str, float]:
-        n = len(forget)
-        classes = torch.as_tensor(task.forget_classes, dtype=torch.long)
+    def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
+        n = len(step.forget)
+        classes = torch.as_tensor(step.task.forget_classes, dtype=torch.long)
         surrogate = LabeledImages(
-            torch.rand(forget.images.shape, generator=generator) * 2 - 1,
-            classes[torch.randint(len(classes), (n,), generator=generator)],
+            torch.rand(step.forget.images.shape, generator=step.generator) * 2 - 1,
+            classes[torch.randint(len(classes), (n,), generator=step.generator)],
             torch.arange(n),
         )
-        loss_forget = diffusion_loss(model, surrogate, generator)
-        loss_replay = diffusion_loss(model, context.replay.next(), generator)
+        loss_forget = diffusion_loss(model, surrogate, step.generator)
+        loss_replay = diffusion_loss(model, step.context.replay.next(), step.generator)
         parameters = [p for p in model.unet.parameters() if p.requires_grad]
-        penalty = sum((f * (p - a) ** 2).sum() for p, f, a in zip(parameters, context.fisher, context.anchor))
-        accelerator.backward(loss_forget + loss_replay + self.ewc_weight * penalty)
+        fisher, anchor = step.context.fisher, step.context.anchor
+        penalty = sum((f * (p - a) ** 2).sum() for p, f, a in zip(parameters, fisher, anchor))
+        step.accelerator.backward(loss_forget + loss_replay + self.ewc_weight * penalty)
         penalty = penalty.detach()
         return {"loss_forget": loss_forget.item(), "loss_retain": loss_replay.item(), "ewc": penalty.item()}
