@@ -84,8 +84,8 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
             utility["unlearned"]["forgotten_accuracy"], target + tol,
             f"<= {'retrained' if reference else '0'} + {tol:g}"))
     if results.get("resurrection") and "unlearned" in results["resurrection"]:
-        inversion = results["resurrection"]["unlearned"]["inversion"]["accuracy"]
-        target = results["resurrection"][reference]["inversion"]["accuracy"] if reference else 0.0
+        inversion = results["resurrection"]["unlearned"]["inversion"]["judge_accuracy"]
+        target = results["resurrection"][reference]["inversion"]["judge_accuracy"] if reference else 0.0
         tol = thresholds.resurrection_tolerance
         checks.append(_at_most(
             "resurrection", "a newly learned class embedding brings the erased class back no more than for the "

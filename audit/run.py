@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from attacks import make_attack
-from attacks.extraction import ExtractionAttack
+from attacks.extraction import extract_training_data
+from attacks.inversion import embedding_inversion
 from attacks.metrics import membership_metrics
-from attacks.resurrection import EmbeddingInversion, conditional_regeneration
+from attacks.regeneration import conditional_regeneration
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info
 from diffusion.errors import UsageError
@@ -171,33 +172,34 @@ def _generation(subjects: AuditSubjects, config: AuditConfig, images_dir: Path) 
     classes = subjects.spec.classes
     utility, extraction, resurrection, images = {}, {}, {}, {}
     retained_show = subjects.task.retained_classes[:4]
-    extractor = ExtractionAttack(samples_per_class=config.extraction_samples_per_class)
-    inversion = EmbeddingInversion()
     train_set = subjects.dataset.select(subjects.splits.members)
+    forget_ids = set(subjects.task.forget.ids.tolist())
     target_classes = list(classes) if classes else sorted(set(subjects.task.forget.labels.tolist()))
     for role, model in subjects.models.items():
         utility[role] = evaluate_generation(model, subjects.judge, subjects.dataset, forget_classes=classes,
                                             per_class=config.eval_samples_per_class, seed=config.seed,
                                             steps=config.eval_steps)
-        shown = {"forgotten": target_classes, "retained": retained_show}
-        for kind, show in shown.items():
+        for kind, show in {"forgotten": target_classes, "retained": retained_show}.items():
             grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps)
             images[f"{role}_{kind}"] = save_grid(grid, images_dir / f"{role}_{kind}.png", columns=8).name
-        found = extractor.run(model, train_set, target_classes, seed=config.seed)
+        found = extract_training_data(model, train_set, target_classes, per_class=config.extraction_samples_per_class,
+                                      seed=config.seed, steps=config.eval_steps)
         extraction[role] = found.to_dict()
-        forget_ids = set(subjects.task.forget.ids.tolist())
-        extraction[role]["num_forget_extracted"] = len(forget_ids & set(found.extracted_ids))
-        if len(found.generated):
-            images[f"{role}_extraction"] = save_pairs(found.generated[:16], found.matched[:16],
+        extraction[role]["num_forget_extracted"] = len(forget_ids & set(found.extracted_training_ids))
+        copies, originals = found.pairs()
+        if len(copies):
+            images[f"{role}_extraction"] = save_pairs(copies[:16], originals[:16],
                                                       images_dir / f"{role}_extraction.png").name
         if config.resurrection and classes:
             regenerated = conditional_regeneration(model, subjects.judge, subjects.task.forget, classes,
-                                                   seed=config.seed)
-            inverted = inversion.run(model, subjects.judge, subjects.task.forget, classes[0], seed=config.seed)
-            images[f"{role}_inversion"] = save_grid(inverted.pop("images"), images_dir / f"{role}_inversion.png",
+                                                   seed=config.seed, per_class=config.eval_samples_per_class,
+                                                   steps=config.eval_steps)
+            inverted = embedding_inversion(model, subjects.judge, subjects.task.forget, classes, seed=config.seed,
+                                           per_class=config.eval_samples_per_class, sample_steps=config.eval_steps,
+                                           quiet=config.quiet)
+            images[f"{role}_inversion"] = save_grid(inverted.images[:16], images_dir / f"{role}_inversion.png",
                                                     columns=8).name
-            regenerated.pop("images", None)
-            resurrection[role] = {"regeneration": regenerated, "inversion": inverted}
+            resurrection[role] = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict()}
     return utility, {"extraction": extraction, "resurrection": resurrection}, images
 
 
