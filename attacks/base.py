@@ -65,9 +65,17 @@ def check_timestep(t: int, model: DiffusionModel, name: str, owner: str, minimum
     return t
 
 
-def scaled_timestep(reference_t: int, model: DiffusionModel) -> int:
-    """A timestep given for a 1000-step schedule, moved to the model's schedule (at least 1)."""
-    return max(1, round(reference_t * model.num_train_timesteps / 1000))
+def matched_timestep(reference_t: int, model: DiffusionModel) -> int:
+    """The model timestep (>= 1) whose noise level alpha_bar is closest to that of ``reference_t`` on the
+    1000-step linear schedule (beta 1e-4 to 0.02) of Ho et al. (2020), where the papers set their timesteps.
+
+    On a model with that schedule this is ``reference_t`` itself; on a shorter or different schedule it keeps the
+    signal-to-noise ratio the attack was designed for.
+    """
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    target = torch.cumprod(1 - betas, 0)[min(max(int(reference_t), 0), 999)]
+    gaps = (model.alphas_cumprod.double().cpu() - target).abs()
+    return max(1, int(gaps.argmin()))
 
 
 class Attack(ABC):

@@ -14,14 +14,14 @@ import torch
 from diffusion.model import DiffusionModel
 from diffusion.seeding import seeded_normal
 
-from .base import Attack, check_positive_int, check_timestep, scaled_timestep
+from .base import Attack, check_positive_int, check_timestep, matched_timestep
 
 
 class LossAttack(Attack):
     """Score = minus the mean of ||eps - eps_theta(x_t, t, c)||^2 over ``timesteps`` x ``noises_per_timestep``.
 
     Args:
-        timesteps: timesteps on a 1000-step schedule, rescaled to the model's (t * T / 1000).
+        timesteps: timesteps on the 1000-step linear schedule, moved to the model's timestep of equal noise level.
         noises_per_timestep: independent noises per timestep; each is derived from (seed, sample id).
         batch_size: samples per batch (each batch is one model call of batch_size * calls_per_sample images).
     """
@@ -40,7 +40,7 @@ class LossAttack(Attack):
         check_positive_int(self.noises_per_timestep, "noises_per_timestep", owner)
         if not self.timesteps:
             check_positive_int(0, "len(timesteps)", owner)
-        steps = [check_timestep(scaled_timestep(t, model), model, "timesteps", owner, 1) for t in self.timesteps]
+        steps = [check_timestep(matched_timestep(t, model), model, "timesteps", owner, 1) for t in self.timesteps]
         return {"model_timesteps": steps}
 
     def calls_per_sample(self, params: dict) -> int:

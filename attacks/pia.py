@@ -16,14 +16,14 @@ import torch
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
 
-from .base import Attack, check_timestep, scaled_timestep
+from .base import Attack, check_timestep, matched_timestep
 
 
 class PIA(Attack):
     """Score = minus mean |eps_theta(x_t, t, c) - eps_0|^p with x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps_0: 2 calls.
 
     Args:
-        timestep: the attack timestep on a 1000-step schedule (the paper's 200 for DDPM), rescaled to the model's.
+        timestep: the attack timestep on a 1000-step schedule (the paper's 200 for DDPM), moved to the model's timestep of equal noise level.
         p: the exponent of the distance (the paper's l_4).
         batch_size: samples per batch.
     """
@@ -40,7 +40,7 @@ class PIA(Attack):
         owner = type(self).__name__
         if not (isinstance(self.p, (int, float)) and self.p > 0):
             raise UsageError(f"The 'p' parameter of {owner} must be a number > 0. Got {self.p!r} instead.")
-        return {"model_timestep": check_timestep(scaled_timestep(self.timestep, model), model, "timestep", owner, 1)}
+        return {"model_timestep": check_timestep(matched_timestep(self.timestep, model), model, "timestep", owner, 1)}
 
     def calls_per_sample(self, params: dict) -> int:
         return 2

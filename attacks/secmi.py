@@ -12,15 +12,17 @@ import torch
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
 
-from .base import Attack, check_timestep, ddim_move, scaled_timestep
+from .base import Attack, check_positive_int, check_timestep, ddim_move, matched_timestep
 
 
 class SecMI(Attack):
     """Score = minus ||denoise(invert(x_{t_sec-k})) - x_{t_sec-k}||^2 (pixel mean); t_sec / k + 1 model calls.
 
     Args:
-        t_sec: the timestep of the round trip, on a 1000-step schedule (the paper's 100), rescaled to the model's.
-        interval: the DDIM step k on a 1000-step schedule (the paper's 10), rescaled; it must divide ``t_sec``.
+        t_sec: the timestep of the round trip on the 1000-step linear schedule (the paper's 100); on the model it
+            becomes the timestep of equal noise level, rounded to a multiple of the step.
+        interval: the DDIM step k on that schedule (the paper's 10); it must divide ``t_sec`` at least twice.
+            The model keeps the number of steps t_sec / k.
         batch_size: samples per batch.
     """
 
@@ -33,13 +35,16 @@ class SecMI(Attack):
 
     def resolve(self, model: DiffusionModel) -> dict:
         owner = type(self).__name__
-        t_sec = check_timestep(scaled_timestep(self.t_sec, model), model, "t_sec", owner, 2)
-        interval = check_timestep(scaled_timestep(self.interval, model), model, "interval", owner, 1)
-        if t_sec % interval or t_sec == interval:
+        check_positive_int(self.interval, "interval", owner)
+        check_positive_int(self.t_sec, "t_sec", owner)
+        if self.t_sec % self.interval or self.t_sec == self.interval:
             raise UsageError(
-                f"The 'interval' parameter of {owner} must divide 't_sec' at least twice on the model's schedule. "
-                f"Got interval {interval} and t_sec {t_sec} instead."
+                f"The 'interval' parameter of {owner} must divide 't_sec' at least twice. "
+                f"Got interval {self.interval} and t_sec {self.t_sec} instead."
             )
+        num_steps = self.t_sec // self.interval
+        interval = max(1, round(matched_timestep(self.t_sec, model) / num_steps))
+        t_sec = check_timestep(interval * num_steps, model, "t_sec", owner, 2)
         return {"model_t_sec": t_sec, "model_interval": interval}
 
     def calls_per_sample(self, params: dict) -> int:

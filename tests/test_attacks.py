@@ -1,0 +1,118 @@
+"""Membership-inference attacks on tiny real diffusers models: known answers, determinism, cost, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from attacks import ATTACKS, make_attack
+from attacks.metrics import membership_metrics
+from diffusion.errors import UsageError
+from diffusion.model import DiffusionModel
+from diffusion.training import TrainConfig, train_denoiser
+
+from .conftest import tiny_model
+
+# Big enough to memorise 64 digits in 600 steps; the 8x8-channel test UNet is too small for the
+# deterministic attacks (its SecMI / PIA scores come out inverted, AUC < 0.1, while the loss attack gives 1.0).
+OVERFIT = dict(block_out_channels=(16, 32), layers_per_block=1, num_train_timesteps=1000)
+# Measured on the overfit model (64 members vs 64 unseen): loss 1.0, pia 1.0, secmi 0.70, pian 0.61.
+MIN_MEMBER_AUC = {"loss": 0.9, "pia": 0.9, "secmi": 0.6, "pian": 0.55}
+
+
+@pytest.fixture(scope="module")
+def overfit(digits):
+    """A model trained far too long on 64 digits, plus two disjoint sets of 64 digits it never saw."""
+    order = np.random.default_rng(0).permutation(len(digits))
+    members, unseen_a, unseen_b = (digits.select(order[i : i + 64]) for i in (0, 1000, 1400))
+    model = DiffusionModel.create(num_classes=10, seed=1, device="cpu", **OVERFIT)
+    config = TrainConfig(steps=600, batch_size=64, lr=3e-3, ema_decay=0.99, seed=1, **OVERFIT)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: one thread is ~5x faster than two fighting a busy 2-core machine
+    try:
+        train_denoiser(model, members.images, members.labels, config, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    return model, members, unseen_a, unseen_b
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_known_answer(overfit, name):
+    """Members separate from unseen images; two unseen sets do not separate (0.5 inside the 95% interval)."""
+    model, members, unseen_a, unseen_b = overfit
+    attack = make_attack(name)
+    member, a, b = (attack.score(model, s, seed=0).scores for s in (members, unseen_a, unseen_b))
+    separated = membership_metrics(member, a, n_bootstrap=300)
+    assert separated["auc"] > MIN_MEMBER_AUC[name], separated["auc"]
+    assert separated["auc_ci"][0] > 0.5
+    null = membership_metrics(a, b, n_bootstrap=300)
+    assert null["auc_ci"][0] < 0.5 < null["auc_ci"][1], null["auc"]
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_scores_are_seeded_and_batch_size_invariant(digits, name):
+    model = tiny_model()
+    fingerprint, was_training = model.fingerprint(), model.unet.training
+    samples = digits.select(np.arange(20))
+    small = make_attack(name, batch_size=7).score(model, samples, seed=3)
+    large = make_attack(name, batch_size=64).score(model, samples, seed=3)
+    again = make_attack(name, batch_size=7).score(model, samples, seed=3)
+    assert small.scores.shape == (20,) and small.scores.dtype == np.float64
+    assert np.array_equal(small.sample_ids, np.arange(20))
+    np.testing.assert_allclose(small.scores, large.scores, rtol=1e-4, atol=1e-6)
+    assert np.array_equal(small.scores, again.scores)
+    # a sample's score does not depend on its neighbours in the set
+    np.testing.assert_allclose(make_attack(name).score(model, samples.take(slice(5, 9)), seed=3).scores,
+                               small.scores[5:9], rtol=1e-4, atol=1e-6)
+    if name == "loss":  # the only attack that draws noise
+        assert not np.allclose(make_attack(name).score(model, samples, seed=4).scores, small.scores)
+    assert model.fingerprint() == fingerprint and model.unet.training == was_training
+
+
+def test_calls_per_sample_are_counted(digits):
+    """The declared cost is what the UNet actually sees: PIA 2 passes per sample, SecMI 11, loss 15."""
+    model = tiny_model(num_classes=10)
+    seen = []
+    model.unet.register_forward_hook(lambda module, args, output: seen.append(len(args[0])))
+    samples = digits.select(np.arange(10))
+    expected = {"loss": 15, "secmi": 11, "pia": 2, "pian": 2}
+    for name, calls in expected.items():
+        seen.clear()
+        result = make_attack(name, batch_size=4).score(model, samples)
+        assert result.calls_per_sample == calls
+        assert sum(seen) == calls * len(samples), name
+        assert result.seconds > 0 and result.params["batch_size"] == 4
+
+
+def test_timesteps_follow_the_noise_level_of_the_model_schedule():
+    short = tiny_model()  # 100 timesteps, linear betas 1e-4..0.02 (not rescaled): far less noise per step
+    long = DiffusionModel.create(num_classes=10, device="cpu", block_out_channels=(8, 16), num_train_timesteps=1000)
+    assert make_attack("pia").resolve(long) == {"model_timestep": 200}
+    t = make_attack("pia").resolve(short)["model_timestep"]
+    reference = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)[200]
+    assert abs(short.alphas_cumprod[t].item() - reference.item()) < 0.01
+    secmi = make_attack("secmi").resolve(short)
+    assert secmi["model_t_sec"] == 10 * secmi["model_interval"]
+
+
+def test_unconditional_model_is_scored_without_labels(digits):
+    model = tiny_model(num_classes=None)
+    result = make_attack("pia").score(model, digits.select(np.arange(5)))
+    assert np.isfinite(result.scores).all()
+
+
+def test_bad_input(digits, model):
+    with pytest.raises(UsageError, match="unknown attack 'lira'; expected one of: loss, pia, pian, secmi"):
+        make_attack("lira")
+    with pytest.raises(UsageError, match="unknown parameter.*'?steps'?.*expected some of: timestep, p, batch_size"):
+        make_attack("pia", steps=3)
+    with pytest.raises(UsageError, match="empty sample set"):
+        make_attack("loss").score(model, digits.select(np.arange(0)))
+    with pytest.raises(UsageError, match="images of shape"):
+        wrong = digits.select(np.arange(3))
+        make_attack("loss").score(model, type(wrong)(wrong.images[..., :4, :4], wrong.labels, wrong.ids))
+    with pytest.raises(UsageError, match="'noises_per_timestep' parameter of LossAttack must be an int >= 1"):
+        make_attack("loss", noises_per_timestep=0).score(model, digits.select(np.arange(3)))
+    with pytest.raises(UsageError, match="'interval' parameter of SecMI must divide 't_sec'"):
+        make_attack("secmi", t_sec=100, interval=30).score(model, digits.select(np.arange(3)))
+    with pytest.raises(UsageError, match="'batch_size' parameter of PIA"):
+        make_attack("pia", batch_size=0).score(model, digits.select(np.arange(3)))
