@@ -62,7 +62,8 @@ def embedding_inversion(
     the seed. The model passed in is never changed.
 
     Returns the images generated with the new rows (noises as in :func:`conditional_regeneration`) judged against
-    the class they were learned from, with the loss curve and the forget ids used.
+    the class they were learned from, the forget ids used, the training loss curve, and the DDPM loss of a fixed
+    batch of the chosen images (256 draws of t and noise) before and after fitting.
     """
     classes = check_erased_classes(model, forget, classes, "embedding inversion")
     for name, value in (("per_class", per_class), ("images_per_class", images_per_class), ("steps", steps),
@@ -93,12 +94,24 @@ def embedding_inversion(
     x0 = forget.images[chosen].to(probe.device)
     labels = row_labels.to(probe.device)
     generator = torch.Generator().manual_seed(derive_seed(seed, "inversion-steps"))
+
+    def draw(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pick = torch.randint(0, len(x0), (size,), generator=generator).to(probe.device)
+        t = torch.randint(0, probe.num_train_timesteps, (size,), generator=generator).to(probe.device)
+        noise = torch.randn((size, *x0.shape[1:]), generator=generator).to(probe.device)
+        return pick, t, noise
+
+    check_pick, check_t, check_noise = draw(256)  # a fixed batch that shows the fit, before and after
+
+    def check_loss() -> float:
+        with torch.no_grad():
+            return probe.denoising_loss(x0[check_pick], labels[check_pick], check_t, check_noise).mean().item()
+
+    loss_before = check_loss()
     optimizer = torch.optim.Adam([rows.new], lr=lr)
     curve = []
     for _ in tqdm(range(steps), desc="embedding inversion", disable=quiet, leave=False):
-        pick = torch.randint(0, len(x0), (batch_size,), generator=generator).to(probe.device)
-        t = torch.randint(0, probe.num_train_timesteps, (batch_size,), generator=generator).to(probe.device)
-        noise = torch.randn((batch_size, *x0.shape[1:]), generator=generator).to(probe.device)
+        pick, t, noise = draw(batch_size)
         loss = probe.denoising_loss(x0[pick], labels[pick], t, noise).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,7 +123,6 @@ def embedding_inversion(
     noise_ids = [int(c) * 100_000 + j for c in classes for j in range(per_class)]
     images = probe.sample(num_classes + sample_rows, seed=seed, ids=noise_ids, steps=sample_steps)
     metrics = judge_generated(judge, images, target, forget)
-    window = max(1, steps // 10)
     metrics.update(
         classes=classes,
         per_class_images=per_class,
@@ -118,8 +130,8 @@ def embedding_inversion(
         steps=steps,
         lr=lr,
         batch_size=batch_size,
-        loss_first=sum(curve[:window]) / window,
-        loss_last=sum(curve[-window:]) / window,
+        fit_loss_before=loss_before,
+        fit_loss_after=check_loss(),
         loss_curve=curve[:: max(1, steps // 100)],
         sampler=f"ddim-{sample_steps}",
         seed=seed,

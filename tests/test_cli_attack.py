@@ -1,0 +1,57 @@
+import csv
+import json
+
+from click.testing import CliRunner
+
+from audit.cli import main
+from diffusion.splits import ForgetSpec
+
+from .conftest import tiny_model
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_attack_writes_scores_and_metrics(tmp_path, digits, splits):
+    model = tiny_model()
+    model.save(tmp_path / "model")
+    fingerprint = model.fingerprint()
+    out = tmp_path / "out"
+    result = invoke("attack", "--model", tmp_path / "model", "--attack", "pia,loss", "--forget-class", 3,
+                    "--out", out, "--quiet", "--batch-size", 50)
+    assert result.exit_code == 0, result.output
+    assert "pia" in result.output and str(out) in result.output
+    spec = ForgetSpec(classes=(3,))
+    num_forget = len(spec.forget_ids(digits.labels, splits))
+    num_heldout = len(spec.heldout_ids(digits.labels, splits))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["pia", "loss"]
+    for name, calls in (("pia", 2), ("loss", 15)):
+        entry = metrics[name]
+        for key in ("auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "calls_per_sample", "seconds"):
+            assert key in entry, key
+        assert entry["calls_per_sample"] == calls and entry["num_members"] == num_forget
+        with open(out / "scores" / f"{name}.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert list(rows[0]) == ["sample_id", "split", "is_member", "score"]
+        assert sum(r["is_member"] == "1" for r in rows) == num_forget and len(rows) == num_forget + num_heldout
+        assert {r["split"] for r in rows} == {"forget", "heldout"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["forget"]["classes"] == [3] and run["model_fingerprint"] == fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]
+
+
+def test_attack_bad_input(tmp_path):
+    tiny_model().save(tmp_path / "model")
+    out = tmp_path / "out"
+    result = invoke("attack", "--model", tmp_path / "model", "--attack", "loss,lira", "--out", out)
+    assert result.exit_code == 2 and "unknown attack 'lira'; expected one of: loss, pia, pian, secmi" in result.output
+    assert not out.exists()
+    result = invoke("attack", "--model", tmp_path / "nope", "--out", out)
+    assert result.exit_code == 2 and "not found" in result.output and not out.exists()
+    result = invoke("attack", "--model", tmp_path / "model", "--forget-class", 12, "--out", out)
+    assert result.exit_code == 2 and "forget class 12 is out of range" in result.output and not out.exists()
+    out.mkdir()
+    result = invoke("attack", "--model", tmp_path / "model", "--out", out)
+    assert result.exit_code == 2 and "already exists" in result.output
