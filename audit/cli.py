@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .commands.attack import attack_command
 from .commands.audit import audit_command
 from .commands.report import report_command
 from .commands.train import train_command
@@ -21,3 +22,4 @@ def main() -> None:
 main.add_command(train_command)
 main.add_command(audit_command)
 main.add_command(report_command)
+main.add_command(attack_command)
