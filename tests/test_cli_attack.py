@@ -37,6 +37,7 @@ def test_attack_writes_scores_and_metrics(tmp_path, digits, splits):
         assert list(rows[0]) == ["sample_id", "split", "is_member", "score"]
         assert sum(r["is_member"] == "1" for r in rows) == num_forget and len(rows) == num_forget + num_heldout
         assert {r["split"] for r in rows} == {"forget", "heldout"}
+        assert all(float(r["score"]) <= 0 for r in rows)  # plain numbers; minus a distance or a loss
     run = json.loads((out / "run.json").read_text())
     assert run["forget"]["classes"] == [3] and run["model_fingerprint"] == fingerprint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]

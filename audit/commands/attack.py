@@ -97,7 +97,7 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
                 writer = csv.writer(handle)
                 writer.writerow(["sample_id", "split", "is_member", "score"])
                 for sample_id, member, score in zip(scored.sample_ids, is_member, scored.scores):
-                    writer.writerow([int(sample_id), member_split if member else "heldout", int(member), repr(score)])
+                    writer.writerow([int(sample_id), member_split if member else "heldout", int(member), repr(float(score))])
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "run.json", {
             "model": str(model_dir),
