@@ -23,7 +23,8 @@ class PIA(Attack):
     """Score = minus mean |eps_theta(x_t, t, c) - eps_0|^p with x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps_0: 2 calls.
 
     Args:
-        timestep: the attack timestep on a 1000-step schedule (the paper's 200 for DDPM), moved to the model's timestep of equal noise level.
+        timestep: the attack timestep on the 1000-step linear schedule (the paper's 200 for DDPM), moved to the
+            model's timestep of equal noise level.
         p: the exponent of the distance (the paper's l_4).
         batch_size: samples per batch.
     """

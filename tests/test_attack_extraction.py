@@ -1,4 +1,4 @@
-"""Extraction (Carlini et al. 2023) on real digits and a tiny real model: planted copies are found, unseen data is not."""
+"""Extraction (Carlini et al. 2023) on real digits and a tiny model: planted copies are found, unseen data is not."""
 
 import json
 

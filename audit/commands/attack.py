@@ -97,7 +97,8 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
                 writer = csv.writer(handle)
                 writer.writerow(["sample_id", "split", "is_member", "score"])
                 for sample_id, member, score in zip(scored.sample_ids, is_member, scored.scores):
-                    writer.writerow([int(sample_id), member_split if member else "heldout", int(member), repr(float(score))])
+                    split = member_split if member else "heldout"
+                    writer.writerow([int(sample_id), split, int(member), repr(float(score))])
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "run.json", {
             "model": str(model_dir),
@@ -112,6 +113,7 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
         })
     for name, entry in metrics.items():
         low, high = entry["auc_ci"]
-        click.echo(f"{name:6s} AUC {entry['auc']:.3f} [{low:.3f}, {high:.3f}]  TPR@1%FPR {entry['tpr_at_1pct_fpr']:.3f}  "
-                   f"{entry['calls_per_sample']:.0f} calls/sample  {entry['seconds']:.1f} s")
+        click.echo(f"{name:6s} AUC {entry['auc']:.3f} [{low:.3f}, {high:.3f}]  "
+                   f"TPR@1%FPR {entry['tpr_at_1pct_fpr']:.3f}  {entry['calls_per_sample']:.0f} calls/sample  "
+                   f"{entry['seconds']:.1f} s")
     click.echo(f"scores and metrics written to {out}")
