@@ -91,6 +91,9 @@ def _retrained_model(original: DiffusionModel, task: ForgetTask, spec: ForgetSpe
 
 def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     """Load or build every model under audit; all user mistakes surface here, before heavy work."""
+    for name in config.attacks:
+        make_attack(name)
+    unlearner = make_unlearner(config.method, **config.method_params) if config.unlearned is None else None
     dataset = load_dataset(config.data)
     splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
     spec = _forget_spec(config)
@@ -113,7 +116,6 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     models = {"original": original}
     unlearned_model = _load_model(config.unlearned, "unlearned") if config.unlearned else None
     retrained_model = _load_model(config.retrained, "retrained") if config.retrained else None
-    unlearner = make_unlearner(config.method, **config.method_params) if unlearned_model is None else None
     judge = load_or_train_judge(dataset)
     unlearning = None
     if unlearned_model is not None:

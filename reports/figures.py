@@ -12,11 +12,12 @@ ROLE_COLORS = {"original": "#c0392b", "unlearned": "#2471a3", "retrained": "#229
 
 
 def to_svg(figure: Figure) -> str:
-    """The figure as an ``<svg>`` element (XML header dropped) that scales to the page width."""
+    """The figure as an ``<svg>`` element (XML header and metadata dropped) that scales to the page width."""
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)  # creator links and a date: not needed
     return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 style="max-width:100%;height:auto"', svg, 1)
 
 

@@ -9,6 +9,7 @@ both controls use the same thresholds, widened for the sampling noise of small m
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from diffusion.splits import ForgetSpec, make_splits
 from diffusion.training import TrainConfig
 
 FORGET_CLASS = 1
+LABEL = "<script>alert(1)</script> request"
 SMALL = TrainConfig(steps=500, batch_size=64, lr=2e-3, ema_decay=0.99, block_out_channels=(16, 32),
                     num_train_timesteps=100)
 
@@ -55,21 +57,39 @@ def workspace(tmp_path_factory, digits):
     return {"root": root, "config": config, **paths}
 
 
-def _audit(workspace, unlearned, out):
+def _audit(workspace, unlearned, out, *extra):
     args = ["audit", "--config", workspace["config"], "--model", workspace["original"], "--unlearned", unlearned,
-            "--retrained", workspace["retrained_b"], "--out", out, "--quiet"]
+            "--retrained", workspace["retrained_b"], "--out", out, "--quiet", *extra]
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_noop_unlearning_fails_the_audit(workspace):
     out = workspace["root"] / "noop"
-    result = _audit(workspace, workspace["original"], out)
+    result = _audit(workspace, workspace["original"], out, "--forget-label", LABEL)
     assert result.exit_code == 1, result.output
+    assert "verdict: FAIL" in result.output
     results = json.loads((out / "results.json").read_text())
     assert results["verdict"] == "FAIL"
     failed = {c["name"] for c in results["checks"] if not c["passed"]}
     assert "forgotten_generation" in failed
-    assert (out / "report.html").is_file()
+    assert results["forget_spec"]["label"] == LABEL
+
+
+def test_report_is_self_contained_and_escaped(workspace):
+    out = workspace["root"] / "noop"
+    html = (out / "report.html").read_text()
+    assert "<script" not in html.lower()  # the label came out escaped, and the page runs no script
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    without_namespaces = re.sub(r'xmlns(:\w+)?="http[^"]*"', "", html)
+    assert "http://" not in without_namespaces and "https://" not in without_namespaces
+    assert html.count("<svg") >= 2 * 4 + 1  # ROC + histograms per attack, per-class accuracy
+    assert html.count('src="data:image/png;base64,') >= 6
+    assert "FAIL" in html and "forgotten_generation" in html
+    # re-render from results.json alone: same page but for nothing (no model work)
+    (out / "report.html").unlink()
+    result = CliRunner().invoke(main, ["report", str(out / "results.json")])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").read_text() == html
 
 
 def test_retrained_model_passes_the_audit(workspace):
