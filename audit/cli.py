@@ -6,8 +6,10 @@ import click
 
 from .commands.attack import attack_command
 from .commands.audit import audit_command
+from .commands.evaluate import evaluate_command
 from .commands.report import report_command
 from .commands.train import train_command
+from .commands.unlearn import unlearn_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -22,4 +24,6 @@ def main() -> None:
 main.add_command(train_command)
 main.add_command(audit_command)
 main.add_command(report_command)
+main.add_command(unlearn_command)
+main.add_command(evaluate_command)
 main.add_command(attack_command)
