@@ -63,10 +63,12 @@ class EraseDiff(GradientUnlearner):
 
     ``forget_target``: ``uniform`` noises the forget images with u ~ U[0, 1) and regresses the prediction on u
     (the paper's form); ``relabel`` (the default, as in the authors' later code) regresses it on the model's own
-    detached prediction under another class, drawn from the classes not being forgotten. Measured on the 8x8
-    digits reference model, ``uniform`` left the forgotten class judged correct 34% of the time after 100 steps
-    at lr 1e-3, ``relabel`` 8% after 25 steps: the uniform target moves predictions on x_t built from U[0, 1)
-    noise, which sampling from Gaussian noise rarely visits.
+    detached prediction under another class, drawn from the classes not being forgotten.
+    Defaults measured on the 8x8 digits reference model, forgetting class 0 (judge on 50 DDIM-50 samples per
+    class; original: forgotten 98%, retained 97.8%, FD 4.48): ``uniform`` at lr 1e-3 still left the class judged
+    correct 30% after 75 steps (it moves predictions on x_t built from U[0, 1) noise, which sampling from
+    Gaussian noise rarely visits); ``relabel`` at lr 1e-3 forgot at once but collapsed utility (retained 47%);
+    ``relabel`` at lr 1e-4 with eta 0.1, 150 steps, no EMA: forgotten 4.0%, retained 98.4%, FD 5.85.
     Logged per step: loss_retain, loss_forget, q, lambda, cos_grad.
 
     Args:
@@ -80,16 +82,16 @@ class EraseDiff(GradientUnlearner):
 
     def __init__(
         self,
-        steps: int = 100,
-        lr: float = 1e-3,
+        steps: int = 150,
+        lr: float = 1e-4,
         batch_size: int = 128,
         inner_steps: int = 2,
         inner_lr: float = 1e-3,
-        eta: float = 1.0,
+        eta: float = 0.1,
         fixed_lambda: float | None = None,
         forget_target: str = "relabel",
         grad_clip: float | None = 1.0,
-        ema_decay: float | None = 0.99,
+        ema_decay: float | None = None,
     ):
         self.steps = steps
         self.lr = lr
