@@ -49,9 +49,12 @@ def score_histograms(scores: dict[str, dict[str, np.ndarray]], attack: str) -> s
         ax.hist(heldout, bins=bins, alpha=0.6, color="#7f8c8d", label="heldout")
         ax.hist(forget, bins=bins, alpha=0.6, color=ROLE_COLORS.get(role), label="forget")
         ax.set_title(role, fontsize=9)
-        ax.set_xlabel(f"{attack} score (higher = member)", fontsize=8)
+        ax.locator_params(axis="x", nbins=4)
         ax.tick_params(labelsize=7)
+        ax.xaxis.get_offset_text().set_fontsize(7)
         ax.legend(fontsize=7)
+    figure.supxlabel(f"{attack} score (higher = more member-like)", fontsize=8)
+    figure.tight_layout()
     return to_svg(figure)
 
 
@@ -89,6 +92,8 @@ def per_class_accuracy_figure(utility: dict, forgotten: list[int]) -> str:
                color=ROLE_COLORS.get(role), label=role)
     ax.set_xticks(np.arange(len(classes)), [f"{c}{' (forgotten)' if c in forgotten else ''}" for c in classes],
                   fontsize=7)
-    ax.set(ylim=(0, 1.05), ylabel="judge accuracy")
-    ax.legend(fontsize=7, ncol=len(roles), loc="lower left")
+    ax.set(ylim=(0, 1.05))
+    ax.set_ylabel("judge accuracy", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, ncol=len(roles), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return to_svg(figure)
