@@ -89,6 +89,14 @@ def _retrained_model(original: DiffusionModel, task: ForgetTask, spec: ForgetSpe
     return result.model, {"source": str(directory), "cached": False, "seconds": result.seconds}
 
 
+def _recorded_unlearning(metadata: dict) -> dict | None:
+    """The unlearning record of a model given by path (``erasediff unlearn`` writes one), else None."""
+    if "method" not in metadata:
+        return None
+    return {"method": metadata["method"], "params": metadata.get("params", {}), "steps": metadata.get("steps"),
+            "seconds": metadata.get("wall_seconds"), "curves": metadata.get("curves", {})}
+
+
 def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     """Load or build every model under audit; all user mistakes surface here, before heavy work."""
     for name in config.attacks:
@@ -121,7 +129,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     if unlearned_model is not None:
         models["unlearned"] = unlearned_model
         sources["unlearned"] = {"source": config.unlearned}
-        unlearning = DiffusionModel.read_metadata(config.unlearned) or None
+        unlearning = _recorded_unlearning(DiffusionModel.read_metadata(config.unlearned))
     else:
         result = unlearner.unlearn(original, task, seed=config.seed, quiet=config.quiet)
         models["unlearned"] = result.model

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from diffusion.data import load_digits_dataset
 from diffusion.judge import train_judge
 from diffusion.model import DiffusionModel
 from diffusion.splits import make_splits
+
+# One thread: the tiny models gain nothing from two, and a busy 2-core machine slows two threads 5-10x.
+torch.set_num_threads(1)
 
 TINY = dict(block_out_channels=(8, 16), layers_per_block=1, num_train_timesteps=100)
 
