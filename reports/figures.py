@@ -6,6 +6,7 @@ import io
 import re
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 ROLE_COLORS = {"original": "#c0392b", "unlearned": "#2471a3", "retrained": "#229954"}
@@ -14,7 +15,8 @@ ROLE_COLORS = {"original": "#c0392b", "unlearned": "#2471a3", "retrained": "#229
 def to_svg(figure: Figure) -> str:
     """The figure as an ``<svg>`` element (XML header and metadata dropped) that scales to the page width."""
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    with rc_context({"svg.hashsalt": "erasediff"}):  # stable element ids: the same results give the same page
+        figure.savefig(buffer, format="svg", bbox_inches="tight")
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)  # creator links and a date: not needed
