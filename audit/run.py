@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from attacks import make_attack
@@ -105,10 +104,8 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     dataset = load_dataset(config.data)
     splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
     spec = _forget_spec(config)
-    for role in ("model", "unlearned", "retrained"):
-        path = getattr(config, role)
-        if path is not None and not Path(path).exists() and "/" not in str(path):
-            raise UsageError(f"{role} '{path}' not found; expected a diffusers model folder")
+    unlearned_model = _load_model(config.unlearned, "unlearned") if config.unlearned else None
+    retrained_model = _load_model(config.retrained, "retrained") if config.retrained else None
     if config.model is None:
         original, directory, trained = load_or_train_reference(dataset, splits, TrainConfig(), quiet=config.quiet)
         sources = {"original": {"source": f"built-in reference ({directory})", "trained_now": trained}}
@@ -122,8 +119,6 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     spec.validate(dataset.labels, splits, num_classes)
     task = ForgetTask.from_spec(dataset, splits, spec)
     models = {"original": original}
-    unlearned_model = _load_model(config.unlearned, "unlearned") if config.unlearned else None
-    retrained_model = _load_model(config.retrained, "retrained") if config.retrained else None
     judge = load_or_train_judge(dataset)
     unlearning = None
     if unlearned_model is not None:

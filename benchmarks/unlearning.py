@@ -15,7 +15,6 @@ Timings on a shared CPU are noisy; compare ratios within one run.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 

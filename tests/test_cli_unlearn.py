@@ -116,6 +116,7 @@ def test_evaluate_writes_the_metrics(saved, tmp_path, judge, monkeypatch):
     assert "forgotten classes [3]" in result.output
     again = invoke("evaluate", "--model", saved, "--forget-class", 3, "--json", tmp_path / "again.json",
                    "--per-class", 4, "--sample-steps", 2, "--quiet")
+    assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "again.json").read_text()) == metrics  # same seed, same samples, same numbers
 
 
