@@ -55,7 +55,7 @@ def test_bad_channels_is_a_usage_error(tmp_path):
 
 def test_ci_runs_the_readme_test_command():
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text().splitlines()
+    readme = [line.strip() for line in (root / "README.md").read_text().splitlines()]
     ci_lines = (root / ".ci" / "run").read_text().splitlines()
     test_command = ci_lines[-1]
     assert test_command in readme[:20], "README command (b) and .ci/run differ"

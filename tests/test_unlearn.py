@@ -16,7 +16,7 @@ from .conftest import TINY, tiny_model
 
 # A few steps of each method, sized for the tiny model; every registered method must appear here.
 FAST = {
-    "erasediff": dict(steps=8, lr=1e-3, batch_size=32),
+    "erasediff": dict(steps=8, lr=1e-3, eta=1.0, batch_size=32),  # a strong push, so a few steps show it
     "retrain": dict(steps=8),
     "finetune": dict(steps=8, batch_size=32),
     "gradient_ascent": dict(steps=8, lr=1e-3, batch_size=32),

@@ -32,6 +32,8 @@ def handle_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except click.ClickException:  # click's own usage errors: it prints them and exits 2
+            raise
         except UsageError as error:
             fail(str(error), EXIT_USAGE)
         except RunError as error:
