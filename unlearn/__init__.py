@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from diffusion.errors import UsageError
 
-from .base import ForgetTask, GradientUnlearner, UnlearnResult, Unlearner
+from .base import ForgetTask, GradientUnlearner, Unlearner, UnlearnResult
 from .erasediff import EraseDiff
 from .finetune import Finetune
 from .gradient_ascent import GradientAscent

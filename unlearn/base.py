@@ -209,32 +209,40 @@ def other_class_labels(
     return out
 
 
-def relabel_loss(
-    model: DiffusionModel,
-    batch: LabeledImages,
-    allowed: Sequence[int],
-    generator: torch.Generator,
-    draw: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """MSE(eps_theta(x_t, t, c), stopgrad eps_theta(x_t, t, c')) with c' another class from ``allowed``: a scalar.
+@dataclass(frozen=True, eq=False)
+class RelabelTarget:
+    """One draw of the random-label forget loss: noisy forget images and the prediction they are pulled onto.
 
-    The forget images are pulled onto the model's own trajectory for a different class (the random-label
-    loss of SalUn, Fan et al. ICLR 2024, and EraseDiff's ``relabel`` target). ``draw`` = (t, noise, c') reuses
-    a fixed draw; otherwise one is taken from ``generator`` (see :func:`relabel_draw`).
+    Attributes:
+        x_t: the forget images noised at ``t`` (B, C, H, W). t: timesteps (B,). labels: their own classes (B,).
+        target: stopgrad eps_theta(x_t, t, c') (B, C, H, W), c' another class per image.
     """
-    t, noise, others = draw if draw is not None else relabel_draw(model, batch, allowed, generator)
+
+    x_t: torch.Tensor
+    t: torch.Tensor
+    labels: torch.Tensor
+    target: torch.Tensor
+
+
+def relabel_target(
+    model: DiffusionModel, batch: LabeledImages, allowed: Sequence[int], generator: torch.Generator
+) -> RelabelTarget:
+    """Draw timesteps, noise and other classes c' from ``allowed`` for ``batch``; predict the target once."""
+    t, noise = draw_timesteps_and_noise(model, batch, generator)
+    others = other_class_labels(batch.labels, allowed, generator).to(model.device)
     x_t = model.add_noise(batch.images.to(model.device), noise, t)
     with torch.no_grad():
         target = model.predict_noise(x_t, t, others)
-    return F.mse_loss(model.predict_noise(x_t, t, batch.labels.to(model.device)), target)
+    return RelabelTarget(x_t, t, batch.labels.to(model.device), target)
 
 
-def relabel_draw(
-    model: DiffusionModel, batch: LabeledImages, allowed: Sequence[int], generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Timesteps (B,), noise (B, C, H, W) and other-class labels (B,) for :func:`relabel_loss`."""
-    t, noise = draw_timesteps_and_noise(model, batch, generator)
-    return t, noise, other_class_labels(batch.labels, allowed, generator).to(model.device)
+def relabel_loss(model: DiffusionModel, draw: RelabelTarget) -> torch.Tensor:
+    """MSE(eps_theta(x_t, t, c), stopgrad eps_theta(x_t, t, c')): a scalar.
+
+    The forget images are pulled onto the model's own trajectory for a different class (the random-label
+    loss of SalUn, Fan et al. ICLR 2024, and EraseDiff's ``relabel`` target).
+    """
+    return F.mse_loss(model.predict_noise(draw.x_t, draw.t, draw.labels), draw.target)
 
 
 def check_finite(method: str, step: int, logs: dict[str, float]) -> None:

@@ -16,17 +16,17 @@ from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
 
 from .base import (
-    StepInputs,
     ForgetTask,
     GradientUnlearner,
+    StepInputs,
     check_choice,
     check_int,
     check_positive,
     diffusion_loss,
     draw_timesteps_and_noise,
     param_error,
-    relabel_draw,
     relabel_loss,
+    relabel_target,
 )
 
 FORGET_TARGETS = ("uniform", "relabel")
@@ -118,8 +118,8 @@ class EraseDiff(GradientUnlearner):
     ):
         """A closure computing L_f on one fixed draw of timesteps and targets (reused by the inner steps)."""
         if self.forget_target == "relabel":
-            draw = relabel_draw(model, batch, task.retained_classes, generator)
-            return lambda: relabel_loss(model, batch, task.retained_classes, generator, draw)
+            draw = relabel_target(model, batch, task.retained_classes, generator)
+            return lambda: relabel_loss(model, draw)
         t, _ = draw_timesteps_and_noise(model, batch, generator)
         uniform = torch.rand(batch.images.shape, generator=generator).to(model.device)
         x0, labels = batch.images.to(model.device), batch.labels.to(model.device)

@@ -17,7 +17,7 @@ from diffusers import UNet2DModel
 from diffusion.model import DiffusionModel
 from diffusion.training import TrainConfig, train_denoiser
 
-from .base import ForgetTask, StepCallback, UnlearnResult, Unlearner, check_int
+from .base import ForgetTask, StepCallback, Unlearner, UnlearnResult, check_int
 
 
 class Retrain(Unlearner):

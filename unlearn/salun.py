@@ -2,6 +2,12 @@
 
 Fan, Liu, Zhang, Wei, Wong, Liu, "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency in
 Both Image Classification and Generation", ICLR 2024 (DDPM setting: alpha 1e-3, 1000 iterations, Adam 1e-4).
+
+``alpha`` defaults to 1 rather than the paper's 1e-3, by measurement on the 8x8 digits reference model
+(forgetting class 0, judge on 50 DDIM-50 samples per class; original: retained 97.8%, FD 4.48): with 1e-3 the
+remain term is too weak to hold the model (retained 19%, FD 348 after 1000 steps), with 0.1 it still collapses
+(retained 65%, FD 59 at step 500), with 1 the class is gone by step 60 and utility holds (retained 98.0%,
+FD 5.37 at step 500; 98.2%, FD 8.48 at step 1000).
 """
 
 from __future__ import annotations
@@ -13,7 +19,14 @@ import torch
 from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
 
-from .base import BatchCycler, ForgetTask, StepInputs, diffusion_loss, gradients, param_error
+from .base import (
+    BatchCycler,
+    ForgetTask,
+    StepInputs,
+    diffusion_loss,
+    gradients,
+    param_error,
+)
 from .random_label import RandomLabel
 
 
@@ -52,7 +65,7 @@ class SalUn(RandomLabel):
         steps: int = 1000,
         lr: float = 1e-4,
         batch_size: int = 128,
-        alpha: float = 1e-3,
+        alpha: float = 1.0,
         sparsity: float = 0.5,
         grad_clip: float | None = None,
         ema_decay: float | None = None,
