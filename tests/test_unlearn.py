@@ -98,6 +98,21 @@ def test_callback_sees_the_model_during_unlearning(trained, task):
     assert 0 < seen[0][1] < seen[1][1]
 
 
+def test_ema_follows_the_weights_until_ema_start_then_averages(trained, task):
+    def flat(model):
+        return torch.cat([p.detach().flatten() for p in model.unet.parameters()])
+
+    def weights(**ema):
+        unlearner = make_unlearner("finetune", **FAST["finetune"], **ema)
+        return flat(unlearner.unlearn(trained, task, seed=3, quiet=True).model)
+
+    raw = weights()
+    assert torch.allclose(weights(ema_decay=0.9, ema_start=8), raw, atol=1e-6)  # averaging never started
+    averaged = weights(ema_decay=0.9, ema_start=2)
+    assert not torch.allclose(averaged, raw, atol=1e-4)
+    assert (averaged - flat(trained)).norm() < (raw - flat(trained)).norm()
+
+
 def test_make_unlearner_rejects_unknown_names():
     with pytest.raises(UsageError, match="unknown unlearning method 'nope'.*erasediff.*salun"):
         make_unlearner("nope")
@@ -113,6 +128,7 @@ def test_make_unlearner_rejects_unknown_names():
         ("erasediff", dict(steps=0), r"'steps' parameter of EraseDiff must be an int >= 1. Got 0"),
         ("salun", dict(sparsity=1.5), r"'sparsity' parameter of SalUn must be in \[0, 1\)"),
         ("retrain", dict(steps=2.5), r"'steps' parameter of Retrain must be an int >= 1"),
+        ("finetune", dict(ema_start=-1), r"'ema_start' parameter of Finetune must be an int >= 0. Got -1"),
     ],
 )
 def test_bad_parameters_are_usage_errors(name, params, message, trained, task):

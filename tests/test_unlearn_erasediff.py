@@ -10,7 +10,7 @@ import torch
 from diffusion.splits import ForgetSpec
 from unlearn import EraseDiff, ForgetTask
 from unlearn.base import other_class_labels
-from unlearn.erasediff import bome_multiplier
+from unlearn.erasediff import DEFAULT_ETA_CLASS, DEFAULT_ETA_SAMPLES, bome_multiplier
 
 from .conftest import tiny_model
 
@@ -97,3 +97,14 @@ def test_other_labels_avoid_the_forgotten_and_the_own_class():
     others = other_class_labels(labels, allowed, generator)
     assert not (others == 3).any() and not (others == labels).any()
     assert set(others.tolist()) == set(allowed) - set()  # every allowed class is drawn
+
+
+def test_default_rate_depends_on_the_kind_of_deletion(digits, splits, task):
+    images_only = ForgetTask.from_spec(digits, splits, ForgetSpec(sample_ids=tuple(splits.members[:5])))
+    assert EraseDiff().rate(task) == DEFAULT_ETA_CLASS and EraseDiff().rate(images_only) == DEFAULT_ETA_SAMPLES
+    assert DEFAULT_ETA_SAMPLES < DEFAULT_ETA_CLASS
+    assert EraseDiff(eta=0.3).rate(images_only) == 0.3
+    # same seed, same first gradients: BOME's lambda = max(eta - <g_r, g_f> / ||g_f||^2, 0) grows with eta
+    gentle = EraseDiff(steps=2, batch_size=16, eta=0.01).unlearn(tiny_model(), task, quiet=True)
+    strong = EraseDiff(steps=2, batch_size=16, eta=5.0).unlearn(tiny_model(), task, quiet=True)
+    assert strong.curves["lambda"][0] > gentle.curves["lambda"][0]

@@ -275,10 +275,13 @@ class StepInputs:
 class GradientUnlearner(Unlearner):
     """The loop shared by the methods that unlearn with optimizer steps on batches of D_f and D_r.
 
-    A subclass stores ``steps``, ``lr``, ``batch_size``, ``grad_clip`` (None: off) and ``ema_decay`` (None: off)
-    in ``__init__``, and implements :meth:`compute_gradients`; it may override :meth:`prepare` for work done once
-    before the loop (a saliency mask, a Fisher matrix, replay samples), and :meth:`trainable` / :meth:`mask`.
-    The Adam optimizer, clipping, the EMA, NaN checks, progress bar, timing and curves live here.
+    A subclass stores ``steps``, ``lr``, ``batch_size``, ``grad_clip`` (None: off), ``ema_decay`` (None: off)
+    and ``ema_start`` in ``__init__``, and implements :meth:`compute_gradients`; it may override :meth:`prepare`
+    for work done once before the loop (a saliency mask, a Fisher matrix, replay samples), and :meth:`trainable` /
+    :meth:`mask`.
+    The Adam optimizer, clipping, the EMA, NaN checks, progress bar, timing and curves live here. The EMA (diffusers'
+    :class:`EMAModel`) follows the weights for the first ``ema_start`` steps, then averages them with the constant
+    ``ema_decay``; the average is what is returned (and what a callback sees).
     On several processes (an Accelerate launch), each draws its own batches and gradients are averaged.
     """
 
@@ -287,6 +290,7 @@ class GradientUnlearner(Unlearner):
     batch_size: int
     grad_clip: float | None
     ema_decay: float | None
+    ema_start: int
 
     def validate(self, task: ForgetTask) -> None:
         """Check parameters and task before any work; raise :class:`UsageError`."""
@@ -294,6 +298,7 @@ class GradientUnlearner(Unlearner):
         check_int(owner, 1, steps=self.steps, batch_size=self.batch_size)
         check_positive(owner, lr=self.lr)
         check_optional_positive(owner, grad_clip=self.grad_clip)
+        check_int(owner, 0, ema_start=self.ema_start)
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise param_error(owner, "ema_decay", "None or in (0, 1)", self.ema_decay)
 
@@ -327,7 +332,9 @@ class GradientUnlearner(Unlearner):
         context = self.prepare(model, task, generator, quiet)
         parameters = [p for p in work.unet.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(parameters, lr=self.lr)
-        ema = EMAModel(parameters, decay=self.ema_decay) if self.ema_decay else None
+        ema = None
+        if self.ema_decay:
+            ema = EMAModel(parameters, decay=self.ema_decay, min_decay=self.ema_decay, update_after_step=self.ema_start)
         forget_batches = BatchCycler(task.forget, self.batch_size, generator)
         retain_batches = BatchCycler(task.retain, self.batch_size, generator)
         curves: dict[str, list[float]] = defaultdict(list)

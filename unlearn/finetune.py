@@ -23,12 +23,14 @@ class Finetune(GradientUnlearner):
         batch_size: int = 128,
         grad_clip: float | None = 1.0,
         ema_decay: float | None = None,
+        ema_start: int = 0,
     ):
         self.steps = steps
         self.lr = lr
         self.batch_size = batch_size
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
+        self.ema_start = ema_start
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         loss_retain = diffusion_loss(model, step.retain, step.generator)

@@ -37,6 +37,7 @@ class GradientAscent(GradientUnlearner):
         retain_weight: float = 0.0,
         grad_clip: float | None = 1.0,
         ema_decay: float | None = None,
+        ema_start: int = 0,
     ):
         self.steps = steps
         self.lr = lr
@@ -45,6 +46,7 @@ class GradientAscent(GradientUnlearner):
         self.retain_weight = retain_weight
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
+        self.ema_start = ema_start
 
     def validate(self, task: ForgetTask) -> None:
         super().validate(task)

@@ -37,6 +37,7 @@ class RandomLabel(GradientUnlearner):
         alpha: float = 1.0,
         grad_clip: float | None = None,
         ema_decay: float | None = None,
+        ema_start: int = 0,
     ):
         self.steps = steps
         self.lr = lr
@@ -44,6 +45,7 @@ class RandomLabel(GradientUnlearner):
         self.alpha = alpha
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
+        self.ema_start = ema_start
 
     def validate(self, task: ForgetTask) -> None:
         super().validate(task)

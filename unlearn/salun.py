@@ -69,9 +69,10 @@ class SalUn(RandomLabel):
         sparsity: float = 0.5,
         grad_clip: float | None = None,
         ema_decay: float | None = None,
+        ema_start: int = 0,
     ):
         super().__init__(steps=steps, lr=lr, batch_size=batch_size, alpha=alpha, grad_clip=grad_clip,
-                         ema_decay=ema_decay)
+                         ema_decay=ema_decay, ema_start=ema_start)
         self.sparsity = sparsity
 
     def validate(self, task: ForgetTask) -> None:

@@ -82,6 +82,7 @@ class SelectiveAmnesia(GradientUnlearner):
         sample_steps: int = 50,
         grad_clip: float | None = None,
         ema_decay: float | None = None,
+        ema_start: int = 0,
     ):
         self.steps = steps
         self.lr = lr
@@ -92,6 +93,7 @@ class SelectiveAmnesia(GradientUnlearner):
         self.sample_steps = sample_steps
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
+        self.ema_start = ema_start
 
     def validate(self, task: ForgetTask) -> None:
         super().validate(task)

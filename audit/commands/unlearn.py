@@ -63,7 +63,7 @@ def check_same_split(model_dir: Path, splits) -> None:
 @click.option("--batch-size", type=int, default=None, help="Images per batch (default: the method's).")
 @click.option("--lambda", "fixed_lambda", type=float, default=None,
               help="EraseDiff: a fixed lambda instead of BOME's adaptive rule.")
-@click.option("--forget-target", type=str, default=None, help="EraseDiff: 'uniform' (default) or 'relabel'.")
+@click.option("--forget-target", type=str, default=None, help="EraseDiff: 'relabel' (default) or 'uniform'.")
 @click.option("--param", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any other method parameter, e.g. --param inner_steps=3 (repeatable).")
 @data_options
