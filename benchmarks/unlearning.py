@@ -1,7 +1,7 @@
 """Every unlearning method on the same reference model and forget set, side by side, in one run.
 
     python benchmarks/unlearning.py --forget-class 0 --json unlearning.json [--methods erasediff,salun]
-    python benchmarks/unlearning.py --forget-samples 20 --methods erasediff,finetune   # sample-level deletion
+    python benchmarks/unlearning.py --forget-samples 20 --methods erasediff,finetune,retrain   # 20-image deletion
 
 Class mode: each method runs to its own default budget; every ``--probe-every`` steps the forgotten class is
 sampled (the same noise as the final evaluation) and judged, with the timer paused, to find the time at which
