@@ -280,8 +280,8 @@ class GradientUnlearner(Unlearner):
     for work done once before the loop (a saliency mask, a Fisher matrix, replay samples), and :meth:`trainable` /
     :meth:`mask`.
     The Adam optimizer, clipping, the EMA, NaN checks, progress bar, timing and curves live here. The EMA (diffusers'
-    :class:`EMAModel`) follows the weights for the first ``ema_start`` steps, then averages them with the constant
-    ``ema_decay``; the average is what is returned (and what a callback sees).
+    :class:`EMAModel`, ``update_after_step=ema_start``) copies the weights through step ``ema_start + 1``, then
+    averages them with the constant ``ema_decay``; the average is what is returned (and what a callback sees).
     On several processes (an Accelerate launch), each draws its own batches and gradients are averaged.
     """
 
