@@ -1,8 +1,6 @@
 """Cost and leakage of the attack battery on the reference model, side by side in one run.
 
-    ERASEDIFF_CACHE=/tmp/edcache python -m benchmarks.attacks --out attacks_benchmark.json
-
-(run it as a module from the repository root: as a script, this file would shadow the ``attacks`` package).
+    python benchmarks/attack_battery.py --out attacks.json
 
 Prints (1) the throughput of a bare batched UNet forward pass (the limit), (2) per membership-inference attack:
 model calls per sample, samples per second and the share of the bare throughput it reaches, with its AUC /
