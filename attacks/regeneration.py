@@ -16,7 +16,7 @@ from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.judge import Judge
 from diffusion.model import DiffusionModel
-from diffusion.quality import entropy, generate_per_class
+from diffusion.quality import entropy, generate_per_class, judged_correct
 
 from .base import check_positive_int
 
@@ -45,7 +45,7 @@ def _summary(probs: torch.Tensor, target: torch.Tensor, nn_distance: torch.Tenso
     """Judge accuracy, mean probability of the target class, mean entropy (nats), mean nearest distance."""
     return {
         "num_images": int(len(target)),
-        "judge_accuracy": float((probs.argmax(1) == target).float().mean()),
+        "judge_accuracy": float(judged_correct(probs, target).mean()),
         "mean_probability": float(probs.gather(1, target[:, None]).mean()),
         "entropy": float(entropy(probs).mean()),
         "nn_distance_to_forget": float(nn_distance.mean()),

@@ -3,7 +3,7 @@ import torch
 from scipy import linalg
 
 from diffusion.judge import load_or_train_judge
-from diffusion.quality import entropy, evaluate_generation, frechet_distance
+from diffusion.quality import entropy, evaluate_generation, frechet_distance, judged_correct
 
 from .conftest import tiny_model
 
@@ -29,6 +29,14 @@ def test_frechet_distance_with_singular_covariance():
 def test_entropy():
     p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
     assert torch.allclose(entropy(p), torch.tensor([0.0, np.log(2)], dtype=torch.float32), atol=1e-6)
+
+
+def test_judged_correct_mean_is_the_exact_share():
+    labels = torch.zeros(50, dtype=torch.long)
+    probabilities = torch.tensor([[0.1, 0.9]] * 45 + [[0.8, 0.2]] * 5)
+    correct = judged_correct(probabilities, labels)
+    assert correct.tolist() == [0.0] * 45 + [1.0] * 5
+    assert correct.mean().item() == 5 / 50 <= 0.10  # a float32 mean gives 0.1000000015
 
 
 def test_judge_is_accurate_and_cached(digits, judge, tmp_path):
