@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -14,6 +18,8 @@ from tqdm.auto import tqdm
 from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval, Parameterized
+from diffusion.registry import Registry
 
 
 @dataclass
@@ -40,7 +46,7 @@ class AttackScores:
         """The cost and parameters, JSON-ready (the scores themselves go to a CSV)."""
         return {
             "attack": self.attack,
-            "num_samples": int(len(self.scores)),
+            "num_samples": len(self.scores),
             "calls_per_sample": self.calls_per_sample,
             "seconds": self.seconds,
             "samples_per_second": len(self.scores) / self.seconds if self.seconds > 0 else None,
@@ -48,15 +54,33 @@ class AttackScores:
         }
 
 
-def check_positive_int(value, name: str, owner: str) -> int:
-    """Return ``value`` if it is an int >= 1, else raise a scikit-learn style :class:`UsageError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UsageError(f"The '{name}' parameter of {owner} must be an int >= 1. Got {value!r} instead.")
-    return int(value)
+SCORE_COLUMNS = ("sample_id", "split", "is_member", "model", "score")
+
+
+def write_scores_csv(
+    path: Path, scored: Mapping[str, AttackScores], is_member: np.ndarray, member_split: str = "forget"
+) -> None:
+    """One attack's scores on several models as a CSV of :data:`SCORE_COLUMNS`, a row per (model, sample).
+
+    ``scored`` maps a model role to its scores; every entry scores the same samples in the same order, and
+    ``is_member`` (N,) marks the members (split ``member_split``; the others are ``heldout``).
+    """
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SCORE_COLUMNS)
+        for role, scores in scored.items():
+            for sample_id, member, score in zip(scores.sample_ids, is_member, scores.scores):
+                split = member_split if member else "heldout"
+                writer.writerow([int(sample_id), split, int(member), role, repr(float(score))])
 
 
 def check_timestep(t: int, model: DiffusionModel, name: str, owner: str, minimum: int = 0) -> int:
     """Return ``t`` if ``minimum <= t < model.num_train_timesteps``, else raise :class:`UsageError`."""
+    if model.num_train_timesteps <= minimum:
+        raise UsageError(
+            f"{owner} needs a model with more than {minimum} training timesteps; this one has "
+            f"{model.num_train_timesteps}"
+        )
     if not minimum <= t < model.num_train_timesteps:
         raise UsageError(
             f"The '{name}' parameter of {owner} must be a timestep in [{minimum}, {model.num_train_timesteps - 1}] "
@@ -78,19 +102,27 @@ def matched_timestep(reference_t: int, model: DiffusionModel) -> int:
     return max(1, int(gaps.argmin()))
 
 
-class Attack(ABC):
+class Attack(Parameterized):
     """A membership-inference attack on a :class:`DiffusionModel` (gray-box: it sees noise predictions).
 
-    Parameters are stored in ``__init__``; :meth:`score` does the work in batches of ``batch_size`` samples, each
-    batch in a few batched model calls. Noise and timesteps derive from (seed, sample id), so a sample gets the
-    same noise on every model and at every batch size. Subclasses implement :meth:`resolve` (the concrete
-    timesteps for a model), :meth:`calls_per_sample` and :meth:`score_batch`.
+    Parameters are stored in ``__init__`` and declared in ``_parameter_constraints``; :meth:`score` does the work
+    in batches of ``batch_size`` samples, each batch in a few batched model calls. Noise and timesteps derive from
+    (seed, sample id), so a sample gets the same noise on every model and at every batch size. Subclasses
+    implement :meth:`resolve` (the concrete timesteps for a model), :meth:`calls_per_sample` and
+    :meth:`score_batch`.
     """
 
     name: ClassVar[str]
+    _parameter_constraints: ClassVar[dict] = {"batch_size": [Interval(Integral, 1, None)]}
 
     def __init__(self, batch_size: int = 64):
         self.batch_size = batch_size
+
+    def check(self, model: DiffusionModel) -> dict:
+        """Every check that can fail before any work: the parameters, then against ``model``; returns
+        :meth:`resolve`'s concrete parameters."""
+        self.validate_params()
+        return self.resolve(model)
 
     @abstractmethod
     def resolve(self, model: DiffusionModel) -> dict:
@@ -107,16 +139,12 @@ class Attack(ABC):
     ) -> torch.Tensor:
         """Scores (B,) for clean images ``x0`` (B, C, H, W) on the model's device, labels (B,) or None."""
 
-    def get_params(self) -> dict:
-        """The parameters set in ``__init__``, JSON-ready."""
-        return {key: (list(value) if isinstance(value, tuple) else value) for key, value in vars(self).items()}
-
     def score(
         self, model: DiffusionModel, samples: LabeledImages, *, seed: int = 0, quiet: bool = True
     ) -> AttackScores:
         """Score every sample of ``samples`` (class labels are used when the model is class-conditional)."""
         owner = type(self).__name__
-        check_positive_int(self.batch_size, "batch_size", owner)
+        resolved = self.check(model)
         if len(samples) == 0:
             raise UsageError(f"{owner} got an empty sample set; give at least one image to score")
         if tuple(samples.images.shape[1:]) != model.image_shape:
@@ -124,7 +152,7 @@ class Attack(ABC):
                 f"{owner} got images of shape {tuple(samples.images.shape[1:])} but the model expects "
                 f"{model.image_shape}"
             )
-        params = {**self.get_params(), **self.resolve(model)}
+        params = {**self.get_params(), **resolved}
         conditional = model.num_classes is not None
         ids = [int(i) for i in samples.ids]
         was_training = model.unet.training
@@ -148,6 +176,9 @@ class Attack(ABC):
             params=params,
         )
 
+
+
+ATTACKS: Registry[Attack] = Registry("attack", Attack, "erasediff.attacks")
 
 def ddim_move(model: DiffusionModel, x: torch.Tensor, t_from: int, t_to: int, labels: torch.Tensor | None):
     """One deterministic DDIM step (Song et al., ICLR 2021) from timestep ``t_from`` to ``t_to`` (either way).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import torch
@@ -17,9 +18,10 @@ import torch
 from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval, validate_params
 from diffusion.quality import generate_per_class
 
-from .base import check_positive_int
+from .regeneration import POSITIVE_INT, check_class_ids
 
 DEFAULT_ALPHA = 0.15  # fitted to 8x8 digits; see extract_training_data
 
@@ -72,7 +74,7 @@ class ExtractionResult:
             for c in np.unique(labels)
         }
         return {
-            "num_generated": int(len(self.extracted)),
+            "num_generated": len(self.extracted),
             "num_extracted": int(self.extracted.sum()),
             "extraction_rate": float(self.extracted.mean()) if len(self.extracted) else 0.0,
             "num_training_images_extracted": len(self.extracted_training_ids),
@@ -118,9 +120,10 @@ def match_to_training(
         max_distance: an optional absolute ceiling on the nearest L2 distance for a copy.
         params: extra settings to record in the result (e.g. the sampler).
     """
-    check_positive_int(n_neighbors, "n_neighbors", "match_to_training")
-    if not 0 < alpha <= 1:
-        raise UsageError(f"The 'alpha' parameter of match_to_training must be in (0, 1]. Got {alpha!r} instead.")
+    validate_params(
+        {"n_neighbors": POSITIVE_INT, "alpha": [Interval(Real, 0, 1, closed="right")],
+         "max_distance": [None, Interval(Real, 0, None)]},
+        {"n_neighbors": n_neighbors, "alpha": alpha, "max_distance": max_distance}, "match_to_training")
     if len(training) == 0:
         raise UsageError("match_to_training got an empty training set; give at least one training image")
     if tuple(generated.shape[1:]) != tuple(training.images.shape[1:]):
@@ -164,21 +167,13 @@ def extract_training_data(
     """Generate ``per_class`` DDIM images per targeted class and match them to ``training``.
 
     ``classes`` None means every class of a class-conditional model, or ``per_class`` images from an
-    unconditional one. The defaults (alpha 0.15, n 50) are fitted to 8x8 digits: Carlini et al.'s alpha 0.5 was
-    set for 32x32 CIFAR-10, but 64-pixel digits have natural look-alikes: matched against the 898 training members,
-    135 of the 899 heldout digits fall below the rule at alpha 0.5 and none at 0.15 (their smallest ratio
-    d_1 / mean d_1..50 is 0.19); an exact or near copy has a ratio near 0.
+    unconditional one. The defaults (alpha 0.15, n 50) are fitted to 8x8 digits, where Carlini et al.'s alpha 0.5
+    (set for 32x32 CIFAR-10) flags natural look-alikes among heldout digits (benchmarks/results/defaults.md).
     """
-    check_positive_int(per_class, "per_class", "extract_training_data")
-    check_positive_int(steps, "steps", "extract_training_data")
+    validate_params({"per_class": POSITIVE_INT, "steps": POSITIVE_INT}, {"per_class": per_class, "steps": steps},
+                    "extract_training_data")
     if classes is not None:
-        num_classes = model.require_class_conditioning("extraction for given classes")
-        classes = [int(c) for c in classes]
-        if not classes:
-            raise UsageError("extract_training_data got an empty class list; give class ids or None for all")
-        for c in classes:
-            if not 0 <= c < num_classes:
-                raise UsageError(f"class {c} is out of range; expected a class id in 0..{num_classes - 1}")
+        classes = check_class_ids(model, classes, "extraction for given classes")
     elif model.num_classes is not None:
         classes = list(range(model.num_classes))
     if classes is None:

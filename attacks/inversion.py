@@ -8,6 +8,7 @@ few erased images suffice to find an input that brings the class back, the knowl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +19,11 @@ from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.judge import Judge
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval, validate_params
+from diffusion.quality import per_class_noise_ids
 from diffusion.seeding import derive_seed
 
-from .base import check_positive_int
-from .regeneration import ResurrectionResult, check_erased_classes, judge_generated
+from .regeneration import POSITIVE_INT, ResurrectionResult, check_erased_classes, judge_generated
 
 
 class ExtendedClassEmbedding(nn.Module):
@@ -66,9 +68,10 @@ def embedding_inversion(
     batch of the chosen images (256 draws of t and noise) before and after fitting.
     """
     classes = check_erased_classes(model, forget, classes, "embedding inversion")
-    for name, value in (("per_class", per_class), ("images_per_class", images_per_class), ("steps", steps),
-                        ("batch_size", batch_size), ("sample_steps", sample_steps)):
-        check_positive_int(value, name, "embedding_inversion")
+    given = {"per_class": per_class, "images_per_class": images_per_class, "steps": steps, "lr": lr,
+             "batch_size": batch_size, "sample_steps": sample_steps}
+    constraints = dict.fromkeys(given, POSITIVE_INT) | {"lr": [Interval(Real, 0, None, closed="neither")]}
+    validate_params(constraints, given, "embedding_inversion")
     table = model.unet.class_embedding
     if not isinstance(table, nn.Embedding):
         raise UsageError(
@@ -120,8 +123,8 @@ def embedding_inversion(
 
     sample_rows = torch.arange(len(classes)).repeat_interleave(per_class)
     target = torch.tensor(classes)[sample_rows]
-    noise_ids = [int(c) * 100_000 + j for c in classes for j in range(per_class)]
-    images = probe.sample(num_classes + sample_rows, seed=seed, ids=noise_ids, steps=sample_steps)
+    images = probe.sample(num_classes + sample_rows, seed=seed, ids=per_class_noise_ids(classes, per_class),
+                          steps=sample_steps)
     metrics = judge_generated(judge, images, target, forget)
     metrics.update(
         classes=classes,

@@ -8,27 +8,36 @@ and middle timesteps.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
+from typing import ClassVar
 
 import torch
 
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval, SequenceOf
 from diffusion.seeding import seeded_normal
 
-from .base import Attack, check_positive_int, check_timestep, matched_timestep
+from .base import ATTACKS, Attack, check_timestep, matched_timestep
 
 
+@ATTACKS.register
 class LossAttack(Attack):
     """Score = minus the mean of ||eps - eps_theta(x_t, t, c)||^2 over ``timesteps`` x ``noises_per_timestep``.
 
     Args:
         timesteps: timesteps on the 1000-step linear schedule, moved to the model's timestep of equal noise level.
-            The default spans the middle band where Matsumoto et al. found the loss gap largest; on the reference
-            model it beats the low band (10..200): AUC 0.69 vs 0.66.
+            The default spans the middle band where Matsumoto et al. found the loss gap largest (it beats the low
+            band on the reference model: benchmarks/results/defaults.md).
         noises_per_timestep: independent noises per timestep; each is derived from (seed, sample id).
         batch_size: samples per batch (each batch is one model call of batch_size * calls_per_sample images).
     """
 
     name = "loss"
+    _parameter_constraints: ClassVar[dict] = {
+        **Attack._parameter_constraints,
+        "timesteps": [SequenceOf(Interval(Integral, 1, 999))],
+        "noises_per_timestep": [Interval(Integral, 1, None)],
+    }
 
     def __init__(
         self, timesteps: Sequence[int] = (50, 100, 150, 200, 300), noises_per_timestep: int = 3, batch_size: int = 64
@@ -39,9 +48,6 @@ class LossAttack(Attack):
 
     def resolve(self, model: DiffusionModel) -> dict:
         owner = type(self).__name__
-        check_positive_int(self.noises_per_timestep, "noises_per_timestep", owner)
-        if not self.timesteps:
-            check_positive_int(0, "len(timesteps)", owner)
         steps = [check_timestep(matched_timestep(t, model), model, "timesteps", owner, 1) for t in self.timesteps]
         return {"model_timesteps": steps}
 

@@ -72,15 +72,15 @@ def calibrated_threshold(
 
     def halves(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = rng.permutation(len(scores))
-        cut = int(round(len(scores) * calibration_fraction))
+        cut = round(len(scores) * calibration_fraction)
         return scores[order[:cut]], scores[order[cut:]]
 
     cal_members, eval_members = halves(member_scores)
     cal_nonmembers, eval_nonmembers = halves(nonmember_scores)
     result = {
         "calibration_fraction": calibration_fraction,
-        "num_calibration": [int(len(cal_members)), int(len(cal_nonmembers))],
-        "num_evaluation": [int(len(eval_members)), int(len(eval_nonmembers))],
+        "num_calibration": [len(cal_members), len(cal_nonmembers)],
+        "num_evaluation": [len(eval_members), len(eval_nonmembers)],
     }
     if min(len(cal_members), len(cal_nonmembers), len(eval_members), len(eval_nonmembers)) == 0:
         result["note"] = "too few samples to split into calibration and evaluation parts"
@@ -136,8 +136,8 @@ def membership_metrics(
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     threshold, balanced_accuracy = best_threshold(members, nonmembers)
     result = {
-        "num_members": int(len(members)),
-        "num_nonmembers": int(len(nonmembers)),
+        "num_members": len(members),
+        "num_nonmembers": len(nonmembers),
         "auc": float(roc_auc_score(labels, scores)),
         "auc_ci": bootstrap_auc(members, nonmembers, seed=seed, n_bootstrap=n_bootstrap, confidence=confidence),
         "auc_ci_level": confidence,

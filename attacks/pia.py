@@ -9,16 +9,18 @@ rescales eps_0 so that its mean absolute value is that of a standard normal (sqr
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import ClassVar
 
 import torch
 
-from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval
 
-from .base import Attack, check_timestep, matched_timestep
+from .base import ATTACKS, Attack, check_timestep, matched_timestep
 
 
+@ATTACKS.register
 class PIA(Attack):
     """Score = minus mean |eps_theta(x_t, t, c) - eps_0|^p with x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps_0: 2 calls.
 
@@ -31,6 +33,11 @@ class PIA(Attack):
 
     name = "pia"
     normalize_epsilon: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict] = {
+        **Attack._parameter_constraints,
+        "timestep": [Interval(Integral, 1, 999)],
+        "p": [Interval(Real, 0, None, closed="neither")],
+    }
 
     def __init__(self, timestep: int = 200, p: float = 4.0, batch_size: int = 64):
         super().__init__(batch_size)
@@ -38,10 +45,8 @@ class PIA(Attack):
         self.p = p
 
     def resolve(self, model: DiffusionModel) -> dict:
-        owner = type(self).__name__
-        if not (isinstance(self.p, (int, float)) and self.p > 0):
-            raise UsageError(f"The 'p' parameter of {owner} must be a number > 0. Got {self.p!r} instead.")
-        return {"model_timestep": check_timestep(matched_timestep(self.timestep, model), model, "timestep", owner, 1)}
+        step = matched_timestep(self.timestep, model)
+        return {"model_timestep": check_timestep(step, model, "timestep", type(self).__name__, 1)}
 
     def calls_per_sample(self, params: dict) -> int:
         return 2
@@ -56,6 +61,7 @@ class PIA(Attack):
         return -(eps_t - eps0).abs().pow(params["p"]).flatten(1).mean(1)
 
 
+@ATTACKS.register
 class PIAN(PIA):
     """PIA with eps_0 rescaled to a standard normal's mean absolute value before x_t is built (same cost)."""
 

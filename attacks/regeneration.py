@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 
@@ -16,9 +17,10 @@ from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.judge import Judge
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval, validate_params
 from diffusion.quality import entropy, generate_per_class, judged_correct
 
-from .base import check_positive_int
+POSITIVE_INT = [Interval(Integral, 1, None)]
 
 
 @dataclass
@@ -44,7 +46,7 @@ class ResurrectionResult:
 def _summary(probs: torch.Tensor, target: torch.Tensor, nn_distance: torch.Tensor) -> dict:
     """Judge accuracy, mean probability of the target class, mean entropy (nats), mean nearest distance."""
     return {
-        "num_images": int(len(target)),
+        "num_images": len(target),
         "judge_accuracy": float(judged_correct(probs, target).mean()),
         "mean_probability": float(probs.gather(1, target[:, None]).mean()),
         "entropy": float(entropy(probs).mean()),
@@ -72,8 +74,8 @@ def judge_generated(judge: Judge, images: torch.Tensor, target_classes: torch.Te
     return {**_summary(probs, target_classes, nearest), "per_class": per_class}
 
 
-def check_erased_classes(model: DiffusionModel, forget: LabeledImages, classes: Sequence[int], what: str) -> list[int]:
-    """The class ids as ints; raise :class:`UsageError` for an unconditional model, a bad id or an empty set."""
+def check_class_ids(model: DiffusionModel, classes: Sequence[int], what: str) -> list[int]:
+    """The class ids as ints; raise :class:`UsageError` for an unconditional model, a bad id or no id."""
     num_classes = model.require_class_conditioning(what)
     classes = [int(c) for c in classes]
     if not classes:
@@ -81,6 +83,12 @@ def check_erased_classes(model: DiffusionModel, forget: LabeledImages, classes: 
     for c in classes:
         if not 0 <= c < num_classes:
             raise UsageError(f"class {c} is out of range; expected a class id in 0..{num_classes - 1}")
+    return classes
+
+
+def check_erased_classes(model: DiffusionModel, forget: LabeledImages, classes: Sequence[int], what: str) -> list[int]:
+    """:func:`check_class_ids`, and the forget set must not be empty."""
+    classes = check_class_ids(model, classes, what)
     if len(forget) == 0:
         raise UsageError(f"{what} got an empty forget set; give the erased images")
     return classes
@@ -101,7 +109,8 @@ def conditional_regeneration(
     The noises are those of :func:`diffusion.quality.generate_per_class`, so every model sees the same ones.
     """
     classes = check_erased_classes(model, forget, classes, "conditional regeneration")
-    check_positive_int(per_class, "per_class", "conditional_regeneration")
+    validate_params({"per_class": POSITIVE_INT, "steps": POSITIVE_INT}, {"per_class": per_class, "steps": steps},
+                    "conditional_regeneration")
     images, labels = generate_per_class(model, classes, per_class, seed=seed, steps=steps)
     metrics = judge_generated(judge, images, labels, forget)
     metrics.update(classes=classes, per_class_images=per_class, sampler=f"ddim-{steps}", seed=seed)

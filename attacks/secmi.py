@@ -7,14 +7,19 @@ step further to t_sec, denoised one step back, and compared with the state it le
 
 from __future__ import annotations
 
+from numbers import Integral
+from typing import ClassVar
+
 import torch
 
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval
 
-from .base import Attack, check_positive_int, check_timestep, ddim_move, matched_timestep
+from .base import ATTACKS, Attack, check_timestep, ddim_move, matched_timestep
 
 
+@ATTACKS.register
 class SecMI(Attack):
     """Score = minus ||denoise(invert(x_{t_sec-k})) - x_{t_sec-k}||^2 (pixel mean); t_sec / k + 1 model calls.
 
@@ -27,6 +32,11 @@ class SecMI(Attack):
     """
 
     name = "secmi"
+    _parameter_constraints: ClassVar[dict] = {
+        **Attack._parameter_constraints,
+        "t_sec": [Interval(Integral, 2, 999)],
+        "interval": [Interval(Integral, 1, None)],
+    }
 
     def __init__(self, t_sec: int = 100, interval: int = 10, batch_size: int = 64):
         super().__init__(batch_size)
@@ -35,8 +45,6 @@ class SecMI(Attack):
 
     def resolve(self, model: DiffusionModel) -> dict:
         owner = type(self).__name__
-        check_positive_int(self.interval, "interval", owner)
-        check_positive_int(self.t_sec, "t_sec", owner)
         if self.t_sec % self.interval or self.t_sec == self.interval:
             raise UsageError(
                 f"The 'interval' parameter of {owner} must divide 't_sec' at least twice. "

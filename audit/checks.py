@@ -5,6 +5,8 @@ loss is pushed far above the non-members' leaks membership too (Carlini et al., 
 From First Principles", IEEE S&P 2022, on comparing against a retrained reference). So the privacy checks are
 two-sided around the retrained model's numbers; the utility checks compare with the original model.
 Without a retrained reference, the privacy targets fall back to chance (AUC 0.5, TPR = FPR, no extraction).
+
+This module must not import torch: ``erasediff report`` re-checks verdicts with :func:`verdict_of`.
 """
 
 from __future__ import annotations
@@ -56,17 +58,18 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
     has_reference = "retrained" in results["utility"]
     reference = "retrained" if has_reference else None
     checks: list[Check] = []
+    target_name = "retrained model" if reference else "chance level"
     for attack, per_model in results["attacks"].items():
         unlearned = per_model["unlearned"]
         auc_target = per_model[reference]["auc"] if reference else 0.5
         tpr_target = per_model[reference]["tpr_at_1pct_fpr"] if reference else unlearned["fpr_at_1pct_fpr"]
         checks.append(_within(
             f"mia_auc[{attack}]",
-            f"{attack} membership AUC (forget vs heldout) matches the {'retrained model' if reference else 'chance level'}",
+            f"{attack} membership AUC (forget vs heldout) matches the {target_name}",
             unlearned["auc"], auc_target, thresholds.mia_auc_tolerance))
         checks.append(_within(
             f"mia_tpr[{attack}]",
-            f"{attack} TPR at 1% FPR matches the {'retrained model' if reference else 'chance level'}",
+            f"{attack} TPR at 1% FPR matches the {target_name}",
             unlearned["tpr_at_1pct_fpr"], tpr_target, thresholds.mia_tpr_tolerance))
     if results.get("extraction"):
         extracted = results["extraction"]["unlearned"]["num_forget_extracted"]
@@ -102,6 +105,12 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
     return checks
 
 
+def verdict_of(passed: list[bool]) -> str:
+    """The verdict rule, on the pass flags alone (reports re-check a results.json with it): PASS when there is
+    at least one check and every check passes, FAIL otherwise."""
+    return "PASS" if passed and all(passed) else "FAIL"
+
+
 def verdict(checks: list[Check]) -> str:
-    """PASS when every check passes, FAIL otherwise."""
-    return "PASS" if checks and all(c.passed for c in checks) else "FAIL"
+    """PASS when every check passes, FAIL otherwise (see :func:`verdict_of`)."""
+    return verdict_of([c.passed for c in checks])

@@ -1,11 +1,18 @@
 """The audit configuration: one strictly validated structure, read from YAML (``safe_load``) or CLI flags.
 
 A misspelled key is an error that names it and lists the allowed keys; every CLI flag maps to a key here.
+A config file is read with bounds: its size, its nesting, and what its YAML aliases expand to; error messages
+quote values cut short.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import reprlib
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -14,10 +21,21 @@ import yaml
 
 from diffusion.errors import UsageError
 
+MAX_CONFIG_BYTES = 1_000_000  # also the bound on the text its aliases may expand to
+MAX_CONFIG_VALUES = 10_000
+MAX_CONFIG_DEPTH = 50
+MAX_INT_DIGITS = 40  # no setting needs a longer integer; Python refuses to convert more than 4300 digits
+ATTACK_NAME = re.compile(r"[A-Za-z0-9_-]+")  # attack names become file names: scores/<attack>.csv
+
 
 @dataclass
 class Thresholds:
-    """Tolerances of the audit's checks (see audit/checks.py for what each one gates)."""
+    """Tolerances of the audit's checks (see audit/checks.py for what each one gates).
+
+    Each is finite and >= 0, and small enough that its check can fail: tolerances on rates below 1 (the AUC's
+    below 0.5, where every model would match chance). ``retained_fd_ratio`` is >= 1: below 1 even the
+    unchanged original model would fail.
+    """
 
     mia_auc_tolerance: float = 0.1
     mia_tpr_tolerance: float = 0.1
@@ -50,6 +68,7 @@ class AuditConfig:
     data: str = "digits"
     split_seed: int = 0
     member_fraction: float = 0.5
+    allow_other_data: bool = False
     seed: int = 0
     attacks: list[str] = field(default_factory=lambda: ["loss", "secmi", "pia", "pian"])
     extraction_samples_per_class: int = 100
@@ -65,61 +84,231 @@ class AuditConfig:
         return dataclasses.asdict(self)
 
 
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` with integers too: ``repr`` of a huge int is slow, long, or refused (over 4300 digits)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _ShortRepr()
+_REPR.maxlevel = 3
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    """``text``, cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: Any) -> str:
+    """A repr of ``value`` of at most 80 characters, built without expanding large or shared structures."""
+    return _cut(_REPR.repr(value))
+
+
 def _check_type(name: str, value: Any, annotation: Any) -> Any:
     """Return ``value`` if it fits ``annotation`` (ints accepted for floats), else raise UsageError."""
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is list:
         if not isinstance(value, list):
-            raise UsageError(f"config key '{name}' must be a list; got {value!r}")
+            raise UsageError(f"config key '{name}' must be a list; got {short_repr(value)}")
         return [_check_type(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value)]
     if args and type(None) in args:  # Optional[X]
         return None if value is None else _check_type(name, value, next(a for a in args if a is not type(None)))
     expected = {int: int, float: (int, float), bool: bool, str: str, dict: dict}.get(annotation, annotation)
-    if annotation in (int, float) and isinstance(value, bool) or not isinstance(value, expected):
-        raise UsageError(f"config key '{name}' must be {getattr(annotation, '__name__', annotation)}; got {value!r}")
-    return float(value) if annotation is float else value
+    type_name = getattr(annotation, "__name__", annotation)
+    if (annotation in (int, float) and isinstance(value, bool)) or not isinstance(value, expected):
+        raise UsageError(f"config key '{name}' must be {type_name}; got {short_repr(value)}")
+    if annotation is not float:
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        raise UsageError(f"config key '{name}' must be a float; got {short_repr(value)}") from None
 
 
-def _build(cls, data: dict, prefix: str = ""):
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    """An instance of the dataclass ``cls`` from ``data``, every key known and every value of its type."""
     hints = get_type_hints(cls)
     allowed = [f.name for f in fields(cls)]
     kwargs = {}
     for key, value in data.items():
         if key not in allowed:
-            raise UsageError(f"unknown config key '{prefix}{key}'; allowed keys: {', '.join(allowed)}")
+            name = _cut(prefix + (key if isinstance(key, str) else short_repr(key)))
+            raise UsageError(f"unknown config key '{name}'; allowed keys: {', '.join(allowed)}")
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
-                raise UsageError(f"config key '{prefix}{key}' must be a mapping; got {value!r}")
+                raise UsageError(f"config key '{prefix}{key}' must be a mapping; got {short_repr(value)}")
             kwargs[key] = _build(hints[key], value, f"{prefix}{key}.")
         else:
             kwargs[key] = _check_type(prefix + key, value, hints[key])
     return cls(**kwargs)
 
 
+_COUNT = (lambda v: 1 <= v < 2**31, "a positive integer below 2**31")
+_RATE_TOLERANCE = (lambda v: 0 <= v < 1, "a tolerance in [0, 1) (1 or more can never fail)")
+_LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "forget_classes": (lambda v: 0 <= v < 2**31, "a class id in [0, 2**31)"),
+    "split_seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    "member_fraction": (lambda v: 0 < v < 1, "a fraction in (0, 1)"),
+    "seed": (lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)"),
+    "extraction_samples_per_class": _COUNT,
+    "eval_samples_per_class": _COUNT,
+    "eval_steps": _COUNT,
+    "thresholds.mia_auc_tolerance": (lambda v: 0 <= v < 0.5, "a tolerance in [0, 0.5) (0.5 or more lets any "
+                                                             "model match chance)"),
+    "thresholds.mia_tpr_tolerance": _RATE_TOLERANCE,
+    "thresholds.extraction_margin": (lambda v: 0 <= v < 2**31, "a number of images in [0, 2**31)"),
+    "thresholds.forgotten_accuracy_tolerance": _RATE_TOLERANCE,
+    "thresholds.resurrection_tolerance": _RATE_TOLERANCE,
+    "thresholds.retained_accuracy_drop": _RATE_TOLERANCE,
+    "thresholds.retained_fd_ratio": (lambda v: 1 <= v < math.inf, "a finite ratio >= 1 (below 1 even the "
+                                                                  "original model fails)"),
+}
+
+
+def _check_limits(config: AuditConfig) -> None:
+    """Every numeric setting within its range (NaN and infinities are in none); list items one by one."""
+    for key, (within, text) in _LIMITS.items():
+        owner, _, name = key.rpartition(".")
+        value = getattr(config.thresholds if owner else config, name)
+        items = {f"{key}[{i}]": v for i, v in enumerate(value)} if isinstance(value, list) else {key: value}
+        for where, item in items.items():
+            if not within(item):
+                raise UsageError(f"config key '{where}' must be {text}; got {short_repr(item)}")
+
+
+def _check_attacks(attacks: list[str]) -> None:
+    """At least one membership attack, each named once and usable as a file name."""
+    if not attacks:
+        raise UsageError("an audit needs at least one membership attack; list some under 'attacks' "
+                         f"(e.g. {', '.join(AuditConfig().attacks)})")
+    for i, name in enumerate(attacks):
+        if not ATTACK_NAME.fullmatch(name):
+            raise UsageError(f"config key 'attacks[{i}]' must be an attack name (letters, digits, '_', '-'); "
+                             f"got {short_repr(name)}")
+        if name in attacks[:i]:
+            raise UsageError(f"config key 'attacks' names '{name}' twice")
+
+
 def config_from_dict(data: dict) -> AuditConfig:
-    """Validate a plain mapping into an :class:`AuditConfig` (UsageError on unknown keys or bad types)."""
+    """Validate a plain mapping into an :class:`AuditConfig` (UsageError on unknown keys, bad types or values)."""
     config = _build(AuditConfig, data)
     if not config.forget_classes and not config.forget_ids:
         raise UsageError("the forget set is empty; set forget_classes or forget_ids")
     if config.unlearned is None and not config.method:
         raise UsageError("give either 'unlearned' (a model to audit) or 'method' (an unlearning method to run)")
-    for name in ("extraction_samples_per_class", "eval_samples_per_class", "eval_steps"):
-        if getattr(config, name) < 1:
-            raise UsageError(f"config key '{name}' must be a positive integer; got {getattr(config, name)}")
+    _check_limits(config)
+    _check_attacks(config.attacks)
     return config
+
+
+class _Refused(Exception):
+    """A config file beyond a bound; the message completes "config file '<path>' ..."."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``safe_load``'s loader, refusing documents nested deeper than MAX_CONFIG_DEPTH while composing them."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_CONFIG_DEPTH:
+                raise _Refused(f"nests deeper than {MAX_CONFIG_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _measure(node: yaml.Node, key: str, depth: int, memo: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(values, characters of text) that ``node`` stands for once its aliases are expanded.
+
+    Memoised per node, so an alias bomb costs its size in the file, not its expansion; a recursive alias
+    nests without end and is refused as too deep. Integers too long for any setting are refused by key.
+    """
+    if depth > MAX_CONFIG_DEPTH:
+        raise _Refused(f"nests deeper than {MAX_CONFIG_DEPTH} levels")
+    if id(node) not in memo:
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
+                raise _Refused(f"sets config key '{key}' to an integer of {len(node.value)} characters "
+                               f"(no setting needs more than {MAX_INT_DIGITS})")
+            memo[id(node)] = (1, len(node.value))
+        else:
+            children = [(child, f"{key}[{i}]") for i, child in enumerate(node.value)]
+            if isinstance(node, yaml.MappingNode):
+                children = []
+                for name, value in node.value:
+                    label = _cut(name.value, 40) if isinstance(name, yaml.ScalarNode) else "?"
+                    children += [(name, key), (value, f"{key}.{label}" if key else label)]
+            sizes = [_measure(child, where, depth + 1, memo) for child, where in children]
+            memo[id(node)] = (1 + sum(v for v, _ in sizes), sum(c for _, c in sizes))
+    return memo[id(node)]
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One short line out of a PyYAML error: the problem and where it is."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        mark = error.problem_mark
+        return _cut(error.problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""), 200)
+    return _cut(str(error).splitlines()[0], 200)
+
+
+def _read_text(path: Path) -> str:
+    """The text of a config file: a regular file of UTF-8 text, at most MAX_CONFIG_BYTES long."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UsageError(f"config file '{path}' is not a regular file")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise UsageError(f"config file '{path}' not found") from None
+    except OSError as error:
+        raise UsageError(f"config file '{path}' cannot be read: {error.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file '{path}' is larger than {MAX_CONFIG_BYTES} bytes (a config is a few lines)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"config file '{path}' is not UTF-8 text (invalid byte at offset {error.start})") from None
+
+
+def _load_bounded(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing documents beyond the bounds above before constructing anything."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        values, characters = _measure(node, "", 1, {})
+        if values > MAX_CONFIG_VALUES:
+            raise _Refused(f"expands to more than {MAX_CONFIG_VALUES} values (YAML aliases?)")
+        if characters > MAX_CONFIG_BYTES:
+            raise _Refused(f"expands to more than {MAX_CONFIG_BYTES} characters of text (YAML aliases?)")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` (None if empty), read with ``safe_load``'s loader within the bounds above."""
+    text = _read_text(path)
+    try:
+        return _load_bounded(text)
+    except _Refused as error:
+        raise UsageError(f"config file '{path}' {error}") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"config file '{path}' is not valid YAML: {_yaml_problem(error)}") from None
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> AuditConfig:
     """Read a YAML file (if given), apply CLI ``overrides`` (keys as in the file), validate."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"config file '{path}' not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise UsageError(f"config file '{path}' is not valid YAML: {str(error).splitlines()[0]}") from None
+        data = read_yaml(Path(path)) or {}
         if not isinstance(data, dict):
             raise UsageError(f"config file '{path}' must hold a mapping of keys; got {type(data).__name__}")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})

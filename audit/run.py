@@ -6,35 +6,34 @@ model), ``images/*.png`` (sample grids, extraction pairs, resurrection samples) 
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from attacks import make_attack
+from attacks import ATTACKS, Attack
+from attacks.base import write_scores_csv
 from attacks.extraction import extract_training_data
 from attacks.inversion import embedding_inversion
 from attacks.metrics import membership_metrics
 from attacks.regeneration import conditional_regeneration
+from diffusion.cache import cache_entry, load_or_build_model
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info
-from diffusion.errors import UsageError
-from diffusion.io import atomic_output_dir, cache_dir, write_json
+from diffusion.io import atomic_output_dir, write_json
 from diffusion.judge import Judge, load_or_train_judge
 from diffusion.model import DiffusionModel
+from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.quality import evaluate_generation, generate_per_class
-from diffusion.reference import load_or_train_reference
-from diffusion.splits import ForgetSpec, Splits, make_splits, read_sample_ids
+from diffusion.reference import load_or_train_reference, untrained_model
+from diffusion.splits import ForgetSpec, ForgetTask, Splits, make_splits, read_sample_ids
 from diffusion.training import TrainConfig
 from reports import write_report
-from unlearn import make_unlearner
-from unlearn.base import ForgetTask
+from unlearn import METHODS, Unlearner
 
 from .checks import evaluate_checks, verdict
 from .config import AuditConfig
@@ -47,22 +46,17 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class AuditSubjects:
-    """The data, the forget task and the models under audit, keyed by role."""
+    """The data, the forget task, the attacks and the models under audit, keyed by role."""
 
     dataset: ImageDataset
     splits: Splits
     spec: ForgetSpec
     task: ForgetTask
+    attacks: list[Attack]
     judge: Judge
     models: dict[str, DiffusionModel]
     sources: dict[str, dict]
     unlearning: dict | None
-
-
-def _load_model(source: str, role: str) -> DiffusionModel:
-    model = DiffusionModel.load(source)
-    logger.info("loaded %s model from %s", role, source)
-    return model
 
 
 def _forget_spec(config: AuditConfig) -> ForgetSpec:
@@ -70,22 +64,25 @@ def _forget_spec(config: AuditConfig) -> ForgetSpec:
     return ForgetSpec(classes=tuple(config.forget_classes), sample_ids=sample_ids, label=config.forget_label)
 
 
-def _retrained_model(original: DiffusionModel, task: ForgetTask, spec: ForgetSpec, config: AuditConfig):
-    """Train the retrained-without-forget reference, or reuse it from the cache (keyed by content)."""
-    retrain = make_unlearner("retrain")
-    key = hashlib.sha256(
-        json.dumps([original.fingerprint(), spec.fingerprint(), retrain.get_params(), config.seed,
-                    config.data, config.split_seed, config.member_fraction], default=str).encode()
-    ).hexdigest()[:16]
-    directory = cache_dir() / "retrained" / key
-    if (directory / "erasediff.json").is_file():
-        logger.info("reusing cached retrained reference %s", directory)
-        return DiffusionModel.load(directory), {"source": str(directory), "cached": True}
-    result = retrain.unlearn(original, task, seed=config.seed, quiet=config.quiet)
-    with atomic_output_dir(directory, force=True) as tmp:
-        result.model.save(tmp, {"role": "retrained", "forget_spec": spec.to_dict(), "seconds": result.seconds,
-                                "steps": result.steps, "params": result.params})
-    return result.model, {"source": str(directory), "cached": False, "seconds": result.seconds}
+def _retrained_model(
+    retrain: Unlearner, original: DiffusionModel, task: ForgetTask, data: tuple[ImageDataset, Splits, ForgetSpec],
+    config: AuditConfig,
+) -> tuple[DiffusionModel, dict]:
+    """The retrained-without-forget reference, from the cache (keyed by content) or trained now."""
+    dataset, splits, spec = data
+    payload = {"original": original.fingerprint(), "forget": spec.fingerprint(), "params": retrain.get_params(),
+               "seed": config.seed, "data": dataset.fingerprint(), "splits": splits.to_dict()}
+    directory = cache_entry("retrained", payload)
+
+    def build() -> tuple[DiffusionModel, dict]:
+        result = retrain.unlearn(original, task, seed=config.seed, quiet=config.quiet)
+        record = {"role": "retrained", "forget_spec": spec.to_dict(), "seconds": result.seconds,
+                  "steps": result.steps, "params": result.params, "splits": splits.to_dict(),
+                  "data": {"name": dataset.name, "fingerprint": dataset.fingerprint()}}
+        return result.model, record
+
+    model, built = load_or_build_model(directory, build, "retrained reference")
+    return model, {"source": str(directory), "cached": not built}
 
 
 def _recorded_unlearning(metadata: dict) -> dict | None:
@@ -97,32 +94,42 @@ def _recorded_unlearning(metadata: dict) -> dict | None:
 
 
 def prepare_subjects(config: AuditConfig) -> AuditSubjects:
-    """Load or build every model under audit; all user mistakes surface here, before heavy work."""
-    for name in config.attacks:
-        make_attack(name)
-    unlearner = make_unlearner(config.method, **config.method_params) if config.unlearned is None else None
-    dataset = load_dataset(config.data)
+    """Check everything first, then load or build every model under audit.
+
+    Every user mistake (a method or attack parameter, a forget spec, a model that does not fit the data or the
+    attacks) surfaces before any training: the built-in reference is checked through an untrained model of its
+    architecture.
+    """
+    attacks = [ATTACKS.make(name) for name in config.attacks]
+    unlearner = METHODS.make(config.method, **config.method_params) if config.unlearned is None else None
+    retrain = METHODS.make("retrain") if config.retrained is None and config.retrain else None
+    paths = {"original": config.model, "unlearned": config.unlearned, "retrained": config.retrained}
+    given = {role: DiffusionModel.load(path) for role, path in paths.items() if path}
+    dataset = load_data_for_model(config.data, given["original"]) if "original" in given else load_dataset(config.data)
     splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
     spec = _forget_spec(config)
-    unlearned_model = _load_model(config.unlearned, "unlearned") if config.unlearned else None
-    retrained_model = _load_model(config.retrained, "retrained") if config.retrained else None
-    if config.model is None:
+    task = ForgetTask.from_spec(dataset, splits, spec)
+    stand_in = given.get("original") or untrained_model(dataset, TrainConfig(), device="cpu")
+    for role, model in {"original": stand_in, **given}.items():
+        task.check_model(model)
+        for attack in attacks:
+            attack.check(model)
+        if role in given:
+            check_provenance(DiffusionModel.read_metadata(paths[role]), paths[role], dataset, splits,
+                             allow_other_data=config.allow_other_data)
+    for method in (unlearner, retrain):
+        if method is not None:
+            method.check(task, stand_in)
+
+    if "original" in given:
+        original, sources = given["original"], {"original": {"source": config.model}}
+    else:
         original, directory, trained = load_or_train_reference(dataset, splits, TrainConfig(), quiet=config.quiet)
         sources = {"original": {"source": f"built-in reference ({directory})", "trained_now": trained}}
-    else:
-        original = _load_model(config.model, "original")
-        sources = {"original": {"source": config.model}}
-    num_classes = original.require_class_conditioning("the audit")
-    if num_classes != dataset.num_classes:
-        raise UsageError(f"the model has {num_classes} classes but the data '{config.data}' has "
-                         f"{dataset.num_classes}; give the data the model was trained on")
-    spec.validate(dataset.labels, splits, num_classes)
-    task = ForgetTask.from_spec(dataset, splits, spec)
     models = {"original": original}
     judge = load_or_train_judge(dataset)
-    unlearning = None
-    if unlearned_model is not None:
-        models["unlearned"] = unlearned_model
+    if "unlearned" in given:
+        models["unlearned"] = given["unlearned"]
         sources["unlearned"] = {"source": config.unlearned}
         unlearning = _recorded_unlearning(DiffusionModel.read_metadata(config.unlearned))
     else:
@@ -131,16 +138,15 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
         sources["unlearned"] = {"source": f"{result.method} run in this audit"}
         unlearning = {"method": result.method, "params": result.params, "steps": result.steps,
                       "seconds": result.seconds, "curves": result.curves}
-    if retrained_model is not None:
-        models["retrained"] = retrained_model
+    if "retrained" in given:
+        models["retrained"] = given["retrained"]
         sources["retrained"] = {"source": config.retrained}
-    elif config.retrain:
-        models["retrained"], sources["retrained"] = _retrained_model(original, task, spec, config)
+    elif retrain is not None:
+        models["retrained"], sources["retrained"] = _retrained_model(retrain, original, task,
+                                                                     (dataset, splits, spec), config)
     for role, model in models.items():
         sources[role]["fingerprint"] = model.fingerprint()
-        if model.num_classes != num_classes:
-            raise UsageError(f"the {role} model has {model.num_classes} classes; the original has {num_classes}")
-    return AuditSubjects(dataset, splits, spec, task, judge, models, sources, unlearning)
+    return AuditSubjects(dataset, splits, spec, task, attacks, judge, models, sources, unlearning)
 
 
 def _membership(subjects: AuditSubjects, config: AuditConfig, out: Path) -> dict:
@@ -149,26 +155,17 @@ def _membership(subjects: AuditSubjects, config: AuditConfig, out: Path) -> dict
     heldout = subjects.dataset.select(subjects.spec.heldout_ids(subjects.dataset.labels, subjects.splits))
     both = LabeledImages(torch.cat([forget.images, heldout.images]), torch.cat([forget.labels, heldout.labels]),
                          torch.cat([forget.ids, heldout.ids]))
-    n_forget = len(forget)
+    is_member = np.r_[np.ones(len(forget), bool), np.zeros(len(heldout), bool)]
     results: dict = {}
     (out / "scores").mkdir(exist_ok=True)
-    for name in config.attacks:
-        attack = make_attack(name)
-        results[name] = {}
-        rows = []
-        for role, model in subjects.models.items():
-            scored = attack.score(model, both, seed=config.seed)
-            member, nonmember = scored.scores[:n_forget], scored.scores[n_forget:]
-            metrics = membership_metrics(member, nonmember, seed=config.seed)
-            metrics["cost"] = scored.to_dict()
-            results[name][role] = metrics
-            rows += [(int(i), "forget" if k < n_forget else "heldout", int(k < n_forget), role, float(s))
-                     for k, (i, s) in enumerate(zip(scored.sample_ids, scored.scores))]
-            logger.info("%s on %s: AUC %.3f", name, role, metrics["auc"])
-        with open(out / "scores" / f"{name}.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["sample_id", "split", "is_member", "model", "score"])
-            writer.writerows(rows)
+    for attack in subjects.attacks:
+        scored = {role: attack.score(model, both, seed=config.seed) for role, model in subjects.models.items()}
+        results[attack.name] = {}
+        for role, scores in scored.items():
+            metrics = membership_metrics(scores.scores[is_member], scores.scores[~is_member], seed=config.seed)
+            results[attack.name][role] = {**metrics, "cost": scores.to_dict()}
+            logger.info("%s on %s: AUC %.3f", attack.name, role, metrics["auc"])
+        write_scores_csv(out / "scores" / f"{attack.name}.csv", scored, is_member)
     return results
 
 
@@ -211,7 +208,7 @@ def _generation(subjects: AuditSubjects, config: AuditConfig, images_dir: Path) 
 def run_audit(config: AuditConfig) -> dict:
     """Run the whole audit and write the output folder atomically; returns the results document."""
     started = time.perf_counter()
-    with atomic_output_dir(config.out, config.force) as out:
+    with atomic_output_dir(config.out, config.force, audit_inputs(config)) as out:
         subjects = prepare_subjects(config)
         prepared = time.perf_counter()
         images_dir = out / "images"
@@ -222,13 +219,13 @@ def run_audit(config: AuditConfig) -> dict:
         results = {
             "schema_version": SCHEMA_VERSION,
             "verdict": None,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "config": config.to_dict(),
             "forget_spec": subjects.spec.to_dict(),
             "data": {"name": subjects.dataset.name, "fingerprint": subjects.dataset.fingerprint(),
                      "class_names": list(subjects.dataset.class_names), "splits": subjects.splits.to_dict(),
                      "num_forget": len(subjects.task.forget), "num_retain": len(subjects.task.retain),
-                     "num_heldout": int(len(subjects.spec.heldout_ids(subjects.dataset.labels, subjects.splits)))},
+                     "num_heldout": len(subjects.spec.heldout_ids(subjects.dataset.labels, subjects.splits))},
             "environment": {**environment_info(), "seed": config.seed},
             "judge": {k: v for k, v in subjects.judge.record.items() if k != "test_ids"},
             "models": subjects.sources,

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from attacks import ATTACKS, make_attack
+from attacks import ATTACKS
 from attacks.extraction import extract_training_data
 from attacks.inversion import embedding_inversion
 from attacks.metrics import membership_metrics
@@ -80,7 +80,7 @@ def main() -> None:
     print("-" * len(header))
     report["attacks"] = {}
     for name in ATTACKS:
-        attack = make_attack(name, batch_size=args.batch_size)
+        attack = ATTACKS.make(name, batch_size=args.batch_size)
         overall, seconds = leakage(attack, model, members, heldout, args.seed)
         per_class, _ = leakage(attack, model, forget, forget_heldout, args.seed)
         calls = attack.calls_per_sample(attack.resolve(model) | attack.get_params())

@@ -31,9 +31,9 @@ from diffusion.model import DiffusionModel
 from diffusion.quality import evaluate_generation, generate_per_class, judged_correct
 from diffusion.reference import load_or_train_reference
 from diffusion.seeding import seeded_normal
-from diffusion.splits import ForgetSpec, make_splits
+from diffusion.splits import ForgetSpec, ForgetTask, make_splits
 from diffusion.training import TrainConfig
-from unlearn import UNLEARNERS, ForgetTask, make_unlearner
+from unlearn import METHODS
 
 LOSS_TIMESTEPS = (10, 50, 100, 200, 400)
 FORGOTTEN_BAR = 0.10  # "forgotten": the judge recognises at most this share of the forgotten-class samples
@@ -67,7 +67,7 @@ def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
             accuracy = judged_correct(judge.probabilities(images), labels).mean().item()
             probes.append({"step": step, "seconds": seconds, "forgotten_accuracy": accuracy})
 
-        result = make_unlearner(name).unlearn(model, task, seed=args.seed, quiet=args.quiet, callback=probe,
+        result = METHODS.make(name).unlearn(model, task, seed=args.seed, quiet=args.quiet, callback=probe,
                                               callback_every=args.probe_every)
         metrics = evaluate_generation(result.model, judge, dataset, forget_classes=spec.classes, seed=args.seed,
                                       per_class=args.per_class)
@@ -100,7 +100,7 @@ def run_sample_mode(args, dataset, splits, model, judge) -> list[dict]:
     rows = [{"method": "original", "steps": 0, "seconds": 0.0, "retained_accuracy": original["retained_accuracy"],
              "retained_fd": original["retained_fd"], **losses(model)}]
     for name in args.methods:
-        result = make_unlearner(name).unlearn(model, task, seed=args.seed, quiet=args.quiet)
+        result = METHODS.make(name).unlearn(model, task, seed=args.seed, quiet=args.quiet)
         metrics = evaluate_generation(result.model, judge, dataset, seed=args.seed, per_class=args.per_class)
         rows.append({"method": name, "steps": result.steps, "seconds": result.seconds,
                      "retained_accuracy": metrics["retained_accuracy"], "retained_fd": metrics["retained_fd"],
@@ -159,7 +159,7 @@ def main() -> None:
                         help="class to forget (repeatable; default 0)")
     parser.add_argument("--forget-samples", type=int, default=0,
                         help="instead of a class, forget this many random member images")
-    parser.add_argument("--methods", default=",".join(UNLEARNERS), help="comma-separated registry names")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names")
     parser.add_argument("--probe-every", type=int, default=5, help="steps between forgetting probes")
     parser.add_argument("--per-class", type=int, default=200,
                         help="samples per class for the final metrics (the FD of 50 per class varies by about "
@@ -170,9 +170,9 @@ def main() -> None:
     args = parser.parse_args()
     args.forget_class = args.forget_class or [0]
     args.methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in args.methods if m not in UNLEARNERS]
+    unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
-        parser.error(f"unknown method(s) {unknown}; expected some of {list(UNLEARNERS)}")
+        parser.error(f"unknown method(s) {unknown}; expected some of {METHODS.names()}")
 
     dataset = load_digits_dataset()
     splits = make_splits(dataset.labels, seed=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from .errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_IMAGE_PIXELS = 8192 * 8192  # larger images are refused (a decompression bomb costs memory)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,15 +96,38 @@ def load_digits_dataset() -> ImageDataset:
     return ImageDataset(images, labels, tuple(str(n) for n in bunch.target_names), "sklearn-digits")
 
 
+def _read_image(path: Path, mode: str, size: int) -> np.ndarray:
+    """One image file as a float32 array (H, W) or (H, W, 3) in [-1, 1]; a :class:`UsageError` if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise UsageError(f"image '{path}' has {image.width}x{image.height} pixels; "
+                                     f"at most {MAX_IMAGE_PIXELS:,} are read")
+                image = image.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+                return np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    except UsageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as error:
+        reason = "not an image" if isinstance(error, UnidentifiedImageError) else str(error).strip().split("\n")[0]
+        raise UsageError(f"cannot read image '{path}': {reason or type(error).__name__}") from None
+
+
 def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDataset:
     """Load ``root/<class name>/*.png|jpg`` into an :class:`ImageDataset`.
 
     Class ids follow the sorted sub-folder names. Each image is converted to grey (``channels=1``) or RGB
     (``channels=3``), resized to ``size`` x ``size`` and scaled to [-1, 1].
     """
-    from PIL import Image
-
     root = Path(root)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UsageError(f"image_size must be a positive int; got {size!r}")
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"image folder '{root}' is not a folder; expected a folder with one sub-folder per class")
     if not root.is_dir():
         raise UsageError(f"image folder '{root}' does not exist; expected a folder with one sub-folder per class")
     if channels not in (1, 3):
@@ -117,9 +142,7 @@ def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDa
         if not files:
             raise UsageError(f"class folder '{class_dir}' has no PNG or JPEG images")
         for path in files:
-            with Image.open(path) as image:
-                image = image.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
-                array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+            array = _read_image(path, mode, size)
             arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
             labels.append(class_id)
     images = torch.from_numpy(np.stack(arrays))
@@ -127,7 +150,11 @@ def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDa
 
 
 def load_dataset(name: str, *, image_size: int = 8, channels: int = 1) -> ImageDataset:
-    """Load the built-in ``digits`` dataset or an image folder given by its path."""
+    """Load the built-in ``digits`` dataset (1x8x8 only) or an image folder given by its path."""
     if name == "digits":
+        if image_size != 8:
+            raise UsageError(f"the bundled digits are 1x8x8; got image_size {image_size!r} (use an image folder)")
+        if channels != 1:
+            raise UsageError(f"the bundled digits are 1x8x8; got channels {channels!r} (use an image folder)")
         return load_digits_dataset()
     return load_image_folder(name, image_size, channels)

@@ -1,18 +1,27 @@
-"""Atomic output folders, JSON writing and the local cache."""
+"""Atomic output folders and files, JSON writing and the local cache.
+
+Every output a command writes is checked before any work (:func:`check_output_dir`, :func:`check_output_file`):
+it must not be, contain or lie inside one of the command's inputs or the cache, must not be a symbolic link,
+is not replaced without ``force``, and its folder must be writable. Temporaries carry the writer's PID, so a
+later run can remove those a killed run left behind.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UsageError
+
+Inputs = Mapping[str, str | Path | None]
 
 
 def cache_dir() -> Path:
@@ -21,31 +30,108 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def check_output_dir(path: str | Path, force: bool) -> Path:
-    """Fail early (before any work) when ``path`` exists and ``force`` is not set."""
+def _check_outside(path: Path, kind: str, option: str, inputs: Inputs) -> None:
+    """Refuse an output that is, contains or lies inside an existing input or the cache (real paths compared)."""
+    real = Path(os.path.realpath(path))
+    given = [(name, Path(p), "every input") for name, p in inputs.items() if p is not None and Path(p).exists()]
+    for name, other, outside in [*given, ("cache folder", cache_dir(), "the cache folder")]:
+        resolved = Path(os.path.realpath(other))
+        relation = ("is" if real == resolved else "contains" if real in resolved.parents
+                    else "lies inside" if resolved in real.parents else None)
+        if relation:
+            raise UsageError(f"{kind} '{path}' {relation} the {name} '{other}'; choose an {option} outside {outside}")
+
+
+def _check_writable(path: Path, kind: str) -> None:
+    """Refuse a symbolic link, or a path whose nearest existing parent folder cannot take a new file."""
+    if path.is_symlink():
+        raise UsageError(f"{kind} '{path}' is a symbolic link; give the real path '{os.path.realpath(path)}'")
+    parent = next(p for p in path.absolute().parents if p.exists() or p.is_symlink())
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {kind} '{path}': '{parent}' is not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".erasediff-probe.", dir=parent)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise UsageError(f"cannot write {kind} '{path}': '{parent}' is not writable ({error.strerror})") from None
+
+
+def check_output_dir(path: str | Path, force: bool, inputs: Inputs | None = None) -> Path:
+    """Fail early (before any work) unless ``path`` can become the output folder.
+
+    ``inputs`` names the command's input paths, e.g. ``{"input model": path}`` (None values and missing paths
+    are skipped); with it the cache folder is protected too. ``inputs=None`` is for the package's own writes
+    into the cache. A symbolic link is refused rather than followed, so ``force`` never replaces a link's target.
+    """
     path = Path(path)
+    if inputs is not None:
+        _check_outside(path, "output folder", "--out", inputs)
     if path.exists() and not force:
         raise UsageError(f"output folder '{path}' already exists; choose another --out or pass --force")
     if path.exists() and not path.is_dir():
         raise UsageError(f"output path '{path}' exists and is not a folder")
+    _check_writable(path, "output folder")
     return path
 
 
+def check_output_file(path: str | Path, force: bool, inputs: Inputs, option: str = "--out") -> Path:
+    """Fail early unless ``path`` can become an output file (``option`` names its flag in messages).
+
+    The same rules as :func:`check_output_dir` for one file; its folder must already exist.
+    """
+    path = Path(path)
+    _check_outside(path, "output file", option, inputs)
+    if path.is_dir():
+        raise UsageError(f"{option} '{path}' is a folder; give a file name")
+    if path.exists() and not force:
+        raise UsageError(f"output file '{path}' already exists; choose another {option} or pass --force")
+    if not path.absolute().parent.is_dir():
+        raise UsageError(f"the folder of {option} '{path}' does not exist")
+    _check_writable(path, "output file")
+    return path
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporaries of ``path`` (``.NAME.PID.XXXXXXXX.tmp`` / ``.old``) whose writer is dead."""
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]{{8}}\.(?:tmp|old)")
+    stale = [entry for entry in path.parent.iterdir()
+             if (match := pattern.fullmatch(entry.name)) and not _alive(int(match.group(1)))]
+    for entry in stale:
+        shutil.rmtree(entry, ignore_errors=True)
+    return stale
+
+
 @contextmanager
-def atomic_output_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
+def atomic_output_dir(path: str | Path, force: bool = False, inputs: Inputs | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` and rename it to ``path`` only when the block succeeds.
 
-    On any error the temporary folder (and any parent folder made for it) is removed and ``path`` is left as
-    it was.
+    ``path`` is checked first (:func:`check_output_dir`) and temporaries that dead runs left for it are
+    removed. On any error (an interrupt too) the temporary folder and any parent folder made for it are
+    removed and ``path`` is left as it was.
     """
-    path = check_output_dir(path, force)
+    path = check_output_dir(path, force, inputs)
+    remove_stale_temporaries(path)
     created_parents = [p for p in reversed(path.absolute().parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         if path.exists():
-            backup = path.with_name(f".{path.name}.old-{os.getpid()}")
+            backup = tmp.with_suffix(".old")
             path.rename(backup)
             tmp.rename(path)
             shutil.rmtree(backup, ignore_errors=True)
@@ -73,6 +159,10 @@ def to_jsonable(value):
 def write_json(path: str | Path, data) -> None:
     """Write ``data`` as indented JSON through a temporary file and a rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=to_jsonable, allow_nan=True))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=to_jsonable, allow_nan=True))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -7,9 +7,9 @@ its weights. Its penultimate activations are the feature space of the Frechet di
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +20,10 @@ from safetensors.torch import load_file, save_file
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from .cache import cache_entry
 from .data import ImageDataset
-from .io import cache_dir, write_json
+from .errors import UsageError
+from .io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,18 @@ def _shift_augment(x: torch.Tensor, generator: torch.Generator, max_shift: int =
 
 
 def train_judge(dataset: ImageDataset, *, seed: int = 0, epochs: int = 40, test_fraction: float = 0.2) -> Judge:
-    """Train the judge on a stratified (1 - test_fraction) of ``dataset`` and measure it on the rest."""
+    """Train the judge on a stratified (1 - test_fraction) of ``dataset`` and measure it on the rest.
+
+    Every class needs enough images to appear in both parts (5 for the default test_fraction).
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise UsageError(f"test_fraction must be in (0, 1); got {test_fraction}")
+    minimum = math.ceil(round(1 / min(test_fraction, 1 - test_fraction), 9))
+    counts = np.bincount(dataset.labels.numpy(), minlength=dataset.num_classes)
+    smallest = int(counts.argmin())
+    if counts[smallest] < minimum:
+        raise UsageError(f"the judge needs at least {minimum} images per class; "
+                         f"class '{dataset.class_names[smallest]}' has {counts[smallest]}")
     ids = np.arange(len(dataset))
     train_ids, test_ids = train_test_split(
         ids, test_size=test_fraction, stratify=dataset.labels.numpy(), random_state=seed
@@ -120,8 +133,9 @@ def train_judge(dataset: ImageDataset, *, seed: int = 0, epochs: int = 40, test_
 
 def load_or_train_judge(dataset: ImageDataset, *, seed: int = 0, directory: Path | None = None) -> Judge:
     """The judge for ``dataset``, from the cache when present (keyed by data fingerprint, seed, version)."""
-    key = hashlib.sha256(f"{dataset.fingerprint()}/{seed}/{JUDGE_VERSION}".encode()).hexdigest()[:16]
-    directory = directory or cache_dir() / "judges" / key
+    directory = directory or cache_entry(
+        "judges", {"data": dataset.fingerprint(), "seed": seed, "version": JUDGE_VERSION}
+    )
     weights, meta = directory / "judge.safetensors", directory / "judge.json"
     if weights.is_file() and meta.is_file():
         record = json.loads(meta.read_text())

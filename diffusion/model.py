@@ -16,12 +16,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers.utils import logging as diffusers_logging
 
 from .errors import UsageError
 from .io import write_json
 from .seeding import seeded_generators, seeded_normal
 
 ImageBatch = torch.Tensor  # (B, C, H, W), values in [-1, 1]
+HUB_PREFIX = "hf://"  # marks a Hugging Face hub model id, e.g. hf://google/ddpm-cifar10-32
 
 
 def default_device() -> torch.device:
@@ -38,9 +40,16 @@ def build_unet(
 ) -> UNet2DModel:
     """A small UNet2DModel, class-conditional through ``num_class_embeds`` unless ``num_classes`` is None.
 
-    The default (sample 8x8, channels (32, 64), one layer per block) has about 0.65 M parameters.
+    The default (sample 8x8, channels (32, 64), one layer per block) has about 0.65 M parameters. A
+    :class:`UsageError` says when the widths or the image size cannot make such a UNet.
     """
+    check_block_out_channels(block_out_channels)
     blocks = len(block_out_channels)
+    factor = 2 ** (blocks - 1)
+    if not isinstance(sample_size, int) or sample_size < factor or sample_size % factor:
+        raise UsageError(
+            f"image size {sample_size!r} does not fit a UNet with {blocks} blocks; expected a multiple of {factor}"
+        )
     return UNet2DModel(
         sample_size=sample_size,
         in_channels=channels,
@@ -52,6 +61,22 @@ def build_unet(
         norm_num_groups=min(8, block_out_channels[0]),
         num_class_embeds=num_classes,
     )
+
+
+def check_block_out_channels(block_out_channels: Sequence[int]) -> None:
+    """Raise :class:`UsageError` unless the UNet block widths are positive ints its group norm can divide."""
+    widths = block_out_channels
+    if (
+        not isinstance(widths, (list, tuple))
+        or not widths
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+    ):
+        raise UsageError(f"block_out_channels must be positive ints; got {widths!r}")
+    groups = min(8, widths[0])
+    if any(w % groups for w in widths):
+        raise UsageError(
+            f"block_out_channels must all be multiples of {groups} (the UNet's group norm); got {tuple(widths)}"
+        )
 
 
 class DiffusionModel:
@@ -189,6 +214,10 @@ class DiffusionModel:
         """A deep copy: changing it never changes this model."""
         return DiffusionModel(copy.deepcopy(self.unet), copy.deepcopy(self.scheduler), self.device)
 
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The UNet parameters that require gradients, in module order (what an optimizer updates)."""
+        return [p for p in self.unet.parameters() if p.requires_grad]
+
     def fingerprint(self) -> str:
         """SHA-256 over the UNet's parameters and buffers (names, shapes and values)."""
         digest = hashlib.sha256()
@@ -206,38 +235,96 @@ class DiffusionModel:
 
     @classmethod
     def load(cls, source: str | Path, device: torch.device | str | None = None) -> DiffusionModel:
-        """Load a diffusers DDPM pipeline folder, or a hub id such as ``google/ddpm-cifar10-32``.
+        """Load a diffusers DDPM pipeline folder, or a Hugging Face hub model written ``hf://owner/name``.
 
-        Weights are read from safetensors only, so a checkpoint from a stranger cannot run code.
+        Weights are read from safetensors only, so a checkpoint from a stranger cannot run code. A
+        :class:`UsageError` names what is wrong with a model that is not a noise predictor this project can use:
+        weights that do not match the UNet config or are not finite, a scheduler that does not predict epsilon,
+        an unreadable config or ``erasediff.json``.
         """
-        source_str = str(source)
-        path = Path(source_str)
-        if path.exists():
-            if not (path / "unet" / "config.json").is_file() or not (path / "scheduler").is_dir():
-                raise UsageError(
-                    f"'{source_str}' is not a diffusers model folder; expected unet/config.json and scheduler/ inside"
-                )
-            kwargs: dict = {}
-        elif _looks_like_hub_id(source_str):
-            kwargs = {}
+        name = str(source)
+        if name.startswith(HUB_PREFIX):
+            location, local = name[len(HUB_PREFIX) :], False
+            if not _looks_like_hub_id(location):
+                raise UsageError(f"'{name}' is not a hub model id; expected {HUB_PREFIX}owner/name")
         else:
-            raise UsageError(f"model '{source_str}' not found; expected a diffusers model folder or a hub id")
+            _check_model_folder(Path(name), name)
+            location, local = name, True
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # the weight mismatches it would log are raised below instead
         try:
-            unet = UNet2DModel.from_pretrained(source_str, subfolder="unet", use_safetensors=True, **kwargs)
-            scheduler = DDPMScheduler.from_pretrained(source_str, subfolder="scheduler", **kwargs)
-        except (OSError, ValueError, EnvironmentError) as error:
+            # low_cpu_mem_usage=False reports mismatched shapes instead of failing; it initialises from the RNG
+            with torch.random.fork_rng(devices=[]):
+                unet, info = UNet2DModel.from_pretrained(
+                    location, subfolder="unet", use_safetensors=True, local_files_only=local,
+                    low_cpu_mem_usage=False, ignore_mismatched_sizes=True, output_loading_info=True,
+                )
+            scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler", local_files_only=local)
+        except (OSError, ValueError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UsageError(f"could not load model '{source_str}': {first_line}") from error
+            raise UsageError(f"could not load model '{name}': {first_line}") from error
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
+        problems = [f"missing {key}" for key in info["missing_keys"]]
+        problems += [f"unexpected {key}" for key in info["unexpected_keys"]]
+        problems += [f"{key} has shape {tuple(found)}, expected {tuple(expected)}"
+                     for key, found, expected in info["mismatched_keys"]]
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise UsageError(f"model '{name}': unet weights do not match its config: {problems[0]}{more}")
+        _check_noise_predictor(unet, scheduler, name)
         return cls(unet, scheduler, device)
 
     @staticmethod
     def read_metadata(directory: str | Path) -> dict:
         """The ``erasediff.json`` written beside a saved model ({} when absent, e.g. a hub model)."""
         path = Path(directory) / "erasediff.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return _read_json_object(path) if path.is_file() else {}
 
 
 def _looks_like_hub_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
+
+
+def _read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; a :class:`UsageError` naming the file when it holds anything else."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        raise UsageError(f"'{path}' is not a readable JSON file: {error}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"'{path}' must hold a JSON object; got a {type(data).__name__}")
+    return data
+
+
+def _check_model_folder(path: Path, name: str) -> None:
+    """Raise :class:`UsageError` unless ``path`` is a diffusers model folder with readable JSON files."""
+    if not path.exists():
+        hint = f" (for a Hugging Face hub model write {HUB_PREFIX}{name})" if _looks_like_hub_id(name) else ""
+        raise UsageError(f"model '{name}' not found: no such folder{hint}")
+    if not path.is_dir():
+        raise UsageError(f"model '{name}' is not a folder; expected a diffusers model folder")
+    if not (path / "unet" / "config.json").is_file() or not (path / "scheduler").is_dir():
+        raise UsageError(f"'{name}' is not a diffusers model folder; expected unet/config.json and scheduler/ inside")
+    _read_json_object(path / "unet" / "config.json")
+    if (path / "scheduler" / "scheduler_config.json").is_file():
+        _read_json_object(path / "scheduler" / "scheduler_config.json")
+    DiffusionModel.read_metadata(path)
+
+
+def _check_noise_predictor(unet: UNet2DModel, scheduler: DDPMScheduler, name: str) -> None:
+    """Raise :class:`UsageError` unless ``unet`` predicts finite noise of its input's shape on a valid schedule."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type != "epsilon":
+        raise UsageError(f"model '{name}' predicts '{prediction_type}'; only 'epsilon' (noise) prediction is supported")
+    betas = scheduler.betas
+    if not len(betas) or not bool(torch.all(torch.isfinite(betas) & (betas >= 0) & (betas < 1))):
+        raise UsageError(f"model '{name}' has an invalid noise schedule; expected timesteps with betas in [0, 1)")
+    if unet.config.out_channels != unet.config.in_channels:
+        raise UsageError(f"model '{name}' has {unet.config.in_channels} input channels but "
+                         f"{unet.config.out_channels} output channels; expected a noise predictor (equal)")
+    for tensor_name, tensor in [*unet.named_parameters(), *unet.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UsageError(f"model '{name}' has non-finite weights in {tensor_name}")
 

@@ -47,16 +47,19 @@ def judged_correct(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.T
     return (probabilities.argmax(1) == labels).double()
 
 
+def per_class_noise_ids(classes: Sequence[int], per_class: int) -> list[int]:
+    """Noise ids of ``per_class`` samples of each class: sample j of class k gets id ``k * 100000 + j``, so every
+    model, and every probe generating for class k, starts from the same noise."""
+    return [int(c) * 100_000 + j for c in classes for j in range(per_class)]
+
+
 def generate_per_class(
     model: DiffusionModel, classes: Sequence[int], per_class: int, *, seed: int, steps: int = 50
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_class`` DDIM samples for each class: images (K * per_class, C, H, W) and labels (K * per_class,).
-
-    Sample j of class k uses the noise of id ``k * 100000 + j``, so every model gets the same noise per class.
-    """
+    """``per_class`` DDIM samples for each class: images (K * per_class, C, H, W) and labels (K * per_class,),
+    with the noises of :func:`per_class_noise_ids`."""
     labels = torch.tensor([c for c in classes for _ in range(per_class)], dtype=torch.long)
-    ids = [int(c) * 100_000 + j for c in classes for j in range(per_class)]
-    return model.sample(labels, seed=seed, ids=ids, steps=steps), labels
+    return model.sample(labels, seed=seed, ids=per_class_noise_ids(classes, per_class), steps=steps), labels
 
 
 def evaluate_generation(

@@ -5,22 +5,17 @@ It is trained once per (data, split, recipe) and cached by a key over all three,
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .cache import cache_entry, load_or_build_model
 from .data import ImageDataset
 from .environment import environment_info
-from .io import atomic_output_dir, cache_dir
 from .model import DiffusionModel
 from .splits import Splits
 from .training import TrainConfig, train_denoiser
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +24,25 @@ class TrainedModel:
 
     model: DiffusionModel
     record: dict
+
+
+def untrained_model(
+    dataset: ImageDataset, config: TrainConfig, device: torch.device | str | None = None
+) -> DiffusionModel:
+    """A freshly initialised class-conditional model of ``config``'s architecture for ``dataset``'s images.
+
+    Also the stand-in that parameters are checked against before a reference model is trained.
+    """
+    return DiffusionModel.create(
+        sample_size=dataset.image_shape[1],
+        channels=dataset.image_shape[0],
+        num_classes=dataset.num_classes,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
+        num_train_timesteps=config.num_train_timesteps,
+        seed=config.seed,
+        device=device,
+    )
 
 
 def train_on_ids(
@@ -44,22 +58,13 @@ def train_on_ids(
 ) -> TrainedModel:
     """Train a fresh class-conditional model from ``config`` on the dataset images with the given ids."""
     ids = torch.as_tensor(ids, dtype=torch.long)
-    model = DiffusionModel.create(
-        sample_size=dataset.image_shape[1],
-        channels=dataset.image_shape[0],
-        num_classes=dataset.num_classes,
-        block_out_channels=config.block_out_channels,
-        layers_per_block=config.layers_per_block,
-        num_train_timesteps=config.num_train_timesteps,
-        seed=config.seed,
-        device=device,
-    )
+    model = untrained_model(dataset, config, device)
     record = train_denoiser(
         model, dataset.images[ids], dataset.labels[ids], config, accelerator=accelerator, quiet=quiet, desc=role
     )
     metadata = {
         "role": role,
-        "data": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "num_images": int(len(ids))},
+        "data": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "num_images": len(ids)},
         "train_config": config.to_dict(),
         "steps": record.steps,
         "wall_seconds": record.seconds,
@@ -68,14 +73,6 @@ def train_on_ids(
         **(extra or {}),
     }
     return TrainedModel(model, metadata)
-
-
-def reference_key(dataset: ImageDataset, splits: Splits, config: TrainConfig) -> str:
-    """Cache key of a reference model: data fingerprint, member ids and the training recipe."""
-    payload = json.dumps(
-        {"data": dataset.fingerprint(), "splits": splits.to_dict(), "config": config.to_dict()}, sort_keys=True
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def load_or_train_reference(
@@ -90,13 +87,15 @@ def load_or_train_reference(
 
     Returns the model, its folder, and whether it was trained in this call.
     """
-    directory = directory or cache_dir() / "reference" / reference_key(dataset, splits, config)
-    if (directory / "erasediff.json").is_file():
-        logger.info("reusing cached reference model %s", directory)
-        return DiffusionModel.load(directory), directory, False
-    trained = train_on_ids(
-        dataset, splits.members, config, role="reference", extra={"splits": splits.to_dict()}, quiet=quiet
+    directory = directory or cache_entry(
+        "reference", {"data": dataset.fingerprint(), "splits": splits.to_dict(), "config": config.to_dict()}
     )
-    with atomic_output_dir(directory, force=True) as tmp:
-        trained.model.save(tmp, trained.record)
-    return trained.model, directory, True
+
+    def build() -> tuple[DiffusionModel, dict]:
+        trained = train_on_ids(
+            dataset, splits.members, config, role="reference", extra={"splits": splits.to_dict()}, quiet=quiet
+        )
+        return trained.model, trained.record
+
+    model, built = load_or_build_model(directory, build, "reference model")
+    return model, directory, built

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from .data import ImageDataset, LabeledImages
 from .errors import UsageError
+from .model import DiffusionModel
 
 
 @dataclass(frozen=True)
@@ -29,21 +31,34 @@ class Splits:
         return {
             "seed": self.seed,
             "member_fraction": self.member_fraction,
-            "num_members": int(len(self.members)),
-            "num_heldout": int(len(self.heldout)),
+            "num_members": len(self.members),
+            "num_heldout": len(self.heldout),
             "members_sha256": hashlib.sha256(self.members.tobytes()).hexdigest(),
         }
 
 
 def make_splits(labels: torch.Tensor | np.ndarray, seed: int, member_fraction: float = 0.5) -> Splits:
-    """Split sample ids into members and heldout, stratified by label, reproducibly from ``seed``."""
+    """Split sample ids into members and heldout, stratified by label, reproducibly from ``seed``.
+
+    ``seed`` is an int in [0, 2**32 - 1]; every class needs enough images to appear on both sides.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        huge = isinstance(seed, int) and seed.bit_length() > 64  # never print thousands of digits
+        shown = f"an int of {seed.bit_length()} bits" if huge else repr(seed)
+        raise UsageError(f"the split seed must be an int in [0, 2**32 - 1]; got {shown}")
     if not 0.0 < member_fraction < 1.0:
         raise UsageError(f"member_fraction must be in (0, 1); got {member_fraction}")
     labels = np.asarray(labels)
     ids = np.arange(len(labels))
-    members, heldout = train_test_split(
-        ids, train_size=member_fraction, stratify=labels, random_state=seed, shuffle=True
-    )
+    try:
+        members, heldout = train_test_split(
+            ids, train_size=member_fraction, stratify=labels, random_state=seed, shuffle=True
+        )
+    except ValueError as error:
+        raise UsageError(
+            f"cannot split {len(labels)} images of {len(np.unique(labels))} classes with member_fraction "
+            f"{member_fraction}: {str(error).strip().splitlines()[0]}"
+        ) from None
     return Splits(np.sort(members).astype(np.int64), np.sort(heldout).astype(np.int64), seed, member_fraction)
 
 
@@ -123,20 +138,98 @@ class ForgetSpec:
         return splits.heldout[np.isin(labels[splits.heldout], classes)]
 
 
+@dataclass(frozen=True, eq=False)
+class ForgetTask:
+    """What an unlearner is given: the forget set D_f, the remaining data D_r, and the class structure.
+
+    Attributes:
+        forget: member images to erase (images (N_f, C, H, W), labels, ids).
+        retain: the remaining members D_r.
+        forget_classes: classes erased entirely (empty for sample-level deletion).
+        num_classes: number of class labels of the model.
+    """
+
+    forget: LabeledImages
+    retain: LabeledImages
+    forget_classes: tuple[int, ...]
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if len(self.forget) == 0:
+            raise UsageError("the forget set is empty; give at least one member image to forget")
+        if len(self.retain) == 0:
+            raise UsageError("the remaining set is empty; at least one member image must be retained")
+        if not self.retained_classes:
+            raise UsageError(f"cannot forget every class ({self.num_classes}); at least one class must be retained")
+
+    @classmethod
+    def from_spec(cls, dataset: ImageDataset, splits: Splits, spec: ForgetSpec) -> ForgetTask:
+        """The task for a deletion request ``spec`` on the training members of ``splits`` (validated first)."""
+        spec.validate(dataset.labels, splits, dataset.num_classes)
+        return cls(
+            forget=dataset.select(spec.forget_ids(dataset.labels, splits)),
+            retain=dataset.select(spec.retain_ids(dataset.labels, splits)),
+            forget_classes=spec.classes,
+            num_classes=dataset.num_classes,
+        )
+
+    @property
+    def retained_classes(self) -> tuple[int, ...]:
+        return tuple(c for c in range(self.num_classes) if c not in self.forget_classes)
+
+    def check_model(self, model: DiffusionModel) -> None:
+        """Raise :class:`UsageError` unless ``model`` is conditioned on this task's classes and takes its images."""
+        num_classes = model.require_class_conditioning("unlearning")
+        if num_classes != self.num_classes:
+            raise UsageError(
+                f"the model has {num_classes} class labels but the forget task has {self.num_classes}; "
+                "use the data the model was trained on"
+            )
+        shape = tuple(self.forget.images.shape[1:])
+        if shape != model.image_shape:
+            raise UsageError(f"the model takes images of shape {model.image_shape} but the forget task's are {shape}")
+
+
 def read_sample_ids(path: str) -> tuple[int, ...]:
-    """Sample ids from a text file: integers separated by commas, spaces or new lines (``#`` starts a comment)."""
+    """Sample ids from a text file: integers separated by commas, spaces or new lines (``#`` starts a comment).
+
+    The file is UTF-8 text of at most 10 MB; an id is a non-negative integer of at most 18 digits.
+    """
     from pathlib import Path
 
+    max_bytes = 10 * 2**20
     file = Path(path)
+    if file.exists() and not file.is_file():
+        raise UsageError(f"forget-ids file '{path}' is not a regular file; expected a text file of integer sample ids")
     if not file.is_file():
         raise UsageError(f"forget-ids file '{path}' not found; expected a text file of integer sample ids")
-    tokens = []
-    for line in file.read_text().splitlines():
-        tokens += line.split("#", 1)[0].replace(",", " ").split()
     try:
-        ids = tuple(int(token) for token in tokens)
-    except ValueError as error:
-        raise UsageError(f"forget-ids file '{path}' holds a non-integer value: {error}") from None
+        with open(file, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise UsageError(f"cannot read forget-ids file '{path}': {error.strerror or error}") from None
+    if len(data) > max_bytes:
+        raise UsageError(f"forget-ids file '{path}' is larger than 10 MB; expected a short list of sample ids")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"forget-ids file '{path}' is not UTF-8 text "
+            f"(byte {error.object[error.start]:#04x} at offset {error.start})"
+        ) from None
+    ids = []
+    for line in text.splitlines():
+        for token in line.split("#", 1)[0].replace(",", " ").split():
+            shown = repr(token if len(token) <= 20 else token[:20] + "...")
+            digits = token[1:] if token[0] in "+-" else token
+            if not (digits.isascii() and digits.isdigit()):
+                raise UsageError(f"forget-ids file '{path}' holds a non-integer value {shown}; expected sample ids")
+            if token[0] == "-":
+                raise UsageError(f"forget-ids file '{path}' holds a negative sample id {shown}; ids are >= 0")
+            if len(digits) > 18:
+                raise UsageError(f"forget-ids file '{path}' holds a {len(digits)}-digit sample id {shown}; "
+                                 "ids are dataset indices")
+            ids.append(int(digits))
     if not ids:
         raise UsageError(f"forget-ids file '{path}' holds no sample ids")
-    return ids
+    return tuple(ids)

@@ -13,8 +13,8 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from .errors import RunError
-from .model import DiffusionModel
+from .errors import RunError, UsageError
+from .model import DiffusionModel, check_block_out_channels
 from .seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,36 @@ class TrainConfig:
     num_train_timesteps: int = 1000
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _require(_is_int(self.steps) and self.steps >= 1, "steps", "an int >= 1", self.steps)
+        _require(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an int >= 1", self.batch_size)
+        _require(_is_real(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
+        _require(_is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0",
+                 self.weight_decay)
+        _require(_is_real(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)", self.ema_decay)
+        check_block_out_channels(self.block_out_channels)
+        _require(_is_int(self.layers_per_block) and self.layers_per_block >= 1, "layers_per_block", "an int >= 1",
+                 self.layers_per_block)
+        _require(_is_int(self.num_train_timesteps) and self.num_train_timesteps >= 1, "num_train_timesteps",
+                 "an int >= 1", self.num_train_timesteps)
+        _require(_is_int(self.seed), "seed", "an int", self.seed)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, name: str, expected: str, value) -> None:
+    """Raise :class:`UsageError` "<name> must be <expected>; got <value>" unless ``ok``."""
+    if not ok:
+        raise UsageError(f"{name} must be {expected}; got {value!r}")
 
 
 @dataclass

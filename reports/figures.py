@@ -20,7 +20,8 @@ def to_svg(figure: Figure) -> str:
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)  # creator links and a date: not needed
-    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 style="max-width:100%;height:auto"', svg, 1)
+    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 style="max-width:100%;height:auto"', svg,
+                  count=1)
 
 
 def roc_figure(per_model: dict, attack: str) -> str:
@@ -69,7 +70,7 @@ def curves_figure(curves: dict[str, list[float]]) -> str:
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, name in zip(axes, names):
         ax.plot(np.arange(1, len(curves[name]) + 1), curves[name], color="#2471a3", linewidth=1)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=9, parse_math=False)  # a name from results.json: "$" is no markup
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[len(names):]:

@@ -18,7 +18,7 @@ def test_attack_writes_scores_and_metrics(tmp_path, digits, splits):
     model.save(tmp_path / "model")
     fingerprint = model.fingerprint()
     out = tmp_path / "out"
-    result = invoke("attack", "--model", tmp_path / "model", "--attack", "pia,loss", "--forget-class", 3,
+    result = invoke("attack", "--model", tmp_path / "model", "--attacks", "pia,loss", "--forget-class", 3,
                     "--out", out, "--quiet", "--batch-size", 50)
     assert result.exit_code == 0, result.output
     assert "pia" in result.output and str(out) in result.output
@@ -34,7 +34,7 @@ def test_attack_writes_scores_and_metrics(tmp_path, digits, splits):
         assert entry["calls_per_sample"] == calls and entry["num_members"] == num_forget
         with open(out / "scores" / f"{name}.csv") as handle:
             rows = list(csv.DictReader(handle))
-        assert list(rows[0]) == ["sample_id", "split", "is_member", "score"]
+        assert list(rows[0]) == ["sample_id", "split", "is_member", "model", "score"]
         assert sum(r["is_member"] == "1" for r in rows) == num_forget and len(rows) == num_forget + num_heldout
         assert {r["split"] for r in rows} == {"forget", "heldout"}
         assert all(float(r["score"]) <= 0 for r in rows)  # plain numbers; minus a distance or a loss
@@ -46,7 +46,7 @@ def test_attack_writes_scores_and_metrics(tmp_path, digits, splits):
 def test_attack_bad_input(tmp_path):
     tiny_model().save(tmp_path / "model")
     out = tmp_path / "out"
-    result = invoke("attack", "--model", tmp_path / "model", "--attack", "loss,lira", "--out", out)
+    result = invoke("attack", "--model", tmp_path / "model", "--attacks", "loss,lira", "--out", out)
     assert result.exit_code == 2 and "unknown attack 'lira'; expected one of: loss, pia, pian, secmi" in result.output
     assert not out.exists()
     result = invoke("attack", "--model", tmp_path / "nope", "--out", out)

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from audit.cli import main
 from diffusion.model import DiffusionModel
 
-TINY_ARGS = ["--steps", "3", "--batch-size", "16", "--channels", "8,16", "--quiet"]
+TINY_ARGS = ["--steps", "3", "--batch-size", "16", "--block-out-channels", "8,16", "--quiet"]
 
 
 def invoke(*args):
@@ -48,7 +48,7 @@ def test_bad_data_path_is_a_usage_error(tmp_path):
 
 
 def test_bad_channels_is_a_usage_error(tmp_path):
-    result = invoke("train", "--out", tmp_path / "ref", "--channels", "8,x")
+    result = invoke("train", "--out", tmp_path / "ref", "--block-out-channels", "8,x")
     assert result.exit_code == 2 and "8,x" in result.output
     assert not (tmp_path / "ref").exists()
 

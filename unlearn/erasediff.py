@@ -8,30 +8,27 @@ The value-function constraint is handled with the dynamic barrier rule of BOME! 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import ClassVar
 
 import torch
 from accelerate import Accelerator
 
 from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval, Options
+from diffusion.splits import ForgetTask
 
-from .base import (
-    ForgetTask,
-    GradientUnlearner,
-    StepInputs,
-    check_choice,
-    check_int,
-    check_optional_positive,
-    check_positive,
+from .base import METHODS
+from .loop import GradientUnlearner, StepInputs
+from .losses import (
     diffusion_loss,
     draw_timesteps_and_noise,
-    param_error,
     relabel_loss,
     relabel_target,
 )
 
-FORGET_TARGETS = ("uniform", "relabel")
-# BOME's rate when ``eta`` is None, by kind of deletion (measured; see :class:`EraseDiff`).
+# BOME's rate when ``eta`` is None, by kind of deletion (measured: benchmarks/results/defaults.md).
 DEFAULT_ETA_CLASS, DEFAULT_ETA_SAMPLES = 0.2, 0.05
 
 
@@ -52,6 +49,7 @@ def bome_multiplier(grad_retain: Sequence[torch.Tensor], grad_forget: Sequence[t
     return max((eta * norm_sq - flat_dot(grad_retain, grad_forget)) / norm_sq, 0.0)
 
 
+@METHODS.register
 class EraseDiff(GradientUnlearner):
     """EraseDiff (arXiv 2401.05779): min L_r(theta) s.t. q(theta) = L_f(theta) - min_phi L_f(phi) <= 0.
 
@@ -67,19 +65,10 @@ class EraseDiff(GradientUnlearner):
     ``forget_target``: ``uniform`` noises the forget images with u ~ U[0, 1) and regresses the prediction on u
     (the paper's form); ``relabel`` (the default, as in the authors' later code) regresses it on the model's own
     detached prediction under another class, drawn from the classes not being forgotten.
-    Defaults measured on the 8x8 digits reference model, forgetting class 0 (judge on 200 DDIM-50 samples per
-    class; original: forgotten 99.5%, retained 97.4%, FD 4.15): ``uniform`` at lr 1e-3 still left the class
-    judged correct 30% after 75 steps (it moves predictions on x_t built from U[0, 1) noise, which sampling from
-    Gaussian noise rarely visits); ``relabel`` at lr 1e-3 forgot at once but collapsed utility (retained 47%);
-    ``relabel`` at lr 1e-4, eta 0.1, 150 steps, no EMA: forgotten 2.5%, retained 97.9%, but FD 5.67 (the raw
-    weights wander; the reference model itself is an EMA). Averaging from step 50 with decay 0.98 and
-    300 steps: eta 0.1 gives forgotten 5.0%, FD 4.61; eta 0.2 gives forgotten 2.5%, retained 97.9%, FD 4.72
-    (decay 0.995 averages too slowly: FD 5.36). Deleting 20 member images of mixed classes (50 samples per
-    class; original: retained 97.8%, loss of the forget images 0.2309 vs heldout images 0.2518): eta 0.2 pushes
-    too hard (retained 92.8%, class 3 at 76%), eta 0.1 gives 95.4%, eta 0.05 gives 97.6% with the forget loss at
-    0.2520 against 0.2577 on heldout images after 300 steps; so ``eta=None`` means 0.2 when the task names a
-    class and 0.05 when it deletes images only. ``uniform`` lowers the forget images' Gaussian-noise loss there
-    (0.2309 -> 0.2073): it does not erase images.
+    Defaults, each chosen by measurement on the 8x8 digits reference (numbers in benchmarks/results/defaults.md):
+    ``relabel`` (``uniform`` leaves the class generated and lowers the forget images' loss); lr 1e-4 (1e-3
+    collapses utility); EMA 0.98 from step 50 over 300 steps (raw weights wander, 0.995 averages too slowly);
+    ``eta=None``: 0.2 when the task names a class, 0.05 when it deletes images only (0.2 hurts retained classes).
     Logged per step: loss_retain, loss_forget, q, lambda, cos_grad.
 
     Args:
@@ -91,6 +80,14 @@ class EraseDiff(GradientUnlearner):
     """
 
     name = "erasediff"
+    _parameter_constraints: ClassVar[dict] = {
+        **GradientUnlearner._parameter_constraints,
+        "inner_steps": [Interval(Integral, 0, None)],
+        "inner_lr": [Interval(Real, 0, None, closed="neither")],
+        "eta": [None, Interval(Real, 0, None, closed="neither")],
+        "fixed_lambda": [None, Interval(Real, 0, None)],
+        "forget_target": [Options("uniform", "relabel")],
+    }
 
     def __init__(
         self,
@@ -118,16 +115,6 @@ class EraseDiff(GradientUnlearner):
         self.ema_decay = ema_decay
         self.ema_start = ema_start
 
-    def validate(self, task: ForgetTask) -> None:
-        super().validate(task)
-        owner = type(self).__name__
-        check_choice(owner, "forget_target", self.forget_target, FORGET_TARGETS)
-        check_positive(owner, inner_lr=self.inner_lr)
-        check_optional_positive(owner, eta=self.eta)
-        check_int(owner, 0, inner_steps=self.inner_steps)
-        if self.fixed_lambda is not None and not self.fixed_lambda >= 0:
-            raise param_error(owner, "fixed_lambda", "None or a number >= 0", self.fixed_lambda)
-
     def forget_loss(
         self, model: DiffusionModel, batch: LabeledImages, task: ForgetTask, generator: torch.Generator
     ):
@@ -141,7 +128,7 @@ class EraseDiff(GradientUnlearner):
         return lambda: model.denoising_loss(x0, labels, t, uniform).mean()
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
-        parameters = [p for p in model.unet.parameters() if p.requires_grad]
+        parameters = model.trainable_parameters()
         loss_forget_fn = self.forget_loss(model, step.forget, step.task, step.generator)
         loss_forget = loss_forget_fn()
         grad_forget = self._gradient(loss_forget, parameters, step.accelerator)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from diffusion.model import DiffusionModel
 
-from .base import GradientUnlearner, StepInputs, diffusion_loss
+from .base import METHODS
+from .loop import GradientUnlearner, StepInputs
+from .losses import diffusion_loss
 
 
+@METHODS.register
 class Finetune(GradientUnlearner):
     """Continue DDPM training on D_r only: Adam(lr) on L_r for ``steps`` batches of ``batch_size``."""
 

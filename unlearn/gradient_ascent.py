@@ -6,19 +6,18 @@ CVPR 2020 (the NegGrad baseline); Thudi et al., "Unrolling SGD", EuroS&P 2022.
 
 from __future__ import annotations
 
+from numbers import Real
+from typing import ClassVar
+
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval
 
-from .base import (
-    ForgetTask,
-    GradientUnlearner,
-    StepInputs,
-    check_positive,
-    diffusion_loss,
-    draw_timesteps_and_noise,
-    param_error,
-)
+from .base import METHODS
+from .loop import GradientUnlearner, StepInputs
+from .losses import diffusion_loss, draw_timesteps_and_noise
 
 
+@METHODS.register
 class GradientAscent(GradientUnlearner):
     """Ascend the DDPM loss on D_f: minimise -mean(min(L_f per sample, ``max_forget_loss``)) + retain_weight * L_r.
 
@@ -27,6 +26,11 @@ class GradientAscent(GradientUnlearner):
     """
 
     name = "gradient_ascent"
+    _parameter_constraints: ClassVar[dict] = {
+        **GradientUnlearner._parameter_constraints,
+        "max_forget_loss": [Interval(Real, 0, None, closed="neither")],
+        "retain_weight": [Interval(Real, 0, None)],
+    }
 
     def __init__(
         self,
@@ -47,12 +51,6 @@ class GradientAscent(GradientUnlearner):
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
         self.ema_start = ema_start
-
-    def validate(self, task: ForgetTask) -> None:
-        super().validate(task)
-        check_positive(type(self).__name__, max_forget_loss=self.max_forget_loss)
-        if not self.retain_weight >= 0:
-            raise param_error(type(self).__name__, "retain_weight", "a number >= 0", self.retain_weight)
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         t, noise = draw_timesteps_and_noise(model, step.forget, step.generator)

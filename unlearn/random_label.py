@@ -6,28 +6,29 @@ Gradient-based Weight Saliency in Both Image Classification and Generation", ICL
 
 from __future__ import annotations
 
+from numbers import Real
+from typing import ClassVar
+
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval
 
-from .base import (
-    ForgetTask,
-    GradientUnlearner,
-    StepInputs,
-    diffusion_loss,
-    param_error,
-    relabel_loss,
-    relabel_target,
-)
+from .base import METHODS
+from .loop import GradientUnlearner, StepInputs
+from .losses import diffusion_loss, relabel_loss, relabel_target
 
 
+@METHODS.register
 class RandomLabel(GradientUnlearner):
     """Minimise MSE(eps(x_t, c_f), stopgrad eps(x_t, c')) on D_f + ``alpha`` * L_r on D_r.
 
     c' is drawn per image from the retained classes other than the image's own; Adam(lr), ``steps`` steps.
-    ``alpha`` defaults to 1, as for :class:`~unlearn.salun.SalUn` (the paper's 1e-3 collapses utility on the
-    digits reference model: retained accuracy 18% after 1000 steps).
+    ``alpha`` defaults to 1, not the paper's 1e-3, which collapses utility (benchmarks/results/defaults.md).
     """
 
     name = "random_label"
+    _parameter_constraints: ClassVar[dict] = {
+        **GradientUnlearner._parameter_constraints, "alpha": [Interval(Real, 0, None)]
+    }
 
     def __init__(
         self,
@@ -46,11 +47,6 @@ class RandomLabel(GradientUnlearner):
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
         self.ema_start = ema_start
-
-    def validate(self, task: ForgetTask) -> None:
-        super().validate(task)
-        if not self.alpha >= 0:
-            raise param_error(type(self).__name__, "alpha", "a number >= 0", self.alpha)
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         draw = relabel_target(model, step.forget, step.task.retained_classes, step.generator)

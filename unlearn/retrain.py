@@ -9,17 +9,22 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from numbers import Integral
+from typing import ClassVar
 
 import torch
 from accelerate import Accelerator
 from diffusers import UNet2DModel
 
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval
+from diffusion.splits import ForgetTask
 from diffusion.training import TrainConfig, train_denoiser
 
-from .base import ForgetTask, StepCallback, Unlearner, UnlearnResult, check_int
+from .base import METHODS, StepCallback, Unlearner, UnlearnResult
 
 
+@METHODS.register
 class Retrain(Unlearner):
     """Train a freshly initialised model of the same architecture on D_r with the reference recipe.
 
@@ -27,6 +32,7 @@ class Retrain(Unlearner):
     """
 
     name = "retrain"
+    _parameter_constraints: ClassVar[dict] = {"steps": [Interval(Integral, 1, None)]}
 
     def __init__(self, steps: int = TrainConfig().steps):
         self.steps = steps
@@ -42,8 +48,7 @@ class Retrain(Unlearner):
         callback: StepCallback | None = None,
         callback_every: int = 10,
     ) -> UnlearnResult:
-        task.check_model(model)
-        check_int(type(self).__name__, 1, steps=self.steps)
+        self.check(task, model)
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -3,30 +3,25 @@
 Fan, Liu, Zhang, Wei, Wong, Liu, "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency in
 Both Image Classification and Generation", ICLR 2024 (DDPM setting: alpha 1e-3, 1000 iterations, Adam 1e-4).
 
-``alpha`` defaults to 1 rather than the paper's 1e-3, by measurement on the 8x8 digits reference model
-(forgetting class 0, judge on 50 DDIM-50 samples per class; original: retained 97.8%, FD 4.48): with 1e-3 the
-remain term is too weak to hold the model (retained 19%, FD 348 after 1000 steps), with 0.1 it still collapses
-(retained 65%, FD 59 at step 500), with 1 the class is gone by step 60 and utility holds (retained 98.0%,
-FD 5.37 at step 500; 98.2%, FD 8.48 at step 1000).
+``alpha`` defaults to 1 rather than the paper's 1e-3, which lets utility collapse on the digits reference model
+(measurements: benchmarks/results/defaults.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Real
+from typing import Any, ClassVar
 
 import torch
 
 from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval
+from diffusion.splits import ForgetTask
 
-from .base import (
-    BatchCycler,
-    ForgetTask,
-    StepInputs,
-    diffusion_loss,
-    gradients,
-    param_error,
-)
+from .base import METHODS
+from .loop import BatchCycler, StepInputs, gradients
+from .losses import diffusion_loss
 from .random_label import RandomLabel
 
 
@@ -37,7 +32,7 @@ def saliency_mask(
 
     The gradient of the DDPM loss is accumulated over the whole forget set in batches of ``batch_size``.
     """
-    parameters = [p for p in model.unet.parameters() if p.requires_grad]
+    parameters = model.trainable_parameters()
     for p in parameters:
         p.grad = None
     batches = BatchCycler(forget, batch_size, generator)
@@ -52,6 +47,7 @@ def saliency_mask(
     return [(m >= threshold).to(m.dtype) for m in magnitudes]
 
 
+@METHODS.register
 class SalUn(RandomLabel):
     """Random-label unlearning (see :class:`RandomLabel`) with gradients multiplied by a saliency mask.
 
@@ -59,6 +55,9 @@ class SalUn(RandomLabel):
     """
 
     name = "salun"
+    _parameter_constraints: ClassVar[dict] = {
+        **RandomLabel._parameter_constraints, "sparsity": [Interval(Real, 0, 1, closed="left")]
+    }
 
     def __init__(
         self,
@@ -75,11 +74,6 @@ class SalUn(RandomLabel):
                          ema_decay=ema_decay, ema_start=ema_start)
         self.sparsity = sparsity
 
-    def validate(self, task: ForgetTask) -> None:
-        super().validate(task)
-        if not 0 <= self.sparsity < 1:
-            raise param_error(type(self).__name__, "sparsity", "in [0, 1)", self.sparsity)
-
     def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool) -> Any:
         scratch = original.copy()
         scratch.unet.train()
@@ -87,8 +81,7 @@ class SalUn(RandomLabel):
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         logs = super().compute_gradients(model, step)
-        parameters = [p for p in model.unet.parameters() if p.requires_grad]
-        for p, mask in zip(parameters, step.context):
+        for p, mask in zip(model.trainable_parameters(), step.context):
             if p.grad is not None:
                 p.grad.mul_(mask)
         return logs

@@ -9,25 +9,22 @@ samples of the other classes preserve them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
 
 from diffusion.data import LabeledImages
+from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
+from diffusion.params import Interval
 from diffusion.quality import generate_per_class
+from diffusion.splits import ForgetTask
 
-from .base import (
-    BatchCycler,
-    ForgetTask,
-    GradientUnlearner,
-    StepInputs,
-    check_int,
-    diffusion_loss,
-    draw_timesteps_and_noise,
-    param_error,
-)
+from .base import METHODS
+from .loop import BatchCycler, GradientUnlearner, StepInputs
+from .losses import diffusion_loss, draw_timesteps_and_noise
 
 
 @dataclass
@@ -43,7 +40,7 @@ def diagonal_fisher(
     model: DiffusionModel, samples: LabeledImages, generator: torch.Generator, quiet: bool = True
 ) -> list[torch.Tensor]:
     """Empirical diagonal Fisher E[(grad of the per-sample DDPM loss)^2] over ``samples`` (one random t each)."""
-    parameters = [p for p in model.unet.parameters() if p.requires_grad]
+    parameters = model.trainable_parameters()
     fisher = [torch.zeros_like(p) for p in parameters]
     for i in tqdm(range(len(samples)), desc="fisher", disable=quiet, leave=False):
         one = samples.take(slice(i, i + 1))
@@ -55,6 +52,7 @@ def diagonal_fisher(
     return [f / len(samples) for f in fisher]
 
 
+@METHODS.register
 class SelectiveAmnesia(GradientUnlearner):
     """Selective Amnesia for class forgetting (NeurIPS 2023).
 
@@ -70,6 +68,13 @@ class SelectiveAmnesia(GradientUnlearner):
     """
 
     name = "selective_amnesia"
+    _parameter_constraints: ClassVar[dict] = {
+        **GradientUnlearner._parameter_constraints,
+        "ewc_weight": [Interval(Real, 0, None)],
+        "fisher_samples_per_class": [Interval(Integral, 1, None)],
+        "replay_samples_per_class": [Interval(Integral, 1, None)],
+        "sample_steps": [Interval(Integral, 1, None)],
+    }
 
     def __init__(
         self,
@@ -95,16 +100,10 @@ class SelectiveAmnesia(GradientUnlearner):
         self.ema_decay = ema_decay
         self.ema_start = ema_start
 
-    def validate(self, task: ForgetTask) -> None:
-        super().validate(task)
-        owner = type(self).__name__
+    def check_task(self, task: ForgetTask) -> None:
         if not task.forget_classes:
-            raise param_error(owner, "task", "a forget task naming at least one class (it remaps a class)",
-                              "sample-level deletion")
-        if not self.ewc_weight >= 0:
-            raise param_error(owner, "ewc_weight", "a number >= 0", self.ewc_weight)
-        check_int(owner, 1, fisher_samples_per_class=self.fisher_samples_per_class,
-                  replay_samples_per_class=self.replay_samples_per_class, sample_steps=self.sample_steps)
+            raise UsageError("selective_amnesia needs a forget task naming at least one class (it remaps a class); "
+                             "got a sample-level deletion")
 
     def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool) -> Any:
         sample_seed = int(torch.randint(2**31, (1,), generator=generator))
@@ -117,7 +116,7 @@ class SelectiveAmnesia(GradientUnlearner):
         images, labels = generate_per_class(original, task.retained_classes, self.replay_samples_per_class,
                                             seed=sample_seed + 1, steps=self.sample_steps)
         replay = BatchCycler(LabeledImages(images, labels, torch.arange(len(labels))), self.batch_size, generator)
-        anchor = [p.detach().clone() for p in original.unet.parameters() if p.requires_grad]
+        anchor = [p.detach().clone() for p in original.trainable_parameters()]
         return AmnesiaContext(fisher, anchor, replay)
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
@@ -130,9 +129,8 @@ class SelectiveAmnesia(GradientUnlearner):
         )
         loss_forget = diffusion_loss(model, surrogate, step.generator)
         loss_replay = diffusion_loss(model, step.context.replay.next(), step.generator)
-        parameters = [p for p in model.unet.parameters() if p.requires_grad]
         fisher, anchor = step.context.fisher, step.context.anchor
-        penalty = sum((f * (p - a) ** 2).sum() for p, f, a in zip(parameters, fisher, anchor))
+        penalty = sum((f * (p - a) ** 2).sum() for p, f, a in zip(model.trainable_parameters(), fisher, anchor))
         step.accelerator.backward(loss_forget + loss_replay + self.ewc_weight * penalty)
         penalty = penalty.detach()
         return {"loss_forget": loss_forget.item(), "loss_retain": loss_replay.item(), "ewc": penalty.item()}

@@ -2,47 +2,47 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
 import click
 import numpy as np
 
-from attacks import ATTACKS, make_attack
+from attacks import ATTACKS
+from attacks.base import write_scores_csv
 from attacks.metrics import membership_metrics
-from diffusion.data import load_dataset
-from diffusion.errors import UsageError
 from diffusion.io import atomic_output_dir, check_output_dir, write_json
 from diffusion.model import DiffusionModel
+from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
 
-from .common import configure_logging, data_options, handle_errors, out_option, quiet_option, seed_option
+from .common import (
+    allow_other_data_option,
+    configure_logging,
+    data_folder,
+    data_option,
+    handle_errors,
+    out_option,
+    quiet_option,
+    seed_option,
+    split_options,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def parse_attack_names(text: str) -> list[str]:
-    """Comma-separated registry names, each known and given once."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UsageError(f"--attack needs at least one name; expected some of: {', '.join(sorted(ATTACKS))}")
-    for name in names:
-        if name not in ATTACKS:
-            raise UsageError(f"unknown attack '{name}'; expected one of: {', '.join(sorted(ATTACKS))}")
-    return list(dict.fromkeys(names))
 
 
 @click.command("attack")
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="The model to attack: a diffusers DDPM pipeline folder (e.g. written by 'erasediff train').")
-@click.option("--attack", "attack_names", default=",".join(ATTACKS), show_default=True,
+@click.option("--attacks", "attack_names", default=",".join(ATTACKS), show_default=True,
               help=f"Comma-separated attacks, from: {', '.join(ATTACKS)}.")
 @click.option("--forget-class", "forget_classes", type=int, multiple=True,
               help="Score the members of this class (repeatable) against the heldout images of the same class.")
 @click.option("--forget-ids", type=click.Path(), default=None,
               help="Text file of member sample ids to score against heldout images of their classes.")
-@data_options
+@data_option
+@split_options
+@allow_other_data_option
 @out_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Samples per batch (scores do not depend on it).")
@@ -50,24 +50,24 @@ def parse_attack_names(text: str) -> list[str]:
 @quiet_option
 @handle_errors
 def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, data, split_seed, member_fraction,
-                   out: Path, force, batch_size, seed, quiet):
+                   allow_other_data, out: Path, force, batch_size, seed, quiet):
     """Score every sample with membership-inference attacks and measure how well the scores separate members.
 
     Without --forget-class / --forget-ids all training members are scored against all heldout images. Writes
-    scores/<attack>.csv (sample_id, split, is_member, score), metrics.json (per attack: AUC with a bootstrap
+    scores/<attack>.csv (sample_id, split, is_member, model, score), metrics.json (per attack: AUC with a bootstrap
     interval, TPR at 1% and 0.1% FPR, calibrated thresholds, tests, ROC, cost) and run.json (what was scored).
     """
     configure_logging(quiet)
-    check_output_dir(out, force)
-    attacks = [make_attack(name, batch_size=batch_size) for name in parse_attack_names(attack_names)]
+    inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids}
+    check_output_dir(out, force, inputs)
+    attacks = [ATTACKS.make(name, batch_size=batch_size) for name in ATTACKS.parse_names(attack_names, "--attacks")]
     model = DiffusionModel.load(model_dir)
-    channels, size, _ = model.image_shape
-    dataset = load_dataset(data, image_size=size, channels=channels)
-    if model.num_classes is not None and model.num_classes != dataset.num_classes:
-        raise UsageError(
-            f"the model is conditioned on {model.num_classes} classes but the data has {dataset.num_classes}"
-        )
+    for attack in attacks:
+        attack.check(model)
+    dataset = load_data_for_model(data, model)
     splits = make_splits(dataset.labels, split_seed, member_fraction)
+    check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, splits,
+                     allow_other_data=allow_other_data)
     spec = None
     if forget_classes or forget_ids:
         spec = ForgetSpec(classes=forget_classes, sample_ids=read_sample_ids(forget_ids) if forget_ids else ())
@@ -90,15 +90,10 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
         logger.info("%s: AUC %.3f, TPR@1%%FPR %.3f, %.1f s", attack.name, metrics[attack.name]["auc"],
                     metrics[attack.name]["tpr_at_1pct_fpr"], scored.seconds)
 
-    with atomic_output_dir(out, force) as tmp:
+    with atomic_output_dir(out, force, inputs) as tmp:
         (tmp / "scores").mkdir()
         for name, scored in results.items():
-            with open(tmp / "scores" / f"{name}.csv", "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["sample_id", "split", "is_member", "score"])
-                for sample_id, member, score in zip(scored.sample_ids, is_member, scored.scores):
-                    split = member_split if member else "heldout"
-                    writer.writerow([int(sample_id), split, int(member), repr(float(score))])
+            write_scores_csv(tmp / "scores" / f"{name}.csv", {"model": scored}, is_member, member_split)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "run.json", {
             "model": str(model_dir),
@@ -106,8 +101,8 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
             "data": dataset.name,
             "splits": splits.to_dict(),
             "forget": spec.to_dict() if spec else None,
-            "num_members": int(len(member_ids)),
-            "num_nonmembers": int(len(nonmember_ids)),
+            "num_members": len(member_ids),
+            "num_nonmembers": len(nonmember_ids),
             "seed": seed,
             "attacks": list(results),
         })

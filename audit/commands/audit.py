@@ -9,7 +9,7 @@ import click
 from diffusion.io import check_output_dir
 
 from ..config import AuditConfig, load_config
-from .common import EXIT_GATE_FAILED, EXIT_OK, configure_logging, handle_errors
+from .common import ExitCode, audit_inputs, configure_logging, handle_errors
 
 DEFAULTS = AuditConfig()
 
@@ -21,7 +21,7 @@ def _csv(text: str | None) -> list[str] | None:
 @click.command("audit")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML file of audit settings (keys as below, with underscores); flags override it.")
-@click.option("--model", help="Original model: diffusers folder or hub id. Default: the built-in reference.")
+@click.option("--model", help="Original model: diffusers folder or hf://owner/name. Default: the built-in reference.")
 @click.option("--unlearned", help="Unlearned model to audit (folder). Default: run --method now.")
 @click.option("--retrained", help="Reference retrained without the forget set (folder). Default: train one.")
 @click.option("--retrain/--no-retrain", default=None, help="Train a retrained reference when none is given.")
@@ -34,13 +34,16 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--data", help="'digits' or an image folder [digits].")
 @click.option("--split-seed", type=int, help="Seed of the member / heldout split [0].")
 @click.option("--member-fraction", type=float, help="Fraction of images that are members [0.5].")
+@click.option("--allow-other-data", is_flag=True, default=None,
+              help="Audit models on other data than they record having been trained on.")
 @click.option("--out", type=click.Path(path_type=Path), help=f"Output folder [{DEFAULTS.out}].")
 @click.option("--seed", type=int, help="Seed of unlearning, attacks and sampling [0].")
 @click.option("--force", is_flag=True, default=None, help="Replace the output folder if it exists.")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bars or info logs.")
 @handle_errors
 def audit_command(config_file, model, unlearned, retrained, retrain, method, forget_classes, forget_ids,
-                  forget_label, attacks, data, split_seed, member_fraction, out, seed, force, quiet):
+                  forget_label, attacks, data, split_seed, member_fraction, allow_other_data, out, seed, force,
+                  quiet):
     """Audit an erasure: original vs unlearned (vs retrained) model under every attack, then a verdict.
 
     With no arguments it runs the built-in default end to end: the reference model on the bundled digits
@@ -51,14 +54,15 @@ def audit_command(config_file, model, unlearned, retrained, retrain, method, for
     overrides = {
         "model": model, "unlearned": unlearned, "retrained": retrained, "retrain": retrain, "method": method,
         # --forget-ids alone means "these samples only", not "these samples plus the default class"
-        "forget_classes": list(forget_classes) or ([] if forget_ids else None), "forget_ids": str(forget_ids) if forget_ids else None,
+        "forget_classes": list(forget_classes) or ([] if forget_ids else None),
+        "forget_ids": str(forget_ids) if forget_ids else None,
         "forget_label": forget_label, "attacks": _csv(attacks), "data": data, "split_seed": split_seed,
-        "member_fraction": member_fraction, "out": str(out) if out else None, "seed": seed, "force": force,
+        "member_fraction": member_fraction, "allow_other_data": allow_other_data, "out": str(out) if out else None, "seed": seed, "force": force,
         "quiet": quiet,
     }
     config = load_config(config_file, overrides)
     configure_logging(config.quiet)
-    check_output_dir(config.out, config.force)
+    check_output_dir(config.out, config.force, audit_inputs(config, config_file))
     from ..run import run_audit  # heavy imports (attacks, unlearning) only when an audit really runs
 
     results = run_audit(config)
@@ -68,4 +72,4 @@ def audit_command(config_file, model, unlearned, retrained, retrain, method, for
     for check in results["checks"]:
         if not check["passed"]:
             click.echo(f"  failed {check['name']}: {check['detail']}")
-    raise SystemExit(EXIT_OK if results["verdict"] == "PASS" else EXIT_GATE_FAILED)
+    raise SystemExit(ExitCode.OK if results["verdict"] == "PASS" else ExitCode.GATE_FAILED)

@@ -1,50 +1,102 @@
 """Options and error handling shared by every ``erasediff`` subcommand.
 
-Exit codes: 0 ok / gate passed, 1 gate failed, 2 usage or config error, 3 runtime error.
+Exit codes (:class:`ExitCode`): 0 ok / gate passed, 1 gate failed, 2 usage or config error, 3 runtime error,
+4 reserved for an inconclusive audit verdict.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import IntEnum
 from pathlib import Path
+from types import FrameType
 
 import click
 
 from diffusion.errors import RunError, UsageError
 
-EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+from ..config import AuditConfig
+
 logger = logging.getLogger("erasediff")
 
 
-def fail(message: str, code: int) -> None:
+class ExitCode(IntEnum):
+    """The process exit status of every ``erasediff`` command."""
+
+    OK = 0
+    GATE_FAILED = 1
+    USAGE = 2
+    RUNTIME = 3
+    INCONCLUSIVE = 4  # reserved for the audit verdict (DESIGN 3.4)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup (temporary folders) runs."""
+
+
+def fail(message: str, code: ExitCode) -> None:
     """Print one line to stderr and exit with ``code``."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Terminated` (only the main thread can receive signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def handle_errors(command: Callable) -> Callable:
-    """Turn :class:`UsageError` into exit 2 and any other failure into exit 3, each as one line."""
+    """Turn :class:`UsageError` into exit 2 and any other failure (SIGTERM too) into exit 3, each as one line."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return command(*args, **kwargs)
         except click.ClickException:  # click's own usage errors: it prints them and exits 2
             raise
         except UsageError as error:
-            fail(str(error), EXIT_USAGE)
+            fail(str(error), ExitCode.USAGE)
         except RunError as error:
-            fail(str(error), EXIT_RUNTIME)
-        except KeyboardInterrupt:
-            fail("interrupted", EXIT_RUNTIME)
+            fail(str(error), ExitCode.RUNTIME)
+        except KeyboardInterrupt as error:
+            fail("terminated" if isinstance(error, Terminated) else "interrupted", ExitCode.RUNTIME)
         except Exception as error:  # a bug or a broken environment: one line, the traceback in the debug log
             logger.debug("unexpected error", exc_info=True)
-            fail(f"{type(error).__name__}: {error} (rerun with ERASEDIFF_DEBUG=1 for the traceback)", EXIT_RUNTIME)
+            fail(f"{type(error).__name__}: {error} (rerun with ERASEDIFF_DEBUG=1 for the traceback)",
+                 ExitCode.RUNTIME)
 
     return wrapper
+
+
+def data_folder(data: str) -> str | None:
+    """The ``--data`` value when it names a folder (an input to protect), None for the bundled digits."""
+    return None if data == "digits" else data
+
+
+def audit_inputs(config: AuditConfig, config_file: Path | None = None) -> dict[str, str | Path | None]:
+    """The paths an audit reads (its output must lie outside them): models, data folder, forget ids, config."""
+    return {"original model": config.model, "unlearned model": config.unlearned,
+            "retrained model": config.retrained, "data folder": data_folder(config.data),
+            "forget-ids file": config.forget_ids, "config file": config_file}
 
 
 def configure_logging(quiet: bool) -> None:
@@ -66,18 +118,31 @@ def seed_option(command: Callable) -> Callable:
     )
 
 
-def data_options(command: Callable) -> Callable:
-    """--data, --split-seed, --member-fraction: which images, and which of them are training members."""
+def data_option(command: Callable) -> Callable:
+    """--data: which images."""
+    return click.option(
+        "--data", default="digits", show_default=True,
+        help="'digits' (scikit-learn's bundled 8x8 digits) or a folder with one sub-folder of images per class "
+             "(resized to the model's image size).",
+    )(command)
+
+
+def allow_other_data_option(command: Callable) -> Callable:
+    """--allow-other-data: use a model on other data than it records having been trained on."""
+    return click.option(
+        "--allow-other-data", is_flag=True,
+        help="Use the model on other data than it records having been trained on (its numbers then say little).",
+    )(command)
+
+
+def split_options(command: Callable) -> Callable:
+    """--split-seed, --member-fraction: which images are the training members."""
     command = click.option(
         "--member-fraction", type=float, default=0.5, show_default=True,
         help="Fraction of the images (stratified by class) that are training members.",
     )(command)
-    command = click.option(
-        "--split-seed", type=int, default=0, show_default=True, help="Seed of the member / heldout split."
-    )(command)
     return click.option(
-        "--data", default="digits", show_default=True,
-        help="'digits' (scikit-learn's bundled 8x8 digits) or a folder with one sub-folder of images per class.",
+        "--split-seed", type=int, default=0, show_default=True, help="Seed of the member / heldout split."
     )(command)
 
 

@@ -6,14 +6,22 @@ from pathlib import Path
 
 import click
 
-from diffusion.data import load_dataset
 from diffusion.errors import UsageError
-from diffusion.io import write_json
+from diffusion.io import check_output_file, write_json
 from diffusion.judge import load_or_train_judge
 from diffusion.model import DiffusionModel
+from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.quality import evaluate_generation
 
-from .common import configure_logging, data_options, handle_errors, quiet_option, seed_option
+from .common import (
+    allow_other_data_option,
+    configure_logging,
+    data_folder,
+    data_option,
+    handle_errors,
+    quiet_option,
+    seed_option,
+)
 
 
 @click.command("evaluate")
@@ -23,30 +31,34 @@ from .common import configure_logging, data_options, handle_errors, quiet_option
               help="A forgotten class (repeatable); the other classes count as retained.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the metrics to this JSON file.")
+@click.option("--force", is_flag=True, help="Replace the --json file if it exists.")
 @click.option("--per-class", type=click.IntRange(min=2), default=50, show_default=True,
               help="Generated samples per class.")
 @click.option("--sample-steps", type=click.IntRange(min=1), default=50, show_default=True,
               help="DDIM sampling steps.")
-@data_options
+@data_option
+@allow_other_data_option
 @seed_option
 @quiet_option
 @handle_errors
-def evaluate_command(model_dir: Path, forget_classes, json_path: Path | None, per_class, sample_steps, data,
-                     split_seed, member_fraction, seed, quiet):
+def evaluate_command(model_dir: Path, forget_classes, json_path: Path | None, force, per_class, sample_steps, data,
+                     allow_other_data, seed, quiet):
     """Judge samples of every class: accuracy and entropy on the forgotten classes (forgetting), accuracy per
     retained class and the Frechet distance to real retained-class images in the judge's feature space
     (utility). The same --seed gives every model the same starting noise, so models compare sample by sample.
     """
     configure_logging(quiet)
-    if json_path is not None and not json_path.parent.is_dir():
-        raise UsageError(f"the folder of --json '{json_path}' does not exist")
-    dataset = load_dataset(data)
+    if json_path is not None:
+        check_output_file(json_path, force, {"model folder": model_dir, "data folder": data_folder(data)}, "--json")
+    model = DiffusionModel.load(model_dir)
+    dataset = load_data_for_model(data, model)
+    check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, None,
+                     allow_other_data=allow_other_data)
     for c in forget_classes:
         if not 0 <= c < dataset.num_classes:
             raise UsageError(f"forget class {c} is out of range; expected a class id in 0..{dataset.num_classes - 1}")
     if len(set(forget_classes)) >= dataset.num_classes:
         raise UsageError(f"cannot treat every class ({dataset.num_classes}) as forgotten; no class would be retained")
-    model = DiffusionModel.load(model_dir)
     judge = load_or_train_judge(dataset)
     metrics = evaluate_generation(model, judge, dataset, forget_classes=sorted(set(forget_classes)),
                                   per_class=per_class, seed=seed, steps=sample_steps)

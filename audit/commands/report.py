@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from diffusion.errors import UsageError
+from diffusion.io import check_output_file
 from reports import write_report
 
 from .common import handle_errors
@@ -16,9 +17,14 @@ from .common import handle_errors
 @click.command("report")
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write the HTML [report.html beside RESULTS].")
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @handle_errors
-def report_command(results: Path, out: Path | None):
-    """Render RESULTS (an audit's results.json, with its scores/ and images/ beside it) to one HTML file."""
+def report_command(results: Path, out: Path | None, force: bool):
+    """Render RESULTS (an audit's results.json, with its scores/ and images/ beside it) to one HTML file.
+
+    The default report.html beside RESULTS is this command's own output and is replaced; an existing --out
+    file is replaced only with --force.
+    """
     if not results.is_file():
         raise UsageError(f"results file '{results}' not found; expected an audit's results.json")
     try:
@@ -27,4 +33,7 @@ def report_command(results: Path, out: Path | None):
         raise UsageError(f"'{results}' is not JSON: {error}") from None
     if not isinstance(document, dict) or "schema_version" not in document:
         raise UsageError(f"'{results}' is not an erasediff results document (no schema_version)")
+    inputs = {"results file": results, "images folder": results.parent / "images",
+              "scores folder": results.parent / "scores"}
+    check_output_file(out or results.with_name("report.html"), force or out is None, inputs)
     click.echo(f"report written to {write_report(results, out)}")

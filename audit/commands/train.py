@@ -12,47 +12,60 @@ from diffusion.reference import train_on_ids
 from diffusion.splits import make_splits
 from diffusion.training import TrainConfig
 
-from .common import configure_logging, data_options, handle_errors, out_option, quiet_option, seed_option
+from .common import (
+    configure_logging,
+    data_folder,
+    data_option,
+    handle_errors,
+    out_option,
+    quiet_option,
+    seed_option,
+    split_options,
+)
 
 DEFAULTS = TrainConfig()
 
 
 @click.command("train")
-@data_options
+@data_option
+@split_options
 @out_option()
 @click.option("--steps", type=click.IntRange(min=1), default=DEFAULTS.steps, show_default=True,
               help="Optimizer steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.lr, show_default=True)
 @click.option("--ema-decay", type=click.FloatRange(0, 1), default=DEFAULTS.ema_decay, show_default=True)
-@click.option("--channels", "block_out_channels", default="32,64", show_default=True,
+@click.option("--block-out-channels", default=",".join(map(str, DEFAULTS.block_out_channels)), show_default=True,
               help="UNet block widths, comma-separated.")
-@click.option("--image-size", type=click.IntRange(min=4), default=8, show_default=True,
-              help="Side of the images (image folders are resized to it).")
+@click.option("--image-size", type=int, default=8, show_default=True,
+              help="Side of the images (image folders are resized to it; the bundled digits are 8).")
+@click.option("--image-channels", type=click.Choice(["1", "3"]), default="1", show_default=True,
+              help="Image channels: 1 grey, 3 RGB (image folders are converted; the bundled digits are grey).")
 @seed_option
 @quiet_option
 @handle_errors
 def train_command(data, split_seed, member_fraction, out: Path, force, steps, batch_size, lr, ema_decay,
-                  block_out_channels, image_size, seed, quiet):
+                  block_out_channels, image_size, image_channels, seed, quiet):
     """Train the reference diffusion model on the training members and save it (EMA weights).
 
     The model is a diffusers UNet2DModel conditioned on the class label, with a DDPM schedule of 1000 steps,
     saved as a DDPM pipeline folder (safetensors) with erasediff.json beside it (split, recipe, time, versions).
     """
     configure_logging(quiet)
-    check_output_dir(out, force)
+    inputs = {"data folder": data_folder(data)}
+    check_output_dir(out, force, inputs)
     try:
         widths = tuple(int(w) for w in block_out_channels.split(","))
     except ValueError:
         raise click.BadParameter(f"expected integers separated by commas; got '{block_out_channels}'",
-                                 param_hint="--channels") from None
+                                 param_hint="--block-out-channels") from None
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
                          block_out_channels=widths, seed=seed)
-    dataset = load_dataset(data, image_size=image_size)
+    dataset = load_dataset(data, image_size=image_size, channels=int(image_channels))
     splits = make_splits(dataset.labels, split_seed, member_fraction)
     trained = train_on_ids(dataset, splits.members, config, role="reference",
                            extra={"splits": splits.to_dict()}, quiet=quiet)
-    with atomic_output_dir(out, force) as tmp:
+    with atomic_output_dir(out, force, inputs) as tmp:
         trained.model.save(tmp, trained.record)
     click.echo(f"reference model written to {out} ({trained.record['steps']} steps, "
                f"{trained.record['wall_seconds']:.0f} s)")

@@ -7,15 +7,25 @@ from pathlib import Path
 import click
 import yaml
 
-from diffusion.data import load_dataset
 from diffusion.environment import environment_info
 from diffusion.errors import RunError, UsageError
 from diffusion.io import atomic_output_dir, check_output_dir
 from diffusion.model import DiffusionModel
-from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
-from unlearn import UNLEARNERS, ForgetTask, make_unlearner
+from diffusion.provenance import check_provenance, load_data_for_model
+from diffusion.splits import ForgetSpec, ForgetTask, make_splits, read_sample_ids
+from unlearn import METHODS
 
-from .common import configure_logging, data_options, handle_errors, out_option, quiet_option, seed_option
+from .common import (
+    allow_other_data_option,
+    configure_logging,
+    data_folder,
+    data_option,
+    handle_errors,
+    out_option,
+    quiet_option,
+    seed_option,
+    split_options,
+)
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict:
@@ -38,26 +48,16 @@ def forget_spec_from_options(forget_classes: tuple[int, ...], forget_ids: str | 
     return ForgetSpec(classes=forget_classes, sample_ids=sample_ids, label=label)
 
 
-def check_same_split(model_dir: Path, splits) -> None:
-    """Refuse a model whose recorded training split differs from the one given (its members would be wrong)."""
-    recorded = DiffusionModel.read_metadata(model_dir).get("splits")
-    if recorded and recorded.get("members_sha256") != splits.to_dict()["members_sha256"]:
-        raise UsageError(
-            f"model '{model_dir}' was trained on another member split (seed {recorded.get('seed')}, fraction "
-            f"{recorded.get('member_fraction')}); pass the same --split-seed and --member-fraction"
-        )
-
-
 @click.command("unlearn")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
               help="The trained model folder (diffusers format); it is never modified.")
 @click.option("--method", default="erasediff", show_default=True,
-              help=f"Unlearning method: {', '.join(UNLEARNERS)}.")
+              help=f"Unlearning method: {', '.join(METHODS)}.")
 @click.option("--forget-class", "forget_classes", type=int, multiple=True,
               help="A class to erase entirely (repeatable).")
 @click.option("--forget-ids", type=str, default=None,
               help="A text file of member sample ids to erase (a deletion request of specific images).")
-@click.option("--label", default="", help="A description of the deletion request, kept in the record.")
+@click.option("--forget-label", default="", help="A description of the deletion request, kept in the record.")
 @click.option("--steps", type=int, default=None, help="Optimizer steps (default: the method's).")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: the method's).")
 @click.option("--batch-size", type=int, default=None, help="Images per batch (default: the method's).")
@@ -66,31 +66,36 @@ def check_same_split(model_dir: Path, splits) -> None:
 @click.option("--forget-target", type=str, default=None, help="EraseDiff: 'relabel' (default) or 'uniform'.")
 @click.option("--param", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any other method parameter, e.g. --param inner_steps=3 (repeatable).")
-@data_options
+@data_option
+@split_options
+@allow_other_data_option
 @out_option()
 @seed_option
 @quiet_option
 @handle_errors
-def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, label, steps, lr, batch_size,
-                    fixed_lambda, forget_target, extra, data, split_seed, member_fraction, out: Path, force,
-                    seed, quiet):
+def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_label, steps, lr, batch_size,
+                    fixed_lambda, forget_target, extra, data, split_seed, member_fraction, allow_other_data,
+                    out: Path, force, seed, quiet):
     """Erase a forget set from a model and save the unlearned model with a record of how it was made.
 
     The output folder holds a diffusers model and erasediff.json: method, parameters, the forget spec and its
     fingerprint, the parent model's fingerprint, steps, wall seconds and the loss curves.
     """
     configure_logging(quiet)
-    check_output_dir(out, force)
-    spec = forget_spec_from_options(forget_classes, forget_ids, label)
+    inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids}
+    check_output_dir(out, force, inputs)
+    spec = forget_spec_from_options(forget_classes, forget_ids, forget_label)
     given = {"steps": steps, "lr": lr, "batch_size": batch_size, "fixed_lambda": fixed_lambda,
              "forget_target": forget_target}
     params = {key: value for key, value in given.items() if value is not None} | parse_params(extra)
-    unlearner = make_unlearner(method, **params)
-    dataset = load_dataset(data)
-    splits = make_splits(dataset.labels, split_seed, member_fraction)
-    task = ForgetTask.from_spec(dataset, splits, spec)
+    unlearner = METHODS.make(method, **params)
     model = DiffusionModel.load(model_dir)
-    check_same_split(model_dir, splits)
+    dataset = load_data_for_model(data, model)
+    splits = make_splits(dataset.labels, split_seed, member_fraction)
+    check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, splits,
+                     allow_other_data=allow_other_data)
+    task = ForgetTask.from_spec(dataset, splits, spec)
+    unlearner.check(task, model)
     parent = model.fingerprint()
     result = unlearner.unlearn(model, task, seed=seed, quiet=quiet)
     if model.fingerprint() != parent:
@@ -111,6 +116,6 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, label, 
         "curves": result.curves,
         "environment": environment_info(),
     }
-    with atomic_output_dir(out, force) as tmp:
+    with atomic_output_dir(out, force, inputs) as tmp:
         result.model.save(tmp, record)
     click.echo(f"unlearned model written to {out} ({result.method}, {result.steps} steps, {result.seconds:.0f} s)")

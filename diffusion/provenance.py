@@ -1,0 +1,50 @@
+"""Whether a model belongs with the data and member split it is used on, from what the model records.
+
+Every model erasediff writes carries ``erasediff.json`` with the data fingerprint and the member split it was
+trained on. Using it with other data gives numbers that mean nothing, so a mismatch is an error unless the user
+says it is intended (``--allow-other-data``). A hub model records nothing and is checked on shape and classes only.
+"""
+
+from __future__ import annotations
+
+from .data import ImageDataset, load_dataset
+from .errors import UsageError
+from .model import DiffusionModel
+from .splits import Splits
+
+
+def load_data_for_model(data: str, model: DiffusionModel) -> ImageDataset:
+    """``data`` loaded at the model's image shape (C, H, W); its classes must be the model's."""
+    channels, height, width = model.image_shape
+    if height != width:
+        raise UsageError(f"the model takes {height}x{width} images; only square images are supported")
+    dataset = load_dataset(data, image_size=height, channels=channels)
+    if dataset.image_shape != model.image_shape:
+        raise UsageError(f"data '{data}' has images of shape {dataset.image_shape} but the model takes "
+                         f"{model.image_shape}")
+    if model.num_classes is not None and model.num_classes != dataset.num_classes:
+        raise UsageError(f"the model is conditioned on {model.num_classes} classes but data '{data}' has "
+                         f"{dataset.num_classes}; give the data the model was trained on")
+    return dataset
+
+
+def check_provenance(
+    metadata: dict, source: str, dataset: ImageDataset, splits: Splits | None, *, allow_other_data: bool = False
+) -> None:
+    """Raise :class:`UsageError` when ``metadata`` (a model's erasediff.json) names other data or another
+    member split than ``dataset`` / ``splits`` (None: not checked); ``allow_other_data`` skips both checks."""
+    if allow_other_data:
+        return
+    recorded_data = (metadata.get("data") or {}).get("fingerprint")
+    if recorded_data and recorded_data != dataset.fingerprint():
+        recorded_name = metadata["data"].get("name", "?")
+        raise UsageError(f"model '{source}' was trained on other data ('{recorded_name}', fingerprint "
+                         f"{recorded_data[:12]}) than '{dataset.name}' ({dataset.fingerprint()[:12]}); give the "
+                         "same data, or pass --allow-other-data if this is intended")
+    recorded_split = metadata.get("splits")
+    if splits is not None and recorded_split and (
+        recorded_split.get("members_sha256") != splits.to_dict()["members_sha256"]
+    ):
+        raise UsageError(f"model '{source}' was trained on another member split (seed {recorded_split.get('seed')}, "
+                         f"fraction {recorded_split.get('member_fraction')}); pass the same --split-seed and "
+                         "--member-fraction")

@@ -1,0 +1,208 @@
+"""``erasediff report`` on hostile or broken results documents: every one is a one-line usage error (exit 2).
+
+A results.json names the images and (by attack name) the score tables the page embeds; none of them may lead
+outside the run's ``images/`` and ``scores/`` folders. The document itself is checked before rendering: its
+schema version, the sections the page needs, and a verdict that follows from its checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from audit.checks import evaluate_checks, verdict
+from audit.cli import main
+from audit.config import Thresholds
+from reports.html import SCHEMA_VERSION, render_report
+
+ROLES = {"original": (0.9, 0.95), "unlearned": (0.5, 0.04), "retrained": (0.48, 0.03)}
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+
+
+def _metrics(auc: float) -> dict:
+    return {"auc": auc, "auc_ci": [auc - 0.1, auc + 0.1], "tpr_at_1pct_fpr": 0.02, "fpr_at_1pct_fpr": 0.01,
+            "tpr_at_0.1pct_fpr": 0.0, "balanced_accuracy": 0.5, "mann_whitney": {"statistic": 3.0, "pvalue": 0.4},
+            "cost": {"calls_per_sample": 1}, "roc": {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.6, 1.0]}}
+
+
+def _document() -> dict:
+    """A small but complete results document, its checks and verdict computed as an audit does."""
+    results = {
+        "schema_version": SCHEMA_VERSION, "verdict": None, "created": "2025-01-01T00:00:00+00:00",
+        "config": {"seed": 0}, "forget_spec": {"classes": [0], "sample_ids": [], "label": "", "fingerprint": "f0"},
+        "data": {"name": "digits", "num_forget": 4, "num_retain": 8, "num_heldout": 4, "splits": {"seed": 0}},
+        "environment": {"python": "3.11", "packages": {"numpy": "2"}, "device": "cpu", "seed": 0},
+        "judge": {"test_accuracy": 0.97}, "models": {role: {"source": role, "fingerprint": "f"} for role in ROLES},
+        "unlearning": {"method": "erasediff", "params": {}, "steps": None, "seconds": 1.0,
+                       "curves": {"forget_loss": [1.0, 0.5], "$\\frac{1}{$": [0.1, 0.2]}},
+        "attacks": {"loss": {role: _metrics(auc) for role, (auc, _) in ROLES.items()}},
+        "utility": {role: {"per_class_accuracy": {"0": acc, "1": 0.9}, "forgotten_accuracy": acc,
+                           "retained_accuracy": 0.9, "retained_fd": 2.0, "samples_per_class": 4}
+                    for role, (_, acc) in ROLES.items()},
+        "extraction": {role: {"num_forget_extracted": 0} for role in ROLES},
+        "resurrection": {},
+        "images": {"unlearned_forgotten": "unlearned_forgotten.png"},
+        "timings": {"total_seconds": 1.0},
+    }
+    checks = evaluate_checks(results, Thresholds())
+    results["checks"] = [c.to_dict() for c in checks]
+    results["verdict"] = verdict(checks)
+    return results
+
+
+def _write_run(folder: Path, results: dict) -> Path:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "scores").mkdir(exist_ok=True)
+    (folder / "images" / "unlearned_forgotten.png").write_bytes(PNG)
+    rows = [f"{i},{split},{int(split == 'forget')},{role},{0.1 * i}"
+            for role in ROLES for split in ("forget", "heldout") for i in range(3)]
+    (folder / "scores" / "loss.csv").write_text("sample_id,split,is_member,model,score\n" + "\n".join(rows) + "\n")
+    path = folder / "results.json"
+    path.write_text(json.dumps(results))
+    return path
+
+
+def _report(path: Path):
+    return CliRunner().invoke(main, ["report", str(path)])
+
+
+def _refused(result, *fragments: str) -> None:
+    """Exit 2 and one line on stderr, naming each of ``fragments``."""
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+def test_a_complete_document_renders(tmp_path):
+    path = _write_run(tmp_path, _document())
+    result = _report(path)
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 1 and "not recorded" in html
+    assert "None" not in html
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "../results.json", "sub/x.png",
+                                  "..png", ".hidden.png", "x.png\n", "x.svg", 7, None])
+def test_image_names_must_be_plain_png_names(tmp_path, name):
+    results = _document()
+    results["images"]["unlearned_forgotten"] = name
+    _refused(_report(_write_run(tmp_path, results)), "images.unlearned_forgotten", "plain .png file name")
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../results.json", "missing.png", "folder.png"])
+def test_images_must_be_regular_files_inside_the_images_folder(tmp_path, target):
+    results = _document()
+    results["images"]["unlearned_forgotten"] = "evil.png"
+    path = _write_run(tmp_path, results)
+    (tmp_path / "images" / "folder.png").mkdir()
+    if target != "folder.png":
+        os.symlink(target, tmp_path / "images" / "evil.png")
+    else:
+        results["images"]["unlearned_forgotten"] = "folder.png"
+        path.write_text(json.dumps(results))
+    _refused(_report(path), "images.unlearned_forgotten", "not a regular file in")
+
+
+@pytest.mark.parametrize("attack", ["../../etc/passwd", "a/b", "..", "x.y", "$\\frac{"])
+def test_attack_names_cannot_leave_the_scores_folder(tmp_path, attack):
+    results = _document()
+    results["attacks"][attack] = results["attacks"].pop("loss")
+    _refused(_report(_write_run(tmp_path, results)), "attack", "an attack name is letters")
+
+
+def test_score_tables_must_be_regular_files_inside_the_scores_folder(tmp_path):
+    path = _write_run(tmp_path, _document())
+    (tmp_path / "scores" / "loss.csv").unlink()
+    os.symlink("/etc/passwd", tmp_path / "scores" / "loss.csv")
+    _refused(_report(path), "loss.csv", "not a regular file in")
+
+
+@pytest.mark.parametrize("table, problem", [
+    ("sample_id,split\n1,forget\n", "no column 'score'"),
+    ("model,split,score\nunlearned,forget,x\n", "could not convert"),
+    ("model,split,score\nunlearned,forget,nan\n", "line 2"),
+    ("model,split,score\n../x,forget,1\n", "line 2"),
+    ("model,split,score\nunlearned,forget,1\n", "lacks forget or heldout rows for the model 'unlearned'"),
+])
+def test_malformed_score_tables(tmp_path, table, problem):
+    path = _write_run(tmp_path, _document())
+    (tmp_path / "scores" / "loss.csv").write_text(table)
+    _refused(_report(path), "loss.csv", problem)
+
+
+def _without(results: dict, *keys: str) -> dict:
+    section = results
+    for key in keys[:-1]:
+        section = section[key]
+    del section[keys[-1]]
+    return results
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda r: _without(r, "checks"), "lacks the key 'checks'"),
+    (lambda r: _without(r, "utility"), "lacks the key 'utility'"),
+    (lambda r: _without(r, "utility", "original"), "key 'utility' lacks the model 'original'"),
+    (lambda r: _without(r, "attacks", "loss", "unlearned", "roc"), "attacks.loss.unlearned.roc"),
+    (lambda r: _without(r, "checks", 0, "passed"), "key 'checks[0]' lacks 'passed'"),
+    (lambda r: _without(r, "environment", "packages"), "environment.packages"),
+    (lambda r: r.update(attacks={}), "holds no membership attack"),
+    (lambda r: r.update(attacks=[1, 2]), "key 'attacks' must be dict"),
+    (lambda r: r["utility"].update(judge={}), "has the model 'judge'"),
+    (lambda r: r["utility"]["retrained"]["per_class_accuracy"].pop("1"), "other classes"),
+    (lambda r: r["attacks"]["loss"]["unlearned"]["roc"].update(fpr=["a"]), "list of numbers"),
+    (lambda r: r["checks"][0].update(passed="yes"), "checks[0].passed' must be bool"),
+])
+def test_documents_missing_what_the_page_needs(tmp_path, change, problem):
+    results = _document()
+    change(results)
+    _refused(_report(_write_run(tmp_path, results)), "results.json", problem)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", True, None])
+def test_other_schema_versions_are_refused(tmp_path, version):
+    results = _document()
+    results["schema_version"] = version
+    _refused(_report(_write_run(tmp_path, results)), "schema_version", f"reads version {SCHEMA_VERSION}")
+
+
+def test_a_number_too_long_to_parse(tmp_path):
+    path = _write_run(tmp_path, _document())
+    path.write_text(path.read_text().replace('"schema_version": 1', '"schema_version": ' + "9" * 5000))
+    _refused(_report(path), "is not JSON")
+
+
+def test_a_verdict_must_follow_from_the_checks(tmp_path):
+    results = _document()
+    assert results["verdict"] == "PASS"
+    results["checks"][0]["passed"] = False
+    _refused(_report(_write_run(tmp_path, results)), "says verdict 'PASS' but its checks give FAIL",
+             f"failed: {results['checks'][0]['name']}")
+    results = _document()
+    results["verdict"] = "FAIL"
+    _refused(_report(_write_run(tmp_path, results)), "says verdict 'FAIL' but its checks give PASS")
+    results["checks"], results["verdict"] = [], "PASS"
+    _refused(_report(_write_run(tmp_path, results)), "its checks give FAIL (0 checks")
+
+
+def test_render_report_names_its_source(tmp_path):
+    with pytest.raises(ValueError, match="'somewhere.json' is not an erasediff results document"):
+        render_report([1], tmp_path, "somewhere.json")
+
+
+def test_the_supported_schema_is_the_one_audits_write():
+    from audit.run import SCHEMA_VERSION as WRITTEN
+
+    assert SCHEMA_VERSION == WRITTEN
+
+
+def test_reports_need_no_torch():
+    code = "import sys, reports, audit.commands.report; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

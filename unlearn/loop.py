@@ -1,0 +1,177 @@
+"""The update loop shared by the methods that unlearn with optimizer steps on batches of D_f and D_r."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from abc import abstractmethod
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any, ClassVar
+
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from diffusion.data import LabeledImages
+from diffusion.errors import RunError
+from diffusion.model import DiffusionModel
+from diffusion.params import Interval
+from diffusion.seeding import derive_seed
+from diffusion.splits import ForgetTask
+from diffusion.training import make_accelerator
+
+from .base import StepCallback, Unlearner, UnlearnResult
+
+logger = logging.getLogger(__name__)
+
+
+class BatchCycler:
+    """Endless mini-batches of a :class:`LabeledImages` subset: shuffled epochs drawn from ``generator``.
+
+    The batch size is ``min(batch_size, len(data))``, so a forget set smaller than a batch is used whole.
+    """
+
+    def __init__(self, data: LabeledImages, batch_size: int, generator: torch.Generator):
+        self.data = data
+        self.batch_size = min(batch_size, len(data))
+        self.generator = generator
+        self._order = torch.randperm(len(data), generator=generator)
+        self._cursor = 0
+
+    def next(self) -> LabeledImages:
+        if self._cursor + self.batch_size > len(self.data):
+            self._order, self._cursor = torch.randperm(len(self.data), generator=self.generator), 0
+        index = self._order[self._cursor : self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        return self.data.take(index)
+
+
+def check_finite(method: str, step: int, logs: dict[str, float]) -> None:
+    """Raise :class:`RunError` (one line) when a logged loss is NaN or infinite."""
+    for key, value in logs.items():
+        if not math.isfinite(value):
+            raise RunError(
+                f"{method}: {key} became {value} at step {step}; lower the learning rate or check the model weights"
+            )
+
+
+def gradients(parameters: Sequence[torch.nn.Parameter]) -> list[torch.Tensor]:
+    """The current ``.grad`` of each parameter (zeros where there is none)."""
+    return [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+
+
+@dataclass
+class StepInputs:
+    """What one update of a :class:`GradientUnlearner` sees: the task, this step's forget and remain batches,
+    the result of :meth:`GradientUnlearner.prepare`, the seeded generator and the accelerator."""
+
+    task: ForgetTask
+    forget: LabeledImages
+    retain: LabeledImages
+    context: Any
+    generator: torch.Generator
+    accelerator: Accelerator
+
+
+class GradientUnlearner(Unlearner):
+    """The loop shared by the methods that unlearn with optimizer steps on batches of D_f and D_r.
+
+    A subclass stores ``steps``, ``lr``, ``batch_size``, ``grad_clip`` (None: off), ``ema_decay`` (None: off)
+    and ``ema_start`` in ``__init__`` (their constraints are :attr:`_parameter_constraints`, to extend), and
+    implements :meth:`compute_gradients`; it may override :meth:`prepare` for work done once before the loop
+    (a saliency mask, a Fisher matrix, replay samples).
+    The Adam optimizer, clipping, the EMA, NaN checks, progress bar, timing and curves live here. The EMA (diffusers'
+    :class:`EMAModel`, ``update_after_step=ema_start``) copies the weights through step ``ema_start + 1``, then
+    averages them with the constant ``ema_decay``; the average is what is returned (and what a callback sees).
+    On several processes (an Accelerate launch), each draws its own batches and gradients are averaged.
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "steps": [Interval(Integral, 1, None)],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None)],
+        "grad_clip": [None, Interval(Real, 0, None, closed="neither")],
+        "ema_decay": [None, Interval(Real, 0, 1, closed="neither")],
+        "ema_start": [Interval(Integral, 0, None)],
+    }
+
+    steps: int
+    lr: float
+    batch_size: int
+    grad_clip: float | None
+    ema_decay: float | None
+    ema_start: int
+
+    def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool) -> Any:
+        """Work done once before the loop; the result is passed to every :meth:`compute_gradients` call."""
+        return None
+
+    @abstractmethod
+    def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
+        """Leave this step's update direction in the parameters' ``.grad``; return the values to log."""
+
+    def unlearn(
+        self,
+        model: DiffusionModel,
+        task: ForgetTask,
+        *,
+        seed: int = 0,
+        accelerator: Accelerator | None = None,
+        quiet: bool = False,
+        callback: StepCallback | None = None,
+        callback_every: int = 10,
+    ) -> UnlearnResult:
+        self.check(task, model)
+        start = time.perf_counter()
+        paused = 0.0
+        work = model.copy()
+        work.unet.train()
+        accelerator = accelerator or make_accelerator(work)
+        generator = torch.Generator().manual_seed(derive_seed(seed, self.name, accelerator.process_index))
+        context = self.prepare(model, task, generator, quiet)
+        parameters = work.trainable_parameters()
+        optimizer = torch.optim.Adam(parameters, lr=self.lr)
+        ema = None
+        if self.ema_decay:
+            ema = EMAModel(parameters, decay=self.ema_decay, min_decay=self.ema_decay, update_after_step=self.ema_start)
+        forget_batches = BatchCycler(task.forget, self.batch_size, generator)
+        retain_batches = BatchCycler(task.retain, self.batch_size, generator)
+        curves: dict[str, list[float]] = defaultdict(list)
+        bar = tqdm(range(self.steps), desc=self.name, disable=quiet or not accelerator.is_local_main_process,
+                   leave=False)
+        for step in bar:
+            optimizer.zero_grad(set_to_none=True)
+            inputs = StepInputs(task, forget_batches.next(), retain_batches.next(), context, generator, accelerator)
+            logs = self.compute_gradients(work, inputs)
+            check_finite(self.name, step, logs)
+            if accelerator.num_processes > 1:
+                for p in parameters:
+                    p.grad = accelerator.reduce(gradients([p])[0], reduction="mean")
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.step(parameters)
+            for key, value in logs.items():
+                curves[key].append(value)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:3]})
+            if callback is not None and (step + 1) % callback_every == 0:
+                pause = time.perf_counter()
+                if ema is not None:
+                    ema.store(parameters)
+                    ema.copy_to(parameters)
+                callback(step + 1, work, pause - start - paused)
+                if ema is not None:
+                    ema.restore(parameters)
+                paused += time.perf_counter() - pause
+        if ema is not None:
+            ema.copy_to(parameters)
+        work.unet.eval()
+        seconds = time.perf_counter() - start - paused
+        logger.info("%s: %d steps in %.1f s", self.name, self.steps, seconds)
+        return UnlearnResult(work, self.name, self.get_params(), self.steps, seconds, dict(curves))
