@@ -36,6 +36,7 @@ from reports import write_report
 from unlearn import METHODS, Unlearner
 
 from .checks import evaluate_checks, verdict
+from .commands.common import audit_inputs
 from .config import AuditConfig
 from .images import save_grid, save_pairs
 
@@ -111,7 +112,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     task = ForgetTask.from_spec(dataset, splits, spec)
     stand_in = given.get("original") or untrained_model(dataset, TrainConfig(), device="cpu")
     for role, model in {"original": stand_in, **given}.items():
-        task.check_model(model)
+        task.check_model(model, f"the audit's {role} model")
         for attack in attacks:
             attack.check(model)
         if role in given:

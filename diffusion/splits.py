@@ -177,17 +177,19 @@ class ForgetTask:
     def retained_classes(self) -> tuple[int, ...]:
         return tuple(c for c in range(self.num_classes) if c not in self.forget_classes)
 
-    def check_model(self, model: DiffusionModel) -> None:
-        """Raise :class:`UsageError` unless ``model`` is conditioned on this task's classes and takes its images."""
-        num_classes = model.require_class_conditioning("unlearning")
+    def check_model(self, model: DiffusionModel, what: str = "unlearning") -> None:
+        """Raise :class:`UsageError` unless ``model`` is conditioned on this task's classes and takes its images;
+        ``what`` names the job in the message ("unlearning", "the audit's retrained model")."""
+        num_classes = model.require_class_conditioning(what)
         if num_classes != self.num_classes:
             raise UsageError(
-                f"the model has {num_classes} class labels but the forget task has {self.num_classes}; "
+                f"{what}: the model has {num_classes} class labels but the forget task has {self.num_classes}; "
                 "use the data the model was trained on"
             )
         shape = tuple(self.forget.images.shape[1:])
         if shape != model.image_shape:
-            raise UsageError(f"the model takes images of shape {model.image_shape} but the forget task's are {shape}")
+            raise UsageError(f"{what}: the model takes images of shape {model.image_shape} but the data's are "
+                             f"{shape}")
 
 
 def read_sample_ids(path: str) -> tuple[int, ...]:

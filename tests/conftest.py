@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from diffusion.data import load_digits_dataset
 from diffusion.judge import train_judge
@@ -46,3 +50,13 @@ def model() -> DiffusionModel:
 def judge(digits):
     """The real judge recipe (about 10 s): later tests score generated images with it."""
     return train_judge(digits)
+
+
+def write_digit_folder(root: Path, digits, classes=(0, 1, 2)) -> Path:
+    """The bundled digits of ``classes`` written as an image folder ``root/digit<c>/<id>.png`` (8x8 grey PNGs)."""
+    for c in classes:
+        (root / f"digit{c}").mkdir(parents=True)
+        for i in np.flatnonzero(digits.labels.numpy() == c):
+            pixels = ((digits.images[i, 0].numpy() + 1) * 127.5).round().astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"digit{c}" / f"{i}.png")
+    return root

@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 
-from audit.checks import evaluate_checks, verdict
-from audit.config import AuditConfig, Thresholds, config_from_dict, load_config
+from audit.checks import evaluate_checks, verdict, verdict_of
+from audit.config import MAX_CONFIG_VALUES, AuditConfig, Thresholds, config_from_dict, load_config
 from diffusion.errors import UsageError
 
 
@@ -31,6 +33,28 @@ def test_yaml_file_and_overrides(tmp_path):
         ({"thresholds": 3}, "config key 'thresholds' must be a mapping"),
         ({"forget_classes": []}, "the forget set is empty"),
         ({"eval_steps": 0}, "config key 'eval_steps' must be a positive integer"),
+        ({"eval_steps": 10**5000}, r"'eval_steps' must be a positive integer below 2\*\*31; got <an integer of about"),
+        ({"attacks": []}, "an audit needs at least one membership attack; list some under 'attacks'"),
+        ({"attacks": ["loss", "../x"]}, r"config key 'attacks\[1\]' must be an attack name"),
+        ({"attacks": ["loss", "loss"]}, "config key 'attacks' names 'loss' twice"),
+        ({"member_fraction": 1}, r"config key 'member_fraction' must be a fraction in \(0, 1\); got 1.0"),
+        ({"member_fraction": 0.0}, "config key 'member_fraction' must be a fraction"),
+        ({"split_seed": 2**32}, "config key 'split_seed' must be an integer in"),
+        ({"split_seed": -1}, "config key 'split_seed' must be an integer in"),
+        ({"seed": 2**63}, r"config key 'seed' must be an integer in \[0, 2\*\*63\); got 9223372036854775808"),
+        ({"seed": -(10**5000)}, "config key 'seed' must be an integer in .* got <an integer of about 5000 digits>"),
+        ({"forget_classes": [1, -3]}, r"config key 'forget_classes\[1\]' must be a class id"),
+        ({"member_fraction": 10**400}, "config key 'member_fraction' must be a float; got <an integer"),
+        ({"thresholds": {"mia_auc_tolerance": float("inf")}}, "'thresholds.mia_auc_tolerance' must be a tolerance"),
+        ({"thresholds": {"mia_auc_tolerance": 0.5}}, "'thresholds.mia_auc_tolerance' must be a tolerance in"),
+        ({"thresholds": {"mia_tpr_tolerance": float("nan")}}, "'thresholds.mia_tpr_tolerance' must be .* got nan"),
+        ({"thresholds": {"forgotten_accuracy_tolerance": -0.1}}, "'thresholds.forgotten_accuracy_tolerance'"),
+        ({"thresholds": {"resurrection_tolerance": 1}}, "'thresholds.resurrection_tolerance' must be a tolerance"),
+        ({"thresholds": {"retained_accuracy_drop": 2}}, "'thresholds.retained_accuracy_drop' must be a tolerance"),
+        ({"thresholds": {"retained_fd_ratio": 0.9}}, "'thresholds.retained_fd_ratio' must be a finite ratio >= 1"),
+        ({"thresholds": {"retained_fd_ratio": float("inf")}}, "'thresholds.retained_fd_ratio' must be a finite"),
+        ({"thresholds": {"extraction_margin": -1}}, "'thresholds.extraction_margin' must be a number of images"),
+        ({"thresholds": {"extraction_margin": 1.5}}, "'thresholds.extraction_margin' must be int"),
     ],
 )
 def test_strict_validation(data, message):
@@ -91,3 +115,83 @@ def test_checks_without_reference_fall_back_to_chance():
     auc = next(c for c in checks if c.name == "mia_auc[loss]")
     assert auc.target == 0.5 and auc.passed
     assert verdict([]) == "FAIL"
+
+
+def test_limits_allow_the_edges():
+    config = config_from_dict({"seed": 2**63 - 1, "split_seed": 2**32 - 1, "member_fraction": 0.99,
+                               "thresholds": {"mia_auc_tolerance": 0, "retained_fd_ratio": 1, "extraction_margin": 0}})
+    assert config.seed == 2**63 - 1 and config.thresholds.retained_fd_ratio == 1.0
+
+
+def test_error_messages_quote_values_cut_short():
+    value = {"x" * 1000: list(range(10**6))}
+    with pytest.raises(UsageError) as caught:
+        config_from_dict({"thresholds": {"mia_auc_tolerance": 0.1, "retained_fd_ratio": value}})
+    assert len(str(caught.value)) < 160 and str(caught.value).endswith("...")
+    with pytest.raises(UsageError) as caught:
+        config_from_dict({"y" * 10**6: 1})
+    assert "unknown config key 'yyy" in str(caught.value) and len(str(caught.value)) < 500
+
+
+def _laughs(levels: int = 9) -> str:
+    """The billion laughs: each level a list of nine aliases to the level before."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"{chr(97 + i)}: &{chr(97 + i)} [{','.join([f'*{chr(96 + i)}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\nthresholdz: *{chr(96 + levels)}\n"
+
+
+def test_yaml_alias_bomb_is_refused_before_expansion(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_laughs())
+    assert len(path.read_bytes()) < 500
+    with pytest.raises(UsageError, match=f"config file '.*bomb.yaml' expands to more than {MAX_CONFIG_VALUES} "
+                                         r"values \(YAML aliases\?\)"):
+        load_config(path)
+    path.write_text("s: &s '" + "x" * 100_000 + "'\nforget_label: [" + ", ".join(["*s"] * 20) + "]\n")
+    with pytest.raises(UsageError, match="expands to more than 1000000 characters"):
+        load_config(path)
+    path.write_text("a: &a [*a]\n")  # an alias to itself: nests without end
+    with pytest.raises(UsageError, match="nests deeper than 50 levels"):
+        load_config(path)
+
+
+def test_aliases_within_bounds_still_work(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("method_params: {k: &c [3, 5]}\nforget_classes: *c\n")
+    assert load_config(path).forget_classes == [3, 5]
+
+
+def test_deep_nesting_is_a_usage_error(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UsageError, match="config file '.*deep.yaml' nests deeper than 50 levels"):
+        load_config(path)
+
+
+def test_huge_integers_name_their_key(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("thresholds:\n  extraction_margin: " + "9" * 5000 + "\n")
+    with pytest.raises(UsageError, match="sets config key 'thresholds.extraction_margin' to an integer of 5000"):
+        load_config(path)
+    path.write_text("seed: 0x" + "f" * 39 + "\n")  # short enough to read, far too large for a seed
+    with pytest.raises(UsageError, match="config key 'seed' must be an integer in .* got <an integer of about 47"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "is not a regular file"),
+    (lambda p: Path("/dev/zero"), "is not a regular file"),
+    (lambda p: p.write_bytes(bytes(range(256))), r"is not UTF-8 text \(invalid byte at offset 128\)"),
+    (lambda p: p.write_bytes(b"seed: 1\x00\n"), "is not valid YAML: unacceptable character #x0000"),
+    (lambda p: p.write_text("#" * 1_000_001), "is larger than 1000000 bytes"),
+])
+def test_files_that_are_not_configs(tmp_path, make, message):
+    path = make(tmp_path / "c.yaml") or tmp_path / "c.yaml"
+    with pytest.raises(UsageError, match=message) as caught:
+        load_config(path)
+    assert "not found" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_verdict_rule_on_pass_flags():
+    assert verdict_of([True, True]) == "PASS"
+    assert verdict_of([True, False]) == verdict_of([]) == "FAIL"

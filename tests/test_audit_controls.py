@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from audit.cli import main
 from diffusion.data import load_image_folder
 from diffusion.reference import train_on_ids
 from diffusion.splits import ForgetSpec, make_splits
 from diffusion.training import TrainConfig
+
+from .conftest import write_digit_folder
+
+pytestmark = pytest.mark.slow  # trains three small models and runs three audits (about a minute)
 
 FORGET_CLASS = 1
 LABEL = "<script>alert(1)</script> request"
@@ -32,12 +34,7 @@ SMALL = TrainConfig(steps=500, batch_size=64, lr=2e-3, ema_decay=0.99, block_out
 def workspace(tmp_path_factory, digits):
     """Digits of classes 0-2 as an image folder, and four small models trained on it."""
     root = tmp_path_factory.mktemp("controls")
-    folder = root / "digits3"
-    for c in range(3):
-        (folder / f"digit{c}").mkdir(parents=True)
-        for i in np.flatnonzero(digits.labels.numpy() == c):
-            pixels = ((digits.images[i, 0].numpy() + 1) * 127.5).round().astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"digit{c}" / f"{i}.png")
+    folder = write_digit_folder(root / "digits3", digits)
     data = load_image_folder(folder, size=8)
     splits = make_splits(data.labels, seed=0)
     spec = ForgetSpec(classes=(FORGET_CLASS,))
@@ -63,9 +60,15 @@ def _audit(workspace, unlearned, out, *extra):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_noop_unlearning_fails_the_audit(workspace):
+@pytest.fixture(scope="module")
+def noop(workspace):
+    """The original model presented as "unlearned": the audit's own output folder, and the CLI result."""
     out = workspace["root"] / "noop"
-    result = _audit(workspace, workspace["original"], out, "--forget-label", LABEL)
+    return out, _audit(workspace, workspace["original"], out, "--forget-label", LABEL)
+
+
+def test_noop_unlearning_fails_the_audit(noop):
+    out, result = noop
     assert result.exit_code == 1, result.output
     assert "verdict: FAIL" in result.output
     results = json.loads((out / "results.json").read_text())
@@ -75,8 +78,8 @@ def test_noop_unlearning_fails_the_audit(workspace):
     assert results["forget_spec"]["label"] == LABEL
 
 
-def test_report_is_self_contained_and_escaped(workspace):
-    out = workspace["root"] / "noop"
+def test_report_is_self_contained_and_escaped(noop, tmp_path):
+    out, _ = noop
     html = (out / "report.html").read_text()
     assert "<script" not in html.lower()  # the label came out escaped, and the page runs no script
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -85,11 +88,11 @@ def test_report_is_self_contained_and_escaped(workspace):
     assert html.count("<svg") >= 2 * 4 + 1  # ROC + histograms per attack, per-class accuracy
     assert html.count('src="data:image/png;base64,') >= 6
     assert "FAIL" in html and "forgotten_generation" in html
-    # re-render from results.json alone: same page but for nothing (no model work)
-    (out / "report.html").unlink()
-    result = CliRunner().invoke(main, ["report", str(out / "results.json")])
+    # re-render from results.json alone (no model work): the same page
+    again = tmp_path / "again.html"
+    result = CliRunner().invoke(main, ["report", str(out / "results.json"), "--out", str(again)])
     assert result.exit_code == 0, result.output
-    assert (out / "report.html").read_text() == html
+    assert again.read_text() == html
 
 
 def test_retrained_model_passes_the_audit(workspace):

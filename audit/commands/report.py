@@ -28,9 +28,9 @@ def report_command(results: Path, out: Path | None, force: bool):
     if not results.is_file():
         raise UsageError(f"results file '{results}' not found; expected an audit's results.json")
     try:
-        document = json.loads(results.read_text())
-    except json.JSONDecodeError as error:
-        raise UsageError(f"'{results}' is not JSON: {error}") from None
+        document = json.loads(results.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, too deep, a number too long to read
+        raise UsageError(f"'{results}' is not JSON: {str(error)[:120]}") from None
     if not isinstance(document, dict) or "schema_version" not in document:
         raise UsageError(f"'{results}' is not an erasediff results document (no schema_version)")
     inputs = {"results file": results, "images folder": results.parent / "images",

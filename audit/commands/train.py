@@ -34,7 +34,8 @@ DEFAULTS = TrainConfig()
               help="Optimizer steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.lr, show_default=True)
-@click.option("--ema-decay", type=click.FloatRange(0, 1), default=DEFAULTS.ema_decay, show_default=True)
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.ema_decay,
+              show_default=True)
 @click.option("--block-out-channels", default=",".join(map(str, DEFAULTS.block_out_channels)), show_default=True,
               help="UNet block widths, comma-separated.")
 @click.option("--image-size", type=int, default=8, show_default=True,

@@ -1,0 +1,133 @@
+"""Every check before any work: bad parameters, a model that does not fit the data, data it was not trained on,
+and caches keyed by content (an edited data folder never reuses a stale model)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from audit.cli import main
+from audit.config import AuditConfig
+from audit.run import _retrained_model
+from diffusion.data import load_image_folder
+from diffusion.errors import UsageError
+from diffusion.model import DiffusionModel
+from diffusion.provenance import check_provenance, load_data_for_model
+from diffusion.splits import ForgetSpec, ForgetTask, make_splits
+from unlearn import METHODS
+
+from .conftest import TINY, write_digit_folder
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_usage_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    for fragment in fragments:
+        assert fragment in result.output
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, digits):
+    return write_digit_folder(tmp_path_factory.mktemp("data") / "digits3", digits)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if the audit starts training the reference or unlearning."""
+    def trained(*args, **kwargs):
+        raise AssertionError("the audit started heavy work before checking its inputs")
+
+    monkeypatch.setattr("audit.run.load_or_train_reference", trained)
+    monkeypatch.setattr("audit.run.load_or_train_judge", trained)
+
+
+@pytest.mark.parametrize("method_params, message", [
+    ("{lr: -1}", "The 'lr' parameter of EraseDiff must be a float in (0, inf). Got -1 instead."),
+    ("{forget_target: noise}", "'forget_target' parameter of EraseDiff must be one of"),
+    ("{alpha: 1}", "'alpha' is not a parameter of unlearning method 'erasediff'"),
+])
+def test_bad_method_parameters_fail_before_the_reference_trains(tmp_path, no_training, method_params, message):
+    config = tmp_path / "audit.yaml"
+    config.write_text(f"method_params: {method_params}\n")
+    out = tmp_path / "out"
+    assert_one_line_usage_error(invoke("audit", "--config", config, "--out", out, "--quiet"), message)
+    assert not out.exists()
+
+
+def test_a_method_that_cannot_serve_the_task_fails_before_training(tmp_path, no_training, splits):
+    ids = tmp_path / "ids.txt"
+    ids.write_text(" ".join(str(i) for i in splits.members[:5]))
+    result = invoke("audit", "--method", "selective_amnesia", "--forget-ids", ids, "--out", tmp_path / "out",
+                    "--quiet")
+    assert_one_line_usage_error(result, "selective_amnesia needs a forget task naming at least one class")
+
+
+def test_a_model_of_another_shape_is_refused_before_training(tmp_path, no_training):
+    DiffusionModel.create(sample_size=16, num_classes=10, device="cpu", **TINY).save(tmp_path / "m16")
+    result = invoke("audit", "--model", tmp_path / "m16", "--out", tmp_path / "out", "--quiet")
+    assert_one_line_usage_error(result, "digits", "1x8x8")
+
+
+def test_data_takes_its_shape_from_a_16x16_model(tmp_path, folder):
+    model = DiffusionModel.create(sample_size=16, num_classes=3, device="cpu", **TINY)
+    model.save(tmp_path / "m16")
+    dataset = load_data_for_model(str(folder), model)
+    assert dataset.image_shape == (1, 16, 16) == model.image_shape
+    out = tmp_path / "erased"
+    result = invoke("unlearn", "--model", tmp_path / "m16", "--data", folder, "--forget-class", 1,
+                    "--steps", 2, "--batch-size", 8, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert DiffusionModel.load(out).image_shape == (1, 16, 16)
+    bad = invoke("unlearn", "--model", tmp_path / "m16", "--forget-class", 1, "--out", tmp_path / "x", "--quiet")
+    assert_one_line_usage_error(bad, "1x8x8")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_model_with_other_classes_is_refused(tmp_path, folder):
+    DiffusionModel.create(num_classes=5, device="cpu", **TINY).save(tmp_path / "m5")
+    for command in (["evaluate"], ["attack", "--out", tmp_path / "a"], ["unlearn", "--forget-class", 1,
+                                                                        "--out", tmp_path / "u"]):
+        result = invoke(*command, "--model", tmp_path / "m5", "--data", folder, "--quiet")
+        assert_one_line_usage_error(result, "conditioned on 5 classes", "has 3")
+
+
+def test_recorded_data_must_match_unless_allowed(tmp_path, folder, digits):
+    data = load_image_folder(folder, size=8)
+    DiffusionModel.create(num_classes=3, device="cpu", **TINY).save(
+        tmp_path / "m", {"data": {"name": "elsewhere", "fingerprint": "0" * 64}})
+    args = ["unlearn", "--model", tmp_path / "m", "--data", folder, "--forget-class", 1, "--steps", 2,
+            "--batch-size", 8, "--quiet"]
+    assert_one_line_usage_error(invoke(*args, "--out", tmp_path / "u1"), "trained on other data ('elsewhere'",
+                                "--allow-other-data")
+    result = invoke(*args, "--out", tmp_path / "u2", "--allow-other-data")
+    assert result.exit_code == 0, result.output
+    same = {"data": {"name": data.name, "fingerprint": data.fingerprint()}}
+    check_provenance(same, "m", data, make_splits(data.labels, 0))  # its own data: fine
+    other_split = {"splits": make_splits(data.labels, 1).to_dict()}
+    with pytest.raises(UsageError, match="another member split"):
+        check_provenance(other_split, "m", data, make_splits(data.labels, 0))
+
+
+def test_retrained_cache_is_keyed_by_content_not_path(tmp_path, digits):
+    folder = write_digit_folder(tmp_path / "data", digits)
+    original = DiffusionModel.create(num_classes=3, device="cpu", **TINY)
+    retrain = METHODS.make("retrain", steps=2)
+    config = AuditConfig(data=str(folder), quiet=True)
+
+    def retrained():
+        data = load_image_folder(folder, size=8)
+        splits = make_splits(data.labels, 0)
+        spec = ForgetSpec(classes=(1,))
+        task = ForgetTask.from_spec(data, splits, spec)
+        return _retrained_model(retrain, original, task, (data, splits, spec), config)[1]
+
+    first = retrained()
+    again = retrained()
+    assert not first["cached"] and again == {**first, "cached": True}
+    next(iter((folder / "digit2").iterdir())).unlink()  # the same path, edited content
+    edited = retrained()
+    assert not edited["cached"] and edited["source"] != first["source"]
