@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import reprlib
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -20,6 +19,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from diffusion.errors import UsageError
+from diffusion.params import cut_text, short_repr
 
 MAX_CONFIG_BYTES = 1_000_000  # also the bound on the text its aliases may expand to
 MAX_CONFIG_VALUES = 10_000
@@ -83,28 +83,12 @@ class AuditConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def input_paths(self, config_file: str | Path | None = None) -> dict[str, str | Path | None]:
+        """The paths an audit reads (its output must lie outside them): models, data folder, forget ids, config."""
+        from diffusion.data import data_folder  # torch-heavy; config and checks stay importable without it
 
-class _ShortRepr(reprlib.Repr):
-    """``reprlib`` with integers too: ``repr`` of a huge int is slow, long, or refused (over 4300 digits)."""
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 128:
-            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
-        return super().repr_int(x, level)
-
-
-_REPR = _ShortRepr()
-_REPR.maxlevel = 3
-
-
-def _cut(text: str, limit: int = 80) -> str:
-    """``text``, cut to ``limit`` characters."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def short_repr(value: Any) -> str:
-    """A repr of ``value`` of at most 80 characters, built without expanding large or shared structures."""
-    return _cut(_REPR.repr(value))
+        return {"original model": self.model, "unlearned model": self.unlearned, "retrained model": self.retrained,
+                "data folder": data_folder(self.data), "forget-ids file": self.forget_ids, "config file": config_file}
 
 
 def _check_type(name: str, value: Any, annotation: Any) -> Any:
@@ -135,7 +119,7 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in allowed:
-            name = _cut(prefix + (key if isinstance(key, str) else short_repr(key)))
+            name = cut_text(prefix + (key if isinstance(key, str) else short_repr(key)))
             raise UsageError(f"unknown config key '{name}'; allowed keys: {', '.join(allowed)}")
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
@@ -242,7 +226,7 @@ def _measure(node: yaml.Node, key: str, depth: int, memo: dict[int, tuple[int, i
             if isinstance(node, yaml.MappingNode):
                 children = []
                 for name, value in node.value:
-                    label = _cut(name.value, 40) if isinstance(name, yaml.ScalarNode) else "?"
+                    label = cut_text(name.value, 40) if isinstance(name, yaml.ScalarNode) else "?"
                     children += [(name, key), (value, f"{key}.{label}" if key else label)]
             sizes = [_measure(child, where, depth + 1, memo) for child, where in children]
             memo[id(node)] = (1 + sum(v for v, _ in sizes), sum(c for _, c in sizes))
@@ -253,8 +237,8 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     """One short line out of a PyYAML error: the problem and where it is."""
     if isinstance(error, yaml.MarkedYAMLError) and error.problem:
         mark = error.problem_mark
-        return _cut(error.problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""), 200)
-    return _cut(str(error).splitlines()[0], 200)
+        return cut_text(error.problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""), 200)
+    return cut_text(str(error).splitlines()[0], 200)
 
 
 def _read_text(path: Path) -> str:

@@ -33,16 +33,15 @@ from diffusion.reference import load_or_train_reference, untrained_model
 from diffusion.splits import ForgetSpec, ForgetTask, Splits, make_splits, read_sample_ids
 from diffusion.training import TrainConfig
 from reports import write_report
+from reports.html import SCHEMA_VERSION
 from unlearn import METHODS, Unlearner
 
 from .checks import evaluate_checks, verdict
-from .commands.common import audit_inputs
 from .config import AuditConfig
 from .images import save_grid, save_pairs
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -209,7 +208,7 @@ def _generation(subjects: AuditSubjects, config: AuditConfig, images_dir: Path) 
 def run_audit(config: AuditConfig) -> dict:
     """Run the whole audit and write the output folder atomically; returns the results document."""
     started = time.perf_counter()
-    with atomic_output_dir(config.out, config.force, audit_inputs(config)) as out:
+    with atomic_output_dir(config.out, config.force, config.input_paths()) as out:
         subjects = prepare_subjects(config)
         prepared = time.perf_counter()
         images_dir = out / "images"

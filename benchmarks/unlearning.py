@@ -62,7 +62,7 @@ def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
     for name in args.methods:
         probes = []
 
-        def probe(step, current, seconds):
+        def probe(step, current, seconds, probes=probes):
             images, labels = generate_per_class(current, spec.classes, 50, seed=args.seed)
             accuracy = judged_correct(judge.probabilities(images), labels).mean().item()
             probes.append({"step": step, "seconds": seconds, "forgotten_accuracy": accuracy})

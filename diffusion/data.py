@@ -149,6 +149,11 @@ def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDa
     return ImageDataset(images, torch.tensor(labels), tuple(p.name for p in class_dirs), f"imagefolder:{root}")
 
 
+def data_folder(name: str) -> str | None:
+    """The folder a data name refers to (an input no output may overwrite), None for the bundled digits."""
+    return None if name == "digits" else name
+
+
 def load_dataset(name: str, *, image_size: int = 8, channels: int = 1) -> ImageDataset:
     """Load the built-in ``digits`` dataset (1x8x8 only) or an image folder given by its path."""
     if name == "digits":

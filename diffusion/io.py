@@ -103,16 +103,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: Path) -> list[Path]:
+def remove_stale_temporaries(path: Path) -> None:
     """Remove the temporaries of ``path`` (``.NAME.PID.XXXXXXXX.tmp`` / ``.old``) whose writer is dead."""
     if not path.parent.is_dir():
-        return []
+        return
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]{{8}}\.(?:tmp|old)")
-    stale = [entry for entry in path.parent.iterdir()
-             if (match := pattern.fullmatch(entry.name)) and not _alive(int(match.group(1)))]
-    for entry in stale:
-        shutil.rmtree(entry, ignore_errors=True)
-    return stale
+    for entry in path.parent.iterdir():
+        if (match := pattern.fullmatch(entry.name)) and not _alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 @contextmanager

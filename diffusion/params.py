@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import reprlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
@@ -16,16 +17,29 @@ from typing import Any, ClassVar
 
 from .errors import UsageError
 
-MAX_REPR = 80
+
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` with integers too: ``repr`` of a huge int is slow, long, or refused (over 4300 digits)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
 
 
-def short_repr(value: Any, limit: int = MAX_REPR) -> str:
-    """``repr(value)`` cut to ``limit`` characters; never fails (a 5,000-digit int cannot be printed whole)."""
-    try:
-        text = repr(value)
-    except ValueError:  # int too large to convert to text
-        return f"an int of about {int(value).bit_length() * 0.30103:.0f} digits"
+_REPR = _ShortRepr()
+_REPR.maxlevel = 3
+
+
+def cut_text(text: str, limit: int = 80) -> str:
+    """``text``, cut to ``limit`` characters."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: Any) -> str:
+    """A repr of ``value`` of at most 80 characters, built without expanding large or shared structures
+    (a YAML alias bomb, a 5,000-digit integer): what an error message may quote."""
+    return cut_text(_REPR.repr(value))
 
 
 class Constraint(ABC):

@@ -45,6 +45,6 @@ def check_provenance(
     if splits is not None and recorded_split and (
         recorded_split.get("members_sha256") != splits.to_dict()["members_sha256"]
     ):
-        raise UsageError(f"model '{source}' was trained on another member split (seed {recorded_split.get('seed')}, "
-                         f"fraction {recorded_split.get('member_fraction')}); pass the same --split-seed and "
-                         "--member-fraction")
+        raise UsageError(f"model '{source}' was trained on another member split than split seed {splits.seed}, "
+                         f"member fraction {splits.member_fraction} gives; pass the split it records "
+                         f"({recorded_split.get('seed', '?')}, {recorded_split.get('member_fraction', '?')})")

@@ -23,8 +23,9 @@ import numpy as np
 from jinja2 import ChainableUndefined, Environment, PackageLoader, UndefinedError, select_autoescape
 
 from audit.checks import Check, verdict_of
-from audit.config import ATTACK_NAME, short_repr
+from audit.config import ATTACK_NAME
 from diffusion.errors import UsageError
+from diffusion.params import short_repr
 
 from . import figures
 

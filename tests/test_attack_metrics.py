@@ -67,9 +67,9 @@ def test_calibrated_threshold_is_evaluated_on_the_other_half():
 
 
 def test_bad_input():
-    with pytest.raises(UsageError, match="'member_scores'.*at least one"):
+    with pytest.raises(UsageError, match=r"'member_scores'.*at least one"):
         membership_metrics([], [1.0])
-    with pytest.raises(UsageError, match="'nonmember_scores'.*finite"):
+    with pytest.raises(UsageError, match=r"'nonmember_scores'.*finite"):
         membership_metrics([1.0], [float("nan")])
     with pytest.raises(UsageError, match="'calibration_fraction'"):
         membership_metrics([1.0], [0.0], calibration_fraction=1.5)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -36,8 +38,8 @@ def test_forget_spec_fingerprint_and_sets(digits, splits):
     spec = ForgetSpec(classes=(3,), label="ticket 42")
     assert spec.fingerprint() == ForgetSpec(classes=[3]).fingerprint()  # label does not count
     assert spec.fingerprint() != ForgetSpec(classes=(4,)).fingerprint()
-    with pytest.raises(Exception):
-        spec.classes = (4,)  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.classes = (4,)
     forget = spec.forget_ids(digits.labels, splits)
     retain = spec.retain_ids(digits.labels, splits)
     heldout = spec.heldout_ids(digits.labels, splits)

@@ -256,7 +256,7 @@ def test_sigterm_is_one_line_exit_3_and_leaves_nothing(tmp_path, workspace):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == ExitCode.RUNTIME
-    assert stderr.strip().splitlines()[-1] == "error: terminated", stderr
+    assert stderr.strip().splitlines() == ["error: terminated"], stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -43,7 +43,7 @@ def test_constraints_read_like_scikit_learn():
         params = {"lr": 1.0, "decay": 0.5, "kind": "a", "timesteps": [1]} | bad
         with pytest.raises(UsageError, match=message):
             validate_params(table, params, "Thing")
-    assert short_repr("x" * 1000).endswith("...") and len(short_repr("x" * 1000)) == 80
+    assert len(short_repr("x" * 1000)) <= 80 and len(short_repr([list(range(10**4))] * 10**4)) <= 80
     assert "digits" in short_repr(10**5000)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from attacks import ATTACKS
 from attacks.base import write_scores_csv
 from attacks.metrics import membership_metrics
+from diffusion.data import data_folder
 from diffusion.io import atomic_output_dir, check_output_dir, write_json
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
@@ -19,7 +20,6 @@ from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
 from .common import (
     allow_other_data_option,
     configure_logging,
-    data_folder,
     data_option,
     handle_errors,
     out_option,

@@ -9,7 +9,7 @@ import click
 from diffusion.io import check_output_dir
 
 from ..config import AuditConfig, load_config
-from .common import ExitCode, audit_inputs, configure_logging, handle_errors
+from .common import ExitCode, configure_logging, handle_errors
 
 DEFAULTS = AuditConfig()
 
@@ -57,12 +57,12 @@ def audit_command(config_file, model, unlearned, retrained, retrain, method, for
         "forget_classes": list(forget_classes) or ([] if forget_ids else None),
         "forget_ids": str(forget_ids) if forget_ids else None,
         "forget_label": forget_label, "attacks": _csv(attacks), "data": data, "split_seed": split_seed,
-        "member_fraction": member_fraction, "allow_other_data": allow_other_data, "out": str(out) if out else None, "seed": seed, "force": force,
-        "quiet": quiet,
+        "member_fraction": member_fraction, "allow_other_data": allow_other_data,
+        "out": str(out) if out else None, "seed": seed, "force": force, "quiet": quiet,
     }
     config = load_config(config_file, overrides)
     configure_logging(config.quiet)
-    check_output_dir(config.out, config.force, audit_inputs(config, config_file))
+    check_output_dir(config.out, config.force, config.input_paths(config_file))
     from ..run import run_audit  # heavy imports (attacks, unlearning) only when an audit really runs
 
     results = run_audit(config)

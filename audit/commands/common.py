@@ -21,8 +21,6 @@ import click
 
 from diffusion.errors import RunError, UsageError
 
-from ..config import AuditConfig
-
 logger = logging.getLogger("erasediff")
 
 
@@ -85,18 +83,6 @@ def handle_errors(command: Callable) -> Callable:
                  ExitCode.RUNTIME)
 
     return wrapper
-
-
-def data_folder(data: str) -> str | None:
-    """The ``--data`` value when it names a folder (an input to protect), None for the bundled digits."""
-    return None if data == "digits" else data
-
-
-def audit_inputs(config: AuditConfig, config_file: Path | None = None) -> dict[str, str | Path | None]:
-    """The paths an audit reads (its output must lie outside them): models, data folder, forget ids, config."""
-    return {"original model": config.model, "unlearned model": config.unlearned,
-            "retrained model": config.retrained, "data folder": data_folder(config.data),
-            "forget-ids file": config.forget_ids, "config file": config_file}
 
 
 def configure_logging(quiet: bool) -> None:

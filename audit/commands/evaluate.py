@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from diffusion.data import data_folder
 from diffusion.errors import UsageError
 from diffusion.io import check_output_file, write_json
 from diffusion.judge import load_or_train_judge
@@ -16,7 +17,6 @@ from diffusion.quality import evaluate_generation
 from .common import (
     allow_other_data_option,
     configure_logging,
-    data_folder,
     data_option,
     handle_errors,
     quiet_option,

@@ -11,22 +11,31 @@ from diffusion.errors import UsageError
 from diffusion.io import check_output_file
 from reports import write_report
 
-from .common import handle_errors
+from .common import configure_logging, handle_errors, quiet_option
+
+MAX_RESULTS_BYTES = 256 * 2**20  # a results.json holds every ROC point; far below this even for large audits
 
 
 @click.command("report")
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write the HTML [report.html beside RESULTS].")
 @click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
+@quiet_option
 @handle_errors
-def report_command(results: Path, out: Path | None, force: bool):
+def report_command(results: Path, out: Path | None, force: bool, quiet: bool):
     """Render RESULTS (an audit's results.json, with its scores/ and images/ beside it) to one HTML file.
 
     The default report.html beside RESULTS is this command's own output and is replaced; an existing --out
     file is replaced only with --force.
     """
-    if not results.is_file():
+    configure_logging(quiet)
+    if not results.exists():
         raise UsageError(f"results file '{results}' not found; expected an audit's results.json")
+    if not results.is_file():
+        raise UsageError(f"results file '{results}' is not a regular file; expected an audit's results.json")
+    if results.stat().st_size > MAX_RESULTS_BYTES:
+        raise UsageError(f"results file '{results}' is larger than {MAX_RESULTS_BYTES // 2**20} MB; "
+                         "not an erasediff results document")
     try:
         document = json.loads(results.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, too deep, a number too long to read

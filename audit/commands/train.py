@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from diffusion.data import load_dataset
+from diffusion.data import data_folder, load_dataset
 from diffusion.io import atomic_output_dir, check_output_dir
 from diffusion.reference import train_on_ids
 from diffusion.splits import make_splits
@@ -14,7 +14,6 @@ from diffusion.training import TrainConfig
 
 from .common import (
     configure_logging,
-    data_folder,
     data_option,
     handle_errors,
     out_option,

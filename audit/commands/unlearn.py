@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import yaml
 
+from diffusion.data import data_folder
 from diffusion.environment import environment_info
 from diffusion.errors import RunError, UsageError
 from diffusion.io import atomic_output_dir, check_output_dir
@@ -18,7 +19,6 @@ from unlearn import METHODS
 from .common import (
     allow_other_data_option,
     configure_logging,
-    data_folder,
     data_option,
     handle_errors,
     out_option,
