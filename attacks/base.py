@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral
@@ -102,7 +102,7 @@ def matched_timestep(reference_t: int, model: DiffusionModel) -> int:
     return max(1, int(gaps.argmin()))
 
 
-class Attack(Parameterized):
+class Attack(Parameterized, ABC):
     """A membership-inference attack on a :class:`DiffusionModel` (gray-box: it sees noise predictions).
 
     Parameters are stored in ``__init__`` and declared in ``_parameter_constraints``; :meth:`score` does the work

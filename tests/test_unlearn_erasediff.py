@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from diffusion.splits import ForgetSpec
-from unlearn import EraseDiff, ForgetTask
-from unlearn.base import other_class_labels
+from diffusion.splits import ForgetSpec, ForgetTask
+from unlearn import EraseDiff
+from unlearn.losses import other_class_labels
 from unlearn.erasediff import DEFAULT_ETA_CLASS, DEFAULT_ETA_SAMPLES, bome_multiplier
 
 from .conftest import tiny_model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -17,6 +17,18 @@ from diffusion.splits import ForgetTask
 # Called every ``callback_every`` steps with (step, model with the weights the method would return, seconds of
 # unlearning so far, callback time excluded). Benchmarks use it to time how fast a method reaches a goal.
 StepCallback = Callable[[int, DiffusionModel, float], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run is carried out, as opposed to what the method is: its seed, the Accelerate engine (None: one
+    process on the model's device), whether to show progress, and a callback every ``callback_every`` steps."""
+
+    seed: int = 0
+    accelerator: Accelerator | None = None
+    quiet: bool = False
+    callback: StepCallback | None = None
+    callback_every: int = 10
 
 
 @dataclass
@@ -34,9 +46,9 @@ class UnlearnResult:
     curves: dict[str, list[float]] = field(default_factory=dict)
 
 
-class Unlearner(Parameterized):
-    """An unlearning method. Parameters are set in ``__init__`` and declared in ``_parameter_constraints``;
-    the work happens in :meth:`unlearn`, after :meth:`check` (which callers may also run before any work)."""
+class Unlearner(Parameterized, ABC):
+    """An unlearning method. Parameters are its (dataclass) fields, declared in ``_parameter_constraints``;
+    :meth:`unlearn` runs :meth:`check` (which callers may also run before any work), then the method's :meth:`run`."""
 
     name: ClassVar[str]
 
@@ -50,7 +62,6 @@ class Unlearner(Parameterized):
         if model is not None:
             task.check_model(model)
 
-    @abstractmethod
     def unlearn(
         self,
         model: DiffusionModel,
@@ -62,7 +73,13 @@ class Unlearner(Parameterized):
         callback: StepCallback | None = None,
         callback_every: int = 10,
     ) -> UnlearnResult:
-        """Return an unlearned copy of ``model``; ``model`` itself must stay unchanged."""
+        """Return an unlearned copy of ``model``; ``model`` itself stays unchanged (see :class:`RunOptions`)."""
+        self.check(task, model)
+        return self.run(model, task, RunOptions(seed, accelerator, quiet, callback, callback_every))
+
+    @abstractmethod
+    def run(self, model: DiffusionModel, task: ForgetTask, options: RunOptions) -> UnlearnResult:
+        """The method's work on a checked task; never changes ``model``."""
 
 
 METHODS: Registry[Unlearner] = Registry("unlearning method", Unlearner, "erasediff.methods")

@@ -8,6 +8,7 @@ The value-function constraint is handled with the dynamic barrier rule of BOME! 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -50,6 +51,7 @@ def bome_multiplier(grad_retain: Sequence[torch.Tensor], grad_forget: Sequence[t
 
 
 @METHODS.register
+@dataclass
 class EraseDiff(GradientUnlearner):
     """EraseDiff (arXiv 2401.05779): min L_r(theta) s.t. q(theta) = L_f(theta) - min_phi L_f(phi) <= 0.
 
@@ -89,31 +91,17 @@ class EraseDiff(GradientUnlearner):
         "forget_target": [Options("uniform", "relabel")],
     }
 
-    def __init__(
-        self,
-        steps: int = 300,
-        lr: float = 1e-4,
-        batch_size: int = 128,
-        inner_steps: int = 2,
-        inner_lr: float = 1e-3,
-        eta: float | None = None,
-        fixed_lambda: float | None = None,
-        forget_target: str = "relabel",
-        grad_clip: float | None = 1.0,
-        ema_decay: float | None = 0.98,
-        ema_start: int = 50,
-    ):
-        self.steps = steps
-        self.lr = lr
-        self.batch_size = batch_size
-        self.inner_steps = inner_steps
-        self.inner_lr = inner_lr
-        self.eta = eta
-        self.fixed_lambda = fixed_lambda
-        self.forget_target = forget_target
-        self.grad_clip = grad_clip
-        self.ema_decay = ema_decay
-        self.ema_start = ema_start
+    steps: int = 300
+    lr: float = 1e-4
+    batch_size: int = 128
+    inner_steps: int = 2
+    inner_lr: float = 1e-3
+    eta: float | None = None
+    fixed_lambda: float | None = None
+    forget_target: str = "relabel"
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.98
+    ema_start: int = 50
 
     def forget_loss(
         self, model: DiffusionModel, batch: LabeledImages, task: ForgetTask, generator: torch.Generator

@@ -6,6 +6,8 @@ Labels", NDSS 2023, use it as the standard baseline; for diffusion models see Fa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from diffusion.model import DiffusionModel
 
 from .base import METHODS
@@ -14,26 +16,18 @@ from .losses import diffusion_loss
 
 
 @METHODS.register
+@dataclass
 class Finetune(GradientUnlearner):
     """Continue DDPM training on D_r only: Adam(lr) on L_r for ``steps`` batches of ``batch_size``."""
 
     name = "finetune"
 
-    def __init__(
-        self,
-        steps: int = 300,
-        lr: float = 1e-3,
-        batch_size: int = 128,
-        grad_clip: float | None = 1.0,
-        ema_decay: float | None = None,
-        ema_start: int = 0,
-    ):
-        self.steps = steps
-        self.lr = lr
-        self.batch_size = batch_size
-        self.grad_clip = grad_clip
-        self.ema_decay = ema_decay
-        self.ema_start = ema_start
+    steps: int = 300
+    lr: float = 1e-3
+    batch_size: int = 128
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = None
+    ema_start: int = 0
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         loss_retain = diffusion_loss(model, step.retain, step.generator)

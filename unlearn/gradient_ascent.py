@@ -6,6 +6,7 @@ CVPR 2020 (the NegGrad baseline); Thudi et al., "Unrolling SGD", EuroS&P 2022.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from numbers import Real
 from typing import ClassVar
 
@@ -18,6 +19,7 @@ from .losses import diffusion_loss, draw_timesteps_and_noise
 
 
 @METHODS.register
+@dataclass
 class GradientAscent(GradientUnlearner):
     """Ascend the DDPM loss on D_f: minimise -mean(min(L_f per sample, ``max_forget_loss``)) + retain_weight * L_r.
 
@@ -32,25 +34,14 @@ class GradientAscent(GradientUnlearner):
         "retain_weight": [Interval(Real, 0, None)],
     }
 
-    def __init__(
-        self,
-        steps: int = 100,
-        lr: float = 1e-4,
-        batch_size: int = 128,
-        max_forget_loss: float = 2.0,
-        retain_weight: float = 0.0,
-        grad_clip: float | None = 1.0,
-        ema_decay: float | None = None,
-        ema_start: int = 0,
-    ):
-        self.steps = steps
-        self.lr = lr
-        self.batch_size = batch_size
-        self.max_forget_loss = max_forget_loss
-        self.retain_weight = retain_weight
-        self.grad_clip = grad_clip
-        self.ema_decay = ema_decay
-        self.ema_start = ema_start
+    steps: int = 100
+    lr: float = 1e-4
+    batch_size: int = 128
+    max_forget_loss: float = 2.0
+    retain_weight: float = 0.0
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = None
+    ema_start: int = 0
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         t, noise = draw_timesteps_and_noise(model, step.forget, step.generator)

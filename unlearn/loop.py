@@ -25,7 +25,7 @@ from diffusion.seeding import derive_seed
 from diffusion.splits import ForgetTask
 from diffusion.training import make_accelerator
 
-from .base import StepCallback, Unlearner, UnlearnResult
+from .base import RunOptions, Unlearner, UnlearnResult
 
 logger = logging.getLogger(__name__)
 
@@ -115,25 +115,14 @@ class GradientUnlearner(Unlearner):
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         """Leave this step's update direction in the parameters' ``.grad``; return the values to log."""
 
-    def unlearn(
-        self,
-        model: DiffusionModel,
-        task: ForgetTask,
-        *,
-        seed: int = 0,
-        accelerator: Accelerator | None = None,
-        quiet: bool = False,
-        callback: StepCallback | None = None,
-        callback_every: int = 10,
-    ) -> UnlearnResult:
-        self.check(task, model)
+    def run(self, model: DiffusionModel, task: ForgetTask, options: RunOptions) -> UnlearnResult:
         start = time.perf_counter()
         paused = 0.0
         work = model.copy()
         work.unet.train()
-        accelerator = accelerator or make_accelerator(work)
-        generator = torch.Generator().manual_seed(derive_seed(seed, self.name, accelerator.process_index))
-        context = self.prepare(model, task, generator, quiet)
+        accelerator = options.accelerator or make_accelerator(work)
+        generator = torch.Generator().manual_seed(derive_seed(options.seed, self.name, accelerator.process_index))
+        context = self.prepare(model, task, generator, options.quiet)
         parameters = work.trainable_parameters()
         optimizer = torch.optim.Adam(parameters, lr=self.lr)
         ema = None
@@ -142,8 +131,8 @@ class GradientUnlearner(Unlearner):
         forget_batches = BatchCycler(task.forget, self.batch_size, generator)
         retain_batches = BatchCycler(task.retain, self.batch_size, generator)
         curves: dict[str, list[float]] = defaultdict(list)
-        bar = tqdm(range(self.steps), desc=self.name, disable=quiet or not accelerator.is_local_main_process,
-                   leave=False)
+        bar = tqdm(range(self.steps), desc=self.name,
+                   disable=options.quiet or not accelerator.is_local_main_process, leave=False)
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
             inputs = StepInputs(task, forget_batches.next(), retain_batches.next(), context, generator, accelerator)
@@ -160,12 +149,12 @@ class GradientUnlearner(Unlearner):
             for key, value in logs.items():
                 curves[key].append(value)
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:3]})
-            if callback is not None and (step + 1) % callback_every == 0:
+            if options.callback is not None and (step + 1) % options.callback_every == 0:
                 pause = time.perf_counter()
                 if ema is not None:
                     ema.store(parameters)
                     ema.copy_to(parameters)
-                callback(step + 1, work, pause - start - paused)
+                options.callback(step + 1, work, pause - start - paused)
                 if ema is not None:
                     ema.restore(parameters)
                 paused += time.perf_counter() - pause

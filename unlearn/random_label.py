@@ -6,6 +6,7 @@ Gradient-based Weight Saliency in Both Image Classification and Generation", ICL
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from numbers import Real
 from typing import ClassVar
 
@@ -18,6 +19,7 @@ from .losses import diffusion_loss, relabel_loss, relabel_target
 
 
 @METHODS.register
+@dataclass
 class RandomLabel(GradientUnlearner):
     """Minimise MSE(eps(x_t, c_f), stopgrad eps(x_t, c')) on D_f + ``alpha`` * L_r on D_r.
 
@@ -30,23 +32,13 @@ class RandomLabel(GradientUnlearner):
         **GradientUnlearner._parameter_constraints, "alpha": [Interval(Real, 0, None)]
     }
 
-    def __init__(
-        self,
-        steps: int = 1000,
-        lr: float = 1e-4,
-        batch_size: int = 128,
-        alpha: float = 1.0,
-        grad_clip: float | None = None,
-        ema_decay: float | None = None,
-        ema_start: int = 0,
-    ):
-        self.steps = steps
-        self.lr = lr
-        self.batch_size = batch_size
-        self.alpha = alpha
-        self.grad_clip = grad_clip
-        self.ema_decay = ema_decay
-        self.ema_start = ema_start
+    steps: int = 1000
+    lr: float = 1e-4
+    batch_size: int = 128
+    alpha: float = 1.0
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    ema_start: int = 0
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         draw = relabel_target(model, step.forget, step.task.retained_classes, step.generator)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from dataclasses import dataclass
 from numbers import Integral
 from typing import ClassVar
 
 import torch
-from accelerate import Accelerator
 from diffusers import UNet2DModel
 
 from diffusion.model import DiffusionModel
@@ -21,10 +21,11 @@ from diffusion.params import Interval
 from diffusion.splits import ForgetTask
 from diffusion.training import TrainConfig, train_denoiser
 
-from .base import METHODS, StepCallback, Unlearner, UnlearnResult
+from .base import METHODS, RunOptions, Unlearner, UnlearnResult
 
 
 @METHODS.register
+@dataclass
 class Retrain(Unlearner):
     """Train a freshly initialised model of the same architecture on D_r with the reference recipe.
 
@@ -34,31 +35,19 @@ class Retrain(Unlearner):
     name = "retrain"
     _parameter_constraints: ClassVar[dict] = {"steps": [Interval(Integral, 1, None)]}
 
-    def __init__(self, steps: int = TrainConfig().steps):
-        self.steps = steps
+    steps: int = TrainConfig().steps
 
-    def unlearn(
-        self,
-        model: DiffusionModel,
-        task: ForgetTask,
-        *,
-        seed: int = 0,
-        accelerator: Accelerator | None = None,
-        quiet: bool = False,
-        callback: StepCallback | None = None,
-        callback_every: int = 10,
-    ) -> UnlearnResult:
-        self.check(task, model)
+    def run(self, model: DiffusionModel, task: ForgetTask, options: RunOptions) -> UnlearnResult:
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(options.seed)
             unet = UNet2DModel.from_config(model.unet.config)
         fresh = DiffusionModel(unet, copy.deepcopy(model.scheduler), model.device)
-        config = dataclasses.replace(TrainConfig(), steps=self.steps, seed=seed)
-        record = train_denoiser(fresh, task.retain.images, task.retain.labels, config, accelerator=accelerator,
-                                quiet=quiet, desc=self.name)
+        config = dataclasses.replace(TrainConfig(), steps=self.steps, seed=options.seed)
+        record = train_denoiser(fresh, task.retain.images, task.retain.labels, config,
+                                accelerator=options.accelerator, quiet=options.quiet, desc=self.name)
         seconds = time.perf_counter() - start
-        if callback is not None:
-            callback(self.steps, fresh, seconds)
+        if options.callback is not None:
+            options.callback(self.steps, fresh, seconds)
         return UnlearnResult(fresh, self.name, self.get_params(), self.steps, seconds,
                              {"loss_retain": record.loss_curve})

@@ -9,6 +9,7 @@ Both Image Classification and Generation", ICLR 2024 (DDPM setting: alpha 1e-3, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -48,6 +49,7 @@ def saliency_mask(
 
 
 @METHODS.register
+@dataclass
 class SalUn(RandomLabel):
     """Random-label unlearning (see :class:`RandomLabel`) with gradients multiplied by a saliency mask.
 
@@ -59,20 +61,7 @@ class SalUn(RandomLabel):
         **RandomLabel._parameter_constraints, "sparsity": [Interval(Real, 0, 1, closed="left")]
     }
 
-    def __init__(
-        self,
-        steps: int = 1000,
-        lr: float = 1e-4,
-        batch_size: int = 128,
-        alpha: float = 1.0,
-        sparsity: float = 0.5,
-        grad_clip: float | None = None,
-        ema_decay: float | None = None,
-        ema_start: int = 0,
-    ):
-        super().__init__(steps=steps, lr=lr, batch_size=batch_size, alpha=alpha, grad_clip=grad_clip,
-                         ema_decay=ema_decay, ema_start=ema_start)
-        self.sparsity = sparsity
+    sparsity: float = 0.5
 
     def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool) -> Any:
         scratch = original.copy()

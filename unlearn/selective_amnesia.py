@@ -53,6 +53,7 @@ def diagonal_fisher(
 
 
 @METHODS.register
+@dataclass
 class SelectiveAmnesia(GradientUnlearner):
     """Selective Amnesia for class forgetting (NeurIPS 2023).
 
@@ -76,29 +77,16 @@ class SelectiveAmnesia(GradientUnlearner):
         "sample_steps": [Interval(Integral, 1, None)],
     }
 
-    def __init__(
-        self,
-        steps: int = 500,
-        lr: float = 1e-4,
-        batch_size: int = 128,
-        ewc_weight: float = 10.0,
-        fisher_samples_per_class: int = 50,
-        replay_samples_per_class: int = 100,
-        sample_steps: int = 50,
-        grad_clip: float | None = None,
-        ema_decay: float | None = None,
-        ema_start: int = 0,
-    ):
-        self.steps = steps
-        self.lr = lr
-        self.batch_size = batch_size
-        self.ewc_weight = ewc_weight
-        self.fisher_samples_per_class = fisher_samples_per_class
-        self.replay_samples_per_class = replay_samples_per_class
-        self.sample_steps = sample_steps
-        self.grad_clip = grad_clip
-        self.ema_decay = ema_decay
-        self.ema_start = ema_start
+    steps: int = 500
+    lr: float = 1e-4
+    batch_size: int = 128
+    ewc_weight: float = 10.0
+    fisher_samples_per_class: int = 50
+    replay_samples_per_class: int = 100
+    sample_steps: int = 50
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    ema_start: int = 0
 
     def check_task(self, task: ForgetTask) -> None:
         if not task.forget_classes:
