@@ -9,8 +9,8 @@ import torch
 
 from diffusion.splits import ForgetSpec, ForgetTask
 from unlearn import EraseDiff
-from unlearn.losses import other_class_labels
 from unlearn.erasediff import DEFAULT_ETA_CLASS, DEFAULT_ETA_SAMPLES, bome_multiplier
+from unlearn.losses import other_class_labels
 
 from .conftest import tiny_model
 

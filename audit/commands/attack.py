@@ -17,16 +17,7 @@ from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
 
-from .common import (
-    allow_other_data_option,
-    configure_logging,
-    data_option,
-    handle_errors,
-    out_option,
-    quiet_option,
-    seed_option,
-    split_options,
-)
+from .common import configure_logging, handle_errors, model_data_options, out_option, quiet_option, seed_option
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +31,7 @@ logger = logging.getLogger(__name__)
               help="Score the members of this class (repeatable) against the heldout images of the same class.")
 @click.option("--forget-ids", type=click.Path(), default=None,
               help="Text file of member sample ids to score against heldout images of their classes.")
-@data_option
-@split_options
-@allow_other_data_option
+@model_data_options
 @out_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Samples per batch (scores do not depend on it).")

@@ -132,6 +132,11 @@ def split_options(command: Callable) -> Callable:
     )(command)
 
 
+def model_data_options(command: Callable) -> Callable:
+    """--data, --split-seed, --member-fraction and --allow-other-data: the data a saved model is used on."""
+    return data_option(split_options(allow_other_data_option(command)))
+
+
 def out_option(required: bool = True, default: str | None = None) -> Callable:
     def decorate(command: Callable) -> Callable:
         command = click.option("--force", is_flag=True, help="Replace the output folder if it exists.")(command)

@@ -12,15 +12,7 @@ from diffusion.reference import train_on_ids
 from diffusion.splits import make_splits
 from diffusion.training import TrainConfig
 
-from .common import (
-    configure_logging,
-    data_option,
-    handle_errors,
-    out_option,
-    quiet_option,
-    seed_option,
-    split_options,
-)
+from .common import configure_logging, data_option, handle_errors, out_option, quiet_option, seed_option, split_options
 
 DEFAULTS = TrainConfig()
 

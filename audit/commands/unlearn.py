@@ -16,16 +16,7 @@ from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits, read_sample_ids
 from unlearn import METHODS
 
-from .common import (
-    allow_other_data_option,
-    configure_logging,
-    data_option,
-    handle_errors,
-    out_option,
-    quiet_option,
-    seed_option,
-    split_options,
-)
+from .common import configure_logging, handle_errors, model_data_options, out_option, quiet_option, seed_option
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict:
@@ -66,9 +57,7 @@ def forget_spec_from_options(forget_classes: tuple[int, ...], forget_ids: str | 
 @click.option("--forget-target", type=str, default=None, help="EraseDiff: 'relabel' (default) or 'uniform'.")
 @click.option("--param", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any other method parameter, e.g. --param inner_steps=3 (repeatable).")
-@data_option
-@split_options
-@allow_other_data_option
+@model_data_options
 @out_option()
 @seed_option
 @quiet_option
