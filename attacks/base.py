@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -54,24 +54,28 @@ class AttackScores:
         }
 
 
-SCORE_COLUMNS = ("sample_id", "split", "is_member", "model", "score")
+SCORE_COLUMNS = ("sample_id", "split", "is_member", "model", "conditioning", "score", "calibrated_score")
+
+# One block of a score table: (model role, conditioning, the attack's scores, per-example calibrated scores or None)
+ScoreBlock = tuple[str, str, AttackScores, "np.ndarray | None"]
 
 
 def write_scores_csv(
-    path: Path, scored: Mapping[str, AttackScores], is_member: np.ndarray, member_split: str = "forget"
+    path: Path, blocks: Iterable[ScoreBlock], is_member: np.ndarray, member_split: str = "forget"
 ) -> None:
-    """One attack's scores on several models as a CSV of :data:`SCORE_COLUMNS`, a row per (model, sample).
+    """One attack's scores as a CSV of :data:`SCORE_COLUMNS`, a row per (model, conditioning, sample).
 
-    ``scored`` maps a model role to its scores; every entry scores the same samples in the same order, and
-    ``is_member`` (N,) marks the members (split ``member_split``; the others are ``heldout``).
+    Every block scores the same samples in the same order; ``is_member`` (N,) marks the members (split
+    ``member_split``; the others are ``heldout``). ``calibrated_score`` is empty where there is none.
     """
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(SCORE_COLUMNS)
-        for role, scores in scored.items():
-            for sample_id, member, score in zip(scores.sample_ids, is_member, scores.scores):
+        for role, conditioning, scores, calibrated in blocks:
+            zs = [""] * len(scores.scores) if calibrated is None else [repr(float(z)) for z in calibrated]
+            for sample_id, member, score, z in zip(scores.sample_ids, is_member, scores.scores, zs):
                 split = member_split if member else "heldout"
-                writer.writerow([int(sample_id), split, int(member), role, repr(float(score))])
+                writer.writerow([int(sample_id), split, int(member), role, conditioning, repr(float(score)), z])
 
 
 def check_timestep(t: int, model: DiffusionModel, name: str, owner: str, minimum: int = 0) -> int:

@@ -8,6 +8,7 @@ few erased images suffice to find an input that brings the class back, the knowl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Real
 
 import torch
@@ -41,37 +42,52 @@ class ExtendedClassEmbedding(nn.Module):
         return F.embedding(labels, torch.cat([self.frozen, self.new]))
 
 
-def embedding_inversion(
+@dataclass
+class InvertedConditioning:
+    """A copy of a model with one new, fitted class-embedding row per erased class; every original weight frozen.
+
+    Attributes:
+        model: the copy; its labels K..K+R-1 select the new rows.
+        rows: {erased class: the label of its new row}.
+        record: what the fit used and reached (JSON-ready): image ids, steps, lr, losses before and after.
+    """
+
+    model: DiffusionModel
+    rows: dict[int, int]
+    record: dict
+
+    def relabel(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` (B,) with every erased class replaced by the label of its fitted row."""
+        out = labels.clone()
+        for c, row in self.rows.items():
+            out[labels == c] = row
+        return out
+
+
+def fit_class_embedding(
     model: DiffusionModel,
-    judge: Judge,
-    forget: LabeledImages,
+    images: LabeledImages,
     classes: Sequence[int],
     *,
     seed: int = 0,
-    per_class: int = 50,
     images_per_class: int = 8,
     steps: int = 150,
     lr: float = 0.1,
     batch_size: int = 64,
-    sample_steps: int = 50,
     quiet: bool = True,
-) -> ResurrectionResult:
-    """Learn one new class-embedding row per erased class from a few of its forget images, generate, judge.
+) -> InvertedConditioning:
+    """Fit one new class-embedding row per class of ``classes`` on ``images_per_class`` of its ``images``.
 
     A copy of ``model`` gets :class:`ExtendedClassEmbedding` (rows start at the mean of the existing ones, so no
-    class is given away); every other weight is frozen. The rows are fitted with Adam on the DDPM loss of
-    ``images_per_class`` forget images per class (chosen from (seed, class)), with timesteps and noises drawn from
-    the seed. The model passed in is never changed.
-
-    Returns the images generated with the new rows (noises as in :func:`conditional_regeneration`) judged against
-    the class they were learned from, the forget ids used, the training loss curve, and the DDPM loss of a fixed
-    batch of the chosen images (256 draws of t and noise) before and after fitting.
+    class is given away); the rows are fitted with Adam on the DDPM loss of the chosen images (picked from
+    (seed, class)), with timesteps and noises drawn from the seed. The model passed in is never changed. The
+    record holds the ids used, the loss curve, and the DDPM loss of a fixed batch of the chosen images (256 draws
+    of t and noise) before and after fitting.
     """
-    classes = check_erased_classes(model, forget, classes, "embedding inversion")
-    given = {"per_class": per_class, "images_per_class": images_per_class, "steps": steps, "lr": lr,
-             "batch_size": batch_size, "sample_steps": sample_steps}
+    classes = check_erased_classes(model, images, classes, "embedding inversion")
+    given = {"images_per_class": images_per_class, "steps": steps, "lr": lr, "batch_size": batch_size}
     constraints = dict.fromkeys(given, POSITIVE_INT) | {"lr": [Interval(Real, 0, None, closed="neither")]}
-    validate_params(constraints, given, "embedding_inversion")
+    validate_params(constraints, given, "fit_class_embedding")
     table = model.unet.class_embedding
     if not isinstance(table, nn.Embedding):
         raise UsageError(
@@ -81,9 +97,9 @@ def embedding_inversion(
     num_classes = model.num_classes
     chosen, row_labels = [], []
     for row, c in enumerate(classes):
-        positions = torch.nonzero(forget.labels == c).flatten()
+        positions = torch.nonzero(images.labels == c).flatten()
         if len(positions) == 0:
-            raise UsageError(f"embedding inversion for class {c} needs forget images of that class; the set has none")
+            raise UsageError(f"embedding inversion for class {c} needs images of that class; the set has none")
         order = torch.randperm(len(positions), generator=torch.Generator().manual_seed(derive_seed(seed, "inv", c)))
         picked = positions[order[:images_per_class]]
         chosen.append(picked)
@@ -94,7 +110,7 @@ def embedding_inversion(
     probe.unet.requires_grad_(False).eval()
     rows = ExtendedClassEmbedding(table, len(classes)).to(probe.device)
     probe.unet.class_embedding = rows
-    x0 = forget.images[chosen].to(probe.device)
+    x0 = images.images[chosen].to(probe.device)
     labels = row_labels.to(probe.device)
     generator = torch.Generator().manual_seed(derive_seed(seed, "inversion-steps"))
 
@@ -120,23 +136,53 @@ def embedding_inversion(
         loss.backward()
         optimizer.step()
         curve.append(loss.item())
+    record = {
+        "fit_ids_used": images.ids[chosen].tolist(),
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "fit_loss_before": loss_before,
+        "fit_loss_after": check_loss(),
+        "loss_curve": curve[:: max(1, steps // 100)],
+    }
+    return InvertedConditioning(probe, {c: num_classes + row for row, c in enumerate(classes)}, record)
 
-    sample_rows = torch.arange(len(classes)).repeat_interleave(per_class)
-    target = torch.tensor(classes)[sample_rows]
-    images = probe.sample(num_classes + sample_rows, seed=seed, ids=per_class_noise_ids(classes, per_class),
-                          steps=sample_steps)
+
+def embedding_inversion(
+    model: DiffusionModel,
+    judge: Judge,
+    forget: LabeledImages,
+    classes: Sequence[int],
+    *,
+    fit_images: LabeledImages | None = None,
+    seed: int = 0,
+    per_class: int = 50,
+    images_per_class: int = 8,
+    steps: int = 150,
+    lr: float = 0.1,
+    batch_size: int = 64,
+    sample_steps: int = 50,
+    quiet: bool = True,
+    fitted: InvertedConditioning | None = None,
+) -> ResurrectionResult:
+    """Fit a new class-embedding row per erased class (:func:`fit_class_embedding`), generate with it, judge.
+
+    The rows are fitted on ``fit_images`` (by default the forget set itself: an attacker holding erased images;
+    an audit passes other images of the class so that the scored sets stay disjoint), or ``fitted`` is reused.
+    Returns the images generated with the new rows (noises as in :func:`conditional_regeneration`) judged against
+    the class they were learned from (nearest distances to ``forget``), with the fit's record.
+    """
+    validate_params({"per_class": POSITIVE_INT, "sample_steps": POSITIVE_INT},
+                    {"per_class": per_class, "sample_steps": sample_steps}, "embedding_inversion")
+    classes = check_erased_classes(model, forget, classes, "embedding inversion")
+    if fitted is None:
+        fitted = fit_class_embedding(model, forget if fit_images is None else fit_images, classes, seed=seed,
+                                     images_per_class=images_per_class, steps=steps, lr=lr, batch_size=batch_size,
+                                     quiet=quiet)
+    labels = torch.tensor([fitted.rows[c] for c in classes for _ in range(per_class)])
+    target = torch.tensor(classes).repeat_interleave(per_class)
+    images = fitted.model.sample(labels, seed=seed, ids=per_class_noise_ids(classes, per_class), steps=sample_steps)
     metrics = judge_generated(judge, images, target, forget)
-    metrics.update(
-        classes=classes,
-        per_class_images=per_class,
-        forget_ids_used=forget.ids[chosen].tolist(),
-        steps=steps,
-        lr=lr,
-        batch_size=batch_size,
-        fit_loss_before=loss_before,
-        fit_loss_after=check_loss(),
-        loss_curve=curve[:: max(1, steps // 100)],
-        sampler=f"ddim-{sample_steps}",
-        seed=seed,
-    )
+    metrics.update(classes=classes, per_class_images=per_class, fit_on="forget set" if fit_images is None else
+                   "images disjoint from the scored sets", **fitted.record, sampler=f"ddim-{sample_steps}", seed=seed)
     return ResurrectionResult("embedding_inversion", images, target, metrics)

@@ -1,116 +1,183 @@
-"""The audit's checks and verdict: the unlearned model measured against the retrained reference.
+"""The audit's checks and its three-valued verdict: the unlearned model against K models retrained without the
+forget set.
 
-A model retrained without the forget set is the right target, not "AUC 0.5": an unlearned model whose forget
-loss is pushed far above the non-members' leaks membership too (Carlini et al., "Membership Inference Attacks
-From First Principles", IEEE S&P 2022, on comparing against a retrained reference). So the privacy checks are
-two-sided around the retrained model's numbers; the utility checks compare with the original model.
-Without a retrained reference, the privacy targets fall back to chance (AUC 0.5, TPR = FPR, no extraction).
+Models retrained without the forget set are the right target, not "AUC 0.5": which images fell in the sets moves
+the retrained AUC, and an unlearned model whose forget loss is pushed far above the non-members' leaks membership
+too (Carlini et al., "Membership Inference Attacks From First Principles", IEEE S&P 2022; Hayes et al., "Inexact
+Unlearning Needs More Careful Evaluations to Avoid a False Sense of Privacy", 2024). Each check is an equivalence
+test (TOST, Schuirmann 1987): PASS when the interval of the difference lies within the margin, FAIL when it lies
+outside, INCONCLUSIVE otherwise. The audit also checks its own power: if the attacks cannot tell the ORIGINAL model
+from the references, no PASS is possible. Utility checks compare with the original model.
 
 This module must not import torch: ``erasediff report`` re-checks verdicts with :func:`verdict_of`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
+from scipy.stats import norm
+
 from .config import Thresholds
+from .statistics import FAIL, INCONCLUSIVE, PASS, combine
+
+SEVERITY = {FAIL: 2, INCONCLUSIVE: 1, PASS: 0}
 
 
 @dataclass(frozen=True)
 class Check:
-    """One pass/fail line of the verdict."""
+    """One line of the verdict.
+
+    Attributes:
+        decision: PASS, FAIL or INCONCLUSIVE.
+        estimate: the measured difference (or value) the decision is about.
+        interval: [low, high] of ``estimate`` at the audit's confidence; None for a point check.
+        rule: the decision rule in words.
+    """
 
     name: str
     description: str
-    value: float | None
-    target: float | None
-    limit: str
-    passed: bool
+    decision: str
+    estimate: float | None
+    interval: list[float] | None
+    rule: str
     detail: str
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _within(name: str, description: str, value: float, target: float, tolerance: float, unit: str = "") -> Check:
-    gap = value - target
-    passed = abs(gap) <= tolerance
-    detail = (f"{value:.3f}{unit} vs target {target:.3f}{unit}: off by {gap:+.3f} "
-              f"({'within' if passed else 'outside'} +/-{tolerance:g})")
-    return Check(name, description, value, target, f"|value - target| <= {tolerance:g}", passed, detail)
+def _signed(value: float) -> str:
+    return f"{value:+.3f}"
 
 
-def _at_most(name: str, description: str, value: float, limit: float, limit_text: str) -> Check:
-    passed = value <= limit + 1e-12
-    detail = f"{value:.3f} vs limit {limit:.3f}: {'passes' if passed else f'exceeds by {value - limit:.3f}'}"
-    return Check(name, description, value, limit, limit_text, passed, detail)
+def _interval_text(low: float, high: float, confidence: float) -> str:
+    return f"[{_signed(low)}, {_signed(high)}] at {confidence:.0%}"
 
 
-def _at_least(name: str, description: str, value: float, limit: float, limit_text: str) -> Check:
-    passed = value >= limit - 1e-12
-    detail = f"{value:.3f} vs limit {limit:.3f}: {'passes' if passed else f'short by {limit - value:.3f}'}"
-    return Check(name, description, value, limit, limit_text, passed, detail)
+def at_most_decision(low: float, high: float, limit: float) -> str:
+    """One-sided: PASS if the whole interval is at most ``limit``, FAIL if all of it is above, else INCONCLUSIVE."""
+    return PASS if high <= limit else FAIL if low > limit else INCONCLUSIVE
 
 
-def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
-    """Every check of the audit from a results document (its ``attacks``, ``extraction``, ``resurrection``
-    and ``utility`` sections, each keyed by model role: original, unlearned, retrained)."""
-    has_reference = "retrained" in results["utility"]
-    reference = "retrained" if has_reference else None
-    checks: list[Check] = []
-    target_name = "retrained model" if reference else "chance level"
-    for attack, per_model in results["attacks"].items():
-        unlearned = per_model["unlearned"]
-        auc_target = per_model[reference]["auc"] if reference else 0.5
-        tpr_target = per_model[reference]["tpr_at_1pct_fpr"] if reference else unlearned["fpr_at_1pct_fpr"]
-        checks.append(_within(
-            f"mia_auc[{attack}]",
-            f"{attack} membership AUC (forget vs heldout) matches the {target_name}",
-            unlearned["auc"], auc_target, thresholds.mia_auc_tolerance))
-        checks.append(_within(
-            f"mia_tpr[{attack}]",
-            f"{attack} TPR at 1% FPR matches the {target_name}",
-            unlearned["tpr_at_1pct_fpr"], tpr_target, thresholds.mia_tpr_tolerance))
-    if results.get("extraction"):
-        extracted = results["extraction"]["unlearned"]["num_forget_extracted"]
-        limit = (results["extraction"][reference]["num_forget_extracted"] if reference else 0)
-        limit += thresholds.extraction_margin
-        checks.append(_at_most(
-            "extraction", "forget images regenerated (extracted) no more often than by the retrained model",
-            extracted, limit, f"<= {'retrained' if reference else '0'} + {thresholds.extraction_margin}"))
-    utility = results["utility"]
-    if utility["unlearned"].get("forgotten_accuracy") is not None:
-        target = utility[reference]["forgotten_accuracy"] if reference else 0.0
-        tol = thresholds.forgotten_accuracy_tolerance
-        checks.append(_at_most(
-            "forgotten_generation", "the forgotten class is generated no more often than by the retrained model",
-            utility["unlearned"]["forgotten_accuracy"], target + tol,
-            f"<= {'retrained' if reference else '0'} + {tol:g}"))
-    if results.get("resurrection") and "unlearned" in results["resurrection"]:
-        inversion = results["resurrection"]["unlearned"]["inversion"]["judge_accuracy"]
-        target = results["resurrection"][reference]["inversion"]["judge_accuracy"] if reference else 0.0
-        tol = thresholds.resurrection_tolerance
-        checks.append(_at_most(
-            "resurrection", "a newly learned class embedding brings the erased class back no more than for the "
-            "retrained model", inversion, target + tol, f"<= {'retrained' if reference else '0'} + {tol:g}"))
-    original = utility["original"]
-    drop = thresholds.retained_accuracy_drop
-    checks.append(_at_least(
-        "retained_accuracy", "retained classes are still generated correctly",
-        utility["unlearned"]["retained_accuracy"], original["retained_accuracy"] - drop, f">= original - {drop:g}"))
-    ratio = thresholds.retained_fd_ratio
-    checks.append(_at_most(
-        "retained_fd", "retained-class image quality (Frechet distance in judge features) kept",
-        utility["unlearned"]["retained_fd"], original["retained_fd"] * ratio, f"<= original x {ratio:g}"))
+def proportion_difference(p_subject: float, n_subject: int, p_reference: float, n_reference: int,
+                          confidence: float) -> tuple[float, float, float]:
+    """p_subject - p_reference with a Wald interval on Agresti-Caffo adjusted proportions (one success and one
+    failure added to each group, so that 0/n and n/n keep a width): (estimate, low, high)."""
+    adjusted = [((p * n + 1) / (n + 2), n + 2) for p, n in ((p_subject, n_subject), (p_reference, n_reference))]
+    error = math.sqrt(sum(p * (1 - p) / n for p, n in adjusted))
+    z = norm.ppf((1 + confidence) / 2)
+    centre = adjusted[0][0] - adjusted[1][0]
+    return p_subject - p_reference, centre - z * error, centre + z * error
+
+
+def _membership_checks(membership: dict, thresholds: Thresholds) -> list[Check]:
+    checks = []
+    margin, confidence = thresholds.mia_auc_margin, thresholds.confidence
+    powered = []
+    for attack, per_conditioning in membership["attacks"].items():
+        conditioning = max(per_conditioning, key=lambda c: _exposure(per_conditioning[c]))
+        comparison = per_conditioning[conditioning]
+        powered += [f"{attack} ({c})" for c, comp in per_conditioning.items() if comp["power"]]
+        description = (f"{attack} membership AUC (forget vs heldout) matches the retrained references', under the "
+                       f"most revealing conditioning ({', '.join(per_conditioning)} tried)")
+        if comparison["scale"] is None:
+            checks.append(Check(f"mia_auc[{attack}]", description, INCONCLUSIVE, None, None,
+                                f"interval within +/-{margin:g}", comparison["note"]))
+            continue
+        diff = comparison["auc"][comparison["scale"]]["unlearned"]
+        detail = (f"{comparison['scale']} AUC under {conditioning}: unlearned {diff['subject_value']:.3f} vs "
+                  f"references {', '.join(f'{v:.3f}' for v in diff['reference_values'])}; difference "
+                  f"{_signed(diff['estimate'])} {_interval_text(diff['low'], diff['high'], confidence)}, "
+                  f"margin +/-{margin:g}")
+        checks.append(Check(f"mia_auc[{attack}]", description, comparison["decision"], diff["estimate"],
+                            [diff["low"], diff["high"]], f"interval within +/-{margin:g}", detail))
+    detail = ("the attacks separate the original model from the references: " + ", ".join(powered) if powered else
+              "no attack separates the original model from the references on the forget set: a PASS would mean "
+              "nothing, so none is given")
+    checks.append(Check("audit_power", "the attacks can see the leak the erasure must remove (the original model "
+                        "fails the membership check)", PASS if powered else INCONCLUSIVE, None, None,
+                        "the original's interval lies outside the margin for at least one attack", detail))
     return checks
 
 
-def verdict_of(passed: list[bool]) -> str:
-    """The verdict rule, on the pass flags alone (reports re-check a results.json with it): PASS when there is
-    at least one check and every check passes, FAIL otherwise."""
-    return "PASS" if passed and all(passed) else "FAIL"
+def _exposure(comparison: dict) -> tuple[int, float]:
+    """How bad one conditioning looks for the unlearned model: its decision, then |difference| / SE."""
+    if comparison["scale"] is None:
+        return SEVERITY[comparison["decision"]], 0.0
+    diff = comparison["auc"][comparison["scale"]]["unlearned"]
+    return SEVERITY[comparison["decision"]], abs(diff["estimate"]) / max(diff["standard_error"], 1e-12)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _rate_check(name: str, description: str, subject: float, n_subject: int, references: list[float],
+                n_reference: int, margin: float, confidence: float) -> Check:
+    estimate, low, high = proportion_difference(subject, n_subject, _mean(references), n_reference, confidence)
+    detail = (f"unlearned {subject:.3f} vs references {', '.join(f'{v:.3f}' for v in references)}: difference "
+              f"{_signed(estimate)} {_interval_text(low, high, confidence)}, limit {margin:g}")
+    return Check(name, description, at_most_decision(low, high, margin), estimate, [low, high],
+                 f"interval at most +{margin:g}", detail)
+
+
+def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
+    """Every check of the audit from a results document: its ``membership`` comparisons, and its ``extraction``,
+    ``resurrection`` and ``utility`` sections keyed by model role (original, unlearned, reference_1..K)."""
+    confidence = thresholds.confidence
+    references = results["membership"]["references"]
+    checks = _membership_checks(results["membership"], thresholds)
+    utility = results["utility"]
+    if results.get("extraction") and references:
+        extracted = results["extraction"]["unlearned"]["num_forget_extracted"]
+        limit = max(results["extraction"][r]["num_forget_extracted"] for r in references) + thresholds.extraction_margin
+        checks.append(Check("extraction", "forget images regenerated (extracted) no more often than by any reference",
+                            PASS if extracted <= limit else FAIL, float(extracted), None,
+                            f"<= the references' most + {thresholds.extraction_margin}",
+                            f"{extracted} forget images extracted vs limit {limit} (a count: no interval)"))
+    forgotten = utility["unlearned"].get("forgotten_accuracy")
+    if forgotten is not None and references:
+        n = utility["unlearned"]["samples_per_class"] * len(results["forget_spec"]["classes"])
+        checks.append(_rate_check(
+            "forgotten_generation", "the forgotten class is generated no more often than by the references",
+            forgotten, n, [utility[r]["forgotten_accuracy"] for r in references], n * len(references),
+            thresholds.forgotten_accuracy_margin, confidence))
+    resurrection = results.get("resurrection") or {}
+    if "unlearned" in resurrection and references:
+        inverted = resurrection["unlearned"]["inversion"]
+        checks.append(_rate_check(
+            "resurrection", "a newly learned class embedding brings the erased class back no more than for the "
+            "references", inverted["judge_accuracy"], inverted["num_images"],
+            [resurrection[r]["inversion"]["judge_accuracy"] for r in references],
+            inverted["num_images"] * len(references), thresholds.resurrection_margin, confidence))
+    original, unlearned = utility["original"], utility["unlearned"]
+    n = unlearned["samples_per_class"] * (len(unlearned["per_class_accuracy"]) - len(results["forget_spec"]["classes"]))
+    estimate, low, high = proportion_difference(original["retained_accuracy"], n, unlearned["retained_accuracy"], n,
+                                                confidence)
+    drop = thresholds.retained_accuracy_drop
+    checks.append(Check(
+        "retained_accuracy", "retained classes are still generated correctly (accuracy drop from the original)",
+        at_most_decision(low, high, drop), estimate, [low, high], f"drop at most {drop:g}",
+        f"original {original['retained_accuracy']:.3f}, unlearned {unlearned['retained_accuracy']:.3f}: drop "
+        f"{_signed(estimate)} {_interval_text(low, high, confidence)}, limit {drop:g}"))
+    ratio = thresholds.retained_fd_ratio
+    limit = original["retained_fd"] * ratio
+    checks.append(Check(
+        "retained_fd", "retained-class image quality (Frechet distance in judge features) kept",
+        PASS if unlearned["retained_fd"] <= limit else FAIL, unlearned["retained_fd"], None,
+        f"<= original x {ratio:g}", f"{unlearned['retained_fd']:.3f} vs limit {limit:.3f} (a point estimate: the "
+        "Frechet distance has no per-sample interval)"))
+    return checks
+
+
+def verdict_of(decisions: list[str]) -> str:
+    """The verdict rule on the decisions alone (reports re-check a results.json with it): FAIL if any check
+    fails, INCONCLUSIVE if any is inconclusive (or there is none), else PASS."""
+    return combine(decisions)
 
 
 def verdict(checks: list[Check]) -> str:
-    """PASS when every check passes, FAIL otherwise (see :func:`verdict_of`)."""
-    return verdict_of([c.passed for c in checks])
+    """The audit's verdict from its checks (see :func:`verdict_of`)."""
+    return verdict_of([c.decision for c in checks])

@@ -17,7 +17,7 @@ from .commands.unlearn import unlearn_command
 def main() -> None:
     """Erase data from a trained diffusion model and prove it by attacking the model before and after.
 
-    Exit codes: 0 ok (or audit gate passed), 1 audit gate failed, 2 usage or config error, 3 runtime error.
+    Exit codes: 0 ok (audit PASS), 1 audit FAIL, 2 usage or config error, 3 runtime error, 4 audit INCONCLUSIVE.
     """
 
 

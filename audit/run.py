@@ -16,10 +16,8 @@ import numpy as np
 import torch
 
 from attacks import ATTACKS, Attack
-from attacks.base import write_scores_csv
 from attacks.extraction import extract_training_data
-from attacks.inversion import embedding_inversion
-from attacks.metrics import membership_metrics
+from attacks.inversion import InvertedConditioning, embedding_inversion, fit_class_embedding
 from attacks.regeneration import conditional_regeneration
 from diffusion.cache import cache_entry, load_or_build_model
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
@@ -30,23 +28,33 @@ from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.quality import evaluate_generation, generate_per_class
 from diffusion.reference import load_or_train_reference, untrained_model
+from diffusion.seeding import derive_seed
 from diffusion.splits import ForgetSpec, ForgetTask, Splits, make_splits, read_sample_ids
 from diffusion.training import TrainConfig
 from reports import write_report
-from reports.html import SCHEMA_VERSION
 from unlearn import METHODS, Unlearner
 
-from .checks import evaluate_checks, verdict
-from .config import AuditConfig
+from .checks import Check, evaluate_checks, verdict
+from .config import AuditConfig, Thresholds
 from .images import save_grid, save_pairs
+from .membership import ScoredSets, exposed_forget_images, run_membership
+from .schema import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
+
+REFERENCE = "reference"  # reference roles: reference_1 .. reference_K
+INVERSION_IMAGES_PER_CLASS = 8  # heldout images per erased class kept aside (never scored) to fit an embedding
 
 
 
 @dataclass
 class AuditSubjects:
-    """The data, the forget task, the attacks and the models under audit, keyed by role."""
+    """The data, the forget task, the attacks and the models under audit, keyed by role.
+
+    Roles: ``original``, ``unlearned`` and ``reference_1`` .. ``reference_K`` (retrained without the forget set).
+    ``sets`` are the images every attack scores; ``inversion_images`` (heldout images of the erased classes, never
+    scored) are what an attacker fits a new class embedding on.
+    """
 
     dataset: ImageDataset
     splits: Splits
@@ -55,8 +63,11 @@ class AuditSubjects:
     attacks: list[Attack]
     judge: Judge
     models: dict[str, DiffusionModel]
+    references: list[str]
     sources: dict[str, dict]
     unlearning: dict | None
+    sets: ScoredSets
+    inversion_images: LabeledImages | None
 
 
 def _forget_spec(config: AuditConfig) -> ForgetSpec:
@@ -64,25 +75,31 @@ def _forget_spec(config: AuditConfig) -> ForgetSpec:
     return ForgetSpec(classes=tuple(config.forget_classes), sample_ids=sample_ids, label=config.forget_label)
 
 
+def reference_seed(seed: int, index: int) -> int:
+    """The training seed of the ``index``-th retrained reference of an audit run with ``seed`` (31 bits)."""
+    return derive_seed(seed, "reference", index) % 2**31
+
+
 def _retrained_model(
     retrain: Unlearner, original: DiffusionModel, task: ForgetTask, data: tuple[ImageDataset, Splits, ForgetSpec],
-    config: AuditConfig,
+    seed: int, quiet: bool,
 ) -> tuple[DiffusionModel, dict]:
-    """The retrained-without-forget reference, from the cache (keyed by content) or trained now."""
+    """A model retrained without the forget set with training seed ``seed``, from the cache (keyed by content) or
+    trained now."""
     dataset, splits, spec = data
     payload = {"original": original.fingerprint(), "forget": spec.fingerprint(), "params": retrain.get_params(),
-               "seed": config.seed, "data": dataset.fingerprint(), "splits": splits.to_dict()}
+               "seed": seed, "data": dataset.fingerprint(), "splits": splits.to_dict()}
     directory = cache_entry("retrained", payload)
 
     def build() -> tuple[DiffusionModel, dict]:
-        result = retrain.unlearn(original, task, seed=config.seed, quiet=config.quiet)
-        record = {"role": "retrained", "forget_spec": spec.to_dict(), "seconds": result.seconds,
+        result = retrain.unlearn(original, task, seed=seed, quiet=quiet)
+        record = {"role": "retrained", "forget_spec": spec.to_dict(), "seconds": result.seconds, "seed": seed,
                   "steps": result.steps, "params": result.params, "splits": splits.to_dict(),
                   "data": {"name": dataset.name, "fingerprint": dataset.fingerprint()}}
         return result.model, record
 
     model, built = load_or_build_model(directory, build, "retrained reference")
-    return model, {"source": str(directory), "cached": not built}
+    return model, {"source": str(directory), "cached": not built, "seed": seed}
 
 
 def _recorded_unlearning(metadata: dict) -> dict | None:
@@ -91,6 +108,30 @@ def _recorded_unlearning(metadata: dict) -> dict | None:
         return None
     return {"method": metadata["method"], "params": metadata.get("params", {}), "steps": metadata.get("steps"),
             "seconds": metadata.get("wall_seconds"), "curves": metadata.get("curves", {})}
+
+
+def _scored_sets(
+    dataset: ImageDataset, splits: Splits, spec: ForgetSpec, task: ForgetTask, config: AuditConfig
+) -> tuple[ScoredSets, LabeledImages | None]:
+    """The forget set and the heldout images of its classes, minus a few heldout images per erased class kept
+    aside (never scored) for fitting an inverted class embedding."""
+    heldout_ids = spec.heldout_ids(dataset.labels, splits)
+    inversion = None
+    if config.resurrection and spec.classes:
+        labels = dataset.labels[heldout_ids].numpy()
+        aside = []
+        for c in spec.classes:
+            ids = heldout_ids[labels == c]
+            order = np.random.default_rng(derive_seed(config.seed, "inversion-aside", c) % 2**32).permutation(len(ids))
+            aside += ids[order[:INVERSION_IMAGES_PER_CLASS]].tolist()
+        inversion = dataset.select(sorted(aside))
+        heldout_ids = np.setdiff1d(heldout_ids, aside)
+    heldout = dataset.select(heldout_ids)
+    forget = task.forget
+    samples = LabeledImages(torch.cat([forget.images, heldout.images]), torch.cat([forget.labels, heldout.labels]),
+                            torch.cat([forget.ids, heldout.ids]))
+    is_member = np.r_[np.ones(len(forget), bool), np.zeros(len(heldout), bool)]
+    return ScoredSets(samples, is_member), inversion
 
 
 def prepare_subjects(config: AuditConfig) -> AuditSubjects:
@@ -102,8 +143,9 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     """
     attacks = [ATTACKS.make(name) for name in config.attacks]
     unlearner = METHODS.make(config.method, **config.method_params) if config.unlearned is None else None
-    retrain = METHODS.make("retrain") if config.retrained is None and config.retrain else None
-    paths = {"original": config.model, "unlearned": config.unlearned, "retrained": config.retrained}
+    retrain = METHODS.make("retrain") if not config.retrained and config.retrain else None
+    paths = {"original": config.model, "unlearned": config.unlearned}
+    paths.update({f"{REFERENCE}_{k + 1}": path for k, path in enumerate(config.retrained)})
     given = {role: DiffusionModel.load(path) for role, path in paths.items() if path}
     dataset = load_data_for_model(config.data, given["original"]) if "original" in given else load_dataset(config.data)
     splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
@@ -120,6 +162,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     for method in (unlearner, retrain):
         if method is not None:
             method.check(task, stand_in)
+    sets, inversion_images = _scored_sets(dataset, splits, spec, task, config)
 
     if "original" in given:
         original, sources = given["original"], {"original": {"source": config.model}}
@@ -138,38 +181,34 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
         sources["unlearned"] = {"source": f"{result.method} run in this audit"}
         unlearning = {"method": result.method, "params": result.params, "steps": result.steps,
                       "seconds": result.seconds, "curves": result.curves}
-    if "retrained" in given:
-        models["retrained"] = given["retrained"]
-        sources["retrained"] = {"source": config.retrained}
-    elif retrain is not None:
-        models["retrained"], sources["retrained"] = _retrained_model(retrain, original, task,
-                                                                     (dataset, splits, spec), config)
+    references = [role for role in given if role.startswith(REFERENCE)]
+    for role in references:
+        models[role], sources[role] = given[role], {"source": paths[role]}
+    if retrain is not None:
+        for k in range(config.retrain_references):
+            role = f"{REFERENCE}_{k + 1}"
+            models[role], sources[role] = _retrained_model(retrain, original, task, (dataset, splits, spec),
+                                                           reference_seed(config.seed, k), config.quiet)
+            references.append(role)
     for role, model in models.items():
         sources[role]["fingerprint"] = model.fingerprint()
-    return AuditSubjects(dataset, splits, spec, task, attacks, judge, models, sources, unlearning)
+    return AuditSubjects(dataset, splits, spec, task, attacks, judge, models, references, sources, unlearning, sets,
+                         inversion_images)
 
 
-def _membership(subjects: AuditSubjects, config: AuditConfig, out: Path) -> dict:
-    """Every MIA on every model: forget set (members) vs heldout non-members of the same classes."""
-    forget = subjects.task.forget
-    heldout = subjects.dataset.select(subjects.spec.heldout_ids(subjects.dataset.labels, subjects.splits))
-    both = LabeledImages(torch.cat([forget.images, heldout.images]), torch.cat([forget.labels, heldout.labels]),
-                         torch.cat([forget.ids, heldout.ids]))
-    is_member = np.r_[np.ones(len(forget), bool), np.zeros(len(heldout), bool)]
-    results: dict = {}
-    (out / "scores").mkdir(exist_ok=True)
-    for attack in subjects.attacks:
-        scored = {role: attack.score(model, both, seed=config.seed) for role, model in subjects.models.items()}
-        results[attack.name] = {}
-        for role, scores in scored.items():
-            metrics = membership_metrics(scores.scores[is_member], scores.scores[~is_member], seed=config.seed)
-            results[attack.name][role] = {**metrics, "cost": scores.to_dict()}
-            logger.info("%s on %s: AUC %.3f", attack.name, role, metrics["auc"])
-        write_scores_csv(out / "scores" / f"{attack.name}.csv", scored, is_member)
-    return results
+def _inversions(subjects: AuditSubjects, config: AuditConfig) -> dict[str, InvertedConditioning]:
+    """For every model, a class embedding per erased class fitted on the images kept aside (none for a
+    sample-level deletion, whose images keep their own classes)."""
+    if subjects.inversion_images is None:
+        return {}
+    return {role: fit_class_embedding(model, subjects.inversion_images, subjects.spec.classes, seed=config.seed,
+                                      images_per_class=INVERSION_IMAGES_PER_CLASS, quiet=config.quiet)
+            for role, model in subjects.models.items()}
 
 
-def _generation(subjects: AuditSubjects, config: AuditConfig, images_dir: Path) -> tuple[dict, dict, dict]:
+def _generation(
+    subjects: AuditSubjects, config: AuditConfig, inversions: dict[str, InvertedConditioning], images_dir: Path
+) -> tuple[dict, dict, dict]:
     """Utility, extraction and resurrection on every model, with the images the report shows."""
     classes = subjects.spec.classes
     utility, extraction, resurrection, images = {}, {}, {}, {}
@@ -192,30 +231,73 @@ def _generation(subjects: AuditSubjects, config: AuditConfig, images_dir: Path) 
         if len(copies):
             images[f"{role}_extraction"] = save_pairs(copies[:16], originals[:16],
                                                       images_dir / f"{role}_extraction.png").name
-        if config.resurrection and classes:
+        if role in inversions:
             regenerated = conditional_regeneration(model, subjects.judge, subjects.task.forget, classes,
                                                    seed=config.seed, per_class=config.eval_samples_per_class,
                                                    steps=config.eval_steps)
-            inverted = embedding_inversion(model, subjects.judge, subjects.task.forget, classes, seed=config.seed,
-                                           per_class=config.eval_samples_per_class, sample_steps=config.eval_steps,
-                                           quiet=config.quiet)
+            inverted = embedding_inversion(model, subjects.judge, subjects.task.forget, classes,
+                                           fit_images=subjects.inversion_images, fitted=inversions[role],
+                                           seed=config.seed, per_class=config.eval_samples_per_class,
+                                           sample_steps=config.eval_steps)
             images[f"{role}_inversion"] = save_grid(inverted.images[:16], images_dir / f"{role}_inversion.png",
                                                     columns=8).name
             resurrection[role] = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict()}
     return utility, {"extraction": extraction, "resurrection": resurrection}, images
 
 
+def power_statement(membership: dict, checks: list[Check], verdict_text: str, thresholds: Thresholds) -> dict:
+    """What was certified, at what confidence, against how many references, and what sample size a decisive answer
+    would need: the report's header, in plain words."""
+    attacks = membership["attacks"]
+    k = len(membership["references"])
+    needed = [comp.get("samples_needed") for per in attacks.values() for comp in per.values()
+              if comp["decision"] == "INCONCLUSIVE" and comp.get("samples_needed")]
+    powered = next((c for c in checks if c.name == "audit_power"), None)
+    text = (f"{verdict_text}: under {len(attacks)} membership attack(s), each scored on {membership['num_forget']} "
+            f"forget and {membership['num_heldout']} heldout images, the unlearned model was compared with {k} "
+            f"model(s) retrained without the forget set, at {thresholds.confidence:.0%} confidence (two one-sided "
+            f"tests), with a margin of +/-{thresholds.mia_auc_margin:g} AUC.")
+    if powered is not None and powered.decision != "PASS":
+        text += " The attacks could not tell the original model from the references, so this audit cannot certify."
+    if needed:
+        text += f" A decisive answer on the inconclusive checks needs about {max(needed)} forget images."
+    return {"statement": text, "has_power": powered is not None and powered.decision == "PASS",
+            "samples_needed": max(needed) if needed else None}
+
+
 def run_audit(config: AuditConfig) -> dict:
-    """Run the whole audit and write the output folder atomically; returns the results document."""
+    """Run the whole audit and write the output folder atomically; returns the results document (schema 2)."""
     started = time.perf_counter()
     with atomic_output_dir(config.out, config.force, config.input_paths()) as out:
         subjects = prepare_subjects(config)
         prepared = time.perf_counter()
         images_dir = out / "images"
         images_dir.mkdir()
-        attacks = _membership(subjects, config, out)
+        (out / "scores").mkdir()
+        inversions = _inversions(subjects, config)
+        attacks, comparisons = run_membership(subjects.attacks, subjects.models, inversions, subjects.sets,
+                                              subjects.references, config.thresholds, config.seed, out / "scores")
+        exposed = exposed_forget_images(comparisons, subjects.sets)
+        images = {}
+        if exposed:
+            pictures = subjects.dataset.select([row["sample_id"] for row in exposed]).images
+            images["exposed"] = save_grid(pictures, images_dir / "exposed.png", columns=len(exposed)).name
         attacked = time.perf_counter()
-        utility, probes, images = _generation(subjects, config, images_dir)
+        utility, probes, generated = _generation(subjects, config, inversions, images_dir)
+        images.update(generated)
+        sets = subjects.sets
+        membership = {
+            "references": subjects.references,
+            "conditionings": list(next(iter(comparisons.values()))) if comparisons else [],
+            "num_forget": sets.num_members,
+            "num_heldout": sets.num_nonmembers,
+            "inversion_image_ids": ([] if subjects.inversion_images is None
+                                    else subjects.inversion_images.ids.tolist()),
+            "confidence": config.thresholds.confidence,
+            "margin": config.thresholds.mia_auc_margin,
+            "attacks": comparisons,
+            "exposed_forget_images": exposed,
+        }
         results = {
             "schema_version": SCHEMA_VERSION,
             "verdict": None,
@@ -225,11 +307,12 @@ def run_audit(config: AuditConfig) -> dict:
             "data": {"name": subjects.dataset.name, "fingerprint": subjects.dataset.fingerprint(),
                      "class_names": list(subjects.dataset.class_names), "splits": subjects.splits.to_dict(),
                      "num_forget": len(subjects.task.forget), "num_retain": len(subjects.task.retain),
-                     "num_heldout": len(subjects.spec.heldout_ids(subjects.dataset.labels, subjects.splits))},
+                     "num_heldout": sets.num_nonmembers},
             "environment": {**environment_info(), "seed": config.seed},
             "judge": {k: v for k, v in subjects.judge.record.items() if k != "test_ids"},
             "models": subjects.sources,
             "unlearning": subjects.unlearning,
+            "membership": membership,
             "attacks": attacks,
             "utility": utility,
             **probes,
@@ -238,6 +321,7 @@ def run_audit(config: AuditConfig) -> dict:
         checks = evaluate_checks(results, config.thresholds)
         results["checks"] = [c.to_dict() for c in checks]
         results["verdict"] = verdict(checks)
+        results["power"] = power_statement(membership, checks, results["verdict"], config.thresholds)
         results["timings"] = {"prepare_seconds": prepared - started, "attacks_seconds": attacked - prepared,
                               "generation_seconds": time.perf_counter() - attacked,
                               "total_seconds": time.perf_counter() - started}

@@ -50,7 +50,7 @@ def test_embedding_inversion_learns_a_new_row_and_leaves_the_model_alone(judge, 
     assert model.unet.class_embedding.num_embeddings == 10
     summary = result.to_dict()
     assert summary["fit_loss_after"] < summary["fit_loss_before"]
-    assert len(summary["forget_ids_used"]) == 4 and set(summary["forget_ids_used"]) <= set(forget.ids.tolist())
+    assert len(summary["fit_ids_used"]) == 4 and set(summary["fit_ids_used"]) <= set(forget.ids.tolist())
     assert result.images.shape == (4, 1, 8, 8) and result.target_classes.tolist() == [3] * 4
     json.dumps(summary)
     again = embedding_inversion(model, judge, forget, [3], per_class=4, images_per_class=4, steps=40, lr=0.1,
@@ -68,5 +68,5 @@ def test_bad_input(judge, forget, digits):
         conditional_regeneration(tiny_model(), judge, forget, [10], per_class=2, steps=2)
     with pytest.raises(UsageError, match="empty forget set"):
         conditional_regeneration(tiny_model(), judge, digits.select(np.arange(0)), [3], per_class=2)
-    with pytest.raises(UsageError, match="class 4 needs forget images of that class"):
+    with pytest.raises(UsageError, match="class 4 needs images of that class"):
         embedding_inversion(tiny_model(), judge, forget, [4], per_class=2, steps=2)

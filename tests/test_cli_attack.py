@@ -34,7 +34,8 @@ def test_attack_writes_scores_and_metrics(tmp_path, digits, splits):
         assert entry["calls_per_sample"] == calls and entry["num_members"] == num_forget
         with open(out / "scores" / f"{name}.csv") as handle:
             rows = list(csv.DictReader(handle))
-        assert list(rows[0]) == ["sample_id", "split", "is_member", "model", "score"]
+        assert list(rows[0]) == ["sample_id", "split", "is_member", "model", "conditioning", "score",
+                                 "calibrated_score"]
         assert sum(r["is_member"] == "1" for r in rows) == num_forget and len(rows) == num_forget + num_heldout
         assert {r["split"] for r in rows} == {"forget", "heldout"}
         assert all(float(r["score"]) <= 0 for r in rows)  # plain numbers; minus a distance or a loss

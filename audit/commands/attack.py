@@ -82,7 +82,8 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
     with atomic_output_dir(out, force, inputs) as tmp:
         (tmp / "scores").mkdir()
         for name, scored in results.items():
-            write_scores_csv(tmp / "scores" / f"{name}.csv", {"model": scored}, is_member, member_split)
+            write_scores_csv(tmp / "scores" / f"{name}.csv", [("model", "label", scored, None)], is_member,
+                             member_split)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "run.json", {
             "model": str(model_dir),

@@ -23,8 +23,12 @@ def _csv(text: str | None) -> list[str] | None:
               help="YAML file of audit settings (keys as below, with underscores); flags override it.")
 @click.option("--model", help="Original model: diffusers folder or hf://owner/name. Default: the built-in reference.")
 @click.option("--unlearned", help="Unlearned model to audit (folder). Default: run --method now.")
-@click.option("--retrained", help="Reference retrained without the forget set (folder). Default: train one.")
-@click.option("--retrain/--no-retrain", default=None, help="Train a retrained reference when none is given.")
+@click.option("--retrained", multiple=True,
+              help="A model retrained without the forget set (folder; repeatable: each is one reference). "
+                   "Default: train --references of them.")
+@click.option("--references", "retrain_references", type=int,
+              help=f"How many references to retrain when no --retrained is given [{DEFAULTS.retrain_references}].")
+@click.option("--retrain/--no-retrain", default=None, help="Train the references when none is given.")
 @click.option("--method", help=f"Unlearning method to run when --unlearned is not given [{DEFAULTS.method}].")
 @click.option("--forget-class", "forget_classes", type=int, multiple=True,
               help=f"Class id to forget (repeatable) [{DEFAULTS.forget_classes[0]}].")
@@ -41,18 +45,22 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--force", is_flag=True, default=None, help="Replace the output folder if it exists.")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bars or info logs.")
 @handle_errors
-def audit_command(config_file, model, unlearned, retrained, retrain, method, forget_classes, forget_ids,
-                  forget_label, attacks, data, split_seed, member_fraction, allow_other_data, out, seed, force,
-                  quiet):
-    """Audit an erasure: original vs unlearned (vs retrained) model under every attack, then a verdict.
+def audit_command(config_file, model, unlearned, retrained, retrain_references, retrain, method, forget_classes,
+                  forget_ids, forget_label, attacks, data, split_seed, member_fraction, allow_other_data, out, seed,
+                  force, quiet):
+    """Audit an erasure: the unlearned model against models retrained without the forget set, under every attack.
 
     With no arguments it runs the built-in default end to end: the reference model on the bundled digits
-    (trained once, then cached), EraseDiff forgetting class 0, a retrained-without-class-0 reference (cached),
-    the attack battery on all three models, and OUT/report.html. Exit code 0 = PASS, 1 = FAIL,
-    2 = usage or config error (nothing written), 3 = runtime error.
+    (trained once, then cached), EraseDiff forgetting class 0, K models retrained without class 0 (cached), the
+    attack battery on every model, and OUT/report.html. Each check is an equivalence test: PASS when the
+    interval of the difference lies within its margin, FAIL when outside, INCONCLUSIVE otherwise, and the audit
+    is INCONCLUSIVE when its attacks cannot tell the original model from the references.
+
+    Exit code 0 = PASS, 1 = FAIL, 4 = INCONCLUSIVE, 2 = usage or config error (nothing written), 3 = runtime error.
     """
     overrides = {
-        "model": model, "unlearned": unlearned, "retrained": retrained, "retrain": retrain, "method": method,
+        "model": model, "unlearned": unlearned, "retrained": list(retrained) or None,
+        "retrain_references": retrain_references, "retrain": retrain, "method": method,
         # --forget-ids alone means "these samples only", not "these samples plus the default class"
         "forget_classes": list(forget_classes) or ([] if forget_ids else None),
         "forget_ids": str(forget_ids) if forget_ids else None,
@@ -66,10 +74,12 @@ def audit_command(config_file, model, unlearned, retrained, retrain, method, for
     from ..run import run_audit  # heavy imports (attacks, unlearning) only when an audit really runs
 
     results = run_audit(config)
-    passed = sum(c["passed"] for c in results["checks"])
+    passed = sum(c["decision"] == "PASS" for c in results["checks"])
     click.echo(f"verdict: {results['verdict']} ({passed}/{len(results['checks'])} checks passed); "
                f"report: {Path(config.out) / 'report.html'}")
     for check in results["checks"]:
-        if not check["passed"]:
-            click.echo(f"  failed {check['name']}: {check['detail']}")
-    raise SystemExit(ExitCode.OK if results["verdict"] == "PASS" else ExitCode.GATE_FAILED)
+        if check["decision"] != "PASS":
+            click.echo(f"  {check['decision'].lower()} {check['name']}: {check['detail']}")
+    click.echo(results["power"]["statement"])
+    codes = {"PASS": ExitCode.OK, "FAIL": ExitCode.GATE_FAILED, "INCONCLUSIVE": ExitCode.INCONCLUSIVE}
+    raise SystemExit(codes[results["verdict"]])

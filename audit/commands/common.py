@@ -1,7 +1,7 @@
 """Options and error handling shared by every ``erasediff`` subcommand.
 
 Exit codes (:class:`ExitCode`): 0 ok / gate passed, 1 gate failed, 2 usage or config error, 3 runtime error,
-4 reserved for an inconclusive audit verdict.
+4 audit verdict INCONCLUSIVE.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class ExitCode(IntEnum):
     GATE_FAILED = 1
     USAGE = 2
     RUNTIME = 3
-    INCONCLUSIVE = 4  # reserved for the audit verdict (DESIGN 3.4)
+    INCONCLUSIVE = 4  # the audit could not decide (DESIGN 3.4)
 
 
 class Terminated(KeyboardInterrupt):

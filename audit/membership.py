@@ -1,0 +1,160 @@
+"""Membership inference on every model of an audit, under every conditioning an attacker could use, calibrated per
+example against the retrained references and compared model to model on the same samples.
+
+Every attack scores the same forget images (members) and heldout images (non-members) on the original, the
+unlearned and the K retrained models, under the class label and, when classes are erased, under a class embedding
+the attacker recovers by inversion (Pham et al., ICLR 2024) from images disjoint from the scored sets: redirecting
+a class's embedding must not hide membership. Scores are calibrated per example against the references (offline
+LiRA, Carlini et al. 2022; U-LiRA, Hayes et al. 2024) and the unlearned model is compared with the references by a
+paired bootstrap (audit/statistics.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from attacks import Attack, AttackScores
+from attacks.base import write_scores_csv
+from attacks.inversion import InvertedConditioning
+from attacks.metrics import membership_metrics
+from diffusion.data import LabeledImages
+from diffusion.model import DiffusionModel
+
+from . import statistics
+from .config import Thresholds
+
+logger = logging.getLogger(__name__)
+
+LABEL, INVERTED = "label", "inverted"
+
+
+@dataclass(frozen=True)
+class ScoredSets:
+    """The images every attack scores: the forget set then the scored heldout images, and which are members."""
+
+    samples: LabeledImages
+    is_member: np.ndarray  # (N,) bool
+
+    @property
+    def num_members(self) -> int:
+        return int(self.is_member.sum())
+
+    @property
+    def num_nonmembers(self) -> int:
+        return int((~self.is_member).sum())
+
+
+def conditioned(
+    models: dict[str, DiffusionModel], inversions: dict[str, InvertedConditioning], sets: ScoredSets
+) -> dict[str, dict[str, tuple[DiffusionModel, LabeledImages]]]:
+    """For each conditioning, each model role's (model, samples with the labels to condition on)."""
+    views = {LABEL: {role: (model, sets.samples) for role, model in models.items()}}
+    if inversions:
+        samples = sets.samples
+        views[INVERTED] = {
+            role: (fitted.model, LabeledImages(samples.images, fitted.relabel(samples.labels), samples.ids))
+            for role, fitted in inversions.items()
+        }
+    return views
+
+
+def compare(
+    scores: dict[str, np.ndarray], is_member: np.ndarray, references: list[str], thresholds: Thresholds, seed: int
+) -> dict:
+    """The unlearned and the original model against the references on one attack's scores under one conditioning.
+
+    Decisions use per-example calibrated scores when there are at least 2 references, raw scores otherwise (and
+    are INCONCLUSIVE without any reference). Both scales are reported, so the calibration's gain in power shows.
+    """
+    if not references:
+        return {"scale": None, "decision": statistics.INCONCLUSIVE, "power": False,
+                "note": "no model retrained without the forget set to compare with"}
+    scales = {"raw": scores}
+    if len(references) >= 2:
+        scales["calibrated"] = statistics.calibrate(scores, references)
+    members = {}
+    for scale, values in scales.items():
+        members[scale] = {
+            subject: statistics.paired_difference(values, is_member, subject, references, metric="auc",
+                                                  confidence=thresholds.confidence, seed=seed).to_dict()
+            for subject in ("unlearned", "original")
+        }
+    scale = "calibrated" if "calibrated" in scales else "raw"
+    unlearned = statistics.PairedDifference(**members[scale]["unlearned"])
+    original = statistics.PairedDifference(**members[scale]["original"])
+    fpr = statistics.resolvable_fpr(int((~is_member).sum()), 0.01)
+    tpr = statistics.paired_difference(scales[scale], is_member, "unlearned", references, metric=f"tpr@{fpr:.6g}",
+                                       confidence=thresholds.confidence, seed=seed)
+    return {
+        "scale": scale,
+        "auc": members,
+        "tpr_at_resolvable_fpr": {"fpr": fpr, "unlearned": tpr.to_dict()},
+        "decision": statistics.decide(unlearned, thresholds.mia_auc_margin),
+        "power": statistics.has_power(original, thresholds.mia_auc_margin),
+        "samples_needed": statistics.samples_needed(unlearned, thresholds.mia_auc_margin),
+        "calibrated_scores": {role: values.tolist() for role, values in scales.get("calibrated", {}).items()},
+    }
+
+
+def run_membership(
+    attacks: list[Attack],
+    models: dict[str, DiffusionModel],
+    inversions: dict[str, InvertedConditioning],
+    sets: ScoredSets,
+    references: list[str],
+    thresholds: Thresholds,
+    seed: int,
+    scores_dir: Path,
+) -> tuple[dict, dict]:
+    """Every attack on every model under every conditioning; writes ``scores_dir/<attack>.csv``.
+
+    Returns the per-model metrics under the label (ROC and all: ``results["attacks"]``) and the comparisons
+    (``results["membership"]``).
+    """
+    views = conditioned(models, inversions, sets)
+    is_member = sets.is_member
+    per_model, comparisons = {}, {}
+    for attack in attacks:
+        blocks: list[tuple[str, str, AttackScores, np.ndarray | None]] = []
+        comparisons[attack.name] = {}
+        for conditioning, view in views.items():
+            scored = {role: attack.score(model, samples, seed=seed) for role, (model, samples) in view.items()}
+            raw = {role: s.scores for role, s in scored.items()}
+            comparison = compare(raw, is_member, references, thresholds, seed)
+            calibrated = comparison.pop("calibrated_scores", {})
+            if calibrated:
+                comparison["unlearned_forget_z"] = calibrated["unlearned"][: sets.num_members]
+            comparisons[attack.name][conditioning] = comparison
+            blocks += [(role, conditioning, s, np.asarray(calibrated[role]) if calibrated else None)
+                       for role, s in scored.items()]
+            if conditioning == LABEL:
+                per_model[attack.name] = {
+                    role: {**membership_metrics(s.scores[is_member], s.scores[~is_member], seed=seed),
+                           "cost": s.to_dict()}
+                    for role, s in scored.items()
+                }
+            logger.info("%s under %s: %s", attack.name, conditioning, comparison["decision"])
+        write_scores_csv(scores_dir / f"{attack.name}.csv", blocks, is_member)
+    return per_model, comparisons
+
+
+def exposed_forget_images(comparisons: dict, sets: ScoredSets, top: int = 8) -> list[dict]:
+    """The forget images whose calibrated score under the unlearned model is highest (most member-like), each
+    under the attack and conditioning where it stands out most, with the one-sided p-value of N(0, 1)."""
+    best: dict[int, dict] = {}
+    forget_ids = sets.samples.ids[: sets.num_members].tolist()
+    labels = sets.samples.labels[: sets.num_members].tolist()
+    for attack, per_conditioning in comparisons.items():
+        for conditioning, comparison in per_conditioning.items():
+            for sample_id, label, z in zip(forget_ids, labels, comparison.get("unlearned_forget_z", [])):
+                if sample_id not in best or z > best[sample_id]["z"]:
+                    best[sample_id] = {"sample_id": sample_id, "label": label, "attack": attack,
+                                       "conditioning": conditioning, "z": float(z)}
+    ranked = sorted(best.values(), key=lambda row: -row["z"])[:top]
+    for row in ranked:
+        row["p_value"] = float(statistics.leakage(np.array([row["z"]]))[0])
+    return ranked
