@@ -34,6 +34,7 @@ from diffusion.training import TrainConfig
 from reports import write_report
 from unlearn import METHODS, Unlearner
 
+from . import statistics
 from .checks import Check, evaluate_checks, verdict
 from .config import AuditConfig, Thresholds
 from .images import save_grid, save_pairs
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 REFERENCE = "reference"  # reference roles: reference_1 .. reference_K
 INVERSION_IMAGES_PER_CLASS = 8  # heldout images per erased class kept aside (never scored) to fit an embedding
+SAMPLES_NEEDED_CAP = 100  # a sample size beyond 100x the forget set is reported as not feasible
 
 
 
@@ -248,21 +250,30 @@ def _generation(
 def power_statement(membership: dict, checks: list[Check], verdict_text: str, thresholds: Thresholds) -> dict:
     """What was certified, at what confidence, against how many references, and what sample size a decisive answer
     would need: the report's header, in plain words."""
-    attacks = membership["attacks"]
-    k = len(membership["references"])
-    needed = [comp.get("samples_needed") for per in attacks.values() for comp in per.values()
-              if comp["decision"] == "INCONCLUSIVE" and comp.get("samples_needed")]
-    powered = next((c for c in checks if c.name == "audit_power"), None)
-    text = (f"{verdict_text}: under {len(attacks)} membership attack(s), each scored on {membership['num_forget']} "
-            f"forget and {membership['num_heldout']} heldout images, the unlearned model was compared with {k} "
-            f"model(s) retrained without the forget set, at {thresholds.confidence:.0%} confidence (two one-sided "
-            f"tests), with a margin of +/-{thresholds.mia_auc_margin:g} AUC.")
-    if powered is not None and powered.decision != "PASS":
+    attacks, n = membership["attacks"], membership["num_forget"]
+    margin = thresholds.mia_auc_margin
+    has_power = any(c.name == "audit_power" and c.decision == "PASS" for c in checks)
+    text = (f"{verdict_text}: under {len(attacks)} membership attack(s), each scored on {n} forget and "
+            f"{membership['num_heldout']} heldout images, the unlearned model was compared with "
+            f"{len(membership['references'])} model(s) retrained without the forget set, at "
+            f"{thresholds.confidence:.0%} confidence (two one-sided tests), with a margin of +/-{margin:g} AUC.")
+    if has_power:
+        needed = [comp["samples_needed"] for per in attacks.values() for comp in per.values()
+                  if comp["decision"] == "INCONCLUSIVE" and comp.get("samples_needed")]
+    else:
         text += " The attacks could not tell the original model from the references, so this audit cannot certify."
-    if needed:
-        text += f" A decisive answer on the inconclusive checks needs about {max(needed)} forget images."
-    return {"statement": text, "has_power": powered is not None and powered.decision == "PASS",
-            "samples_needed": max(needed) if needed else None}
+        needed = [statistics.samples_needed(statistics.PairedDifference(**comp["auc"][comp["scale"]]["original"]),
+                                            margin)
+                  for per in attacks.values() for comp in per.values() if comp["scale"]]
+        needed = [min(v for v in needed if v)] if any(needed) else []
+    decidable = [v for v in needed if v <= SAMPLES_NEEDED_CAP * n]
+    if decidable:
+        what = "the inconclusive checks" if has_power else "the attacks to separate the original from the references"
+        text += f" A decisive answer needs about {max(decidable)} forget images for {what} (estimates held fixed)."
+    if len(decidable) < len(needed):
+        text += (f" {len(needed) - len(decidable)} difference(s) sit so close to the margin that no feasible "
+                 "sample size decides them.")
+    return {"statement": text, "has_power": has_power, "samples_needed": max(decidable) if decidable else None}
 
 
 def run_audit(config: AuditConfig) -> dict:

@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import colorsys
 import io
 import re
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import rc_context
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-ROLE_COLORS = {"original": "#c0392b", "unlearned": "#2471a3", "retrained": "#229954"}
+DECISION_COLORS = {"PASS": "#229954", "FAIL": "#c0392b", "INCONCLUSIVE": "#d68910"}
+_REFERENCE = re.compile(r"reference_([1-9][0-9]*)")
+
+
+class _RoleColors(dict):
+    """Role -> colour: red for the original, blue for the unlearned model, and for ``reference_k`` (any k) a
+    shade of green, its lightness stepped by the golden ratio so that neighbouring references differ."""
+
+    def __missing__(self, role: str) -> str:
+        match = _REFERENCE.fullmatch(role)
+        if match is None:
+            raise KeyError(role)
+        lightness = 0.18 + 0.47 * ((int(match[1]) - 1) * 0.618034 % 1)
+        return to_hex(colorsys.hls_to_rgb(0.37, lightness, 0.62))
+
+
+ROLE_COLORS = _RoleColors(original="#c0392b", unlearned="#2471a3")
+
+
+def _is_reference(role: str) -> bool:
+    return _REFERENCE.fullmatch(role) is not None
 
 
 def to_svg(figure: Figure) -> str:
@@ -24,6 +47,40 @@ def to_svg(figure: Figure) -> str:
                   count=1)
 
 
+@dataclass(frozen=True)
+class ForestRow:
+    """One line of a forest plot: an estimate and its interval (None for a check without one)."""
+
+    label: str
+    estimate: float | None
+    interval: list[float] | None
+    color: str
+
+
+def forest_figure(rows: list[ForestRow], margin: float, xlabel: str) -> str:
+    """Each row's estimate and interval against the shaded equivalence band [-margin, +margin], first row on top."""
+    figure = Figure(figsize=(6.4, 0.5 + 0.34 * len(rows)))
+    ax = figure.add_subplot()
+    ax.axvspan(-margin, margin, color="#d5f5e3", zorder=0)
+    ax.axvline(0, color="#7f8c8d", linewidth=0.8, zorder=1)
+    for y, row in enumerate(reversed(rows)):
+        if row.interval is not None:
+            ax.plot(row.interval, [y, y], color=row.color, linewidth=2.2, solid_capstyle="butt", zorder=2)
+        if row.estimate is not None:
+            ax.plot([row.estimate], [y], "o", color=row.color, markersize=5, zorder=3)
+        else:
+            ax.text(0, y, "no interval", ha="center", va="center", fontsize=7, color="#566573")
+    widest = max([margin * 1.6] + [abs(v) * 1.1 for row in rows for v in (row.interval or [])])
+    ax.set_xlim(-widest, widest)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_yticks(range(len(rows)), [row.label for row in reversed(rows)], fontsize=8)
+    for tick in ax.get_yticklabels():
+        tick.set_parse_math(False)  # labels come from results.json: "$" is no markup
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel(f"{xlabel}; shaded: the equivalence margin +/-{margin:g}", fontsize=8)
+    return to_svg(figure)
+
+
 def roc_figure(per_model: dict, attack: str) -> str:
     """ROC curves of one attack for each model on log-log axes, with the chance diagonal."""
     figure = Figure(figsize=(4.2, 3.6))
@@ -32,7 +89,8 @@ def roc_figure(per_model: dict, attack: str) -> str:
     for role, metrics in per_model.items():
         fpr = np.maximum(np.asarray(metrics["roc"]["fpr"], dtype=float), floor)
         tpr = np.maximum(np.asarray(metrics["roc"]["tpr"], dtype=float), floor)
-        ax.plot(fpr, tpr, color=ROLE_COLORS.get(role), label=f"{role} (AUC {metrics['auc']:.2f})")
+        ax.plot(fpr, tpr, color=ROLE_COLORS[role], linewidth=1.0 if _is_reference(role) else 1.6,
+                label=f"{role} (AUC {metrics['auc']:.2f})")
     ax.plot([floor, 1], [floor, 1], color="grey", linestyle=":", label="chance")
     ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.05),
            xlabel="false positive rate", ylabel="true positive rate", title=f"{attack}: ROC (log axes)")
@@ -43,20 +101,20 @@ def roc_figure(per_model: dict, attack: str) -> str:
 def score_histograms(scores: dict[str, dict[str, np.ndarray]], attack: str) -> str:
     """For each model, histograms of the attack score on the forget set and on the heldout non-members."""
     roles = list(scores)
-    figure = Figure(figsize=(3.0 * len(roles), 2.6))
+    figure = Figure(figsize=(2.4 * len(roles), 2.4))
     axes = figure.subplots(1, len(roles), squeeze=False)[0]
     for ax, role in zip(axes, roles):
         forget, heldout = scores[role]["forget"], scores[role]["heldout"]
         both = np.concatenate([forget, heldout])
         bins = np.linspace(both.min(), both.max(), 25) if both.size and both.min() < both.max() else 10
         ax.hist(heldout, bins=bins, alpha=0.6, color="#7f8c8d", label="heldout")
-        ax.hist(forget, bins=bins, alpha=0.6, color=ROLE_COLORS.get(role), label="forget")
+        ax.hist(forget, bins=bins, alpha=0.6, color=ROLE_COLORS[role], label="forget")
         ax.set_title(role, fontsize=9)
-        ax.locator_params(axis="x", nbins=4)
+        ax.locator_params(axis="x", nbins=3)
         ax.tick_params(labelsize=7)
         ax.xaxis.get_offset_text().set_fontsize(7)
-        ax.legend(fontsize=7)
-    figure.supxlabel(f"{attack} score (higher = more member-like)", fontsize=8)
+        ax.legend(fontsize=6)
+    figure.supxlabel(f"{attack} score under the class label (higher = more member-like)", fontsize=8)
     figure.tight_layout()
     return to_svg(figure)
 
@@ -92,7 +150,7 @@ def per_class_accuracy_figure(utility: dict, forgotten: list[int]) -> str:
     for k, role in enumerate(roles):
         values = [utility[role]["per_class_accuracy"][str(c)] for c in classes]
         ax.bar(np.arange(len(classes)) + (k - (len(roles) - 1) / 2) * width, values, width,
-               color=ROLE_COLORS.get(role), label=role)
+               color=ROLE_COLORS[role], label=role)
     ax.set_xticks(np.arange(len(classes)), [f"{c}{' (forgotten)' if c in forgotten else ''}" for c in classes],
                   fontsize=7)
     ax.set(ylim=(0, 1.05))

@@ -3,7 +3,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from audit.checks import evaluate_checks, verdict, verdict_of
 from audit.cli import main
 from audit.config import MAX_CONFIG_VALUES, AuditConfig, Thresholds, config_from_dict, load_config
 from diffusion.errors import UsageError
@@ -17,17 +16,17 @@ def test_defaults_round_trip():
 
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "audit.yaml"
-    path.write_text("forget_classes: [3, 5]\nseed: 7\nthresholds:\n  mia_auc_tolerance: 0.05\n")
+    path.write_text("forget_classes: [3, 5]\nseed: 7\nthresholds:\n  mia_auc_margin: 0.05\n")
     config = load_config(path, {"seed": 9, "method": None})
     assert config.forget_classes == [3, 5] and config.seed == 9 and config.method == "erasediff"
-    assert config.thresholds.mia_auc_tolerance == 0.05 and isinstance(config.thresholds, Thresholds)
+    assert config.thresholds.mia_auc_margin == 0.05 and isinstance(config.thresholds, Thresholds)
 
 
 @pytest.mark.parametrize(
     "data, message",
     [
         ({"forget_class": [3]}, "unknown config key 'forget_class'; allowed keys: model, unlearned"),
-        ({"thresholds": {"auc_tol": 0.1}}, "unknown config key 'thresholds.auc_tol'; allowed keys: mia_auc"),
+        ({"thresholds": {"auc_tol": 0.1}}, "unknown config key 'thresholds.auc_tol'; allowed keys: confidence, mia_auc"),
         ({"seed": "seven"}, "config key 'seed' must be int; got 'seven'"),
         ({"seed": True}, "config key 'seed' must be int"),
         ({"forget_classes": [3, "x"]}, r"config key 'forget_classes\[1\]' must be int"),
@@ -47,12 +46,16 @@ def test_yaml_file_and_overrides(tmp_path):
         ({"seed": -(10**5000)}, "config key 'seed' must be an integer in .* got <an integer of about 5001 digits>"),
         ({"forget_classes": [1, -3]}, r"config key 'forget_classes\[1\]' must be a class id"),
         ({"member_fraction": 10**400}, "config key 'member_fraction' must be a float; got <an integer"),
-        ({"thresholds": {"mia_auc_tolerance": float("inf")}}, "'thresholds.mia_auc_tolerance' must be a tolerance"),
-        ({"thresholds": {"mia_auc_tolerance": 0.5}}, "'thresholds.mia_auc_tolerance' must be a tolerance in"),
-        ({"thresholds": {"mia_tpr_tolerance": float("nan")}}, "'thresholds.mia_tpr_tolerance' must be .* got nan"),
-        ({"thresholds": {"forgotten_accuracy_tolerance": -0.1}}, "'thresholds.forgotten_accuracy_tolerance'"),
-        ({"thresholds": {"resurrection_tolerance": 1}}, "'thresholds.resurrection_tolerance' must be a tolerance"),
-        ({"thresholds": {"retained_accuracy_drop": 2}}, "'thresholds.retained_accuracy_drop' must be a tolerance"),
+        ({"thresholds": {"mia_auc_margin": float("inf")}}, "'thresholds.mia_auc_margin' must be a margin"),
+        ({"thresholds": {"mia_auc_margin": 0.5}}, "'thresholds.mia_auc_margin' must be a margin in"),
+        ({"thresholds": {"mia_auc_margin": 0}}, r"'thresholds.mia_auc_margin' must be a margin in \(0, 0.5\)"),
+        ({"thresholds": {"mia_auc_margin": -0.1}}, "'thresholds.mia_auc_margin' must be a margin in"),
+        ({"thresholds": {"mia_tpr_margin": float("nan")}}, "'thresholds.mia_tpr_margin' must be .* got nan"),
+        ({"thresholds": {"forgotten_accuracy_margin": -0.1}}, "'thresholds.forgotten_accuracy_margin'"),
+        ({"thresholds": {"resurrection_margin": 1}}, "'thresholds.resurrection_margin' must be a margin"),
+        ({"thresholds": {"retained_accuracy_drop": 2}}, "'thresholds.retained_accuracy_drop' must be a margin"),
+        ({"thresholds": {"confidence": 1.0}}, "'thresholds.confidence' must be a confidence level"),
+        ({"retrain_references": 0}, r"'retrain_references' must be a number of references in \[1, 64\]"),
         ({"thresholds": {"retained_fd_ratio": 0.9}}, "'thresholds.retained_fd_ratio' must be a finite ratio >= 1"),
         ({"thresholds": {"retained_fd_ratio": float("inf")}}, "'thresholds.retained_fd_ratio' must be a finite"),
         ({"thresholds": {"extraction_margin": -1}}, "'thresholds.extraction_margin' must be a number of images"),
@@ -78,57 +81,16 @@ def test_bad_yaml_files(tmp_path):
         load_config(tmp_path / "code.yaml")
 
 
-def _metrics(auc, tpr):
-    return {"auc": auc, "tpr_at_1pct_fpr": tpr, "fpr_at_1pct_fpr": 0.01}
-
-
-def _results(unlearned_auc, forgotten_acc, fd=2.2, with_reference=True):
-    models = {"original": (0.8, 0.3, 0.98, 0.98, 2.0), "unlearned": (unlearned_auc, 0.02, forgotten_acc, 0.97, fd)}
-    if with_reference:
-        models["retrained"] = (0.45, 0.01, 0.05, 0.97, 2.2)
-    return {
-        "attacks": {"loss": {role: _metrics(v[0], v[1]) for role, v in models.items()}},
-        "extraction": {role: {"num_forget_extracted": 3 if role == "original" else 0} for role in models},
-        "utility": {role: {"forgotten_accuracy": v[2], "retained_accuracy": v[3], "retained_fd": v[4]}
-                    for role, v in models.items()},
-    }
-
-
-def test_checks_pass_when_close_to_retrained():
-    checks = evaluate_checks(_results(0.48, 0.03), Thresholds())
-    assert verdict(checks) == "PASS", [c.detail for c in checks if not c.passed]
-    assert {c.name for c in checks} == {"mia_auc[loss]", "mia_tpr[loss]", "extraction", "forgotten_generation",
-                                       "retained_accuracy", "retained_fd"}
-
-
-def test_checks_are_two_sided_and_explain_failures():
-    below = evaluate_checks(_results(0.2, 0.03), Thresholds())  # forget loss pushed far ABOVE heldout
-    failed = [c for c in below if not c.passed]
-    assert verdict(below) == "FAIL" and [c.name for c in failed] == ["mia_auc[loss]"]
-    assert "off by -0.250" in failed[0].detail
-    noop = evaluate_checks(_results(0.8, 0.98), Thresholds())
-    assert {c.name for c in noop if not c.passed} >= {"mia_auc[loss]", "forgotten_generation"}
-    worse = evaluate_checks(_results(0.48, 0.03, fd=2.7), Thresholds())
-    assert [c.name for c in worse if not c.passed] == ["retained_fd"]
-
-
-def test_checks_without_reference_fall_back_to_chance():
-    checks = evaluate_checks(_results(0.52, 0.05, with_reference=False), Thresholds())
-    auc = next(c for c in checks if c.name == "mia_auc[loss]")
-    assert auc.target == 0.5 and auc.passed
-    assert verdict([]) == "FAIL"
-
-
 def test_limits_allow_the_edges():
     config = config_from_dict({"seed": 2**63 - 1, "split_seed": 2**32 - 1, "member_fraction": 0.99,
-                               "thresholds": {"mia_auc_tolerance": 0, "retained_fd_ratio": 1, "extraction_margin": 0}})
+                               "thresholds": {"mia_auc_margin": 0.49, "retained_fd_ratio": 1, "extraction_margin": 0}})
     assert config.seed == 2**63 - 1 and config.thresholds.retained_fd_ratio == 1.0
 
 
 def test_error_messages_quote_values_cut_short():
     value = {"x" * 1000: list(range(10**6))}
     with pytest.raises(UsageError) as caught:
-        config_from_dict({"thresholds": {"mia_auc_tolerance": 0.1, "retained_fd_ratio": value}})
+        config_from_dict({"thresholds": {"mia_auc_margin": 0.1, "retained_fd_ratio": value}})
     assert len(str(caught.value)) < 160 and "..." in str(caught.value)
     with pytest.raises(UsageError) as caught:
         config_from_dict({"y" * 10**6: 1})
@@ -196,11 +158,6 @@ def test_files_that_are_not_configs(tmp_path, content, message):
     with pytest.raises(UsageError, match=message) as caught:
         load_config(path)
     assert "not found" not in str(caught.value) and "\n" not in str(caught.value)
-
-
-def test_the_verdict_rule_on_pass_flags():
-    assert verdict_of([True, True]) == "PASS"
-    assert verdict_of([True, False]) == verdict_of([]) == "FAIL"
 
 
 @pytest.mark.parametrize("text", [_laughs(), "[" * 100_000 + "]" * 100_000])

@@ -1,9 +1,10 @@
 """Known-answer controls of the audit, end to end on small real models.
 
-An auditor that certifies a no-op is worse than none: the original model presented as "unlearned" must FAIL,
-and a model retrained from scratch without the forget set must PASS against an independently retrained
-reference. The data is a 3-class image folder made from the bundled digits (so models train in seconds);
-both controls use the same thresholds, widened for the sampling noise of small models and small sample counts.
+An auditor that certifies a no-op is worse than none: the original model presented as "unlearned" must never
+PASS, and a model retrained from scratch without the forget set must never FAIL against two independently
+retrained references. The data is a 3-class image folder made from the bundled digits (so models train in
+seconds); both controls use the default margins. Small models leak little, so the audit may lack the power to
+PASS anything here: INCONCLUSIVE is a right answer for the retrained control, never FAIL.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def workspace(tmp_path_factory, digits):
     spec = ForgetSpec(classes=(FORGET_CLASS,))
     retain = spec.retain_ids(data.labels, splits)
     paths = {}
-    for name, ids, seed in [("original", splits.members, 0), ("retrained_a", retain, 1), ("retrained_b", retain, 2)]:
+    for name, ids, seed in [("original", splits.members, 0), ("retrained_a", retain, 1), ("retrained_b", retain, 2),
+                            ("retrained_c", retain, 3)]:
         trained = train_on_ids(data, ids, TrainConfig(**{**SMALL.to_dict(), "seed": seed}), role=name, quiet=True)
         trained.model.save(root / name, trained.record)
         paths[name] = root / name
@@ -48,15 +50,14 @@ def workspace(tmp_path_factory, digits):
     config.write_text(
         f"data: {folder}\nforget_classes: [{FORGET_CLASS}]\nextraction_samples_per_class: 30\n"
         "eval_samples_per_class: 40\neval_steps: 20\n"
-        "thresholds:\n  mia_auc_tolerance: 0.15\n  mia_tpr_tolerance: 0.15\n  retained_accuracy_drop: 0.1\n"
-        "  retained_fd_ratio: 2.0\n  extraction_margin: 1\n"
     )
     return {"root": root, "config": config, **paths}
 
 
 def _audit(workspace, unlearned, out, *extra):
     args = ["audit", "--config", workspace["config"], "--model", workspace["original"], "--unlearned", unlearned,
-            "--retrained", workspace["retrained_b"], "--out", out, "--quiet", *extra]
+            "--retrained", workspace["retrained_b"], "--retrained", workspace["retrained_c"], "--out", out, "--quiet",
+            *extra]
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
@@ -73,8 +74,8 @@ def test_noop_unlearning_fails_the_audit(noop):
     assert "verdict: FAIL" in result.output
     results = json.loads((out / "results.json").read_text())
     assert results["verdict"] == "FAIL"
-    failed = {c["name"] for c in results["checks"] if not c["passed"]}
-    assert "forgotten_generation" in failed
+    failed = {c["name"] for c in results["checks"] if c["decision"] == "FAIL"}
+    assert {"forgotten_generation", "resurrection"} <= failed
     assert results["forget_spec"]["label"] == LABEL
 
 
@@ -95,16 +96,19 @@ def test_report_is_self_contained_and_escaped(noop, tmp_path):
     assert again.read_text() == html
 
 
-def test_retrained_model_passes_the_audit(workspace):
+def test_retrained_model_never_fails_the_audit(workspace):
     out = workspace["root"] / "retrained"
     result = _audit(workspace, workspace["retrained_a"], out)
     results = json.loads((out / "results.json").read_text())
-    failed = [c["detail"] for c in results["checks"] if not c["passed"]]
-    assert result.exit_code == 0, (result.output, failed)
-    assert results["verdict"] == "PASS"
-    assert results["schema_version"] == 1
+    failed = [c["detail"] for c in results["checks"] if c["decision"] == "FAIL"]
+    assert results["verdict"] in ("PASS", "INCONCLUSIVE"), failed
+    assert result.exit_code == {"PASS": 0, "INCONCLUSIVE": 4}[results["verdict"]], result.output
+    assert results["schema_version"] == 2
+    assert results["membership"]["references"] == ["reference_1", "reference_2"]
+    assert set(results["membership"]["conditionings"]) == {"label", "inverted"}
     assert set(results["attacks"]) == {"loss", "secmi", "pia", "pian"}
     for per_model in results["attacks"].values():
-        assert set(per_model) == {"original", "unlearned", "retrained"}
+        assert set(per_model) == {"original", "unlearned", "reference_1", "reference_2"}
     header = (out / "scores" / "loss.csv").read_text().splitlines()[0]
-    assert header == "sample_id,split,is_member,model,score"
+    assert header == "sample_id,split,is_member,model,conditioning,score,calibrated_score"
+    assert results["power"]["statement"].startswith(results["verdict"])
