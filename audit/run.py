@@ -262,10 +262,11 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
                   if comp["decision"] == "INCONCLUSIVE" and comp.get("samples_needed")]
     else:
         text += " The attacks could not tell the original model from the references, so this audit cannot certify."
-        needed = [statistics.samples_needed(statistics.PairedDifference(**comp["auc"][comp["scale"]]["original"]),
-                                            margin)
-                  for per in attacks.values() for comp in per.values() if comp["scale"]]
-        needed = [min(v for v in needed if v)] if any(needed) else []
+        originals = [statistics.PairedDifference(**comp["auc"][comp["scale"]]["original"])
+                     for per in attacks.values() for comp in per.values() if comp["scale"]]
+        # only a difference beyond the margin can become a FAIL of the original, i.e. power, with more images
+        needed = [statistics.samples_needed(diff, margin) for diff in originals if abs(diff.estimate) > margin]
+        needed = [min(needed)] if needed else []
     decidable = [v for v in needed if v <= SAMPLES_NEEDED_CAP * n]
     if decidable:
         what = "the inconclusive checks" if has_power else "the attacks to separate the original from the references"

@@ -83,7 +83,7 @@ def forest_figure(rows: list[ForestRow], margin: float, xlabel: str) -> str:
 
 def roc_figure(per_model: dict, attack: str) -> str:
     """ROC curves of one attack for each model on log-log axes, with the chance diagonal."""
-    figure = Figure(figsize=(4.2, 3.6))
+    figure = Figure(figsize=(4.2, 4.4))
     ax = figure.add_subplot()
     floor = 1e-3
     for role, metrics in per_model.items():
@@ -94,15 +94,20 @@ def roc_figure(per_model: dict, attack: str) -> str:
     ax.plot([floor, 1], [floor, 1], color="grey", linestyle=":", label="chance")
     ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.05),
            xlabel="false positive rate", ylabel="true positive rate", title=f"{attack}: ROC (log axes)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     return to_svg(figure)
 
 
 def score_histograms(scores: dict[str, dict[str, np.ndarray]], attack: str) -> str:
-    """For each model, histograms of the attack score on the forget set and on the heldout non-members."""
+    """For each model, histograms of the attack score on the forget set and on the heldout non-members (three
+    models a row)."""
     roles = list(scores)
-    figure = Figure(figsize=(2.4 * len(roles), 2.4))
-    axes = figure.subplots(1, len(roles), squeeze=False)[0]
+    columns = min(3, len(roles))
+    rows = -(-len(roles) // columns)
+    figure = Figure(figsize=(2.3 * columns, 2.1 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(roles):]:
+        ax.set_visible(False)
     for ax, role in zip(axes, roles):
         forget, heldout = scores[role]["forget"], scores[role]["heldout"]
         both = np.concatenate([forget, heldout])
