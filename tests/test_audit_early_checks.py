@@ -7,7 +7,6 @@ import pytest
 from click.testing import CliRunner
 
 from audit.cli import main
-from audit.config import AuditConfig
 from audit.run import _retrained_model
 from diffusion.data import load_image_folder
 from diffusion.errors import UsageError
@@ -116,14 +115,13 @@ def test_retrained_cache_is_keyed_by_content_not_path(tmp_path, digits):
     folder = write_digit_folder(tmp_path / "data", digits)
     original = DiffusionModel.create(num_classes=3, device="cpu", **TINY)
     retrain = METHODS.make("retrain", steps=2)
-    config = AuditConfig(data=str(folder), quiet=True)
 
     def retrained():
         data = load_image_folder(folder, size=8)
         splits = make_splits(data.labels, 0)
         spec = ForgetSpec(classes=(1,))
         task = ForgetTask.from_spec(data, splits, spec)
-        return _retrained_model(retrain, original, task, (data, splits, spec), config)[1]
+        return _retrained_model(retrain, original, task, (data, splits, spec), seed=5, quiet=True)[1]
 
     first = retrained()
     again = retrained()
@@ -131,3 +129,31 @@ def test_retrained_cache_is_keyed_by_content_not_path(tmp_path, digits):
     next(iter((folder / "digit2").iterdir())).unlink()  # the same path, edited content
     edited = retrained()
     assert not edited["cached"] and edited["source"] != first["source"]
+
+
+def test_a_retrained_reference_of_another_shape_is_refused_before_training(tmp_path, no_training, folder):
+    DiffusionModel.create(num_classes=3, device="cpu", **TINY).save(tmp_path / "m8")
+    DiffusionModel.create(sample_size=16, num_classes=3, device="cpu", **TINY).save(tmp_path / "m16")
+    out = tmp_path / "out"
+    result = invoke("audit", "--model", tmp_path / "m8", "--data", folder, "--forget-class", 1,
+                    "--retrained", tmp_path / "m8", "--retrained", tmp_path / "m16", "--out", out, "--quiet")
+    assert_one_line_usage_error(result, "the audit's reference_2 model", "(1, 16, 16)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--references", 0], "'retrain_references' must be a number of references in [1, 64]"),
+])
+def test_bad_reference_counts_are_refused(tmp_path, args, message):
+    out = tmp_path / "out"
+    assert_one_line_usage_error(invoke("audit", *args, "--out", out, "--quiet"), message)
+    assert not out.exists()
+
+
+def test_a_margin_of_zero_is_refused(tmp_path):
+    config = tmp_path / "audit.yaml"
+    config.write_text("thresholds: {mia_auc_margin: 0}\n")
+    out = tmp_path / "out"
+    assert_one_line_usage_error(invoke("audit", "--config", config, "--out", out, "--quiet"),
+                                "'thresholds.mia_auc_margin' must be a margin in (0, 0.5)")
+    assert not out.exists()

@@ -19,9 +19,11 @@ from click.testing import CliRunner
 from audit.checks import evaluate_checks, verdict
 from audit.cli import main
 from audit.config import Thresholds
-from reports.html import SCHEMA_VERSION, render_report
+from audit.schema import SCHEMA_VERSION
+from reports.html import render_report
 
-ROLES = {"original": (0.9, 0.95), "unlearned": (0.5, 0.04), "retrained": (0.48, 0.03)}
+# role: (label AUC, forgotten-class accuracy)
+ROLES = {"original": (0.9, 0.95), "unlearned": (0.5, 0.04), "reference_1": (0.48, 0.03), "reference_2": (0.52, 0.03)}
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
 
 
@@ -31,8 +33,29 @@ def _metrics(auc: float) -> dict:
             "cost": {"calls_per_sample": 1}, "roc": {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.6, 1.0]}}
 
 
+def _difference(estimate: float) -> dict:
+    """A paired difference (audit.statistics.PairedDifference.to_dict) of AUC against the two references."""
+    references = [ROLES["reference_1"][0], ROLES["reference_2"][0]]
+    return {"metric": "auc", "estimate": estimate, "low": estimate - 0.04, "high": estimate + 0.04,
+            "confidence": 0.9, "standard_error": 0.02, "subject_value": 0.5 + estimate,
+            "reference_values": references, "reference_spread": 0.02, "num_members": 4, "num_nonmembers": 4,
+            "n_bootstrap": 100}
+
+
+def _membership() -> dict:
+    """The unlearned model within the margin, the original far outside it (the audit has power): PASS."""
+    comparison = {"scale": "raw", "auc": {"raw": {"unlearned": _difference(0.0), "original": _difference(0.4)}},
+                  "tpr_at_resolvable_fpr": {"fpr": 0.25, "unlearned": _difference(0.0)}, "decision": "PASS",
+                  "power": True, "samples_needed": 4, "unlearned_forget_z": [0.1, -0.2, 2.5, 0.0]}
+    return {"references": ["reference_1", "reference_2"], "conditionings": ["label"], "num_forget": 4,
+            "num_heldout": 4, "inversion_image_ids": [], "confidence": 0.9, "margin": 0.1,
+            "attacks": {"loss": {"label": comparison}},
+            "exposed_forget_images": [{"sample_id": 2, "label": 0, "attack": "loss", "conditioning": "label",
+                                       "z": 2.5, "p_value": 0.006}]}
+
+
 def _document() -> dict:
-    """A small but complete results document, its checks and verdict computed as an audit does."""
+    """A small but complete schema 2 results document, its checks and verdict computed as an audit does."""
     results = {
         "schema_version": SCHEMA_VERSION, "verdict": None, "created": "2025-01-01T00:00:00+00:00",
         "config": {"seed": 0}, "forget_spec": {"classes": [0], "sample_ids": [], "label": "", "fingerprint": "f0"},
@@ -41,9 +64,10 @@ def _document() -> dict:
         "judge": {"test_accuracy": 0.97}, "models": {role: {"source": role, "fingerprint": "f"} for role in ROLES},
         "unlearning": {"method": "erasediff", "params": {}, "steps": None, "seconds": 1.0,
                        "curves": {"forget_loss": [1.0, 0.5], "$\\frac{1}{$": [0.1, 0.2]}},
+        "membership": _membership(),
         "attacks": {"loss": {role: _metrics(auc) for role, (auc, _) in ROLES.items()}},
         "utility": {role: {"per_class_accuracy": {"0": acc, "1": 0.9}, "forgotten_accuracy": acc,
-                           "retained_accuracy": 0.9, "retained_fd": 2.0, "samples_per_class": 4}
+                           "retained_accuracy": 0.9, "retained_fd": 2.0, "samples_per_class": 2000}
                     for role, (_, acc) in ROLES.items()},
         "extraction": {role: {"num_forget_extracted": 0} for role in ROLES},
         "resurrection": {},
@@ -53,16 +77,22 @@ def _document() -> dict:
     checks = evaluate_checks(results, Thresholds())
     results["checks"] = [c.to_dict() for c in checks]
     results["verdict"] = verdict(checks)
+    results["power"] = {"statement": "PASS: every check within its margin.", "has_power": True,
+                        "samples_needed": None}
     return results
+
+
+SCORE_HEADER = "sample_id,split,is_member,model,conditioning,score,calibrated_score\n"
 
 
 def _write_run(folder: Path, results: dict) -> Path:
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "scores").mkdir(exist_ok=True)
     (folder / "images" / "unlearned_forgotten.png").write_bytes(PNG)
-    rows = [f"{i},{split},{int(split == 'forget')},{role},{0.1 * i}"
-            for role in ROLES for split in ("forget", "heldout") for i in range(3)]
-    (folder / "scores" / "loss.csv").write_text("sample_id,split,is_member,model,score\n" + "\n".join(rows) + "\n")
+    rows = [f"{i},{split},{int(split == 'forget')},{role},{conditioning},{0.1 * i},"
+            for role in ROLES for conditioning in ("label", "inverted") for split in ("forget", "heldout")
+            for i in range(3)]
+    (folder / "scores" / "loss.csv").write_text(SCORE_HEADER + "\n".join(rows) + "\n")
     path = folder / "results.json"
     path.write_text(json.dumps(results))
     return path
@@ -127,10 +157,16 @@ def test_score_tables_must_be_regular_files_inside_the_scores_folder(tmp_path):
 
 @pytest.mark.parametrize("table, problem", [
     ("sample_id,split\n1,forget\n", "no column 'score'"),
-    ("model,split,score\nunlearned,forget,x\n", "could not convert"),
-    ("model,split,score\nunlearned,forget,nan\n", "line 2"),
-    ("model,split,score\n../x,forget,1\n", "line 2"),
-    ("model,split,score\nunlearned,forget,1\n", "lacks forget or heldout rows for the model 'unlearned'"),
+    ("model,split,score\nunlearned,forget,1\n", "no column 'conditioning'"),
+    ("model,split,conditioning,score\nunlearned,forget,label,x\n", "could not convert"),
+    ("model,split,conditioning,score\nunlearned,forget,label,nan\n", "line 2"),
+    ("model,split,conditioning,score\n../x,forget,label,1\n", "line 2"),
+    ("model,split,conditioning,score\nretrained,forget,label,1\n", "line 2"),
+    ("model,split,conditioning,score\nunlearned,forget,,1\n", "line 2"),
+    ("model,split,conditioning,score\nunlearned,forget,label,1\n",
+     "lacks forget or heldout rows for the model 'unlearned'"),
+    ("model,split,conditioning,score\nunlearned,forget,inverted,1\nunlearned,heldout,inverted,1\n",
+     "has no rows under the conditioning 'label'"),
 ])
 def test_malformed_score_tables(tmp_path, table, problem):
     path = _write_run(tmp_path, _document())
@@ -146,19 +182,46 @@ def _without(results: dict, *keys: str) -> dict:
     return results
 
 
+def _comparison(results: dict) -> dict:
+    return results["membership"]["attacks"]["loss"]["label"]
+
+
 @pytest.mark.parametrize("change, problem", [
     (lambda r: _without(r, "checks"), "lacks the key 'checks'"),
     (lambda r: _without(r, "utility"), "lacks the key 'utility'"),
+    (lambda r: _without(r, "membership"), "lacks the key 'membership'"),
+    (lambda r: _without(r, "power"), "lacks the key 'power'"),
     (lambda r: _without(r, "utility", "original"), "key 'utility' lacks the model 'original'"),
     (lambda r: _without(r, "attacks", "loss", "unlearned", "roc"), "attacks.loss.unlearned.roc"),
-    (lambda r: _without(r, "checks", 0, "passed"), "key 'checks[0]' lacks 'passed'"),
+    (lambda r: _without(r, "checks", 0, "decision"), "key 'checks[0]' lacks 'decision'"),
     (lambda r: _without(r, "environment", "packages"), "environment.packages"),
     (lambda r: r.update(attacks={}), "holds no membership attack"),
     (lambda r: r.update(attacks=[1, 2]), "key 'attacks' must be dict"),
     (lambda r: r["utility"].update(judge={}), "has the model 'judge'"),
-    (lambda r: r["utility"]["retrained"]["per_class_accuracy"].pop("1"), "other classes"),
+    (lambda r: r["utility"].update(retrained={}), "has the model 'retrained'"),
+    (lambda r: r["utility"].update(reference_0={}), "has the model 'reference_0'"),
+    (lambda r: r["utility"]["reference_1"]["per_class_accuracy"].pop("1"), "other classes"),
     (lambda r: r["attacks"]["loss"]["unlearned"]["roc"].update(fpr=["a"]), "list of numbers"),
-    (lambda r: r["checks"][0].update(passed="yes"), "checks[0].passed' must be bool"),
+    (lambda r: r["checks"][0].update(decision="yes"), "checks[0].decision' must be one of PASS, FAIL"),
+    (lambda r: r["checks"][0].update(decision=True), "checks[0].decision' must be str"),
+    (lambda r: r["checks"][0].update(interval=[0.1, 0.2, 0.3]), "checks[0].interval' must be [low, high]"),
+    (lambda r: r["checks"][0].update(interval=[0.1, "x"]), "checks[0].interval' must be a list of numbers"),
+    (lambda r: r["checks"][0].update(estimate=True), "checks[0].estimate' must be int or float or NoneType"),
+    (lambda r: r["membership"].update(references=["reference_1", "original"]), "must list reference roles"),
+    (lambda r: r["membership"]["attacks"].update(pia={}), "names other attacks than the key 'attacks'"),
+    (lambda r: _comparison(r).update(decision="MAYBE"), "membership.attacks.loss.label.decision' must be one of"),
+    (lambda r: _without(r, "membership", "attacks", "loss", "label", "power"), "label' lacks 'power'"),
+    (lambda r: _comparison(r).update(scale="calibrated"), "label.auc' lacks its scale 'calibrated'"),
+    (lambda r: _comparison(r).update(scale=None), "membership.attacks.loss.label.note' must be str"),
+    (lambda r: _without(r, "membership", "attacks", "loss", "label", "auc", "raw", "original", "low"),
+     "label.auc.raw.original' lacks 'low'"),
+    (lambda r: _comparison(r)["auc"]["raw"]["unlearned"].update(reference_values=[0.5, None]),
+     "reference_values' must be a list of numbers"),
+    (lambda r: r["membership"]["attacks"]["loss"].update(inverted=_comparison(r)),
+     "has a conditioning not in 'membership.conditionings'"),
+    (lambda r: _without(r, "membership", "exposed_forget_images", 0, "z"), "exposed_forget_images[0]' lacks 'z'"),
+    (lambda r: r["membership"]["exposed_forget_images"][0].update(sample_id="2"), "sample_id' must be int"),
+    (lambda r: r["power"].update(has_power="yes"), "key 'power.has_power' must be bool"),
 ])
 def test_documents_missing_what_the_page_needs(tmp_path, change, problem):
     results = _document()
@@ -166,30 +229,51 @@ def test_documents_missing_what_the_page_needs(tmp_path, change, problem):
     _refused(_report(_write_run(tmp_path, results)), "results.json", problem)
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", True, 1.0])
+def test_schema_1_documents_are_refused_with_a_pointer_to_the_audit(tmp_path):
+    results = _document()
+    results["schema_version"] = 1
+    _refused(_report(_write_run(tmp_path, results)), "is a schema 1 results document (erasediff before the "
+             "three-valued verdict); this erasediff renders schema 2 only: re-run the audit")
+
+
+@pytest.mark.parametrize("version", [3, 0, "2", True, 2.0, 1.0])
 def test_other_schema_versions_are_refused(tmp_path, version):
     results = _document()
     results["schema_version"] = version
-    _refused(_report(_write_run(tmp_path, results)), "schema_version", f"reads version {SCHEMA_VERSION}")
+    _refused(_report(_write_run(tmp_path, results)), f"has schema_version {version!r}",
+             f"renders schema {SCHEMA_VERSION} only")
 
 
 def test_a_number_too_long_to_parse(tmp_path):
     path = _write_run(tmp_path, _document())
-    path.write_text(path.read_text().replace('"schema_version": 1', '"schema_version": ' + "9" * 5000))
+    path.write_text(path.read_text().replace(f'"schema_version": {SCHEMA_VERSION}', '"schema_version": ' + "9" * 5000))
     _refused(_report(path), "is not JSON")
 
 
 def test_a_verdict_must_follow_from_the_checks(tmp_path):
     results = _document()
-    assert results["verdict"] == "PASS"
-    results["checks"][0]["passed"] = False
+    assert results["verdict"] == "PASS" and _report(_write_run(tmp_path, results)).exit_code == 0
+    results["checks"][0]["decision"] = "FAIL"
     _refused(_report(_write_run(tmp_path, results)), "says verdict 'PASS' but its checks give FAIL",
-             f"failed: {results['checks'][0]['name']}")
+             f"failed: {results['checks'][0]['name']}; inconclusive: none")
+    results = _document()
+    results["checks"][1]["decision"] = "INCONCLUSIVE"
+    _refused(_report(_write_run(tmp_path, results)), "says verdict 'PASS' but its checks give INCONCLUSIVE",
+             f"failed: none; inconclusive: {results['checks'][1]['name']}")
     results = _document()
     results["verdict"] = "FAIL"
     _refused(_report(_write_run(tmp_path, results)), "says verdict 'FAIL' but its checks give PASS")
     results["checks"], results["verdict"] = [], "PASS"
-    _refused(_report(_write_run(tmp_path, results)), "its checks give FAIL (0 checks")
+    _refused(_report(_write_run(tmp_path, results)), "its checks give INCONCLUSIVE (0 checks")
+
+
+def test_long_names_keep_messages_short(tmp_path):
+    results = _document()
+    results["membership"]["conditionings"].append("x" * 5000)
+    results["membership"]["attacks"]["loss"]["x" * 5000] = []
+    result = _report(_write_run(tmp_path, results))
+    _refused(result, "key 'membership.attacks.loss.xxx")
+    assert len(result.output) < 400 + len(str(tmp_path))
 
 
 def test_render_report_names_its_source(tmp_path):
