@@ -18,14 +18,16 @@ _REFERENCE = re.compile(r"reference_([1-9][0-9]*)")
 
 class _RoleColors(dict):
     """Role -> colour: red for the original, blue for the unlearned model, and for ``reference_k`` (any k) a
-    shade of green, its lightness stepped by the golden ratio so that neighbouring references differ."""
+    shade of green, its lightness and hue (olive to teal) stepped by golden-ratio fractions so that neighbouring
+    references differ."""
 
     def __missing__(self, role: str) -> str:
         match = _REFERENCE.fullmatch(role)
         if match is None:
             raise KeyError(role)
-        lightness = 0.18 + 0.47 * ((int(match[1]) - 1) * 0.618034 % 1)
-        return to_hex(colorsys.hls_to_rgb(0.37, lightness, 0.62))
+        step = int(match[1]) - 1
+        hue, lightness = 0.28 + 0.16 * (step * 0.381966 % 1), 0.18 + 0.47 * (step * 0.618034 % 1)
+        return to_hex(colorsys.hls_to_rgb(hue, lightness, 0.62))
 
 
 ROLE_COLORS = _RoleColors(original="#c0392b", unlearned="#2471a3")

@@ -91,7 +91,7 @@ def _check_type(value: Any, kind: type | tuple[type, ...], where: str, source: s
     """``value`` (the results key ``where``) is of ``kind``; a number is never a bool, nor an int a bool."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
     ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-    names = " or ".join(k.__name__ for k in kinds)
+    names = " or ".join("null" if k is _NONE else k.__name__ for k in kinds)
     _require(ok, source, f"key '{where}' must be {names}; got {short_repr(value)}")
 
 

@@ -7,12 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
-from diffusion.data import load_digits_dataset
+from audit.cli import main
+from diffusion.data import load_digits_dataset, load_image_folder
 from diffusion.judge import train_judge
 from diffusion.model import DiffusionModel
-from diffusion.splits import make_splits
+from diffusion.reference import train_on_ids
+from diffusion.splits import ForgetSpec, make_splits
+from diffusion.training import TrainConfig
 
 # One thread: the tiny models gain nothing from two, and a busy 2-core machine slows two threads 5-10x.
 torch.set_num_threads(1)
@@ -20,10 +24,12 @@ torch.set_num_threads(1)
 TINY = dict(block_out_channels=(8, 16), layers_per_block=1, num_train_timesteps=100)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep every test's cache (judge, reference models) out of the user's home."""
-    monkeypatch.setenv("ERASEDIFF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Keep every test's cache (judge, reference models) out of the user's home, session fixtures' too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ERASEDIFF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +66,53 @@ def write_digit_folder(root: Path, digits, classes=(0, 1, 2)) -> Path:
             pixels = ((digits.images[i, 0].numpy() + 1) * 127.5).round().astype(np.uint8)
             Image.fromarray(pixels).save(root / f"digit{c}" / f"{i}.png")
     return root
+
+
+CONTROL_CLASS = 1
+CONTROL_LABEL = "<script>alert(1)</script> request"
+CONTROL_RECIPE = TrainConfig(steps=500, batch_size=64, lr=2e-3, ema_decay=0.99, block_out_channels=(16, 32),
+                             num_train_timesteps=100)
+
+
+@pytest.fixture(scope="session")
+def control_workspace(tmp_path_factory, digits) -> dict[str, Path]:
+    """Digits of classes 0-2 as an image folder, a small model trained on its members, and three trained
+    without class 1 (own seeds): the known-answer controls of the audit, shared by every test that needs one."""
+    root = tmp_path_factory.mktemp("controls")
+    folder = write_digit_folder(root / "digits3", digits)
+    data = load_image_folder(folder, size=8)
+    splits = make_splits(data.labels, seed=0)
+    retain = ForgetSpec(classes=(CONTROL_CLASS,)).retain_ids(data.labels, splits)
+    paths = {}
+    for name, ids, seed in [("original", splits.members, 0), ("retrained_a", retain, 1), ("retrained_b", retain, 2),
+                            ("retrained_c", retain, 3)]:
+        recipe = TrainConfig(**{**CONTROL_RECIPE.to_dict(), "seed": seed})
+        trained = train_on_ids(data, ids, recipe, role=name, quiet=True)
+        trained.model.save(root / name, trained.record)
+        paths[name] = root / name
+    config = root / "audit.yaml"
+    config.write_text(f"data: {folder}\nforget_classes: [{CONTROL_CLASS}]\nextraction_samples_per_class: 30\n"
+                      "eval_samples_per_class: 40\neval_steps: 20\n")
+    return {"root": root, "config": config, **paths}
+
+
+def control_audit(workspace: dict[str, Path], unlearned: Path, out: Path, *extra):
+    """``erasediff audit`` of ``unlearned`` against references retrained_b and retrained_c, through the CLI."""
+    args = ["audit", "--config", workspace["config"], "--model", workspace["original"], "--unlearned", unlearned,
+            "--retrained", workspace["retrained_b"], "--retrained", workspace["retrained_c"], "--out", out, "--quiet",
+            *extra]
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def noop_audit(control_workspace):
+    """The original model presented as "unlearned": the audit's output folder and the CLI result."""
+    out = control_workspace["root"] / "noop"
+    return out, control_audit(control_workspace, control_workspace["original"], out, "--forget-label", CONTROL_LABEL)
+
+
+@pytest.fixture(scope="session")
+def retrained_audit(control_workspace):
+    """A model retrained from scratch without the forget set presented as "unlearned"."""
+    out = control_workspace["root"] / "retrained"
+    return out, control_audit(control_workspace, control_workspace["retrained_a"], out)

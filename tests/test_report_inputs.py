@@ -206,7 +206,7 @@ def _comparison(results: dict) -> dict:
     (lambda r: r["checks"][0].update(decision=True), "checks[0].decision' must be str"),
     (lambda r: r["checks"][0].update(interval=[0.1, 0.2, 0.3]), "checks[0].interval' must be [low, high]"),
     (lambda r: r["checks"][0].update(interval=[0.1, "x"]), "checks[0].interval' must be a list of numbers"),
-    (lambda r: r["checks"][0].update(estimate=True), "checks[0].estimate' must be int or float or NoneType"),
+    (lambda r: r["checks"][0].update(estimate=True), "checks[0].estimate' must be int or float or null"),
     (lambda r: r["membership"].update(references=["reference_1", "original"]), "must list reference roles"),
     (lambda r: r["membership"]["attacks"].update(pia={}), "names other attacks than the key 'attacks'"),
     (lambda r: _comparison(r).update(decision="MAYBE"), "membership.attacks.loss.label.decision' must be one of"),
