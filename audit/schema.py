@@ -13,32 +13,16 @@ SCHEMA_VERSION = 2
 ROLE_PATTERN = r"original|unlearned|reference_[1-9][0-9]*"
 
 
-class PairedDifferenceDoc(TypedDict):
-    """A subject's metric minus the references' mean, with a paired-bootstrap interval (audit.statistics)."""
-
-    metric: str
-    estimate: float
-    low: float
-    high: float
-    confidence: float
-    standard_error: float
-    subject_value: float
-    reference_values: list[float]
-    reference_spread: float
-    num_members: int
-    num_nonmembers: int
-    n_bootstrap: int
-
-
 class ComparisonDoc(TypedDict, total=False):
     """One attack under one conditioning: the unlearned and the original model against the references.
 
-    ``auc[scale][subject]`` for scale ``raw`` and (K >= 2) ``calibrated``, subject ``unlearned`` / ``original``;
-    ``scale`` is the one decisions use (None without references, then ``note`` says why).
+    ``auc[scale][subject]`` (a :class:`audit.statistics.PairedDifference` as a dict) for scale ``raw`` and
+    (K >= 2) ``calibrated``, subject ``unlearned`` / ``original``; ``scale`` is the one decisions use (None
+    without references, then ``note`` says why).
     """
 
     scale: str | None
-    auc: dict[str, dict[str, PairedDifferenceDoc]]
+    auc: dict[str, dict[str, dict]]
     tpr_at_resolvable_fpr: dict
     decision: str
     power: bool
@@ -70,16 +54,6 @@ class MembershipDoc(TypedDict):
     exposed_forget_images: list[ExposedImageDoc]
 
 
-class CheckDoc(TypedDict):
-    name: str
-    description: str
-    decision: str
-    estimate: float | None
-    interval: list[float] | None
-    rule: str
-    detail: str
-
-
 class PowerDoc(TypedDict):
     statement: str
     has_power: bool
@@ -107,6 +81,6 @@ class ResultsDocument(TypedDict):
     extraction: dict[str, dict]
     resurrection: dict[str, dict]
     images: dict[str, str]
-    checks: list[CheckDoc]
+    checks: list[dict]  # audit.checks.Check as dicts
     power: PowerDoc
     timings: dict[str, float]
