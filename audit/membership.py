@@ -68,41 +68,40 @@ def conditioned(
 
 def compare(
     scores: dict[str, np.ndarray], is_member: np.ndarray, references: list[str], thresholds: Thresholds, seed: int
-) -> dict:
+) -> tuple[dict, dict[str, np.ndarray]]:
     """The unlearned and the original model against the references on one attack's scores under one conditioning.
 
     Decisions use per-example calibrated scores from :data:`CALIBRATE_FROM_REFERENCES` references on, raw paired
     scores below (and are INCONCLUSIVE without any reference). Both scales are reported (calibrated from 2
-    references on), so the calibration's gain or loss in power shows.
+    references on), so the calibration's gain or loss in power shows. Returns the comparison (JSON-ready) and
+    every model's calibrated scores ({} with fewer than 2 references).
     """
     if not references:
         return {"scale": None, "decision": statistics.INCONCLUSIVE, "power": False,
-                "note": "no model retrained without the forget set to compare with"}
+                "note": "no model retrained without the forget set to compare with"}, {}
     scales = {"raw": scores}
     if len(references) >= 2:
         scales["calibrated"] = statistics.calibrate(scores, references)
-    members = {}
-    for scale, values in scales.items():
-        members[scale] = {
-            subject: statistics.paired_difference(values, is_member, subject, references, metric="auc",
-                                                  confidence=thresholds.confidence, seed=seed).to_dict()
-            for subject in ("unlearned", "original")
-        }
+    diffs = {
+        scale: {subject: statistics.paired_difference(values, is_member, subject, references, metric="auc",
+                                                      confidence=thresholds.confidence, seed=seed)
+                for subject in ("unlearned", "original")}
+        for scale, values in scales.items()
+    }
     scale = "calibrated" if len(references) >= CALIBRATE_FROM_REFERENCES else "raw"
-    unlearned = statistics.PairedDifference(**members[scale]["unlearned"])
-    original = statistics.PairedDifference(**members[scale]["original"])
+    unlearned, original = diffs[scale]["unlearned"], diffs[scale]["original"]
     fpr = statistics.resolvable_fpr(int((~is_member).sum()), 0.01)
     tpr = statistics.paired_difference(scales[scale], is_member, "unlearned", references, metric=f"tpr@{fpr:.6g}",
                                        confidence=thresholds.confidence, seed=seed)
-    return {
+    comparison = {
         "scale": scale,
-        "auc": members,
+        "auc": {name: {subject: diff.to_dict() for subject, diff in per.items()} for name, per in diffs.items()},
         "tpr_at_resolvable_fpr": {"fpr": fpr, "unlearned": tpr.to_dict()},
         "decision": statistics.decide(unlearned, thresholds.mia_auc_margin),
         "power": statistics.has_power(original, thresholds.mia_auc_margin),
         "samples_needed": statistics.samples_needed(unlearned, thresholds.mia_auc_margin),
-        "calibrated_scores": {role: values.tolist() for role, values in scales.get("calibrated", {}).items()},
     }
+    return comparison, scales.get("calibrated", {})
 
 
 def run_membership(
@@ -129,14 +128,11 @@ def run_membership(
         for conditioning, view in views.items():
             scored = {role: attack.score(model, samples, seed=seed) for role, (model, samples) in view.items()}
             raw = {role: s.scores for role, s in scored.items()}
-            comparison = compare(raw, is_member, references, thresholds, seed)
-            calibrated = comparison.pop("calibrated_scores", {})
+            comparison, calibrated = compare(raw, is_member, references, thresholds, seed)
             if calibrated:
-                comparison["unlearned_forget_z"] = relative_to_nonmembers(np.asarray(calibrated["unlearned"]),
-                                                                          is_member).tolist()
+                comparison["unlearned_forget_z"] = relative_to_nonmembers(calibrated["unlearned"], is_member).tolist()
             comparisons[attack.name][conditioning] = comparison
-            blocks += [(role, conditioning, s, np.asarray(calibrated[role]) if calibrated else None)
-                       for role, s in scored.items()]
+            blocks += [(role, conditioning, s, calibrated.get(role)) for role, s in scored.items()]
             if conditioning == LABEL:
                 per_model[attack.name] = {
                     role: {**membership_metrics(s.scores[is_member], s.scores[~is_member], seed=seed),

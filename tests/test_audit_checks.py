@@ -30,7 +30,7 @@ def scores(references: int = 3, *, leak: float = 1.0, unlearned_leak: float = 0.
 
 def document(model_scores: dict, *, forgotten=(0.02, [0.02, 0.04]), fd=(3.0, 3.2)) -> dict:
     references = [r for r in model_scores if r.startswith("reference")]
-    comparison = compare(model_scores, IS_MEMBER, references, Thresholds(), seed=0)
+    comparison, _ = compare(model_scores, IS_MEMBER, references, Thresholds(), seed=0)
     utility = {role: {"samples_per_class": 100, "per_class_accuracy": dict.fromkeys(range(10), 1.0),
                       "forgotten_accuracy": 0.99, "retained_accuracy": 0.97, "retained_fd": fd[0]}
                for role in model_scores}
