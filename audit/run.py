@@ -39,7 +39,7 @@ from .checks import Check, evaluate_checks, verdict
 from .config import AuditConfig, Thresholds
 from .images import save_grid, save_pairs
 from .membership import ScoredSets, exposed_forget_images, run_membership
-from .schema import SCHEMA_VERSION
+from .schema import SCHEMA_VERSION, ResultsDocument
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
     return {"statement": text, "has_power": has_power, "samples_needed": max(decidable) if decidable else None}
 
 
-def run_audit(config: AuditConfig) -> dict:
+def run_audit(config: AuditConfig) -> ResultsDocument:
     """Run the whole audit and write the output folder atomically; returns the results document (schema 2)."""
     started = time.perf_counter()
     with atomic_output_dir(config.out, config.force, config.input_paths()) as out:
@@ -310,7 +310,7 @@ def run_audit(config: AuditConfig) -> dict:
             "attacks": comparisons,
             "exposed_forget_images": exposed,
         }
-        results = {
+        results: ResultsDocument = {
             "schema_version": SCHEMA_VERSION,
             "verdict": None,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),

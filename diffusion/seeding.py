@@ -24,8 +24,3 @@ def seeded_normal(seed: int, ids: Sequence[int], shape: Sequence[int], stream: s
     rows = [torch.randn(tuple(shape), generator=g) for g in seeded_generators(seed, ids, stream)]
     return torch.stack(rows) if rows else torch.empty((0, *shape))
 
-
-def seeded_uniform(seed: int, ids: Sequence[int], shape: Sequence[int], stream: str) -> torch.Tensor:
-    """Uniform [0, 1) noise of shape (len(ids), *shape); row i depends only on (seed, stream, ids[i])."""
-    rows = [torch.rand(tuple(shape), generator=g) for g in seeded_generators(seed, ids, stream)]
-    return torch.stack(rows) if rows else torch.empty((0, *shape))
