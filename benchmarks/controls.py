@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("controls.json"))
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="erasediff-controls-"))
+    work.mkdir(parents=True, exist_ok=True)
     dataset = load_digits_dataset()
     splits = make_splits(dataset.labels, 0)
     print(f"cache: {cache_dir()}  work: {work}", flush=True)
