@@ -6,9 +6,12 @@ parameters checked. Other packages add attacks under the entry-point group ``era
 
 from __future__ import annotations
 
-from .base import ATTACKS, Attack, AttackScores
+from .base import ATTACKS, Attack, AttackScores, CalibrationSet
 from .loss import LossAttack
 from .pia import PIA, PIAN
 from .secmi import SecMI
+from .secmi_nn import SecMINN
+from .sima import SimA
 
-__all__ = ["ATTACKS", "PIA", "PIAN", "Attack", "AttackScores", "LossAttack", "SecMI"]
+__all__ = ["ATTACKS", "PIA", "PIAN", "Attack", "AttackScores", "CalibrationSet", "LossAttack", "SecMI", "SecMINN",
+           "SimA"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import itertools
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -13,6 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from diffusion.data import LabeledImages
@@ -52,6 +55,61 @@ class AttackScores:
             "samples_per_second": len(self.scores) / self.seconds if self.seconds > 0 else None,
             "params": self.params,
         }
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Images an attack may fit its free choices on (a timestep, a band, a learned classifier): members and
+    non-members of the attacked model, disjoint from every image the attack will score.
+
+    Fitting on a separate split is the field's protocol (Carlini et al., "Membership Inference Attacks From First
+    Principles", S&P 2022; Duan et al. 2023 train SecMI-NN on a split of their own): choices fitted on the scored
+    images inflate the very AUC they are chosen by.
+    """
+
+    members: LabeledImages
+    nonmembers: LabeledImages
+
+    def __post_init__(self) -> None:
+        if len(self.members) == 0 or len(self.nonmembers) == 0:
+            raise UsageError(f"a calibration set needs members and non-members; got {len(self.members)} and "
+                             f"{len(self.nonmembers)}")
+        overlap = np.intersect1d(self.members.ids.numpy(), self.nonmembers.ids.numpy())
+        if len(overlap):
+            raise ValueError(f"calibration members and non-members share sample ids {overlap[:5].tolist()}")
+
+    @classmethod
+    def split_off(cls, members: LabeledImages, nonmembers: LabeledImages, size: int, seed: int
+                  ) -> tuple[CalibrationSet, LabeledImages, LabeledImages]:
+        """``size`` random members and ``size`` random non-members (from ``seed``) as a calibration set, and the
+        members and non-members left to score."""
+        rng = np.random.default_rng(seed)
+        picked = [torch.as_tensor(np.sort(rng.permutation(len(s))[:size])) for s in (members, nonmembers)]
+        rest = [torch.as_tensor(np.setdiff1d(np.arange(len(s)), p.numpy())) for s, p in zip((members, nonmembers),
+                                                                                            picked)]
+        return cls(members.take(picked[0]), nonmembers.take(picked[1])), members.take(rest[0]), nonmembers.take(rest[1])
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(M + N,) every sample id of the set, members first."""
+        return np.r_[self.members.ids.numpy(), self.nonmembers.ids.numpy()].astype(np.int64)
+
+    def check_disjoint(self, scored_ids: Iterable[int]) -> None:
+        """Raise ValueError if any scored sample is also a calibration sample."""
+        shared = np.intersect1d(self.ids, np.asarray(list(scored_ids), dtype=np.int64))
+        if len(shared):
+            raise ValueError(f"{len(shared)} scored samples are also calibration samples (e.g. {shared[:5].tolist()})")
+
+    def summary(self) -> dict:
+        """Counts and ids, JSON-ready (recorded with every fitted attack)."""
+        return {"num_members": len(self.members), "num_nonmembers": len(self.nonmembers),
+                "member_ids": self.members.ids.tolist(), "nonmember_ids": self.nonmembers.ids.tolist()}
+
+
+def calibration_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
+    """AUC of members over non-members on a calibration set (the criterion every fit maximises)."""
+    labels = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
+    return float(roc_auc_score(labels, np.r_[member_scores, nonmember_scores]))
 
 
 SCORE_COLUMNS = ("sample_id", "split", "is_member", "model", "conditioning", "score", "calibrated_score")
@@ -114,13 +172,48 @@ class Attack(Parameterized, ABC):
     (seed, sample id), so a sample gets the same noise on every model and at every batch size. Subclasses
     implement :meth:`resolve` (the concrete timesteps for a model), :meth:`calls_per_sample` and
     :meth:`score_batch`.
+
+    Free choices are fitted, scikit-learn style, by :meth:`fit` on a :class:`CalibrationSet` of the attacked
+    model: by default a grid search over ``calibration_grid`` (parameter -> candidate values) that keeps the
+    values of highest calibration AUC and records every candidate's AUC in ``calibration_``. An unfitted attack
+    uses its fixed paper defaults; ``needs_fit`` attacks (a learned classifier) refuse to score unfitted.
     """
 
     name: ClassVar[str]
     _parameter_constraints: ClassVar[dict] = {"batch_size": [Interval(Integral, 1, None)]}
+    calibration_grid: ClassVar[dict[str, tuple]] = {}
+    needs_fit: ClassVar[bool] = False
 
     def __init__(self, batch_size: int = 64):
         self.batch_size = batch_size
+
+    def fit(self, model: DiffusionModel, calibration: CalibrationSet, *, seed: int = 0, quiet: bool = True) -> Attack:
+        """Set the parameters of ``calibration_grid`` to the candidates of highest AUC on ``calibration`` scored on
+        ``model`` (ties keep the earlier candidate); returns self. Records ``calibration_``: the set, every
+        candidate's AUC and the choice. The model should be one trained on the calibration members (the original)."""
+        self.check(model)
+        names = list(self.calibration_grid)
+        table = []
+        for values in tqdm(list(itertools.product(*self.calibration_grid.values())), desc=f"fit {self.name}",
+                           disable=quiet, leave=False):
+            candidate = type(self)(**{**self.get_params(), **dict(zip(names, values))})
+            members = candidate.score(model, calibration.members, seed=seed).scores
+            nonmembers = candidate.score(model, calibration.nonmembers, seed=seed).scores
+            table.append({**dict(zip(names, values)), "auc": calibration_auc(members, nonmembers)})
+        if table:
+            best = max(table, key=lambda row: row["auc"])
+            for name in names:
+                setattr(self, name, best[name])
+            logging.getLogger(__name__).info("%s fitted on %d + %d calibration images: %s (AUC %.3f)", self.name,
+                                             len(calibration.members), len(calibration.nonmembers),
+                                             {n: best[n] for n in names}, best["auc"])
+        self.calibration_ = {**calibration.summary(), "grid": table,
+                             "chosen": {name: getattr(self, name) for name in names}}
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "calibration_")
 
     def check(self, model: DiffusionModel) -> dict:
         """Every check that can fail before any work: the parameters, then against ``model``; returns
@@ -143,12 +236,12 @@ class Attack(Parameterized, ABC):
     ) -> torch.Tensor:
         """Scores (B,) for clean images ``x0`` (B, C, H, W) on the model's device, labels (B,) or None."""
 
-    def score(
-        self, model: DiffusionModel, samples: LabeledImages, *, seed: int = 0, quiet: bool = True
-    ) -> AttackScores:
-        """Score every sample of ``samples`` (class labels are used when the model is class-conditional)."""
+    def prepare(self, model: DiffusionModel, samples: LabeledImages) -> dict:
+        """Check the attack against ``model`` and ``samples``; returns the parameters :meth:`score_batch` gets."""
         owner = type(self).__name__
         resolved = self.check(model)
+        if self.needs_fit and not self.is_fitted:
+            raise UsageError(f"{owner} learns from a calibration set: call fit(model, calibration) before score")
         if len(samples) == 0:
             raise UsageError(f"{owner} got an empty sample set; give at least one image to score")
         if tuple(samples.images.shape[1:]) != model.image_shape:
@@ -157,29 +250,49 @@ class Attack(Parameterized, ABC):
                 f"{model.image_shape}"
             )
         params = {**self.get_params(), **resolved}
+        if self.is_fitted:
+            params["calibration"] = {k: v for k, v in self.calibration_.items() if not k.endswith("_ids")}
+        return params
+
+    def map_batches(self, model: DiffusionModel, samples: LabeledImages, batch_fn, *, quiet: bool = True,
+                    batch_size: int | None = None) -> torch.Tensor:
+        """``batch_fn(x0, labels, ids)`` -> (B, ...) over batches of ``batch_size`` (default: the attack's)
+        samples, without gradients and with the model in eval mode (restored after); the results concatenated on
+        the CPU as float64. Labels are passed when the model is class-conditional, else None."""
+        batch_size = batch_size or self.batch_size
         conditional = model.num_classes is not None
         ids = [int(i) for i in samples.ids]
         was_training = model.unet.training
         model.unet.eval()
-        start = time.perf_counter()
         parts = []
-        with torch.no_grad():
-            for first in tqdm(range(0, len(ids), self.batch_size), desc=self.name, disable=quiet, leave=False):
-                rows = slice(first, first + self.batch_size)
-                x0 = samples.images[rows].to(model.device, torch.float32)
-                labels = samples.labels[rows].to(model.device) if conditional else None
-                parts.append(self.score_batch(model, x0, labels, ids[rows], seed, params).double().cpu())
-        seconds = time.perf_counter() - start
-        model.unet.train(was_training)
+        try:
+            with torch.no_grad():
+                for first in tqdm(range(0, len(ids), batch_size), desc=self.name, disable=quiet, leave=False):
+                    rows = slice(first, first + batch_size)
+                    x0 = samples.images[rows].to(model.device, torch.float32)
+                    labels = samples.labels[rows].to(model.device) if conditional else None
+                    parts.append(batch_fn(x0, labels, ids[rows]).double().cpu())
+        finally:
+            model.unet.train(was_training)
+        return torch.cat(parts)
+
+    def score(
+        self, model: DiffusionModel, samples: LabeledImages, *, seed: int = 0, quiet: bool = True
+    ) -> AttackScores:
+        """Score every sample of ``samples`` (class labels are used when the model is class-conditional)."""
+        params = self.prepare(model, samples)
+        start = time.perf_counter()
+        scores = self.map_batches(model, samples,
+                                  lambda x0, labels, ids: self.score_batch(model, x0, labels, ids, seed, params),
+                                  quiet=quiet)
         return AttackScores(
             attack=self.name,
-            sample_ids=np.asarray(ids, dtype=np.int64),
-            scores=torch.cat(parts).numpy(),
+            sample_ids=samples.ids.numpy().astype(np.int64),
+            scores=scores.numpy(),
             calls_per_sample=float(self.calls_per_sample(params)),
-            seconds=seconds,
+            seconds=time.perf_counter() - start,
             params=params,
         )
-
 
 
 ATTACKS: Registry[Attack] = Registry("attack", Attack, "erasediff.attacks")

@@ -24,6 +24,7 @@ from diffusion.quality import generate_per_class
 from .regeneration import POSITIVE_INT, check_class_ids
 
 DEFAULT_ALPHA = 0.15  # fitted to 8x8 digits; see extract_training_data
+PAPER_ALPHA = 0.5  # Carlini et al.'s alpha on 32x32 CIFAR-10, reported beside so counts compare with the paper
 
 
 @dataclass
@@ -54,6 +55,16 @@ class ExtractionResult:
     def extracted_training_ids(self) -> list[int]:
         """Sorted ids of the training images that were regenerated at least once."""
         return sorted({int(i) for i in self.nearest_ids[self.extracted]})
+
+    def at_alpha(self, alpha: float) -> dict:
+        """The counts the rule gives at another ``alpha`` (same neighbours and distances; ``max_distance`` kept)."""
+        relative = self.relative_distances * self.params["alpha"] / alpha
+        extracted = relative < 1.0
+        if self.params["max_distance"] is not None:
+            extracted &= self.distances <= self.params["max_distance"]
+        return {"alpha": alpha, "num_extracted": int(extracted.sum()),
+                "num_training_images_extracted": len({int(i) for i in self.nearest_ids[extracted]}),
+                "extracted_training_ids": sorted({int(i) for i in self.nearest_ids[extracted]})}
 
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The copies as two aligned image tensors (K, C, H, W): generated and the training image it copies."""
@@ -95,6 +106,7 @@ class ExtractionResult:
                 "quantiles_5_50_95": np.quantile(self.distances, [0.05, 0.5, 0.95]).tolist(),
             },
             "relative_distance_quantiles_5_50_95": np.quantile(self.relative_distances, [0.05, 0.5, 0.95]).tolist(),
+            "at_paper_alpha": self.at_alpha(PAPER_ALPHA),
             "params": self.params,
         }
 

@@ -26,13 +26,14 @@ class PIA(Attack):
 
     Args:
         timestep: the attack timestep on the 1000-step linear schedule (the paper's 200 for DDPM), moved to the
-            model's timestep of equal noise level.
+            model's timestep of equal noise level; :meth:`fit` picks it from ``calibration_grid``.
         p: the exponent of the distance (the paper's l_4).
         batch_size: samples per batch.
     """
 
     name = "pia"
     normalize_epsilon: ClassVar[bool] = False
+    calibration_grid: ClassVar[dict[str, tuple]] = {"timestep": (10, 20, 50, 100, 150, 200, 300)}
     _parameter_constraints: ClassVar[dict] = {
         **Attack._parameter_constraints,
         "timestep": [Interval(Integral, 1, 999)],

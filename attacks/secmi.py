@@ -25,13 +25,15 @@ class SecMI(Attack):
 
     Args:
         t_sec: the timestep of the round trip on the 1000-step linear schedule (the paper's 100); on the model it
-            becomes the timestep of equal noise level, rounded to a multiple of the step.
+            becomes the timestep of equal noise level, rounded to a multiple of the step. :meth:`fit` picks it from
+            ``calibration_grid``.
         interval: the DDIM step k on that schedule (the paper's 10); it must divide ``t_sec`` at least twice.
             The model keeps the number of steps t_sec / k.
         batch_size: samples per batch.
     """
 
     name = "secmi"
+    calibration_grid: ClassVar[dict[str, tuple]] = {"t_sec": (20, 50, 100, 150, 200, 300)}
     _parameter_constraints: ClassVar[dict] = {
         **Attack._parameter_constraints,
         "t_sec": [Interval(Integral, 2, 999)],
@@ -58,7 +60,11 @@ class SecMI(Attack):
     def calls_per_sample(self, params: dict) -> int:
         return params["model_t_sec"] // params["model_interval"] + 1
 
-    def score_batch(self, model, x0, labels, ids, seed, params) -> torch.Tensor:
+    def round_trip(
+        self, model: DiffusionModel, x0: torch.Tensor, labels: torch.Tensor | None, params: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The states (x, x_back), both (B, C, H, W): x0 inverted by DDIM to t_sec - k, and x after one more
+        inversion step to t_sec and one denoising step back."""
         t_sec, k = params["model_t_sec"], params["model_interval"]
         x, t = x0, 0
         for t_next in range(k, t_sec, k):
@@ -66,4 +72,8 @@ class SecMI(Attack):
             t = t_next
         x_up, _ = ddim_move(model, x, t, t_sec, labels)
         x_back, _ = ddim_move(model, x_up, t_sec, t, labels)
+        return x, x_back
+
+    def score_batch(self, model, x0, labels, ids, seed, params) -> torch.Tensor:
+        x, x_back = self.round_trip(model, x0, labels, params)
         return -(x_back - x).square().flatten(1).mean(1)

@@ -152,6 +152,12 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
             "references", inverted["judge_accuracy"], inverted["num_images"],
             [resurrection[r]["inversion"]["judge_accuracy"] for r in references],
             inverted["num_images"] * len(references), thresholds.resurrection_margin, confidence))
+        relearned = resurrection["unlearned"]["relearning"]
+        checks.append(_rate_check(
+            "relearning", "fine-tuned on a few held-out images of the erased class, the model relearns it no faster "
+            "than the references (judge accuracy averaged over the relearning curve)", relearned["area"],
+            relearned["num_images"], [resurrection[r]["relearning"]["area"] for r in references],
+            relearned["num_images"] * len(references), thresholds.relearning_margin, confidence))
     original, unlearned = utility["original"], utility["unlearned"]
     n = unlearned["samples_per_class"] * (len(unlearned["per_class_accuracy"]) - len(results["forget_spec"]["classes"]))
     estimate, low, high = proportion_difference(original["retained_accuracy"], n, unlearned["retained_accuracy"], n,

@@ -30,18 +30,20 @@ from .config import Thresholds
 logger = logging.getLogger(__name__)
 
 LABEL, INVERTED = "label", "inverted"
-# Decisions use per-example calibrated scores from this many references on; raw paired scores below. Measured on
-# the small known-answer models (3 references): calibration lowered the original-vs-references separation of the
-# loss attack from t = 3.8 to 3.3 (the K-model means are too noisy), so it is not the default at K = 2.
-CALIBRATE_FROM_REFERENCES = 4
 
 
 @dataclass(frozen=True)
 class ScoredSets:
-    """The images every attack scores: the forget set then the scored heldout images, and which are members."""
+    """The images every attack scores: the forget set then the scored heldout images, and which are members.
+
+    ``classes_erased``: whole classes are deleted, so the references never learned the scored images' class.
+    Per-example calibration then measures each image's difficulty under a model that does not know its class,
+    the wrong baseline for a model that does: decisions stay on raw paired scores (see :func:`compare`).
+    """
 
     samples: LabeledImages
     is_member: np.ndarray  # (N,) bool
+    classes_erased: bool
 
     @property
     def num_members(self) -> int:
@@ -67,14 +69,19 @@ def conditioned(
 
 
 def compare(
-    scores: dict[str, np.ndarray], is_member: np.ndarray, references: list[str], thresholds: Thresholds, seed: int
+    scores: dict[str, np.ndarray], is_member: np.ndarray, references: list[str], thresholds: Thresholds, seed: int,
+    calibrated_decisions: bool,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """The unlearned and the original model against the references on one attack's scores under one conditioning.
 
-    Decisions use per-example calibrated scores from :data:`CALIBRATE_FROM_REFERENCES` references on, raw paired
-    scores below (and are INCONCLUSIVE without any reference). Both scales are reported (calibrated from 2
-    references on), so the calibration's gain or loss in power shows. Returns the comparison (JSON-ready) and
-    every model's calibrated scores ({} with fewer than 2 references).
+    Decisions use per-example calibrated scores when ``calibrated_decisions`` and there are 2 references or more,
+    raw paired scores otherwise (and are INCONCLUSIVE without any reference). Measured at full size
+    (benchmarks/results/calibration.txt): deleting 50 member images, calibration raised the original-vs-references
+    separation several-fold even at K = 2; erasing a class, it lowered it at K = 2 and K = 4 (the references never
+    learned the class, so their per-image means are the wrong baseline; the no-op's PIA difference under the label
+    fell from +0.109 raw to +0.016 calibrated at K = 4). Both scales are always reported, so the calibration's gain
+    or loss in power shows. Returns the comparison (JSON-ready) and every model's calibrated scores ({} with fewer
+    than 2 references).
     """
     if not references:
         return {"scale": None, "decision": statistics.INCONCLUSIVE, "power": False,
@@ -88,7 +95,7 @@ def compare(
                 for subject in ("unlearned", "original")}
         for scale, values in scales.items()
     }
-    scale = "calibrated" if len(references) >= CALIBRATE_FROM_REFERENCES else "raw"
+    scale = "calibrated" if calibrated_decisions and "calibrated" in scales else "raw"
     unlearned, original = diffs[scale]["unlearned"], diffs[scale]["original"]
     fpr = statistics.resolvable_fpr(int((~is_member).sum()), 0.01)
     tpr = statistics.paired_difference(scales[scale], is_member, "unlearned", references, metric=f"tpr@{fpr:.6g}",
@@ -128,7 +135,8 @@ def run_membership(
         for conditioning, view in views.items():
             scored = {role: attack.score(model, samples, seed=seed) for role, (model, samples) in view.items()}
             raw = {role: s.scores for role, s in scored.items()}
-            comparison, calibrated = compare(raw, is_member, references, thresholds, seed)
+            comparison, calibrated = compare(raw, is_member, references, thresholds, seed,
+                                             calibrated_decisions=not sets.classes_erased)
             if calibrated:
                 comparison["unlearned_forget_z"] = relative_to_nonmembers(calibrated["unlearned"], is_member).tolist()
             comparisons[attack.name][conditioning] = comparison

@@ -15,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attacks import ATTACKS, Attack
+from attacks import ATTACKS, Attack, CalibrationSet
 from attacks.extraction import extract_training_data
 from attacks.inversion import InvertedConditioning, embedding_inversion, fit_class_embedding
 from attacks.regeneration import conditional_regeneration
+from attacks.relearning import relearning_curve
 from diffusion.cache import cache_entry, load_or_build_model
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info
+from diffusion.errors import UsageError
 from diffusion.io import atomic_output_dir, write_json
 from diffusion.judge import Judge, load_or_train_judge
 from diffusion.model import DiffusionModel
@@ -29,7 +31,7 @@ from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.quality import evaluate_generation, generate_per_class
 from diffusion.reference import load_or_train_reference, untrained_model
 from diffusion.seeding import derive_seed
-from diffusion.splits import ForgetSpec, ForgetTask, Splits, make_splits, read_sample_ids
+from diffusion.splits import ForgetSpec, ForgetTask, Splits, make_splits, read_sample_ids, set_aside
 from diffusion.training import TrainConfig
 from reports import write_report
 from unlearn import METHODS, Unlearner
@@ -55,7 +57,8 @@ class AuditSubjects:
 
     Roles: ``original``, ``unlearned`` and ``reference_1`` .. ``reference_K`` (retrained without the forget set).
     ``sets`` are the images every attack scores; ``inversion_images`` (heldout images of the erased classes, never
-    scored) are what an attacker fits a new class embedding on.
+    scored) are what an attacker fits a new class embedding on; ``calibration`` (retained members and heldout
+    non-members, never scored) is what the attacks fit their free choices on.
     """
 
     dataset: ImageDataset
@@ -70,6 +73,7 @@ class AuditSubjects:
     unlearning: dict | None
     sets: ScoredSets
     inversion_images: LabeledImages | None
+    calibration: CalibrationSet | None
 
 
 def _forget_spec(config: AuditConfig) -> ForgetSpec:
@@ -114,9 +118,14 @@ def _recorded_unlearning(metadata: dict) -> dict | None:
 
 def _scored_sets(
     dataset: ImageDataset, splits: Splits, spec: ForgetSpec, task: ForgetTask, config: AuditConfig
-) -> tuple[ScoredSets, LabeledImages | None]:
-    """The forget set and the heldout images of its classes, minus a few heldout images per erased class kept
-    aside (never scored) for fitting an inverted class embedding."""
+) -> tuple[ScoredSets, LabeledImages | None, CalibrationSet | None]:
+    """The forget set and the heldout images of its classes, minus the images kept aside (never scored): a few
+    heldout images per erased class for fitting an inverted class embedding, and the calibration set.
+
+    Calibration: ``config.calibration_images`` retained members and as many heldout non-members, drawn from the
+    heldout images the audit does not score (other classes) first, then from the scored ones (a deletion of
+    images of every class scores all heldout images).
+    """
     heldout_ids = spec.heldout_ids(dataset.labels, splits)
     inversion = None
     if config.resurrection and spec.classes:
@@ -128,12 +137,24 @@ def _scored_sets(
             aside += ids[order[:INVERSION_IMAGES_PER_CLASS]].tolist()
         inversion = dataset.select(sorted(aside))
         heldout_ids = np.setdiff1d(heldout_ids, aside)
+    calibration = None
+    if config.calibration_images:
+        wanted, seed = config.calibration_images, derive_seed(config.seed, "calibration") % 2**32
+        unscored = np.setdiff1d(splits.heldout, spec.heldout_ids(dataset.labels, splits))
+        nonmembers = set_aside(unscored, heldout_ids, wanted, seed)
+        members = set_aside(task.retain.ids.numpy(), [], wanted, seed)
+        heldout_ids = np.setdiff1d(heldout_ids, nonmembers)
+        if not len(heldout_ids) or len(nonmembers) < wanted or len(members) < wanted:
+            raise UsageError(f"calibration_images {wanted} leaves too few images: {len(members)} retained members "
+                             f"and {len(nonmembers)} heldout images for calibration, {len(heldout_ids)} heldout "
+                             "images to score; lower calibration_images (0: fixed attack defaults)")
+        calibration = CalibrationSet(dataset.select(members), dataset.select(nonmembers))
     heldout = dataset.select(heldout_ids)
     forget = task.forget
     samples = LabeledImages(torch.cat([forget.images, heldout.images]), torch.cat([forget.labels, heldout.labels]),
                             torch.cat([forget.ids, heldout.ids]))
     is_member = np.r_[np.ones(len(forget), bool), np.zeros(len(heldout), bool)]
-    return ScoredSets(samples, is_member), inversion
+    return ScoredSets(samples, is_member, classes_erased=bool(spec.classes)), inversion, calibration
 
 
 def prepare_subjects(config: AuditConfig) -> AuditSubjects:
@@ -164,7 +185,10 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     for method in (unlearner, retrain):
         if method is not None:
             method.check(task, stand_in)
-    sets, inversion_images = _scored_sets(dataset, splits, spec, task, config)
+    sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config)
+    if calibration is None and any(attack.needs_fit for attack in attacks):
+        needing = ", ".join(attack.name for attack in attacks if attack.needs_fit)
+        raise UsageError(f"attack(s) {needing} learn from a calibration set; set calibration_images > 0")
 
     if "original" in given:
         original, sources = given["original"], {"original": {"source": config.model}}
@@ -195,7 +219,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     for role, model in models.items():
         sources[role]["fingerprint"] = model.fingerprint()
     return AuditSubjects(dataset, splits, spec, task, attacks, judge, models, references, sources, unlearning, sets,
-                         inversion_images)
+                         inversion_images, calibration)
 
 
 def _inversions(subjects: AuditSubjects, config: AuditConfig) -> dict[str, InvertedConditioning]:
@@ -211,7 +235,8 @@ def _inversions(subjects: AuditSubjects, config: AuditConfig) -> dict[str, Inver
 def _generation(
     subjects: AuditSubjects, config: AuditConfig, inversions: dict[str, InvertedConditioning], images_dir: Path
 ) -> tuple[dict, dict, dict]:
-    """Utility, extraction and resurrection on every model, with the images the report shows."""
+    """Utility, extraction and resurrection (regeneration, embedding inversion, relearning) on every model, with
+    the images the report shows. Inversion and relearning learn from the held-out images kept aside."""
     classes = subjects.spec.classes
     utility, extraction, resurrection, images = {}, {}, {}, {}
     retained_show = subjects.task.retained_classes[:4]
@@ -229,6 +254,8 @@ def _generation(
                                       seed=config.seed, steps=config.eval_steps)
         extraction[role] = found.to_dict()
         extraction[role]["num_forget_extracted"] = len(forget_ids & set(found.extracted_training_ids))
+        at_paper = extraction[role]["at_paper_alpha"]
+        at_paper["num_forget_extracted"] = len(forget_ids & set(at_paper["extracted_training_ids"]))
         copies, originals = found.pairs()
         if len(copies):
             images[f"{role}_extraction"] = save_pairs(copies[:16], originals[:16],
@@ -243,7 +270,11 @@ def _generation(
                                            sample_steps=config.eval_steps)
             images[f"{role}_inversion"] = save_grid(inverted.images[:16], images_dir / f"{role}_inversion.png",
                                                     columns=8).name
-            resurrection[role] = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict()}
+            relearned = relearning_curve(model, subjects.judge, subjects.inversion_images, classes, seed=config.seed,
+                                         per_class=config.eval_samples_per_class, sample_steps=config.eval_steps,
+                                         quiet=config.quiet)
+            resurrection[role] = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict(),
+                                  "relearning": relearned.to_dict()}
     return utility, {"extraction": extraction, "resurrection": resurrection}, images
 
 
@@ -287,6 +318,9 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
         images_dir.mkdir()
         (out / "scores").mkdir()
         inversions = _inversions(subjects, config)
+        if subjects.calibration is not None:
+            for attack in subjects.attacks:
+                attack.fit(subjects.models["original"], subjects.calibration, seed=config.seed, quiet=config.quiet)
         attacks, comparisons = run_membership(subjects.attacks, subjects.models, inversions, subjects.sets,
                                               subjects.references, config.thresholds, config.seed, out / "scores")
         exposed = exposed_forget_images(comparisons, subjects.sets)
@@ -305,6 +339,10 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
             "num_heldout": sets.num_nonmembers,
             "inversion_image_ids": ([] if subjects.inversion_images is None
                                     else subjects.inversion_images.ids.tolist()),
+            "calibration": None if subjects.calibration is None else {
+                **subjects.calibration.summary(), "fitted_on": "original",
+                "attacks": {attack.name: {k: v for k, v in attack.calibration_.items() if not k.endswith("_ids")}
+                            for attack in subjects.attacks}},
             "confidence": config.thresholds.confidence,
             "margin": config.thresholds.mia_auc_margin,
             "attacks": comparisons,

@@ -42,12 +42,24 @@ class ExposedImageDoc(TypedDict):
     p_value: float
 
 
+class CalibrationDoc(TypedDict):
+    """The images the attacks fitted their free choices on (never scored), and what each attack chose."""
+
+    num_members: int
+    num_nonmembers: int
+    member_ids: list[int]
+    nonmember_ids: list[int]
+    fitted_on: str  # the model role the attacks were fitted against: "original"
+    attacks: dict[str, dict]  # attack -> {"grid": [{param: value, "auc": float}], "chosen": {param: value}, ...}
+
+
 class MembershipDoc(TypedDict):
     references: list[str]
     conditionings: list[str]  # "label", and "inverted" when classes are erased
     num_forget: int
     num_heldout: int
     inversion_image_ids: list[int]
+    calibration: CalibrationDoc | None  # None: the attacks ran at their fixed paper defaults
     confidence: float
     margin: float
     attacks: dict[str, dict[str, ComparisonDoc]]  # attack -> conditioning -> comparison
@@ -63,7 +75,9 @@ class PowerDoc(TypedDict):
 class ResultsDocument(TypedDict):
     """results.json. ``attacks[attack][role]`` holds attacks.metrics.membership_metrics under the label
     conditioning (ROC, AUC with its own interval, TPR at low FPR, tests); ``utility``, ``extraction`` and
-    ``resurrection`` are keyed by role; ``images`` maps a key to a PNG file name in ``images/``."""
+    ``resurrection`` are keyed by role (``resurrection[role]`` holds ``regeneration``, ``inversion`` and
+    ``relearning``: attacks.relearning.RelearningCurve.to_dict); ``images`` maps a key to a PNG file name in
+    ``images/``."""
 
     schema_version: int
     verdict: str

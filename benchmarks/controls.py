@@ -56,16 +56,18 @@ def redirected(model: DiffusionModel, classes: tuple[int, ...]) -> DiffusionMode
 
 
 def build_controls(original: DiffusionModel, task: ForgetTask, classes: tuple[int, ...], folder: Path,
-                   seed: int) -> dict[str, Path]:
-    """Save the models of the controls that are not the original itself; returns {control: folder}."""
+                   seed: int, wanted: tuple[str, ...]) -> dict[str, Path]:
+    """Save the ``wanted`` models of the controls that are not the original itself (nor the (e) audit, which trains
+    its own); returns {control: folder}."""
     folder.mkdir(parents=True, exist_ok=True)
     models: dict[str, DiffusionModel] = {}
-    default_steps = METHODS.make("erasediff").steps
-    models["early"] = METHODS.make("erasediff", steps=max(1, default_steps // 10)).unlearn(
-        original, task, seed=seed, quiet=True).model
-    models["erasediff"] = METHODS.make("erasediff").unlearn(original, task, seed=seed, quiet=True).model
-    models["retrain"] = METHODS.make("retrain").unlearn(original, task, seed=OTHER_SEED, quiet=True).model
-    if classes:
+    if "early" in wanted:
+        default_steps = METHODS.make("erasediff").steps
+        models["early"] = METHODS.make("erasediff", steps=max(1, default_steps // 10)).unlearn(
+            original, task, seed=seed, quiet=True).model
+    if "retrain" in wanted:
+        models["retrain"] = METHODS.make("retrain").unlearn(original, task, seed=OTHER_SEED, quiet=True).model
+    if classes and "redirect" in wanted:
         models["redirect"] = redirected(original, classes)
     paths = {}
     for name, model in models.items():
@@ -75,11 +77,22 @@ def build_controls(original: DiffusionModel, task: ForgetTask, classes: tuple[in
 
 
 def summary(results: dict) -> dict:
+    """Verdict, checks, and for every attack and conditioning the (subject - references) AUC difference on both
+    scales, so the power of raw against calibrated scores can be compared (estimate / standard error)."""
+    keys = ("estimate", "standard_error", "low", "high")
+    scales = {
+        f"{attack}/{conditioning}/{scale}/{subject}": {k: diff[k] for k in keys}
+        for attack, per_conditioning in results["membership"]["attacks"].items()
+        for conditioning, comparison in per_conditioning.items()
+        for scale, per_subject in comparison.get("auc", {}).items()
+        for subject, diff in per_subject.items()
+    }
     return {
         "verdict": results["verdict"],
         "power": results["power"],
         "checks": {c["name"]: {"decision": c["decision"], "estimate": c["estimate"], "interval": c["interval"]}
                    for c in results["checks"]},
+        "auc_differences": scales,
         "seconds": results["timings"]["total_seconds"],
     }
 
@@ -94,15 +107,18 @@ def run_task(name: str, spec: ForgetSpec, args, dataset, splits, work: Path, row
         ids_file.write_text(" ".join(map(str, spec.sample_ids)))
     base = dict(forget_classes=list(spec.classes), forget_ids=str(ids_file) if ids_file else None,
                 retrain_references=args.references, seed=args.seed, quiet=True, force=True)
-    start = time.perf_counter()
-    first = run_audit(AuditConfig(**base, out=str(work / name / "erasediff")))
-    rows.append({"task": name, "control": "erasediff", **summary(first), "wall_seconds": time.perf_counter() - start})
-    print_row(rows[-1])
+    wanted = tuple(args.controls.split(","))
+    if "erasediff" in wanted:
+        start = time.perf_counter()
+        first = run_audit(AuditConfig(**base, out=str(work / name / "erasediff")))
+        rows.append({"task": name, "control": "erasediff", **summary(first),
+                     "wall_seconds": time.perf_counter() - start})
+        print_row(rows[-1])
     original, original_dir, _ = load_or_train_reference(dataset, splits, TrainConfig(), quiet=True)
     controls = {"noop": original_dir, **build_controls(original, task, spec.classes, work / name / "models",
-                                                         args.seed)}
+                                                         args.seed, wanted)}
     for control in ("noop", "redirect", "early", "retrain"):
-        if control not in controls:
+        if control not in controls or control not in wanted:
             continue
         start = time.perf_counter()
         results = run_audit(AuditConfig(**base, model=str(original_dir), unlearned=str(controls[control]),
@@ -128,9 +144,14 @@ def main() -> None:
     parser.add_argument("--forget-samples", type=int, default=50, help="member images of a sample deletion (0: none)")
     parser.add_argument("--references", type=int, default=AuditConfig().retrain_references)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--controls", default=",".join(CONTROLS),
+                        help=f"comma-separated subset of {','.join(CONTROLS)} (default: all)")
     parser.add_argument("--work", type=Path, default=None, help="where models and audits go (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=Path("controls.json"))
     args = parser.parse_args()
+    unknown = sorted(set(args.controls.split(",")) - set(CONTROLS))
+    if unknown:
+        parser.error(f"--controls: unknown {', '.join(unknown)}; expected a subset of {','.join(CONTROLS)}")
     work = args.work or Path(tempfile.mkdtemp(prefix="erasediff-controls-"))
     work.mkdir(parents=True, exist_ok=True)
     dataset = load_digits_dataset()

@@ -192,6 +192,19 @@ class ForgetTask:
                              f"{shape}")
 
 
+def set_aside(preferred: np.ndarray, fallback: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` sorted ids drawn at random (from ``seed``) from ``preferred``, topped up from ``fallback`` (minus
+    ``preferred``) when it has fewer; fewer than ``size`` only when both together have fewer. Used to keep a
+    calibration set apart from the images an attack scores: ``preferred`` are ids nothing else uses."""
+    rng = np.random.default_rng(seed)
+    preferred = np.unique(np.asarray(preferred, dtype=np.int64))
+    picked = rng.permutation(preferred)[:size]
+    if len(picked) < size:
+        rest = np.setdiff1d(np.asarray(fallback, dtype=np.int64), preferred)
+        picked = np.r_[picked, rng.permutation(rest)[:size - len(picked)]]
+    return np.sort(picked)
+
+
 def read_sample_ids(path: str) -> tuple[int, ...]:
     """Sample ids from a text file: integers separated by commas, spaces or new lines (``#`` starts a comment).
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -90,11 +92,15 @@ def train_denoiser(
     accelerator: Accelerator | None = None,
     quiet: bool = False,
     desc: str = "train",
+    snapshot_steps: Collection[int] = (),
+    on_snapshot: Callable[[int, DiffusionModel], None] | None = None,
 ) -> TrainRecord:
     """Train ``model`` in place on ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N,) (None: unconditional).
 
     Each process of a (possibly multi-GPU) Accelerate run draws its own batches from (seed, process index);
-    at the end the EMA weights are copied into ``model.unet``.
+    at the end the EMA weights are copied into ``model.unet``. After each step k in ``snapshot_steps``,
+    ``on_snapshot(k, snapshot)`` gets a copy with the EMA weights: with a constant learning rate that is exactly
+    the model a k-step run of the same recipe returns (benchmarks measure training length with one run).
     """
     accelerator = accelerator or make_accelerator(model)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "train", accelerator.process_index))
@@ -127,6 +133,10 @@ def train_denoiser(
         optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(unet).parameters())
         running += loss.item()
+        if on_snapshot is not None and step + 1 in snapshot_steps:
+            snapshot = DiffusionModel(copy.deepcopy(accelerator.unwrap_model(unet)), model.scheduler, model.device)
+            ema.copy_to(snapshot.unet.parameters())
+            on_snapshot(step + 1, snapshot)
         if (step + 1) % record.log_every == 0:
             record.loss_curve.append(running / record.log_every)
             bar.set_postfix(loss=f"{record.loss_curve[-1]:.4f}")

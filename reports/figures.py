@@ -144,6 +144,24 @@ def curves_figure(curves: dict[str, list[float]]) -> str:
     return to_svg(figure)
 
 
+def relearning_figure(resurrection: dict) -> str:
+    """Judge accuracy on the erased class(es) against fine-tuning steps, one line per model (the relearning
+    probe: ``resurrection[role]["relearning"]``)."""
+    figure = Figure(figsize=(4.8, 2.8))
+    ax = figure.add_subplot()
+    for role, probes in resurrection.items():
+        curve = probes["relearning"]
+        ax.plot(curve["checkpoints"], curve["judge_accuracy"], marker="o", markersize=3, linewidth=1.2,
+                color=ROLE_COLORS[role], label=role)
+    ax.set(ylim=(-0.02, 1.02))
+    ax.set_xlabel("fine-tuning steps on held-out images of the erased class", fontsize=8)
+    ax.set_ylabel("judge accuracy, erased class", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, frameon=False)
+    figure.tight_layout()
+    return to_svg(figure)
+
+
 def per_class_accuracy_figure(utility: dict, forgotten: list[int]) -> str:
     """Grouped bars: the judge's accuracy on generated samples of each class, for each model.
 

@@ -209,6 +209,11 @@ def _check_sections(results: dict, source: str) -> None:
         classes = set(accuracy)
     for section in ("models", "extraction", "resurrection"):
         _check_roles(results[section], section, source)
+    for role, probes in results["resurrection"].items():
+        curve = probes.get("relearning")
+        _check_type(curve, dict, f"resurrection.{role}.relearning", source)
+        for axis in ("checkpoints", "judge_accuracy"):
+            _check_numbers(curve.get(axis), f"resurrection.{role}.relearning.{axis}", source)
     _check_fields(results["power"], _POWER_FIELDS, "power", source)
     _check_type(results["environment"].get("packages"), dict, "environment.packages", source)
     _check_numbers(results["forget_spec"].get("classes"), "forget_spec.classes", source)
@@ -341,6 +346,7 @@ def render_report(results: dict, folder: Path, source: str = "results.json") -> 
             attack_figures=attack_figures,
             curves_svg=figures.curves_figure(curves) if curves else None,
             accuracy_svg=figures.per_class_accuracy_figure(results["utility"], results["forget_spec"]["classes"]),
+            relearning_svg=(figures.relearning_figure(results["resurrection"]) if results["resurrection"] else None),
             images=images,
             config_text=json.dumps(results["config"], indent=2),
         )

@@ -8,6 +8,7 @@ import torch
 
 from attacks.inversion import embedding_inversion
 from attacks.regeneration import conditional_regeneration, judge_generated
+from attacks.relearning import relearning_curve
 from diffusion.errors import UsageError
 from diffusion.splits import ForgetSpec
 
@@ -70,3 +71,27 @@ def test_bad_input(judge, forget, digits):
         conditional_regeneration(tiny_model(), judge, digits.select(np.arange(0)), [3], per_class=2)
     with pytest.raises(UsageError, match="class 4 needs images of that class"):
         embedding_inversion(tiny_model(), judge, forget, [4], per_class=2, steps=2)
+
+
+def test_relearning_curve_is_seeded_and_leaves_the_model_alone(judge, forget):
+    """The probe fine-tunes a copy on the erased class's images and judges samples at every checkpoint."""
+    model = tiny_model()
+    fingerprint = model.fingerprint()
+    curve = relearning_curve(model, judge, forget.take(slice(0, 8)), [3], checkpoints=(5, 0, 2), lr=1e-2,
+                             batch_size=4, per_class=6, sample_steps=3)
+    assert model.fingerprint() == fingerprint
+    assert curve.checkpoints == [0, 2, 5] and len(curve.judge_accuracy) == 3 and curve.num_images == 6
+    assert all(0 <= a <= 1 for a in curve.judge_accuracy)
+    assert curve.area == pytest.approx(np.mean(curve.judge_accuracy[1:]))
+    assert curve.fit_ids == forget.ids[:8].tolist()
+    # step 0 is the untouched model: the regeneration probe's accuracy with the same noises
+    regenerated = conditional_regeneration(model, judge, forget, [3], per_class=6, steps=3)
+    assert curve.judge_accuracy[0] == regenerated.to_dict()["judge_accuracy"]
+    again = relearning_curve(model, judge, forget.take(slice(0, 8)), [3], checkpoints=(0, 2, 5), lr=1e-2,
+                             batch_size=4, per_class=6, sample_steps=3)
+    assert again.to_dict() == curve.to_dict()
+    json.dumps(curve.to_dict())
+    with pytest.raises(UsageError, match="needs a checkpoint after step 0"):
+        relearning_curve(model, judge, forget, [3], checkpoints=(0,))
+    with pytest.raises(UsageError, match="'lr' parameter of relearning_curve"):
+        relearning_curve(model, judge, forget, [3], lr=0)

@@ -30,7 +30,7 @@ def scores(references: int = 3, *, leak: float = 1.0, unlearned_leak: float = 0.
 
 def document(model_scores: dict, *, forgotten=(0.02, [0.02, 0.04]), fd=(3.0, 3.2)) -> dict:
     references = [r for r in model_scores if r.startswith("reference")]
-    comparison, _ = compare(model_scores, IS_MEMBER, references, Thresholds(), seed=0)
+    comparison, _ = compare(model_scores, IS_MEMBER, references, Thresholds(), seed=0, calibrated_decisions=False)
     utility = {role: {"samples_per_class": 100, "per_class_accuracy": dict.fromkeys(range(10), 1.0),
                       "forgotten_accuracy": 0.99, "retained_accuracy": 0.97, "retained_fd": fd[0]}
                for role in model_scores}
@@ -97,3 +97,21 @@ def test_proportion_difference_keeps_a_width_at_zero():
 ])
 def test_the_verdict_rule(given, expected):
     assert verdict_of(given) == expected
+
+
+def test_calibrated_decisions_remove_shared_difficulty():
+    """Where the references share the original's per-image difficulty (a deletion of member images), deciding on
+    per-example calibrated scores separates the original from the references with more power than raw scores."""
+    model_scores = scores(references=2, leak=0.3)
+    references = ["reference_1", "reference_2"]
+    raw, _ = compare(model_scores, IS_MEMBER, references, Thresholds(), seed=0, calibrated_decisions=False)
+    calibrated, z = compare(model_scores, IS_MEMBER, references, Thresholds(), seed=0, calibrated_decisions=True)
+    assert raw["scale"] == "raw" and calibrated["scale"] == "calibrated" and set(z) == set(model_scores)
+
+    def separation(comparison: dict, scale: str) -> float:
+        original = comparison["auc"][scale]["original"]
+        return original["estimate"] / original["standard_error"]
+
+    # seeds 0-5: calibrated 7.1-10.3 against raw 5.5-8.5 (the paired bootstrap already cancels much difficulty)
+    assert separation(calibrated, "calibrated") > 1.1 * separation(raw, "raw")
+    assert calibrated["auc"]["raw"] == raw["auc"]["raw"]  # both scales are reported either way

@@ -65,3 +65,22 @@ def test_retrained_model_never_fails_the_audit(retrained_audit):
     header = (out / "scores" / "loss.csv").read_text().splitlines()[0]
     assert header == "sample_id,split,is_member,model,conditioning,score,calibrated_score"
     assert results["power"]["statement"].startswith(results["verdict"])
+
+
+def test_attacks_fit_on_a_calibration_set_the_audit_never_scores(noop_audit):
+    """Each attack's free choices are fitted on retained members and heldout non-members against the original;
+    none of those images is scored, nor kept aside for the inversion probe, and each choice is recorded."""
+    out, _ = noop_audit
+    results = json.loads((out / "results.json").read_text())
+    calibration = results["membership"]["calibration"]
+    members, nonmembers = set(calibration["member_ids"]), set(calibration["nonmember_ids"])
+    assert len(members) == calibration["num_members"] == 100 and len(nonmembers) == 100
+    scored = {int(line.split(",")[0]) for line in (out / "scores" / "loss.csv").read_text().splitlines()[1:]}
+    assert scored and not (members | nonmembers) & scored
+    assert not (members | nonmembers) & set(results["membership"]["inversion_image_ids"])
+    assert members.isdisjoint(nonmembers) and calibration["fitted_on"] == "original"
+    for attack, fitted in calibration["attacks"].items():
+        best = max(row["auc"] for row in fitted["grid"])
+        chosen = next(row for row in fitted["grid"] if all(row[k] == v for k, v in fitted["chosen"].items()))
+        assert chosen["auc"] == best, attack
+        assert results["attacks"][attack]["original"]["cost"]["params"]["calibration"]["chosen"] == fitted["chosen"]

@@ -112,3 +112,17 @@ def test_training_is_deterministic_and_learns(digits, splits):
     assert runs[0] == runs[1]
     assert record.steps == 30 and len(record.loss_curve) == 3
     assert record.loss_curve[-1] < record.loss_curve[0]
+
+
+def test_a_snapshot_is_the_model_a_shorter_run_returns(digits, splits):
+    """With a constant learning rate, the EMA snapshot after k steps of a long run equals a k-step run's model."""
+    x, y = digits.images[splits.members], digits.labels[splits.members]
+    snapshots = {}
+    long = tiny_model(seed=5)
+    train_denoiser(long, x, y, TrainConfig(steps=12, batch_size=32, seed=5, **TINY), quiet=True,
+                   snapshot_steps={4, 12}, on_snapshot=lambda step, model: snapshots.update({step: model}))
+    short = tiny_model(seed=5)
+    train_denoiser(short, x, y, TrainConfig(steps=4, batch_size=32, seed=5, **TINY), quiet=True)
+    assert sorted(snapshots) == [4, 12]
+    assert snapshots[4].fingerprint() == short.fingerprint() != snapshots[12].fingerprint()
+    assert snapshots[12].fingerprint() == long.fingerprint()

@@ -8,14 +8,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-from attacks import ATTACKS
+from attacks import ATTACKS, CalibrationSet
 from attacks.base import write_scores_csv
 from attacks.metrics import membership_metrics
 from diffusion.data import data_folder
+from diffusion.errors import UsageError
 from diffusion.io import atomic_output_dir, check_output_dir, write_json
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
-from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
+from diffusion.splits import ForgetSpec, make_splits, read_sample_ids, set_aside
 
 from .common import configure_logging, handle_errors, model_data_options, out_option, quiet_option, seed_option
 
@@ -35,16 +36,21 @@ logger = logging.getLogger(__name__)
 @out_option()
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Samples per batch (scores do not depend on it).")
+@click.option("--calibration-images", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Members and heldout images set aside (never scored) on which each attack fits its timesteps; "
+                   "0 = the attacks' fixed paper defaults.")
 @seed_option
 @quiet_option
 @handle_errors
 def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, data, split_seed, member_fraction,
-                   allow_other_data, out: Path, force, batch_size, seed, quiet):
+                   allow_other_data, out: Path, force, batch_size, calibration_images, seed, quiet):
     """Score every sample with membership-inference attacks and measure how well the scores separate members.
 
     Without --forget-class / --forget-ids all training members are scored against all heldout images. Writes
     scores/<attack>.csv (sample_id, split, is_member, model, score), metrics.json (per attack: AUC with a bootstrap
-    interval, TPR at 1% and 0.1% FPR, calibrated thresholds, tests, ROC, cost) and run.json (what was scored).
+    interval, TPR at 1% and 0.1% FPR, calibrated thresholds, tests, ROC, cost, what it fitted) and run.json (what
+    was scored, and the calibration images). Calibration images come from members and heldout images not scored
+    first, then from the scored ones.
     """
     configure_logging(quiet)
     inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids}
@@ -64,12 +70,26 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
         member_ids, nonmember_ids = spec.forget_ids(dataset.labels, splits), spec.heldout_ids(dataset.labels, splits)
     else:
         member_ids, nonmember_ids = splits.members, splits.heldout
+    calibration = None
+    if calibration_images:
+        picked = [set_aside(np.setdiff1d(pool, scored), scored, calibration_images, seed)
+                  for pool, scored in ((splits.members, member_ids), (splits.heldout, nonmember_ids))]
+        member_ids, nonmember_ids = np.setdiff1d(member_ids, picked[0]), np.setdiff1d(nonmember_ids, picked[1])
+        if not len(member_ids) or not len(nonmember_ids):
+            raise UsageError(f"--calibration-images {calibration_images} leaves no member or no heldout image to "
+                             "score; lower it (0: fixed attack defaults)")
+        calibration = CalibrationSet(dataset.select(picked[0]), dataset.select(picked[1]))
+    elif any(attack.needs_fit for attack in attacks):
+        raise UsageError(f"attack(s) {', '.join(a.name for a in attacks if a.needs_fit)} learn from a calibration "
+                         "set; give --calibration-images > 0")
     samples = dataset.select(np.concatenate([member_ids, nonmember_ids]))
     is_member = np.r_[np.ones(len(member_ids), bool), np.zeros(len(nonmember_ids), bool)]
     member_split = "forget" if spec else "member"
 
     results, metrics = {}, {}
     for attack in attacks:
+        if calibration is not None:
+            attack.fit(model, calibration, seed=seed, quiet=quiet)
         scored = attack.score(model, samples, seed=seed, quiet=quiet)
         results[attack.name] = scored
         metrics[attack.name] = {
@@ -93,6 +113,7 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
             "forget": spec.to_dict() if spec else None,
             "num_members": len(member_ids),
             "num_nonmembers": len(nonmember_ids),
+            "calibration": calibration.summary() if calibration is not None else None,
             "seed": seed,
             "attacks": list(results),
         })

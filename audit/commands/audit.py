@@ -35,6 +35,9 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--forget-ids", type=click.Path(path_type=Path), help="Text file of member sample ids to forget.")
 @click.option("--forget-label", help="Free text naming the deletion request (shown in the report).")
 @click.option("--attacks", help=f"Comma-separated membership attacks [{','.join(DEFAULTS.attacks)}].")
+@click.option("--calibration-images", type=int,
+              help="Retained members and heldout non-members (never scored) on which the attacks fit their "
+                   f"timesteps against the original model; 0 = fixed paper defaults [{DEFAULTS.calibration_images}].")
 @click.option("--data", help="'digits' or an image folder [digits].")
 @click.option("--split-seed", type=int, help="Seed of the member / heldout split [0].")
 @click.option("--member-fraction", type=float, help="Fraction of images that are members [0.5].")
@@ -46,8 +49,8 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--quiet", is_flag=True, default=None, help="No progress bars or info logs.")
 @handle_errors
 def audit_command(config_file, model, unlearned, retrained, retrain_references, retrain, method, forget_classes,
-                  forget_ids, forget_label, attacks, data, split_seed, member_fraction, allow_other_data, out, seed,
-                  force, quiet):
+                  forget_ids, forget_label, attacks, calibration_images, data, split_seed, member_fraction,
+                  allow_other_data, out, seed, force, quiet):
     """Audit an erasure: the unlearned model against models retrained without the forget set, under every attack.
 
     With no arguments it runs the built-in default end to end: the reference model on the bundled digits
@@ -64,7 +67,8 @@ def audit_command(config_file, model, unlearned, retrained, retrain_references, 
         # --forget-ids alone means "these samples only", not "these samples plus the default class"
         "forget_classes": list(forget_classes) or ([] if forget_ids else None),
         "forget_ids": str(forget_ids) if forget_ids else None,
-        "forget_label": forget_label, "attacks": _csv(attacks), "data": data, "split_seed": split_seed,
+        "forget_label": forget_label, "attacks": _csv(attacks),
+        "calibration_images": calibration_images, "data": data, "split_seed": split_seed,
         "member_fraction": member_fraction, "allow_other_data": allow_other_data,
         "out": str(out) if out else None, "seed": seed, "force": force, "quiet": quiet,
     }
