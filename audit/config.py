@@ -20,6 +20,7 @@ import yaml
 
 from diffusion.errors import UsageError
 from diffusion.params import cut_text, short_repr
+from diffusion.presets import DEFAULT_MEMBER_FRACTION, RECIPE_PRESETS
 
 MAX_CONFIG_BYTES = 1_000_000  # also the bound on the text its aliases may expand to
 MAX_CONFIG_VALUES = 10_000
@@ -63,10 +64,16 @@ class AuditConfig:
             ``retrain_references`` of them now, each with its own seed (cached by content).
         retrain_references: K, the number of references trained when none is given. 2 by measurement: on 2 CPU
             cores one takes about 4 minutes, and K = 2 keeps the default audit within 20 minutes from nothing;
-            per-example calibration gains with more (use 4-8 on a GPU).
-        calibration_images: retained members and as many heldout non-members, never scored, on which every
-            attack fits its free choices against the original model before scoring (0: the attacks' fixed paper
-            defaults). 100 per side resolves calibration AUCs to about +/-0.04.
+            per-example calibration (decisions on a deletion of member images) gains with more (use 4-8 on a GPU).
+        preset: the recipe of the built-in reference model and of the references retrained by the audit
+            (diffusion.training.RECIPE_PRESETS): ``default`` (2000 steps) or ``thorough`` (6000 steps: a
+            reference that remembers, membership AUC ~1.0, three times the training time).
+        attacks: membership attacks; the default adds SimA (one model call, the strongest with PIA on the
+            reference model: benchmarks/results/attacks.txt) to the four papers' attacks; ``secmi_nn`` is left out
+            (weaker than SecMI_stat on 100 calibration images there).
+        calibration_images: up to this many retained members and heldout non-members, never scored, on which
+            every attack fits its free choices against the original model before scoring (0: the attacks' fixed
+            paper defaults). 100 per side resolves calibration AUCs to about +/-0.04.
     """
 
     model: str | None = None
@@ -74,6 +81,7 @@ class AuditConfig:
     retrained: list[str] = field(default_factory=list)
     retrain: bool = True
     retrain_references: int = 2
+    preset: str = "default"
     method: str = "erasediff"
     method_params: dict = field(default_factory=dict)
     forget_classes: list[int] = field(default_factory=lambda: [0])
@@ -81,10 +89,10 @@ class AuditConfig:
     forget_label: str = ""
     data: str = "digits"
     split_seed: int = 0
-    member_fraction: float = 0.5
+    member_fraction: float = DEFAULT_MEMBER_FRACTION
     allow_other_data: bool = False
     seed: int = 0
-    attacks: list[str] = field(default_factory=lambda: ["loss", "secmi", "pia", "pian"])
+    attacks: list[str] = field(default_factory=lambda: ["loss", "secmi", "pia", "pian", "sima"])
     calibration_images: int = 100
     extraction_samples_per_class: int = 100
     resurrection: bool = True
@@ -206,6 +214,9 @@ def config_from_dict(data: dict) -> AuditConfig:
         raise UsageError("give either 'unlearned' (a model to audit) or 'method' (an unlearning method to run)")
     _check_limits(config)
     _check_attacks(config.attacks)
+    if config.preset not in RECIPE_PRESETS:
+        raise UsageError(f"config key 'preset' must be one of: {', '.join(RECIPE_PRESETS)}; got "
+                         f"{short_repr(config.preset)}")
     return config
 
 

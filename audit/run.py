@@ -46,6 +46,7 @@ from .schema import SCHEMA_VERSION, ResultsDocument
 logger = logging.getLogger(__name__)
 
 REFERENCE = "reference"  # reference roles: reference_1 .. reference_K
+MIN_CALIBRATION_IMAGES = 10  # fewer members or non-members than this cannot rank a grid of choices
 INVERSION_IMAGES_PER_CLASS = 8  # heldout images per erased class kept aside (never scored) to fit an embedding
 SAMPLES_NEEDED_CAP = 100  # a sample size beyond 100x the forget set is reported as not feasible
 
@@ -122,9 +123,9 @@ def _scored_sets(
     """The forget set and the heldout images of its classes, minus the images kept aside (never scored): a few
     heldout images per erased class for fitting an inverted class embedding, and the calibration set.
 
-    Calibration: ``config.calibration_images`` retained members and as many heldout non-members, drawn from the
-    heldout images the audit does not score (other classes) first, then from the scored ones (a deletion of
-    images of every class scores all heldout images).
+    Calibration: up to ``config.calibration_images`` retained members and as many heldout non-members, drawn from
+    the heldout images the audit does not score (other classes) first, then from the scored ones, at most a quarter
+    of them (a deletion of images of every class scores all heldout images).
     """
     heldout_ids = spec.heldout_ids(dataset.labels, splits)
     inversion = None
@@ -141,13 +142,14 @@ def _scored_sets(
     if config.calibration_images:
         wanted, seed = config.calibration_images, derive_seed(config.seed, "calibration") % 2**32
         unscored = np.setdiff1d(splits.heldout, spec.heldout_ids(dataset.labels, splits))
-        nonmembers = set_aside(unscored, heldout_ids, wanted, seed)
+        # heldout images the audit does not score first; at most a quarter of the scored ones otherwise
+        nonmembers = set_aside(unscored, heldout_ids, min(wanted, len(unscored) + len(heldout_ids) // 4), seed)
         members = set_aside(task.retain.ids.numpy(), [], wanted, seed)
+        if min(len(members), len(nonmembers)) < MIN_CALIBRATION_IMAGES:
+            raise UsageError(f"too few images to fit the attacks on: {len(members)} retained members and "
+                             f"{len(nonmembers)} spare heldout images (at least {MIN_CALIBRATION_IMAGES} of each); "
+                             "set calibration_images 0 for the attacks' fixed defaults")
         heldout_ids = np.setdiff1d(heldout_ids, nonmembers)
-        if not len(heldout_ids) or len(nonmembers) < wanted or len(members) < wanted:
-            raise UsageError(f"calibration_images {wanted} leaves too few images: {len(members)} retained members "
-                             f"and {len(nonmembers)} heldout images for calibration, {len(heldout_ids)} heldout "
-                             "images to score; lower calibration_images (0: fixed attack defaults)")
         calibration = CalibrationSet(dataset.select(members), dataset.select(nonmembers))
     heldout = dataset.select(heldout_ids)
     forget = task.forget
@@ -166,7 +168,8 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     """
     attacks = [ATTACKS.make(name) for name in config.attacks]
     unlearner = METHODS.make(config.method, **config.method_params) if config.unlearned is None else None
-    retrain = METHODS.make("retrain") if not config.retrained and config.retrain else None
+    recipe = TrainConfig.preset(config.preset)
+    retrain = METHODS.make("retrain", steps=recipe.steps) if not config.retrained and config.retrain else None
     paths = {"original": config.model, "unlearned": config.unlearned}
     paths.update({f"{REFERENCE}_{k + 1}": path for k, path in enumerate(config.retrained)})
     given = {role: DiffusionModel.load(path) for role, path in paths.items() if path}
@@ -174,7 +177,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
     spec = _forget_spec(config)
     task = ForgetTask.from_spec(dataset, splits, spec)
-    stand_in = given.get("original") or untrained_model(dataset, TrainConfig(), device="cpu")
+    stand_in = given.get("original") or untrained_model(dataset, recipe, device="cpu")
     for role, model in {"original": stand_in, **given}.items():
         task.check_model(model, f"the audit's {role} model")
         for attack in attacks:
@@ -193,7 +196,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     if "original" in given:
         original, sources = given["original"], {"original": {"source": config.model}}
     else:
-        original, directory, trained = load_or_train_reference(dataset, splits, TrainConfig(), quiet=config.quiet)
+        original, directory, trained = load_or_train_reference(dataset, splits, recipe, quiet=config.quiet)
         sources = {"original": {"source": f"built-in reference ({directory})", "trained_now": trained}}
     models = {"original": original}
     judge = load_or_train_judge(dataset)

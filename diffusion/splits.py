@@ -13,6 +13,7 @@ from sklearn.model_selection import train_test_split
 from .data import ImageDataset, LabeledImages
 from .errors import UsageError
 from .model import DiffusionModel
+from .presets import DEFAULT_MEMBER_FRACTION
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class Splits:
         }
 
 
-def make_splits(labels: torch.Tensor | np.ndarray, seed: int, member_fraction: float = 0.5) -> Splits:
+def make_splits(
+    labels: torch.Tensor | np.ndarray, seed: int, member_fraction: float = DEFAULT_MEMBER_FRACTION
+) -> Splits:
     """Split sample ids into members and heldout, stratified by label, reproducibly from ``seed``.
 
     ``seed`` is an int in [0, 2**32 - 1]; every class needs enough images to appear on both sides.

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .errors import RunError, UsageError
 from .model import DiffusionModel, check_block_out_channels
+from .presets import RECIPE_PRESETS
 from .seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def preset(cls, name: str) -> TrainConfig:
+        """The recipe of a named preset of :data:`RECIPE_PRESETS`; UsageError for an unknown name."""
+        if name not in RECIPE_PRESETS:
+            raise UsageError(f"unknown preset {name!r}; expected one of: {', '.join(RECIPE_PRESETS)}")
+        return cls(**RECIPE_PRESETS[name])
 
 
 def _is_int(value) -> bool:

@@ -177,6 +177,15 @@ def _check_membership(results: dict, source: str) -> None:
             _check_comparison(comparison, f"membership.attacks.{attack}.{conditioning}", source)
     for i, row in enumerate(membership["exposed_forget_images"]):
         _check_fields(row, _EXPOSED_FIELDS, f"membership.exposed_forget_images[{i}]", source)
+    calibration = membership.get("calibration")
+    if calibration is not None:
+        _check_type(calibration, dict, "membership.calibration", source)
+        _check_type(calibration.get("attacks"), dict, "membership.calibration.attacks", source)
+        for attack, fitted in calibration["attacks"].items():
+            _check_type(fitted, dict, f"membership.calibration.attacks.{attack}", source)
+            _check_type(fitted.get("grid"), list, f"membership.calibration.attacks.{attack}.grid", source)
+            _require(all(isinstance(row, dict) and _is_number(row.get("auc")) for row in fitted["grid"]), source,
+                     f"key 'membership.calibration.attacks.{attack}.grid' must list candidates with an 'auc'")
 
 
 def _check_sections(results: dict, source: str) -> None:

@@ -69,6 +69,9 @@ def write_digit_folder(root: Path, digits, classes=(0, 1, 2)) -> Path:
 
 
 CONTROL_CLASS = 1
+# Half the images as members (not the default quarter): 3 classes of ~180 digits leave enough retained members
+# for the calibration set and enough forget images for the comparison.
+CONTROL_MEMBER_FRACTION = 0.5
 CONTROL_LABEL = "<script>alert(1)</script> request"
 CONTROL_RECIPE = TrainConfig(steps=500, batch_size=64, lr=2e-3, ema_decay=0.99, block_out_channels=(16, 32),
                              num_train_timesteps=100)
@@ -81,7 +84,7 @@ def control_workspace(tmp_path_factory, digits) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("controls")
     folder = write_digit_folder(root / "digits3", digits)
     data = load_image_folder(folder, size=8)
-    splits = make_splits(data.labels, seed=0)
+    splits = make_splits(data.labels, seed=0, member_fraction=CONTROL_MEMBER_FRACTION)
     retain = ForgetSpec(classes=(CONTROL_CLASS,)).retain_ids(data.labels, splits)
     paths = {}
     for name, ids, seed in [("original", splits.members, 0), ("retrained_a", retain, 1), ("retrained_b", retain, 2),
@@ -92,6 +95,7 @@ def control_workspace(tmp_path_factory, digits) -> dict[str, Path]:
         paths[name] = root / name
     config = root / "audit.yaml"
     config.write_text(f"data: {folder}\nforget_classes: [{CONTROL_CLASS}]\nextraction_samples_per_class: 30\n"
+                      f"member_fraction: {CONTROL_MEMBER_FRACTION}\n"
                       "eval_samples_per_class: 40\neval_steps: 20\n")
     return {"root": root, "config": config, **paths}
 

@@ -60,6 +60,9 @@ def test_yaml_file_and_overrides(tmp_path):
         ({"thresholds": {"retained_fd_ratio": float("inf")}}, "'thresholds.retained_fd_ratio' must be a finite"),
         ({"thresholds": {"extraction_margin": -1}}, "'thresholds.extraction_margin' must be a number of images"),
         ({"thresholds": {"extraction_margin": 1.5}}, "'thresholds.extraction_margin' must be int"),
+        ({"thresholds": {"relearning_margin": 0}}, "'thresholds.relearning_margin' must be a margin"),
+        ({"preset": "fast"}, "config key 'preset' must be one of: default, thorough; got 'fast'"),
+        ({"calibration_images": -1}, r"'calibration_images' must be a number of images in \[0, 2\*\*31\)"),
     ],
 )
 def test_strict_validation(data, message):
@@ -167,3 +170,12 @@ def test_the_audit_command_refuses_bounded_configs_in_one_line(tmp_path, text):
     result = CliRunner().invoke(main, ["audit", "--config", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and len(result.output) < 300, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_presets_name_reference_recipes():
+    from diffusion.training import TrainConfig
+
+    assert TrainConfig.preset("default") == TrainConfig()
+    assert TrainConfig.preset("thorough").steps == 6000 > TrainConfig().steps
+    with pytest.raises(UsageError, match="unknown preset 'fast'; expected one of: default, thorough"):
+        TrainConfig.preset("fast")

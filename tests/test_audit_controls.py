@@ -40,7 +40,7 @@ def test_report_is_self_contained_and_escaped(noop_audit, tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     without_namespaces = re.sub(r'xmlns(:\w+)?="http[^"]*"', "", html)
     assert "http://" not in without_namespaces and "https://" not in without_namespaces
-    assert html.count("<svg") >= 2 * 4 + 1  # ROC + histograms per attack, per-class accuracy
+    assert html.count("<svg") >= 2 * 5 + 1  # ROC + histograms per attack, per-class accuracy
     assert html.count('src="data:image/png;base64,') >= 6
     assert "FAIL" in html and "forgotten_generation" in html
     # re-render from results.json alone (no model work): the same page
@@ -59,7 +59,7 @@ def test_retrained_model_never_fails_the_audit(retrained_audit):
     assert results["schema_version"] == 2
     assert results["membership"]["references"] == ["reference_1", "reference_2"]
     assert set(results["membership"]["conditionings"]) == {"label", "inverted"}
-    assert set(results["attacks"]) == {"loss", "secmi", "pia", "pian"}
+    assert set(results["attacks"]) == {"loss", "secmi", "pia", "pian", "sima"}
     for per_model in results["attacks"].values():
         assert set(per_model) == {"original", "unlearned", "reference_1", "reference_2"}
     header = (out / "scores" / "loss.csv").read_text().splitlines()[0]

@@ -20,9 +20,10 @@ def test_splits_disjoint_stratified_deterministic(digits, splits):
     assert len(np.intersect1d(splits.members, splits.heldout)) == 0
     assert len(splits.members) + len(splits.heldout) == len(digits)
     labels = digits.labels.numpy()
+    assert splits.member_fraction == 0.25  # the default: each member is seen twice as often as with half
     for c in range(10):
-        n_member, n_heldout = (labels[splits.members] == c).sum(), (labels[splits.heldout] == c).sum()
-        assert abs(int(n_member) - int(n_heldout)) <= 1
+        n_member, n_class = (labels[splits.members] == c).sum(), (labels == c).sum()
+        assert abs(int(n_member) - 0.25 * int(n_class)) <= 1
     again = make_splits(digits.labels, seed=0)
     assert np.array_equal(again.members, splits.members)
     other = make_splits(digits.labels, seed=1)

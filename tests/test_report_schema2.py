@@ -66,7 +66,7 @@ def test_the_examples_render_every_section(examples, tmp_path, name):
     for attack in attacks:
         assert f"<h3>{attack}</h3>" in html
     # per attack: the forest of conditionings, the ROC, the histograms; the checks' forest; the per-class bars
-    assert html.count("<svg") == 3 * len(attacks) + 2
+    assert html.count("<svg") == 3 * len(attacks) + 2 + bool(results["resurrection"])  # + the relearning curves
     assert html.count('src="data:image/png;base64,') == len(results["images"])
     for role in results["models"]:
         assert re.search(rf"<tr><td>{role}</td>\s*<td><img src=\"data:image/png", html), role

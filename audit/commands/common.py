@@ -20,6 +20,7 @@ from types import FrameType
 import click
 
 from diffusion.errors import RunError, UsageError
+from diffusion.presets import DEFAULT_MEMBER_FRACTION
 
 logger = logging.getLogger("erasediff")
 
@@ -124,7 +125,7 @@ def allow_other_data_option(command: Callable) -> Callable:
 def split_options(command: Callable) -> Callable:
     """--split-seed, --member-fraction: which images are the training members."""
     command = click.option(
-        "--member-fraction", type=float, default=0.5, show_default=True,
+        "--member-fraction", type=float, default=DEFAULT_MEMBER_FRACTION, show_default=True,
         help="Fraction of the images (stratified by class) that are training members.",
     )(command)
     return click.option(
