@@ -157,3 +157,20 @@ def test_a_margin_of_zero_is_refused(tmp_path):
     assert_one_line_usage_error(invoke("audit", "--config", config, "--out", out, "--quiet"),
                                 "'thresholds.mia_auc_margin' must be a margin in (0, 0.5)")
     assert not out.exists()
+
+
+def test_an_attack_that_needs_calibration_without_it_fails_before_training(tmp_path, no_training):
+    out = tmp_path / "out"
+    result = invoke("audit", "--attacks", "loss,secmi_nn", "--calibration-images", 0, "--out", out, "--quiet")
+    assert_one_line_usage_error(result, "attack(s) secmi_nn learn from a calibration set; set calibration_images > 0")
+    assert not out.exists()
+
+
+def test_too_few_images_to_calibrate_fail_before_training(tmp_path, no_training, folder):
+    """Erasing one class of a small folder leaves few retained members: the audit says so and names the way out."""
+    config = tmp_path / "audit.yaml"
+    config.write_text(f"data: {folder}\nforget_classes: [1]\nmember_fraction: 0.02\n")
+    out = tmp_path / "out"
+    result = invoke("audit", "--config", config, "--out", out, "--quiet")
+    assert_one_line_usage_error(result, "too few images to fit the attacks on", "set calibration_images 0")
+    assert not out.exists()
