@@ -9,7 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 from typing import ClassVar
 
@@ -293,6 +293,32 @@ class Attack(Parameterized, ABC):
             seconds=time.perf_counter() - start,
             params=params,
         )
+
+
+# Candidate timesteps (1000-step linear schedule) that fits choose from: small to middle noise levels.
+TIMESTEP_GRID = (10, 20, 50, 100, 150, 200, 300)
+
+
+class TimestepAttack(Attack):
+    """An attack that queries the model at one timestep ``timestep`` (1000-step linear schedule, moved to the
+    model's timestep of equal noise level) and scores a distance raised to the power ``p``; :meth:`fit` picks the
+    timestep from :data:`TIMESTEP_GRID`. Subclasses give their paper's defaults in ``__init__``."""
+
+    calibration_grid: ClassVar[dict[str, tuple]] = {"timestep": TIMESTEP_GRID}
+    _parameter_constraints: ClassVar[dict] = {
+        **Attack._parameter_constraints,
+        "timestep": [Interval(Integral, 1, 999)],
+        "p": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(self, timestep: int, p: float, batch_size: int):
+        super().__init__(batch_size)
+        self.timestep = timestep
+        self.p = p
+
+    def resolve(self, model: DiffusionModel) -> dict:
+        step = matched_timestep(self.timestep, model)
+        return {"model_timestep": check_timestep(step, model, "timestep", type(self).__name__, 1)}
 
 
 ATTACKS: Registry[Attack] = Registry("attack", Attack, "erasediff.attacks")

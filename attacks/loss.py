@@ -23,7 +23,7 @@ from diffusion.model import DiffusionModel
 from diffusion.params import Interval, SequenceOf
 from diffusion.seeding import seeded_normal
 
-from .base import ATTACKS, Attack, CalibrationSet, calibration_auc, check_timestep, matched_timestep
+from .base import ATTACKS, TIMESTEP_GRID, Attack, CalibrationSet, calibration_auc, check_timestep, matched_timestep
 
 
 @ATTACKS.register
@@ -41,7 +41,7 @@ class LossAttack(Attack):
     """
 
     name = "loss"
-    band_grid: ClassVar[tuple[int, ...]] = (10, 20, 50, 100, 150, 200, 300)
+    band_grid: ClassVar[tuple[int, ...]] = TIMESTEP_GRID
     _parameter_constraints: ClassVar[dict] = {
         **Attack._parameter_constraints,
         "timesteps": [SequenceOf(Interval(Integral, 1, 999))],

@@ -9,19 +9,15 @@ rescales eps_0 so that its mean absolute value is that of a standard normal (sqr
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import ClassVar
 
 import torch
 
-from diffusion.model import DiffusionModel
-from diffusion.params import Interval
-
-from .base import ATTACKS, Attack, check_timestep, matched_timestep
+from .base import ATTACKS, TimestepAttack
 
 
 @ATTACKS.register
-class PIA(Attack):
+class PIA(TimestepAttack):
     """Score = minus mean |eps_theta(x_t, t, c) - eps_0|^p with x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps_0: 2 calls.
 
     Args:
@@ -33,21 +29,9 @@ class PIA(Attack):
 
     name = "pia"
     normalize_epsilon: ClassVar[bool] = False
-    calibration_grid: ClassVar[dict[str, tuple]] = {"timestep": (10, 20, 50, 100, 150, 200, 300)}
-    _parameter_constraints: ClassVar[dict] = {
-        **Attack._parameter_constraints,
-        "timestep": [Interval(Integral, 1, 999)],
-        "p": [Interval(Real, 0, None, closed="neither")],
-    }
 
     def __init__(self, timestep: int = 200, p: float = 4.0, batch_size: int = 64):
-        super().__init__(batch_size)
-        self.timestep = timestep
-        self.p = p
-
-    def resolve(self, model: DiffusionModel) -> dict:
-        step = matched_timestep(self.timestep, model)
-        return {"model_timestep": check_timestep(step, model, "timestep", type(self).__name__, 1)}
+        super().__init__(timestep, p, batch_size)
 
     def calls_per_sample(self, params: dict) -> int:
         return 2

@@ -7,19 +7,13 @@ member (already on that mean) the predicted noise is small. One model call per s
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-from typing import ClassVar
-
 import torch
 
-from diffusion.model import DiffusionModel
-from diffusion.params import Interval
-
-from .base import ATTACKS, Attack, check_timestep, matched_timestep
+from .base import ATTACKS, TimestepAttack
 
 
 @ATTACKS.register
-class SimA(Attack):
+class SimA(TimestepAttack):
     """Score = minus mean |eps_theta(x_0, t, c)|^p over pixels: the clean image presented as if at timestep t.
 
     Args:
@@ -30,21 +24,9 @@ class SimA(Attack):
     """
 
     name = "sima"
-    calibration_grid: ClassVar[dict[str, tuple]] = {"timestep": (10, 20, 50, 100, 150, 200, 300)}
-    _parameter_constraints: ClassVar[dict] = {
-        **Attack._parameter_constraints,
-        "timestep": [Interval(Integral, 1, 999)],
-        "p": [Interval(Real, 0, None, closed="neither")],
-    }
 
     def __init__(self, timestep: int = 100, p: float = 4.0, batch_size: int = 64):
-        super().__init__(batch_size)
-        self.timestep = timestep
-        self.p = p
-
-    def resolve(self, model: DiffusionModel) -> dict:
-        step = matched_timestep(self.timestep, model)
-        return {"model_timestep": check_timestep(step, model, "timestep", type(self).__name__, 1)}
+        super().__init__(timestep, p, batch_size)
 
     def calls_per_sample(self, params: dict) -> int:
         return 1
