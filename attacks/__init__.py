@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from .base import ATTACKS, Attack, AttackScores, CalibrationSet
 from .loss import LossAttack
+from .noise_aggregation import NoiseAggregation
 from .pia import PIA, PIAN
 from .secmi import SecMI
 from .secmi_nn import SecMINN
 from .sima import SimA
 
-__all__ = ["ATTACKS", "PIA", "PIAN", "Attack", "AttackScores", "CalibrationSet", "LossAttack", "SecMI", "SecMINN",
-           "SimA"]
+__all__ = ["ATTACKS", "PIA", "PIAN", "Attack", "AttackScores", "CalibrationSet", "LossAttack", "NoiseAggregation",
+           "SecMI", "SecMINN", "SimA"]
