@@ -83,7 +83,7 @@ def main() -> None:
     report["bare_forward_images_per_second"] = bare
     print(f"reference model {model_dir} ({torch.get_num_threads()} threads)")
     print(f"bare forward pass: {bare[64]:.0f} images/s at batch 64, {bare[960]:.0f} images/s at batch 960\n")
-    header = (f"{'attack':8s} {'variant':7s} {'choice':>16s} {'calls':>5s} {'samples/s':>9s} {'of bare':>7s} | "
+    header = (f"{'attack':17s} {'variant':7s} {'choice':>16s} {'calls':>5s} {'samples/s':>9s} {'of bare':>7s} | "
               f"{'AUC all (95% CI)':>22s} {'TPR@1%':>6s} {'TPR@low':>7s} | {'AUC class':>9s} {'TPR@1%':>6s}")
     print(f"{len(members)} members vs {len(heldout)} heldout scored; {len(calibration.members)} + "
           f"{len(calibration.nonmembers)} calibration images (never scored)")
@@ -115,7 +115,7 @@ def main() -> None:
             }
             low, high = overall["auc_ci"]
             shown = ",".join(f"{v}" for v in choice.values()).replace(" ", "")[:16]
-            print(f"{name:8s} {variant:7s} {shown:>16s} {calls:5d} {rate:9.1f} {rate * calls / limit:7.0%} | "
+            print(f"{name:17s} {variant:7s} {shown:>16s} {calls:5d} {rate:9.1f} {rate * calls / limit:7.0%} | "
                   f"{overall['auc']:.3f} [{low:.3f}, {high:.3f}]   {overall['tpr_at_1pct_fpr']:6.3f} "
                   f"{overall['tpr_at_lowest_resolvable_fpr']:7.3f} | {per_class['auc']:9.3f} "
                   f"{per_class['tpr_at_1pct_fpr']:6.3f}", flush=True)
