@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -185,13 +185,15 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
         if role in given:
             check_provenance(DiffusionModel.read_metadata(paths[role]), paths[role], dataset, splits,
                              allow_other_data=config.allow_other_data)
-    for method in (unlearner, retrain):
-        if method is not None:
-            method.check(task, stand_in)
     sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config)
     if calibration is None and any(attack.needs_fit for attack in attacks):
         needing = ", ".join(attack.name for attack in attacks if attack.needs_fit)
         raise UsageError(f"attack(s) {needing} learn from a calibration set; set calibration_images > 0")
+    if calibration is not None:  # non-members the audit never scores, for methods that match to them
+        task = replace(task, nonmembers=calibration.nonmembers)
+    for method in (unlearner, retrain):
+        if method is not None:
+            method.check(task, stand_in)
 
     if "original" in given:
         original, sources = given["original"], {"original": {"source": config.model}}

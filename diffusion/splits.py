@@ -150,12 +150,15 @@ class ForgetTask:
         retain: the remaining members D_r.
         forget_classes: classes erased entirely (empty for sample-level deletion).
         num_classes: number of class labels of the model.
+        nonmembers: images the model never trained on, from the same distribution (a user's validation images),
+            for methods that match the forget images to non-members; None when the user has none.
     """
 
     forget: LabeledImages
     retain: LabeledImages
     forget_classes: tuple[int, ...]
     num_classes: int
+    nonmembers: LabeledImages | None = None
 
     def __post_init__(self) -> None:
         if len(self.forget) == 0:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+from diffusion.errors import UsageError
+from diffusion.seeding import seeded_normal
 from diffusion.splits import ForgetSpec, ForgetTask
 from unlearn import EraseDiff
 from unlearn.erasediff import DEFAULT_ETA_CLASS, DEFAULT_ETA_SAMPLES, bome_multiplier
-from unlearn.losses import other_class_labels
+from unlearn.losses import MembershipGap, membership_gap, membership_matching_loss, other_class_labels
 
 from .conftest import tiny_model
 
@@ -39,6 +42,14 @@ def test_lambda_for_aligned_gradients_is_clipped_at_zero():
 
 def test_lambda_with_a_vanishing_forget_gradient_is_zero():
     assert bome_multiplier(grads(1, 2, 3), grads(0, 0, 0), eta=1.0) == 0.0
+
+
+def test_value_barrier_asks_for_a_rate_proportional_to_q():
+    # phi = eta * q instead of eta * ||g_q||^2: orthogonal gradients give lambda = eta * q / ||g_q||^2
+    assert bome_multiplier(grads(1, 0, 0), grads(0, 2, 0), eta=0.5, q=0.8) == pytest.approx(0.5 * 0.8 / 4)
+    # a met constraint (q <= 0) only cancels the conflict, never pushes further
+    assert bome_multiplier(grads(-1, 0, 0), grads(1, 0, 0), eta=0.5, q=-0.1) == pytest.approx(1 - 0.05)
+    assert bome_multiplier(grads(1, 0, 0), grads(1, 0, 0), eta=0.5, q=-0.1) == 0.0
 
 
 def test_update_direction_descends_q_at_rate_eta():
@@ -79,6 +90,63 @@ def test_inner_steps_find_a_lower_forget_loss(task):
     assert all(q > 0 for q in result.curves["q"])  # f_hat, after descent on L_f, lies below L_f(theta)
     no_inner = EraseDiff(steps=4, batch_size=16, inner_steps=0).unlearn(tiny_model(), task, quiet=True)
     assert no_inner.curves["q"] == [0.0] * 4
+
+
+def test_inner_steps_do_not_change_the_model_under_the_gradient_barrier(task):
+    """BOME's default barrier does not depend on f_hat, so K inner steps only change the logged q."""
+    with_inner = EraseDiff(steps=3, batch_size=16, inner_steps=2, inner_lr=0.05).unlearn(tiny_model(), task,
+                                                                                          quiet=True)
+    without = EraseDiff(steps=3, batch_size=16, inner_steps=0).unlearn(tiny_model(), task, quiet=True)
+    assert with_inner.model.fingerprint() == without.model.fingerprint()
+    assert with_inner.curves["lambda"] == without.curves["lambda"]
+    valued = EraseDiff(steps=3, batch_size=16, inner_steps=2, inner_lr=0.05, barrier="value", eta=5.0)
+    assert valued.unlearn(tiny_model(), task, quiet=True).model.fingerprint() != without.model.fingerprint()
+    with pytest.raises(UsageError, match="barrier 'value' needs inner_steps >= 1"):
+        EraseDiff(barrier="value").unlearn(tiny_model(), task, quiet=True)
+
+
+def test_matching_target_is_zero_where_the_model_is_the_original_and_there_is_no_gap(task):
+    model = tiny_model()
+    flat = MembershipGap(torch.tensor([10.0, 50.0]), torch.ones(3))
+    loss = membership_matching_loss(model, model, flat, task.forget.take(slice(0, 8)), torch.Generator())
+    assert loss().item() == pytest.approx(0.0, abs=1e-6)
+    assert flat.at(torch.tensor([0, 10, 49, 50, 99])).tolist() == [1.0, 1.0, 1.0, 1.0, 1.0]
+    gap = membership_gap(model, task.retain, task.retain.take(slice(0, 30)), torch.Generator().manual_seed(0))
+    assert gap.ratios.shape == (12,) and torch.isfinite(gap.ratios).all()
+    assert gap.band(torch.tensor([0, 99])).tolist() == [0, len(gap.edges)]
+
+
+def test_match_target_needs_nonmembers_and_leaves_the_input_alone(digits, splits):
+    samples = ForgetTask.from_spec(digits, splits, ForgetSpec(sample_ids=tuple(int(i) for i in splits.members[:20])))
+    with pytest.raises(UsageError, match="forget_target 'match' needs non-member images"):
+        EraseDiff(forget_target="match").unlearn(tiny_model(), samples, quiet=True)
+    model = tiny_model()
+    fingerprint = model.fingerprint()
+    result = EraseDiff(steps=3, batch_size=16, forget_target="match").unlearn(
+        model, replace(samples, nonmembers=digits.select(splits.heldout[:60])), quiet=True)
+    assert model.fingerprint() == fingerprint != result.model.fingerprint()
+    assert len(result.curves["loss_forget"]) == 3
+
+
+def test_matching_loss_drives_the_forget_loss_to_the_gap(task):
+    """Minimising the matching loss alone with a gap of 2 roughly doubles the forget images' loss."""
+    original, model = tiny_model(), tiny_model()
+    gap = MembershipGap(torch.tensor([10.0, 50.0]), torch.full((3,), 2.0))
+    forget = task.forget.take(slice(0, 32))
+    noise = seeded_normal(0, forget.ids.tolist(), forget.images.shape[1:], "test")
+    t = torch.arange(len(forget)) * 3
+
+    def mean_loss(m):
+        with torch.no_grad():
+            return m.denoising_loss(forget.images, forget.labels, t, noise).mean().item()
+
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        optimizer.zero_grad()
+        membership_matching_loss(model, original, gap, forget, generator)().backward()
+        optimizer.step()
+    assert 1.5 < mean_loss(model) / mean_loss(original) < 2.5  # measured 2.00
 
 
 def test_relabel_target_differs_from_uniform(task):

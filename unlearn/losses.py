@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,85 @@ def diffusion_loss(model: DiffusionModel, batch: LabeledImages, generator: torch
     """The DDPM training loss on ``batch`` (a scalar), with its own timesteps and noise from ``generator``."""
     t, noise = draw_timesteps_and_noise(model, batch, generator)
     return model.denoising_loss(batch.images.to(model.device), batch.labels.to(model.device), t, noise).mean()
+
+
+@dataclass(frozen=True)
+class MembershipGap:
+    """How much higher the original model's denoising loss is on non-members than on members, per timestep band.
+
+    Attributes:
+        edges: (num_bands - 1,) inner band edges in timesteps, geometric: the member/non-member gap lives at small
+            timesteps, where the loss also changes fastest with t.
+        ratios: (num_bands,) mean non-member loss / mean member loss in each band.
+    """
+
+    edges: torch.Tensor
+    ratios: torch.Tensor
+
+    def band(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.bucketize(t.cpu(), self.edges, right=True)
+
+    def at(self, t: torch.Tensor) -> torch.Tensor:
+        """The ratio for each timestep of ``t`` (B,): (B,)."""
+        return self.ratios[self.band(t)].to(t.device)
+
+
+@torch.no_grad()
+def membership_gap(
+    model: DiffusionModel, members: LabeledImages, nonmembers: LabeledImages, generator: torch.Generator,
+    num_bands: int = 12, draws: int = 32,
+) -> MembershipGap:
+    """Estimate :class:`MembershipGap` from ``draws`` (timestep, noise) draws per image on up to as many members
+    as non-members; both sets' losses are pooled per band, so no image is matched to another."""
+    members = members.take(torch.randperm(len(members), generator=generator)[: len(nonmembers)])
+    inner = torch.logspace(0, math.log10(model.num_train_timesteps), num_bands + 1)[1:-1]
+    gap = MembershipGap(inner, torch.ones(num_bands))
+    sums = torch.zeros(2, num_bands, dtype=torch.float64)
+    counts = torch.zeros(2, num_bands, dtype=torch.float64)
+    for row, images in enumerate((members, nonmembers)):
+        for _ in range(draws):
+            t, noise = draw_timesteps_and_noise(model, images, generator)
+            loss = model.denoising_loss(images.images.to(model.device), images.labels.to(model.device), t, noise)
+            band = gap.band(t)
+            sums[row].index_add_(0, band, loss.double().cpu())
+            counts[row].index_add_(0, band, torch.ones_like(band, dtype=torch.float64))
+    means = sums / counts.clamp_min(1)
+    ratios = torch.where(counts.min(0).values > 0, means[1] / means[0].clamp_min(1e-12), torch.ones(num_bands))
+    return MembershipGap(inner, ratios.float())
+
+
+def membership_matching_loss(
+    model: DiffusionModel, original: DiffusionModel, gap: MembershipGap, batch: LabeledImages,
+    generator: torch.Generator,
+):
+    """A closure on one draw: mean_i |L(x_i) - target_i| / target_i, target_i = L_orig(x_i) * gap(t_i).
+
+    Each forget image x_i is driven to the loss the ORIGINAL model would give it were it a non-member: its own
+    loss under the original (its difficulty, same timestep and noise) raised by the members-to-non-members ratio
+    at that timestep. Two-sided, so the image is not pushed beyond a non-member's level (over-unlearning exposes
+    examples too: Hayes et al., "Inexact Unlearning Needs More Careful Evaluations to Avoid a False Sense of
+    Privacy", arXiv 2403.01218, 2024).
+    """
+    t, noise = draw_timesteps_and_noise(model, batch, generator)
+    x0, labels = batch.images.to(model.device), batch.labels.to(model.device)
+    with torch.no_grad():
+        target = original.denoising_loss(x0, labels, t, noise) * gap.at(t)
+    return lambda: ((model.denoising_loss(x0, labels, t, noise) - target).abs() / target).mean()
+
+
+def nonmember_anchor_loss(
+    model: DiffusionModel, original: DiffusionModel, nonmembers: LabeledImages, size: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """MSE(eps_theta(x_t, t, c), stopgrad eps_original(x_t, t, c)) on ``size`` non-members drawn at random: keeps
+    the model's behaviour on images it never saw where the original had it (a scalar)."""
+    batch = nonmembers.take(torch.randint(len(nonmembers), (size,), generator=generator))
+    t, noise = draw_timesteps_and_noise(model, batch, generator)
+    x0, labels = batch.images.to(model.device), batch.labels.to(model.device)
+    x_t = model.add_noise(x0, noise, t)
+    with torch.no_grad():
+        target = original.predict_noise(x_t, t, labels)
+    return F.mse_loss(model.predict_noise(x_t, t, labels), target)
 
 
 def other_class_labels(

@@ -54,7 +54,9 @@ def forget_spec_from_options(forget_classes: tuple[int, ...], forget_ids: str | 
 @click.option("--batch-size", type=int, default=None, help="Images per batch (default: the method's).")
 @click.option("--lambda", "fixed_lambda", type=float, default=None,
               help="EraseDiff: a fixed lambda instead of BOME's adaptive rule.")
-@click.option("--forget-target", type=str, default=None, help="EraseDiff: 'relabel' (default) or 'uniform'.")
+@click.option("--forget-target", type=str, default=None,
+              help="EraseDiff: 'relabel' (default) or 'uniform' ('match' needs non-member images, which only the "
+                   "audit gives: its calibration split's).")
 @click.option("--param", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any other method parameter, e.g. --param inner_steps=3 (repeatable).")
 @model_data_options
