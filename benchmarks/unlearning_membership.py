@@ -8,9 +8,10 @@ Loads what the default audit uses (the built-in reference, its K retrained refer
 cached when missing), fits the audit's attacks on its calibration split against the original, then per variant
 (method parameters as JSON; "method" picks another registered method) unlearns, and prints: seconds, judged
 accuracy on the forgotten classes, retained accuracy and FD, and per attack the decision and the paired AUC
-difference (unlearned minus the references' mean, 90% interval) under the label conditioning, on the audit's own
-scale (raw when a class is erased, calibrated for a sample deletion). The full audit adds the inverted-embedding
-conditioning and the generation checks; this is the fast loop for comparing objectives. Methods that match the
+difference (unlearned minus the references' mean, 90% interval) under the most revealing conditioning (the label,
+or the audit's inverted class embedding when a class is erased), on the audit's own scale (raw when a class is
+erased, calibrated for a sample deletion). The full audit adds the generation checks; this is the fast loop for
+comparing objectives. Methods that match the
 forget images to non-members get the calibration split's non-members (never scored).
 """
 
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from attacks.inversion import fit_class_embedding
 from audit.config import AuditConfig
 from audit.membership import run_membership
-from audit.run import prepare_subjects
+from audit.run import INVERSION_IMAGES_PER_CLASS, prepare_subjects
 from diffusion.data import load_digits_dataset
 from diffusion.io import write_json
 from diffusion.quality import evaluate_generation
@@ -36,16 +38,26 @@ from diffusion.training import TrainConfig
 from unlearn import METHODS
 
 
-def membership_row(subjects, config, model, work: Path) -> dict:
-    """The audit's per-attack comparison of ``model`` (as the unlearned model) under the label conditioning."""
+def inverted(subjects, model, seed: int):
+    """The audit's inverted class embedding of ``model`` for the erased classes (None for a sample deletion)."""
+    if subjects.inversion_images is None:
+        return None
+    return fit_class_embedding(model, subjects.inversion_images, subjects.spec.classes, seed=seed,
+                               images_per_class=INVERSION_IMAGES_PER_CLASS)
+
+
+def membership_row(subjects, config, model, inversions: dict, work: Path) -> dict:
+    """The audit's per-attack comparison of ``model`` (as the unlearned model), under the conditioning where the
+    unlearned model's AUC difference is largest (label, or the inverted embedding when a class is erased)."""
     models = {**subjects.models, "unlearned": model}
-    _, comparisons = run_membership(subjects.attacks, models, {}, subjects.sets, subjects.references,
+    _, comparisons = run_membership(subjects.attacks, models, inversions, subjects.sets, subjects.references,
                                     config.thresholds, config.seed, work)
     row = {}
     for name, per in comparisons.items():
-        comparison = per["label"]
+        conditioning, comparison = max(per.items(),
+                                       key=lambda item: item[1]["auc"][item[1]["scale"]]["unlearned"]["estimate"])
         diff = comparison["auc"][comparison["scale"]]["unlearned"]
-        row[name] = {"decision": comparison["decision"], "estimate": diff["estimate"],
+        row[name] = {"decision": comparison["decision"], "estimate": diff["estimate"], "conditioning": conditioning,
                      "interval": [diff["low"], diff["high"]], "scale": comparison["scale"]}
     return row
 
@@ -86,21 +98,24 @@ def main() -> None:
           f"{len(subjects.references)} references, {len(task.nonmembers)} non-members for matching methods")
 
     rows = []
+    fitted = {role: inverted(subjects, model, config.seed) for role, model in subjects.models.items()}
 
     def report(label: str, model, seconds: float, params: dict) -> None:
         utility = evaluate_generation(model, subjects.judge, subjects.dataset, forget_classes=classes,
                                       per_class=args.per_class, seed=config.seed, steps=config.eval_steps)
-        membership = membership_row(subjects, config, model, work)
+        inversions = {} if fitted["original"] is None else {**fitted, "unlearned": inverted(subjects, model,
+                                                                                             config.seed)}
+        membership = membership_row(subjects, config, model, inversions, work)
         rows.append({"variant": label, "params": params, "seconds": seconds, "membership": membership,
                      **{k: utility.get(k) for k in ("forgotten_accuracy", "retained_accuracy", "retained_fd")}})
         forgotten = utility.get("forgotten_accuracy")
-        cells = " ".join(f"{name}:{c['decision'][0]}{c['estimate']:+.2f}"
+        cells = " ".join(f"{name}{'' if c['conditioning'] == 'label' else '*'}:{c['decision'][0]}{c['estimate']:+.2f}"
                          f"[{c['interval'][0]:+.2f},{c['interval'][1]:+.2f}]" for name, c in membership.items())
         print(f"{label:52s} {seconds:6.1f}s {'-' if forgotten is None else f'{forgotten:.2f}':>5s} "
               f"{utility['retained_accuracy']:.3f} {utility['retained_fd']:6.2f} | {cells}", flush=True)
 
     print(f"{'variant':52s} {'secs':>7s} {'forg.':>5s} {'ret.':>5s} {'FD':>6s} | per attack: decision, "
-          "AUC difference [90% interval]")
+          "AUC difference [90% interval]; * = under the inverted embedding")
     report("original (no-op)", subjects.models["original"], 0.0, {})
     for params in variants:
         params = dict(params)

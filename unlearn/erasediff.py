@@ -13,6 +13,7 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 
 from diffusion.data import LabeledImages
@@ -21,6 +22,7 @@ from diffusion.model import DiffusionModel
 from diffusion.params import Interval, Options
 from diffusion.splits import ForgetTask
 
+from .adversarial_embedding import AdversarialEmbedding
 from .base import METHODS
 from .loop import GradientUnlearner, StepInputs
 from .losses import (
@@ -110,6 +112,7 @@ class EraseDiff(GradientUnlearner):
         "fixed_lambda": [None, Interval(Real, 0, None)],
         "forget_target": [Options("uniform", "relabel", "match")],
         "barrier": [Options("gradient", "value")],
+        "adversarial_embedding": [Options(True, False)],
     }
 
     steps: int = 300
@@ -121,26 +124,40 @@ class EraseDiff(GradientUnlearner):
     fixed_lambda: float | None = None
     forget_target: str = "relabel"
     barrier: str = "gradient"
+    adversarial_embedding: bool = False
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.98
     ema_start: int = 50
 
-    def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool):
-        """For ``match``: the original model (frozen) and its membership gap on the task's non-members."""
-        if self.forget_target != "match":
-            return None
-        return original, membership_gap(original, task.retain, task.nonmembers, generator)
+    def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool) -> dict:
+        """The original model (frozen); for ``match`` its membership gap on the task's non-members; with
+        ``adversarial_embedding`` the attacker's embedding."""
+        context = {"original": original}
+        if self.forget_target == "match":
+            context["gap"] = membership_gap(original, task.retain, task.nonmembers, generator)
+        if self.adversarial_embedding:
+            if not isinstance(getattr(original.unet, "class_embedding", None), torch.nn.Embedding):
+                raise UsageError("adversarial_embedding needs a class-conditional UNet whose class embedding is a "
+                                 "lookup table (nn.Embedding)")
+            context["adversary"] = AdversarialEmbedding(original)
+        return context
 
     def forget_loss(
         self, model: DiffusionModel, batch: LabeledImages, task: ForgetTask, context, generator: torch.Generator
     ):
         """A closure computing L_f on one fixed draw of timesteps and targets (reused by the inner steps)."""
+        adversary = context.get("adversary")
+        if adversary is not None:
+            t, noise = draw_timesteps_and_noise(model, batch, generator)
+            adversary.attack_step(model, batch.images.to(model.device), batch.labels.to(model.device), t, noise)
         if self.forget_target == "relabel":
             draw = relabel_target(model, batch, task.retained_classes, generator)
-            return lambda: relabel_loss(model, draw)
+            if adversary is None:
+                return lambda: relabel_loss(model, draw)
+            return lambda: relabel_loss(model, draw) + F.mse_loss(
+                adversary.predict(model, draw.x_t, draw.t, draw.labels), draw.target)
         if self.forget_target == "match":
-            original, gap = context
-            return membership_matching_loss(model, original, gap, batch, generator)
+            return membership_matching_loss(model, context["original"], context["gap"], batch, generator)
         t, _ = draw_timesteps_and_noise(model, batch, generator)
         uniform = torch.rand(batch.images.shape, generator=generator).to(model.device)
         x0, labels = batch.images.to(model.device), batch.labels.to(model.device)
@@ -154,7 +171,7 @@ class EraseDiff(GradientUnlearner):
         f_hat = self._inner_minimum(parameters, loss_forget_fn, grad_forget, step.accelerator)
         loss_retain = diffusion_loss(model, step.retain, step.generator)
         if self.forget_target == "match":
-            loss_retain = loss_retain + nonmember_anchor_loss(model, step.context[0], step.task.nonmembers,
+            loss_retain = loss_retain + nonmember_anchor_loss(model, step.context["original"], step.task.nonmembers,
                                                               len(step.retain), step.generator)
         grad_retain = self._gradient(loss_retain, parameters, step.accelerator)
         q = loss_forget.item() - f_hat
@@ -177,6 +194,8 @@ class EraseDiff(GradientUnlearner):
         if self.barrier == "value" and self.inner_steps == 0:
             raise UsageError("barrier 'value' needs inner_steps >= 1 (with none, q is 0 and the barrier never acts); "
                              "set inner_steps or use barrier 'gradient'")
+        if self.adversarial_embedding and self.forget_target != "relabel":
+            raise UsageError(f"adversarial_embedding works with forget_target 'relabel'; got '{self.forget_target}'")
         if self.forget_target == "match" and (task.nonmembers is None or len(task.nonmembers) == 0):
             raise UsageError("forget_target 'match' needs non-member images (never trained on, same distribution) "
                              "to match the forget images to; give some, or use forget_target 'relabel'")
