@@ -176,3 +176,15 @@ def test_default_rate_depends_on_the_kind_of_deletion(digits, splits, task):
     gentle = EraseDiff(steps=2, batch_size=16, eta=0.01).unlearn(tiny_model(), task, quiet=True)
     strong = EraseDiff(steps=2, batch_size=16, eta=5.0).unlearn(tiny_model(), task, quiet=True)
     assert strong.curves["lambda"][0] > gentle.curves["lambda"][0]
+
+
+def test_repair_phase_trains_on_the_remaining_data_after_the_erasure(task):
+    model = tiny_model()
+    fingerprint = model.fingerprint()
+    plain = EraseDiff(steps=2, batch_size=16).unlearn(model, task, quiet=True)
+    repaired = EraseDiff(steps=2, batch_size=16, repair_steps=3).unlearn(model, task, quiet=True)
+    assert model.fingerprint() == fingerprint
+    assert repaired.steps == 5 and len(repaired.curves["repair_loss_retain"]) == 3
+    assert repaired.curves["loss_forget"] == plain.curves["loss_forget"]  # the same erasure, then the repair
+    assert repaired.model.fingerprint() != plain.model.fingerprint()
+    assert repaired.params["repair_steps"] == 3 and repaired.method == "erasediff"

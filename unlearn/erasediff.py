@@ -8,7 +8,7 @@ The value-function constraint is handled with the dynamic barrier rule of BOME! 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -23,7 +23,8 @@ from diffusion.params import Interval, Options
 from diffusion.splits import ForgetTask
 
 from .adversarial_embedding import AdversarialEmbedding
-from .base import METHODS
+from .base import METHODS, RunOptions, UnlearnResult
+from .finetune import Finetune
 from .loop import GradientUnlearner, StepInputs
 from .losses import (
     diffusion_loss,
@@ -76,8 +77,8 @@ class EraseDiff(GradientUnlearner):
        and an EMA of the weights (decay ``ema_decay`` from step ``ema_start`` on) is what is returned.
 
     ``barrier``: BOME's default ``gradient`` (phi = eta ||grad q||^2) does not depend on f_hat, so the inner steps
-    only feed the logged q: ``inner_steps`` 0 (the default) gives the same model 29% faster (class 0, 300 steps:
-    58 s vs 83 s, identical membership and judge numbers). ``value`` (phi = eta q, BOME's alternative, f_hat
+    only feed the logged q: ``inner_steps`` 0 (the default) gives the same model 14-29% faster (class 0, 300 steps,
+    two runs: 70 s vs 81 s and 58 s vs 83 s; identical weights). ``value`` (phi = eta q, BOME's alternative, f_hat
     matters; needs inner_steps >= 1) forgot more slowly per second: judged 50% (eta 1) and 26% (eta 10) after 300
     steps vs 6% (benchmarks/results/erasediff_objectives.txt).
 
@@ -87,6 +88,11 @@ class EraseDiff(GradientUnlearner):
     forget image's loss to what the original would give it as a non-member (:func:`membership_matching_loss`,
     two-sided) while the task's non-member images keep the original's predictions. ``match`` needs
     ``task.nonmembers``: images from the same distribution that were never trained on (a user's validation set).
+    ``adversarial_embedding``: an attacker's class embedding is fitted alongside (one Adam step per step on the
+    forget images, :class:`~unlearn.adversarial_embedding.AdversarialEmbedding`) and the relabel loss is applied
+    under it too, so the class cannot be brought back by embedding inversion. On class 0 it turned the audit's
+    membership FAILs under the inverted embedding (PIA +0.21, SimA +0.19) into INCONCLUSIVE (at most +0.17) but
+    raised the retained FD x1.68 (the audit allows x1.3), so it is off by default.
     Defaults, each chosen by measurement on the 8x8 digits reference (numbers in benchmarks/results/defaults.md):
     ``relabel`` (``uniform`` leaves the class generated and lowers the forget images' loss; ``match`` removed less
     of the membership signal than ``relabel`` on a 50-image deletion and does not stop a class being generated);
@@ -98,6 +104,8 @@ class EraseDiff(GradientUnlearner):
         steps: outer steps. lr: Adam learning rate. batch_size: forget and remain images per step (the forget
             batch is the whole forget set when it is smaller). inner_steps, inner_lr: the K SGD steps of 1.
         eta: BOME's rate (None: by kind of deletion, see above). barrier: ``gradient`` or ``value`` (above).
+            adversarial_embedding: train against an attacker's embedding (above; relabel target only).
+            repair_steps: steps of plain DDPM training on the remaining data after the erasure (0: none).
             fixed_lambda: a constant lambda instead of BOME's rule (None: adaptive). grad_clip: outer gradient
             norm bound (None: off).
         ema_decay: EMA of the weights (None: off). ema_start: steps before the averaging starts.
@@ -113,6 +121,7 @@ class EraseDiff(GradientUnlearner):
         "forget_target": [Options("uniform", "relabel", "match")],
         "barrier": [Options("gradient", "value")],
         "adversarial_embedding": [Options(True, False)],
+        "repair_steps": [Interval(Integral, 0, None)],
     }
 
     steps: int = 300
@@ -125,9 +134,23 @@ class EraseDiff(GradientUnlearner):
     forget_target: str = "relabel"
     barrier: str = "gradient"
     adversarial_embedding: bool = False
+    repair_steps: int = 0
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.98
     ema_start: int = 50
+
+    def run(self, model: DiffusionModel, task: ForgetTask, options: RunOptions) -> UnlearnResult:
+        """The constrained steps, then ``repair_steps`` of plain DDPM training on D_r (same lr, batch and EMA;
+        the callback sees the first phase only). Curves of the repair phase are logged as ``repair_loss_retain``."""
+        result = super().run(model, task, options)
+        if not self.repair_steps:
+            return result
+        repair = Finetune(steps=self.repair_steps, lr=self.lr, batch_size=self.batch_size, grad_clip=self.grad_clip,
+                          ema_decay=self.ema_decay, ema_start=min(self.ema_start, self.repair_steps // 5))
+        repaired = repair.run(result.model, task, replace(options, callback=None))
+        curves = {**result.curves, "repair_loss_retain": repaired.curves["loss_retain"]}
+        return UnlearnResult(repaired.model, self.name, self.get_params(), self.steps + self.repair_steps,
+                             result.seconds + repaired.seconds, curves)
 
     def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool) -> dict:
         """The original model (frozen); for ``match`` its membership gap on the task's non-members; with
