@@ -16,8 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from audit.cli import main
+from audit.config import AuditConfig
+from audit.run import prepare_subjects
 
-from .conftest import CONTROL_LABEL
+from .conftest import CONTROL_CLASS, CONTROL_LABEL, CONTROL_MEMBER_FRACTION
 
 pytestmark = pytest.mark.slow  # trains four small models and runs two audits (about two minutes)
 
@@ -84,3 +86,17 @@ def test_attacks_fit_on_a_calibration_set_the_audit_never_scores(noop_audit):
         chosen = next(row for row in fitted["grid"] if all(row[k] == v for k, v in fitted["chosen"].items()))
         assert chosen["auc"] == best, attack
         assert results["attacks"][attack]["original"]["cost"]["params"]["calibration"]["chosen"] == fitted["chosen"]
+
+
+def test_methods_get_the_calibration_non_members_which_are_never_scored(control_workspace, tmp_path):
+    """A method that matches forget images to non-members (EraseDiff's ``match``) gets the calibration split's
+    heldout images: never trained on, never scored."""
+    config = AuditConfig(data=str(control_workspace["root"] / "digits3"), forget_classes=[CONTROL_CLASS],
+                         member_fraction=CONTROL_MEMBER_FRACTION, model=str(control_workspace["original"]),
+                         unlearned=str(control_workspace["original"]), retrain=False, out=str(tmp_path / "unused"),
+                         quiet=True)
+    subjects = prepare_subjects(config)
+    given = set(subjects.task.nonmembers.ids.tolist())
+    assert given == set(subjects.calibration.nonmembers.ids.tolist()) and len(given) > 0
+    assert given.isdisjoint(subjects.sets.samples.ids.tolist())
+    assert given.isdisjoint(subjects.splits.members.tolist())
