@@ -48,8 +48,3 @@ class AdversarialEmbedding:
         (self.vector.grad,) = torch.autograd.grad(loss, [self.vector])
         self.optimizer.step()
         return loss.item()
-
-    def predict(self, model: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor):
-        """eps_theta(x_t, t, vector) (B, C, H, W), differentiable in the model's weights, not in the vector."""
-        with self.conditioning(model, self.vector.detach()):
-            return model.predict_noise(x_t, t, labels)

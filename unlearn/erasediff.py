@@ -13,7 +13,6 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 
 from diffusion.data import LabeledImages
@@ -169,16 +168,18 @@ class EraseDiff(GradientUnlearner):
         self, model: DiffusionModel, batch: LabeledImages, task: ForgetTask, context, generator: torch.Generator
     ):
         """A closure computing L_f on one fixed draw of timesteps and targets (reused by the inner steps)."""
-        adversary = context.get("adversary")
-        if adversary is not None:
-            t, noise = draw_timesteps_and_noise(model, batch, generator)
-            adversary.attack_step(model, batch.images.to(model.device), batch.labels.to(model.device), t, noise)
         if self.forget_target == "relabel":
             draw = relabel_target(model, batch, task.retained_classes, generator)
+            adversary = context.get("adversary")
             if adversary is None:
                 return lambda: relabel_loss(model, draw)
-            return lambda: relabel_loss(model, draw) + F.mse_loss(
-                adversary.predict(model, draw.x_t, draw.t, draw.labels), draw.target)
+
+            def relabel_loss_also_under_the_adversary() -> torch.Tensor:
+                with adversary.conditioning(model, adversary.vector.detach()):
+                    adversarial = relabel_loss(model, draw)
+                return relabel_loss(model, draw) + adversarial
+
+            return relabel_loss_also_under_the_adversary
         if self.forget_target == "match":
             return membership_matching_loss(model, context["original"], context["gap"], batch, generator)
         t, _ = draw_timesteps_and_noise(model, batch, generator)
@@ -188,6 +189,10 @@ class EraseDiff(GradientUnlearner):
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         parameters = model.trainable_parameters()
+        if "adversary" in step.context:  # the attacker moves first, on this step's forget images
+            t, noise = draw_timesteps_and_noise(model, step.forget, step.generator)
+            step.context["adversary"].attack_step(model, step.forget.images.to(model.device),
+                                                  step.forget.labels.to(model.device), t, noise)
         loss_forget_fn = self.forget_loss(model, step.forget, step.task, step.context, step.generator)
         loss_forget = loss_forget_fn()
         grad_forget = self._gradient(loss_forget, parameters, step.accelerator)

@@ -43,6 +43,7 @@ class MembershipGap:
     ratios: torch.Tensor
 
     def band(self, t: torch.Tensor) -> torch.Tensor:
+        """The band index of each timestep of ``t`` (B,): (B,), on the CPU."""
         return torch.bucketize(t.cpu(), self.edges, right=True)
 
     def at(self, t: torch.Tensor) -> torch.Tensor:
@@ -59,14 +60,13 @@ def membership_gap(
     as non-members; both sets' losses are pooled per band, so no image is matched to another."""
     members = members.take(torch.randperm(len(members), generator=generator)[: len(nonmembers)])
     inner = torch.logspace(0, math.log10(model.num_train_timesteps), num_bands + 1)[1:-1]
-    gap = MembershipGap(inner, torch.ones(num_bands))
     sums = torch.zeros(2, num_bands, dtype=torch.float64)
     counts = torch.zeros(2, num_bands, dtype=torch.float64)
     for row, images in enumerate((members, nonmembers)):
         for _ in range(draws):
             t, noise = draw_timesteps_and_noise(model, images, generator)
             loss = model.denoising_loss(images.images.to(model.device), images.labels.to(model.device), t, noise)
-            band = gap.band(t)
+            band = torch.bucketize(t.cpu(), inner, right=True)
             sums[row].index_add_(0, band, loss.double().cpu())
             counts[row].index_add_(0, band, torch.ones_like(band, dtype=torch.float64))
     means = sums / counts.clamp_min(1)
