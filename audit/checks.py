@@ -77,7 +77,7 @@ def _membership_checks(membership: dict, thresholds: Thresholds) -> list[Check]:
     margin, confidence = thresholds.mia_auc_margin, thresholds.confidence
     powered = []
     for attack, per_conditioning in membership["attacks"].items():
-        conditioning = max(per_conditioning, key=lambda c: _exposure(per_conditioning[c]))
+        conditioning = most_revealing(per_conditioning)
         comparison = per_conditioning[conditioning]
         powered += [f"{attack} ({c})" for c, comp in per_conditioning.items() if comp["power"]]
         description = (f"{attack} membership AUC (forget vs heldout) matches the retrained references', under the "
@@ -100,6 +100,12 @@ def _membership_checks(membership: dict, thresholds: Thresholds) -> list[Check]:
                         "fails the membership check)", PASS if powered else INCONCLUSIVE, None, None,
                         "the original's interval lies outside the margin for at least one attack", detail))
     return checks
+
+
+def most_revealing(per_conditioning: dict) -> str:
+    """The conditioning (of one attack's comparisons) under which the unlearned model looks worst: the one the
+    membership check decides on."""
+    return max(per_conditioning, key=lambda c: _exposure(per_conditioning[c]))
 
 
 def _exposure(comparison: dict) -> tuple[int, float]:

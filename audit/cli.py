@@ -27,3 +27,7 @@ main.add_command(report_command)
 main.add_command(unlearn_command)
 main.add_command(evaluate_command)
 main.add_command(attack_command)
+
+
+if __name__ == "__main__":  # ``python -m audit.cli``, as ``accelerate launch -m audit.cli`` runs it
+    main(prog_name="erasediff")

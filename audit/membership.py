@@ -11,6 +11,7 @@ paired bootstrap (audit/statistics.py).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,20 +121,26 @@ def run_membership(
     thresholds: Thresholds,
     seed: int,
     scores_dir: Path,
+    memo: dict[tuple[str, str, str], AttackScores] | None = None,
 ) -> tuple[dict, dict]:
     """Every attack on every model under every conditioning; writes ``scores_dir/<attack>.csv``.
 
-    Returns the per-model metrics under the label (ROC and all: ``results["attacks"]``) and the comparisons
-    (``results["membership"]``).
+    ``memo`` (optional, filled as it goes) holds scores by (attack and its parameters, model fingerprint, samples
+    and their conditioning labels, seed): a caller that audits several candidate models against the same original
+    and references passes one dict, and the fixed models are scored once (scores depend only on the weights, the
+    samples and the seed). Returns the per-model metrics under the label (ROC and all: ``results["attacks"]``) and
+    the comparisons (``results["membership"]``).
     """
     views = conditioned(models, inversions, sets)
+    memo = {} if memo is None else memo
     is_member = sets.is_member
     per_model, comparisons = {}, {}
     for attack in attacks:
         blocks: list[tuple[str, str, AttackScores, np.ndarray | None]] = []
         comparisons[attack.name] = {}
         for conditioning, view in views.items():
-            scored = {role: attack.score(model, samples, seed=seed) for role, (model, samples) in view.items()}
+            scored = {role: _memoized_score(attack, model, samples, seed, memo)
+                      for role, (model, samples) in view.items()}
             raw = {role: s.scores for role, s in scored.items()}
             comparison, calibrated = compare(raw, is_member, references, thresholds, seed,
                                              calibrated_decisions=not sets.classes_erased)
@@ -150,6 +157,17 @@ def run_membership(
             logger.info("%s under %s: %s", attack.name, conditioning, comparison["decision"])
         write_scores_csv(scores_dir / f"{attack.name}.csv", blocks, is_member)
     return per_model, comparisons
+
+
+def _memoized_score(
+    attack: Attack, model: DiffusionModel, samples: LabeledImages, seed: int, memo: dict
+) -> AttackScores:
+    """``attack.score(model, samples, seed=seed)``, looked up in ``memo`` first (see :func:`run_membership`)."""
+    labels = hashlib.sha256(samples.labels.numpy().tobytes() + samples.ids.numpy().tobytes()).hexdigest()
+    key = (f"{attack.name}{sorted(attack.get_params().items())}", model.fingerprint(), f"{labels}:{seed}")
+    if key not in memo:
+        memo[key] = attack.score(model, samples, seed=seed)
+    return memo[key]
 
 
 def relative_to_nonmembers(z: np.ndarray, is_member: np.ndarray) -> np.ndarray:

@@ -12,6 +12,14 @@ as ratios to EraseDiff's (for a method that never gets there, its whole run over
 lower bound, shown as ">x").
 Sample mode: forget member images of mixed classes; report retained accuracy and the mean denoising loss of
 the forget images next to heldout images of the same classes (fixed noise per sample id), before and after.
+
+Certify mode (``--certify``, a class or ``--forget-samples``): time to a certified erasure. Each method is probed,
+timer paused, at steps 25, 50, 100, 200, ... and at its last step with the default audit's membership, forgetting
+and utility checks (audit/probe.py: the same references, fitted attacks, conditionings and margins; the original's
+and the references' share computed once). A method is "certified" at the first probe where every membership check
+and the forgetting check PASS, and "unrefuted" at the first where none of them FAILs (what a retrain gets when the
+audit lacks the power to certify it). Seconds are given as ratios to the retrain row's wall time; the old
+time to <= 10% judged stays beside them (class mode). The doubling schedule resolves a time to within 2x.
 Timings on a shared CPU are noisy; compare ratios within one run.
 """
 
@@ -19,11 +27,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from audit.probe import AuditProbe, default_audit_config
 from diffusion.data import load_digits_dataset
 from diffusion.io import write_json
 from diffusion.judge import load_or_train_judge
@@ -109,6 +120,89 @@ def run_sample_mode(args, dataset, splits, model, judge) -> list[dict]:
     return rows
 
 
+def certify_schedule(steps: int) -> set[int]:
+    """The steps at which a run of ``steps`` steps is audited: 25, 50, 100, ... below ``steps``, and ``steps``."""
+    schedule, step = {steps}, 25
+    while step < steps:
+        schedule.add(step)
+        step *= 2
+    return schedule
+
+
+def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
+    config = default_audit_config(args.forget_class[0], args.forget_samples, args.seed,
+                                  Path(tempfile.mkdtemp(prefix="erasediff-certify-")))
+    probe = AuditProbe(config)
+    task, classes = probe.subjects.task, probe.subjects.spec.classes
+    model = probe.fixed["original"]
+
+    def audited(step, current, seconds) -> dict:
+        start = time.perf_counter()
+        result = probe(current)
+        return {"step": step, "seconds": seconds, "probe_seconds": time.perf_counter() - start,
+                "certified": result.certified, "unrefuted": result.unrefuted,
+                "decisions": result.decisions(), "membership": result.membership(),
+                **{k: result.utility.get(k) for k in ("forgotten_accuracy", "retained_accuracy", "retained_fd")}}
+
+    rows = [{"method": "original", "steps": 0, "seconds": 0.0, "steps_to_10pct": None, "seconds_to_10pct": None,
+             "probes": [audited(0, model, 0.0)]}]
+    for name in args.methods:
+        method = METHODS.make(name)
+        schedule = certify_schedule(method.get_params()["steps"])
+        probes, forgetting = [], []
+
+        def callback(step, current, seconds, probes=probes, forgetting=forgetting, schedule=schedule, name=name):
+            if classes and step % args.probe_every == 0:
+                images, labels = generate_per_class(current, classes, 50, seed=args.seed)
+                accuracy = judged_correct(judge.probabilities(images), labels).mean().item()
+                forgetting.append({"step": step, "seconds": seconds, "forgotten_accuracy": accuracy})
+            if step in schedule:
+                probes.append(audited(step, current, seconds))
+                print(f"  {name} step {step}: {seconds:.1f} s, "
+                      f"{' '.join(f'{k}:{v[0]}' for k, v in probes[-1]['decisions'].items())}", flush=True)
+
+        result = method.unlearn(model, task, seed=args.seed, quiet=args.quiet, callback=callback,
+                                callback_every=math.gcd(args.probe_every, 25))
+        reached = next((p for p in forgetting if p["forgotten_accuracy"] <= FORGOTTEN_BAR), None)
+        rows.append({"method": name, "steps": result.steps, "seconds": result.seconds, "params": result.params,
+                     "seconds_to_10pct": reached["seconds"] if reached else None,
+                     "steps_to_10pct": reached["step"] if reached else None,
+                     "probes": probes, "forgetting_probes": forgetting})
+        print(f"{name}: done in {result.seconds:.1f} s", flush=True)
+    retrain = next((r for r in rows if r["method"] == "retrain"), None)
+    for r in rows:
+        for goal in ("certified", "unrefuted"):
+            first = next((p for p in r["probes"] if p[goal]), None)
+            r[f"steps_to_{goal}"] = first and first["step"]
+            r[f"seconds_to_{goal}"] = first and first["seconds"]
+            r[f"{goal}_ratio_to_retrain"] = ratio(first and first["seconds"], retrain and retrain["seconds"])
+    return rows
+
+
+def print_certify_table(rows: list[dict]) -> None:
+    def cell(r, goal):
+        if r[f"steps_to_{goal}"] is None:
+            return f"{'never':>6} {'':>6} {'':>5}"
+        x = r[f"{goal}_ratio_to_retrain"]
+        return f"{r[f'steps_to_{goal}']:6d} {r[f'seconds_to_{goal}']:6.1f} {'-' if x is None else f'{x:.2f}':>5}"
+
+    print(f"{'method':18} {'steps':>6} {'wall s':>7} | {'certified':^19} | {'unrefuted':^19} | {'<= 10%':^13} | "
+          f"final probe: checks (P/F/I), forgotten acc, retained acc, FD")
+    print(f"{'':18} {'':>6} {'':>7} | {'step':>6} {'s':>6} {'x RT':>5} | {'step':>6} {'s':>6} {'x RT':>5} | "
+          f"{'step':>6} {'s':>6} |")
+    for r in rows:
+        last = r["probes"][-1]
+        to_10 = (f"{'-':>6} {'-':>6}" if r["steps_to_10pct"] is None and not r["steps"] else
+                 f"{'never':>6} {'':>6}" if r["steps_to_10pct"] is None else
+                 f"{r['steps_to_10pct']:6d} {r['seconds_to_10pct']:6.1f}")
+        checks = " ".join(f"{k.removeprefix('mia_auc[').rstrip(']')}:{v[0]}" for k, v in last["decisions"].items())
+        forgotten = last["forgotten_accuracy"]
+        print(f"{r['method']:18} {r['steps']:6d} {r['seconds']:7.1f} | {cell(r, 'certified')} | "
+              f"{cell(r, 'unrefuted')} | {to_10} | {checks}  "
+              f"{'-' if forgotten is None else f'{forgotten:.2f}'} {last['retained_accuracy']:.3f} "
+              f"{last['retained_fd']:.2f}")
+
+
 def ratio(value, reference):
     return None if value is None or not reference else value / reference
 
@@ -159,6 +253,8 @@ def main() -> None:
                         help="class to forget (repeatable; default 0)")
     parser.add_argument("--forget-samples", type=int, default=0,
                         help="instead of a class, forget this many random member images")
+    parser.add_argument("--certify", action="store_true",
+                        help="time to a certified erasure under the default audit's checks (see above)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names")
     parser.add_argument("--probe-every", type=int, default=5, help="steps between forgetting probes")
     parser.add_argument("--per-class", type=int, default=200,
@@ -180,12 +276,16 @@ def main() -> None:
     judge = load_or_train_judge(dataset)
     start = time.perf_counter()
     sample_mode = args.forget_samples > 0
-    rows = (run_sample_mode if sample_mode else run_class_mode)(args, dataset, splits, model, judge)
-    if not sample_mode:
-        add_speed_columns(rows)
-    print_table(rows, sample_mode)
+    if args.certify:
+        rows = run_certify_mode(args, dataset, splits, model, judge)
+        print_certify_table(rows)
+    else:
+        rows = (run_sample_mode if sample_mode else run_class_mode)(args, dataset, splits, model, judge)
+        if not sample_mode:
+            add_speed_columns(rows)
+        print_table(rows, sample_mode)
     write_json(args.json, {
-        "benchmark": "unlearning", "mode": "samples" if sample_mode else "class",
+        "benchmark": "unlearning", "certify": args.certify, "mode": "samples" if sample_mode else "class",
         "forget": args.forget_samples if sample_mode else args.forget_class,
         "reference_model": str(model_dir), "torch_threads": torch.get_num_threads(),
         "samples_per_class": args.per_class, "probe_every": args.probe_every,

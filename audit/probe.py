@@ -1,0 +1,154 @@
+"""The audit's membership, forgetting and utility checks on candidate models, the fixed models' work done once.
+
+A benchmark that probes an unlearning method at intervals ("time to a certified erasure") or compares variants of
+it asks the same question many times: what would the audit decide if this model were the unlearned one? The
+original and the K retrained references do not change between questions, so their attack fits, attack scores,
+inverted class embeddings and generations are computed once; each question costs one model's share of the audit.
+Extraction and the resurrection checks (inversion, relearning) are left to the full audit: the probe answers
+with the checks named in :data:`PROBED_CHECKS`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from attacks import AttackScores
+from attacks.inversion import InvertedConditioning, fit_class_embedding
+from diffusion.data import load_digits_dataset
+from diffusion.model import DiffusionModel
+from diffusion.quality import evaluate_generation
+from diffusion.reference import load_or_train_reference
+from diffusion.splits import make_splits
+from diffusion.training import TrainConfig
+
+from .checks import Check, evaluate_checks, most_revealing, verdict
+from .config import AuditConfig
+from .membership import run_membership
+from .run import INVERSION_IMAGES_PER_CLASS, AuditSubjects, prepare_subjects
+
+PROBED_CHECKS = ("mia_auc", "audit_power", "forgotten_generation", "retained_accuracy", "retained_fd")
+UNLEARNED = "unlearned"
+
+
+@dataclass
+class ProbeResult:
+    """What the audit's checks say of one candidate model.
+
+    Attributes:
+        checks: the probed checks (membership per attack, audit power, forgotten generation, utility).
+        comparisons: the membership comparisons, as in ``results["membership"]["attacks"]``.
+        utility: the candidate's generation metrics (``evaluate_generation``).
+    """
+
+    checks: list[Check]
+    comparisons: dict
+    utility: dict
+
+    def decisions(self, prefix: str = "") -> dict[str, str]:
+        """{check name: decision} for the checks whose name starts with ``prefix``."""
+        return {c.name: c.decision for c in self.checks if c.name.startswith(prefix)}
+
+    def membership(self) -> dict[str, dict]:
+        """Per attack, under the conditioning its check decides on: decision, conditioning, scale, the AUC
+        difference (unlearned minus the references' mean) and its interval."""
+        cells = {}
+        for attack, per_conditioning in self.comparisons.items():
+            conditioning = most_revealing(per_conditioning)
+            comparison = per_conditioning[conditioning]
+            if comparison["scale"] is None:
+                cells[attack] = {"decision": comparison["decision"], "conditioning": conditioning}
+                continue
+            diff = comparison["auc"][comparison["scale"]]["unlearned"]
+            cells[attack] = {"decision": comparison["decision"], "conditioning": conditioning,
+                             "scale": comparison["scale"], "estimate": diff["estimate"],
+                             "interval": [diff["low"], diff["high"]]}
+        return cells
+
+    @property
+    def certified(self) -> bool:
+        """Every membership check and the forgetting check PASS: the erasure the audit would certify."""
+        wanted = [c for c in self.checks if c.name.startswith(("mia_auc", "audit_power", "forgotten_generation"))]
+        return verdict(wanted) == "PASS"
+
+    @property
+    def unrefuted(self) -> bool:
+        """No membership or forgetting check FAILs: what a model retrained without the forget set gets when the
+        audit lacks the power to certify it (an INCONCLUSIVE verdict, never a FAIL)."""
+        wanted = [c for c in self.checks if c.name.startswith(("mia_auc", "forgotten_generation"))]
+        return all(c.decision != "FAIL" for c in wanted)
+
+
+class AuditProbe:
+    """Answers "what would the audit of ``config`` decide if this model were the unlearned one?".
+
+    ``config`` is an audit configuration whose original model and references are loaded or trained (cached) once;
+    its ``unlearned`` must name a model folder (e.g. the original itself) so that no method runs here. The attacks
+    are fitted on the calibration split against the original, as the audit does.
+    """
+
+    def __init__(self, config: AuditConfig):
+        if config.unlearned is None:
+            raise ValueError("AuditProbe needs config.unlearned set (e.g. to the original), so no method runs")
+        self.config = config
+        self.subjects: AuditSubjects = prepare_subjects(config)
+        self.fixed = {role: m for role, m in self.subjects.models.items() if role != UNLEARNED}
+        original = self.fixed["original"]
+        for attack in self.subjects.attacks:
+            attack.fit(original, self.subjects.calibration, seed=config.seed, quiet=config.quiet)
+        self.memo: dict[tuple[str, str, str], AttackScores] = {}
+        self.inversions = {role: self._inverted(model) for role, model in self.fixed.items()}
+        self.utility = {role: self._utility(model) for role, model in self.fixed.items()}
+        self._scores_dir = tempfile.TemporaryDirectory(prefix="erasediff-probe-")  # the CSVs are not kept
+
+    def _inverted(self, model: DiffusionModel) -> InvertedConditioning | None:
+        subjects = self.subjects
+        if subjects.inversion_images is None:
+            return None
+        return fit_class_embedding(model, subjects.inversion_images, subjects.spec.classes, seed=self.config.seed,
+                                   images_per_class=INVERSION_IMAGES_PER_CLASS)
+
+    def _utility(self, model: DiffusionModel) -> dict:
+        return evaluate_generation(model, self.subjects.judge, self.subjects.dataset,
+                                   forget_classes=self.subjects.spec.classes,
+                                   per_class=self.config.eval_samples_per_class, seed=self.config.seed,
+                                   steps=self.config.eval_steps)
+
+    def __call__(self, model: DiffusionModel) -> ProbeResult:
+        """The probed checks of the audit with ``model`` as the unlearned model."""
+        subjects, config = self.subjects, self.config
+        models = {**self.fixed, UNLEARNED: model}
+        inversions = {}
+        if subjects.inversion_images is not None:
+            inversions = {**self.inversions, UNLEARNED: self._inverted(model)}
+        _, comparisons = run_membership(subjects.attacks, models, inversions, subjects.sets, subjects.references,
+                                        config.thresholds, config.seed, Path(self._scores_dir.name),
+                                        memo=self.memo)
+        utility = {**self.utility, UNLEARNED: self._utility(model)}
+        results = {"membership": {"references": subjects.references, "attacks": comparisons},
+                   "utility": utility, "forget_spec": subjects.spec.to_dict()}
+        return ProbeResult(evaluate_checks(results, config.thresholds), comparisons, utility[UNLEARNED])
+
+
+def default_audit_config(
+    forget_class: int | None, forget_samples: int, seed: int, work: Path, **overrides
+) -> AuditConfig:
+    """The default audit's configuration (the built-in reference, trained and cached when missing) for erasing
+    ``forget_class`` (or ``forget_samples`` random member images drawn with ``seed``, their ids written to
+    ``work/ids.txt``), with the reference standing in as the unlearned model, for :class:`AuditProbe`."""
+    dataset = load_digits_dataset()
+    splits = make_splits(dataset.labels, 0)
+    _, original_dir, _ = load_or_train_reference(dataset, splits, TrainConfig(), quiet=True)
+    base = dict(model=str(original_dir), unlearned=str(original_dir), seed=seed, quiet=True,
+                out=str(work / "unused"), **overrides)
+    if forget_samples:
+        ids = np.random.default_rng(seed).choice(splits.members, size=forget_samples, replace=False)
+        ids_file = work / "ids.txt"
+        ids_file.write_text(" ".join(map(str, ids)))
+        base.update(forget_classes=[], forget_ids=str(ids_file))
+    else:
+        base.update(forget_classes=[0 if forget_class is None else forget_class])
+    return AuditConfig(**base)
