@@ -7,6 +7,7 @@ import click
 from .commands.attack import attack_command
 from .commands.audit import audit_command
 from .commands.evaluate import evaluate_command
+from .commands.references import references_command
 from .commands.report import report_command
 from .commands.train import train_command
 from .commands.unlearn import unlearn_command
@@ -27,6 +28,7 @@ main.add_command(report_command)
 main.add_command(unlearn_command)
 main.add_command(evaluate_command)
 main.add_command(attack_command)
+main.add_command(references_command)
 
 
 if __name__ == "__main__":  # ``python -m audit.cli``, as ``accelerate launch -m audit.cli`` runs it

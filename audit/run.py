@@ -109,6 +109,51 @@ def _retrained_model(
     return model, {"source": str(directory), "cached": not built, "seed": seed}
 
 
+def _forget_task(
+    config: AuditConfig, original: DiffusionModel | None
+) -> tuple[ImageDataset, Splits, ForgetSpec, ForgetTask]:
+    """The audit's data (checked against a given original model), splits, forget spec and task."""
+    dataset = load_data_for_model(config.data, original) if original is not None else load_dataset(config.data)
+    splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
+    spec = _forget_spec(config)
+    return dataset, splits, spec, ForgetTask.from_spec(dataset, splits, spec)
+
+
+def _original_model(
+    config: AuditConfig, given: DiffusionModel | None, dataset: ImageDataset, splits: Splits
+) -> tuple[DiffusionModel, dict]:
+    """The given original model, or the built-in reference (from the cache or trained now), and its source."""
+    if given is not None:
+        return given, {"source": config.model}
+    original, directory, trained = load_or_train_reference(dataset, splits, TrainConfig.preset(config.preset),
+                                                           quiet=config.quiet)
+    return original, {"source": f"built-in reference ({directory})", "trained_now": trained}
+
+
+def fill_reference(config: AuditConfig, index: int) -> dict:
+    """Train the ``index``-th (1-based) of the audit's ``retrain_references`` models retrained without the forget
+    set into the cache, or find it there: K processes or machines sharing one cache (``ERASEDIFF_CACHE``) fill an
+    audit's references in parallel, and the audit then reuses them. Returns the reference's source record."""
+    if not 1 <= index <= config.retrain_references:
+        raise UsageError(f"reference index {index} is out of range: expected 1 to {config.retrain_references}")
+    if config.retrained:
+        raise UsageError("references are given (retrained); there is nothing to train")
+    given = DiffusionModel.load(config.model) if config.model else None
+    dataset, splits, spec, task = _forget_task(config, given)
+    recipe = TrainConfig.preset(config.preset)
+    stand_in = given or untrained_model(dataset, recipe, device="cpu")
+    task.check_model(stand_in, "the audit's original model")
+    if given is not None:
+        check_provenance(DiffusionModel.read_metadata(config.model), config.model, dataset, splits,
+                         allow_other_data=config.allow_other_data)
+    retrain = METHODS.make("retrain", steps=recipe.steps)
+    retrain.check(task, stand_in)
+    original, _ = _original_model(config, given, dataset, splits)
+    _, source = _retrained_model(retrain, original, task, (dataset, splits, spec),
+                                 reference_seed(config.seed, index - 1), config.quiet)
+    return source
+
+
 def _recorded_unlearning(metadata: dict) -> dict | None:
     """The unlearning record of a model given by path (``erasediff unlearn`` writes one), else None."""
     if "method" not in metadata:
@@ -173,10 +218,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     paths = {"original": config.model, "unlearned": config.unlearned}
     paths.update({f"{REFERENCE}_{k + 1}": path for k, path in enumerate(config.retrained)})
     given = {role: DiffusionModel.load(path) for role, path in paths.items() if path}
-    dataset = load_data_for_model(config.data, given["original"]) if "original" in given else load_dataset(config.data)
-    splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
-    spec = _forget_spec(config)
-    task = ForgetTask.from_spec(dataset, splits, spec)
+    dataset, splits, spec, task = _forget_task(config, given.get("original"))
     stand_in = given.get("original") or untrained_model(dataset, recipe, device="cpu")
     for role, model in {"original": stand_in, **given}.items():
         task.check_model(model, f"the audit's {role} model")
@@ -195,11 +237,8 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
         if method is not None:
             method.check(task, stand_in)
 
-    if "original" in given:
-        original, sources = given["original"], {"original": {"source": config.model}}
-    else:
-        original, directory, trained = load_or_train_reference(dataset, splits, recipe, quiet=config.quiet)
-        sources = {"original": {"source": f"built-in reference ({directory})", "trained_now": trained}}
+    original, sources = _original_model(config, given.get("original"), dataset, splits)
+    sources = {"original": sources}
     models = {"original": original}
     judge = load_or_train_judge(dataset)
     if "unlearned" in given:

@@ -1,7 +1,9 @@
 """The local cache of trained models (reference, retrained references, judge), keyed by content.
 
 A key hashes everything a cached artefact depends on (data fingerprint, member ids, recipe, parent model
-fingerprint...), never a path: an edited data folder gets a new key instead of a stale model.
+fingerprint...), never a path: an edited data folder gets a new key instead of a stale model. Several processes
+(or machines sharing the folder) may fill one cache at once: an entry is built under a lock file beside it, so a
+second process that needs the same entry waits and reuses it instead of training it again.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from .io import atomic_output_dir, cache_dir, to_jsonable
 from .model import DiffusionModel
@@ -34,12 +39,34 @@ def load_or_build_model(
 ) -> tuple[DiffusionModel, bool]:
     """The model cached in ``directory``, or ``build()``'s (model, record) saved there atomically first.
 
-    Returns the model and whether it was built in this call.
+    Returns the model and whether it was built in this call. Under :func:`entry_lock`: a process that finds the
+    entry being built waits for it.
     """
-    if (directory / "erasediff.json").is_file():
-        logger.info("reusing cached %s %s", what, directory)
-        return DiffusionModel.load(directory), False
-    model, record = build()
-    with atomic_output_dir(directory, force=True) as tmp:
-        model.save(tmp, record)
+    with entry_lock(directory, what):
+        if (directory / "erasediff.json").is_file():
+            logger.info("reusing cached %s %s", what, directory)
+            return DiffusionModel.load(directory), False
+        model, record = build()
+        with atomic_output_dir(directory, force=True) as tmp:
+            model.save(tmp, record)
     return model, True
+
+
+@contextmanager
+def entry_lock(directory: Path, what: str) -> Iterator[None]:
+    """Hold the lock of the cache entry ``directory`` (the file ``.NAME.lock`` beside it) within the block.
+
+    An OS lock (``filelock``), released when its holder ends, however it ends: a killed build never blocks the
+    next. A process that has to wait says so once in the log.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(directory.parent / f".{directory.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("waiting for another process building %s %s", what, directory)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from .cache import cache_entry
+from .cache import cache_entry, entry_lock
 from .data import ImageDataset
 from .errors import UsageError
 from .io import write_json
@@ -137,14 +137,15 @@ def load_or_train_judge(dataset: ImageDataset, *, seed: int = 0, directory: Path
         "judges", {"data": dataset.fingerprint(), "seed": seed, "version": JUDGE_VERSION}
     )
     weights, meta = directory / "judge.safetensors", directory / "judge.json"
-    if weights.is_file() and meta.is_file():
-        record = json.loads(meta.read_text())
-        net = JudgeNet(record["channels"], record["num_classes"])
-        net.load_state_dict(load_file(weights))
-        return Judge(net.eval(), record)
-    judge = train_judge(dataset, seed=seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(judge.net.state_dict(), str(weights) + ".tmp")
-    Path(str(weights) + ".tmp").replace(weights)
-    write_json(meta, judge.record)
+    with entry_lock(directory, "judge"):
+        if weights.is_file() and meta.is_file():
+            record = json.loads(meta.read_text())
+            net = JudgeNet(record["channels"], record["num_classes"])
+            net.load_state_dict(load_file(weights))
+            return Judge(net.eval(), record)
+        judge = train_judge(dataset, seed=seed)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(judge.net.state_dict(), str(weights) + ".tmp")
+        Path(str(weights) + ".tmp").replace(weights)
+        write_json(meta, judge.record)
     return judge

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -19,10 +20,49 @@ def _csv(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
+def task_options(command: Callable) -> Callable:
+    """The options that say which audit a command serves (config file, models, forget spec, data, seed): shared
+    by ``audit`` and ``references`` so that both find the same cache entries."""
+    options = [
+        click.option("--config", "config_file", type=click.Path(path_type=Path),
+                     help="YAML file of audit settings (keys as below, with underscores); flags override it."),
+        click.option("--model",
+                     help="Original model: diffusers folder or hf://owner/name. Default: the built-in reference."),
+        click.option("--preset", type=click.Choice(list(RECIPE_PRESETS)), default=None,
+                     help="Recipe of the built-in reference and of the retrained references: 'thorough' trains 3x "
+                          "longer for a reference that remembers (membership AUC ~1.0) [default]."),
+        click.option("--forget-class", "forget_classes", type=int, multiple=True,
+                     help=f"Class id to forget (repeatable) [{DEFAULTS.forget_classes[0]}]."),
+        click.option("--forget-ids", type=click.Path(path_type=Path), help="Text file of member sample ids to forget."),
+        click.option("--data", help="'digits' or an image folder [digits]."),
+        click.option("--split-seed", type=int, help="Seed of the member / heldout split [0]."),
+        click.option("--member-fraction", type=float,
+                     help=f"Fraction of images that are members [{DEFAULTS.member_fraction}]."),
+        click.option("--allow-other-data", is_flag=True, default=None,
+                     help="Audit models on other data than they record having been trained on."),
+        click.option("--seed", type=int, help="Seed of unlearning, attacks and sampling [0]."),
+        click.option("--quiet", is_flag=True, default=None, help="No progress bars or info logs."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, member_fraction, allow_other_data,
+                   seed, quiet) -> dict:
+    """The config keys of :func:`task_options`' values (None where a flag was not given)."""
+    return {
+        "model": model, "preset": preset,
+        # --forget-ids alone means "these samples only", not "these samples plus the default class"
+        "forget_classes": list(forget_classes) or ([] if forget_ids else None),
+        "forget_ids": str(forget_ids) if forget_ids else None,
+        "data": data, "split_seed": split_seed, "member_fraction": member_fraction,
+        "allow_other_data": allow_other_data, "seed": seed, "quiet": quiet,
+    }
+
+
 @click.command("audit")
-@click.option("--config", "config_file", type=click.Path(path_type=Path),
-              help="YAML file of audit settings (keys as below, with underscores); flags override it.")
-@click.option("--model", help="Original model: diffusers folder or hf://owner/name. Default: the built-in reference.")
+@task_options
 @click.option("--unlearned", help="Unlearned model to audit (folder). Default: run --method now.")
 @click.option("--retrained", multiple=True,
               help="A model retrained without the forget set (folder; repeatable: each is one reference). "
@@ -30,28 +70,14 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--references", "retrain_references", type=int,
               help=f"How many references to retrain when no --retrained is given [{DEFAULTS.retrain_references}].")
 @click.option("--retrain/--no-retrain", default=None, help="Train the references when none is given.")
-@click.option("--preset", type=click.Choice(list(RECIPE_PRESETS)), default=None,
-              help="Recipe of the built-in reference and of the retrained references: 'thorough' trains 3x longer "
-                   "for a reference that remembers (membership AUC ~1.0) [default].")
 @click.option("--method", help=f"Unlearning method to run when --unlearned is not given [{DEFAULTS.method}].")
-@click.option("--forget-class", "forget_classes", type=int, multiple=True,
-              help=f"Class id to forget (repeatable) [{DEFAULTS.forget_classes[0]}].")
-@click.option("--forget-ids", type=click.Path(path_type=Path), help="Text file of member sample ids to forget.")
 @click.option("--forget-label", help="Free text naming the deletion request (shown in the report).")
 @click.option("--attacks", help=f"Comma-separated membership attacks [{','.join(DEFAULTS.attacks)}].")
 @click.option("--calibration-images", type=int,
               help="Retained members and heldout non-members (never scored) on which the attacks fit their "
                    f"timesteps against the original model; 0 = fixed paper defaults [{DEFAULTS.calibration_images}].")
-@click.option("--data", help="'digits' or an image folder [digits].")
-@click.option("--split-seed", type=int, help="Seed of the member / heldout split [0].")
-@click.option("--member-fraction", type=float,
-              help=f"Fraction of images that are members [{DEFAULTS.member_fraction}].")
-@click.option("--allow-other-data", is_flag=True, default=None,
-              help="Audit models on other data than they record having been trained on.")
 @click.option("--out", type=click.Path(path_type=Path), help=f"Output folder [{DEFAULTS.out}].")
-@click.option("--seed", type=int, help="Seed of unlearning, attacks and sampling [0].")
 @click.option("--force", is_flag=True, default=None, help="Replace the output folder if it exists.")
-@click.option("--quiet", is_flag=True, default=None, help="No progress bars or info logs.")
 @handle_errors
 def audit_command(config_file, model, unlearned, retrained, retrain_references, retrain, preset, method,
                   forget_classes, forget_ids, forget_label, attacks, calibration_images, data, split_seed,
@@ -67,15 +93,11 @@ def audit_command(config_file, model, unlearned, retrained, retrain_references, 
     Exit code 0 = PASS, 1 = FAIL, 4 = INCONCLUSIVE, 2 = usage or config error (nothing written), 3 = runtime error.
     """
     overrides = {
-        "model": model, "unlearned": unlearned, "retrained": list(retrained) or None,
-        "retrain_references": retrain_references, "retrain": retrain, "preset": preset, "method": method,
-        # --forget-ids alone means "these samples only", not "these samples plus the default class"
-        "forget_classes": list(forget_classes) or ([] if forget_ids else None),
-        "forget_ids": str(forget_ids) if forget_ids else None,
-        "forget_label": forget_label, "attacks": _csv(attacks),
-        "calibration_images": calibration_images, "data": data, "split_seed": split_seed,
-        "member_fraction": member_fraction, "allow_other_data": allow_other_data,
-        "out": str(out) if out else None, "seed": seed, "force": force, "quiet": quiet,
+        **task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, member_fraction,
+                         allow_other_data, seed, quiet),
+        "unlearned": unlearned, "retrained": list(retrained) or None, "retrain_references": retrain_references,
+        "retrain": retrain, "method": method, "forget_label": forget_label, "attacks": _csv(attacks),
+        "calibration_images": calibration_images, "out": str(out) if out else None, "force": force,
     }
     config = load_config(config_file, overrides)
     configure_logging(config.quiet)
