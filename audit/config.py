@@ -74,6 +74,8 @@ class AuditConfig:
         calibration_images: up to this many retained members and heldout non-members, never scored, on which
             every attack fits its free choices against the original model before scoring (0: the attacks' fixed
             paper defaults). 100 per side resolves calibration AUCs to about +/-0.04.
+        threads: CPU threads of torch's operators (None: torch's default, one per core); recorded in the results'
+            environment block. Measured in benchmarks/results/threads.txt.
     """
 
     model: str | None = None
@@ -102,6 +104,7 @@ class AuditConfig:
     out: str = "erasediff-out/audit"
     force: bool = False
     quiet: bool = False
+    threads: int | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -165,6 +168,7 @@ _LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval_samples_per_class": _COUNT,
     "eval_steps": _COUNT,
     "retrain_references": (lambda v: 1 <= v <= 64, "a number of references in [1, 64]"),
+    "threads": (lambda v: v is None or 1 <= v <= 1024, "a number of CPU threads in [1, 1024]"),
     "calibration_images": (lambda v: 0 <= v < 2**31, "a number of images in [0, 2**31) (0: the attacks' fixed "
                                                      "paper defaults)"),
     "thresholds.confidence": (lambda v: 0.5 <= v < 1, "a confidence level in [0.5, 1)"),

@@ -22,7 +22,7 @@ from attacks.regeneration import conditional_regeneration
 from attacks.relearning import relearning_curve
 from diffusion.cache import cache_entry, load_or_build_model
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
-from diffusion.environment import environment_info
+from diffusion.environment import environment_info, use_threads
 from diffusion.errors import UsageError
 from diffusion.io import atomic_output_dir, write_json
 from diffusion.judge import Judge, load_or_train_judge
@@ -138,6 +138,7 @@ def fill_reference(config: AuditConfig, index: int) -> dict:
         raise UsageError(f"reference index {index} is out of range: expected 1 to {config.retrain_references}")
     if config.retrained:
         raise UsageError("references are given (retrained); there is nothing to train")
+    use_threads(config.threads)
     given = DiffusionModel.load(config.model) if config.model else None
     dataset, splits, spec, task = _forget_task(config, given)
     recipe = TrainConfig.preset(config.preset)
@@ -355,6 +356,7 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
 def run_audit(config: AuditConfig) -> ResultsDocument:
     """Run the whole audit and write the output folder atomically; returns the results document (schema 2)."""
     started = time.perf_counter()
+    use_threads(config.threads)
     with atomic_output_dir(config.out, config.force, config.input_paths()) as out:
         subjects = prepare_subjects(config)
         prepared = time.perf_counter()

@@ -10,6 +10,12 @@ import torch
 PACKAGES = ("torch", "diffusers", "accelerate", "scikit-learn", "scipy", "numpy", "safetensors", "erasediff")
 
 
+def use_threads(threads: int | None) -> None:
+    """Run torch's CPU operators on ``threads`` threads (None: leave torch's default, one per core)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def environment_info() -> dict:
     """Python, package versions and the compute device of this process."""
     versions = {}

@@ -1,16 +1,21 @@
-"""Scale-out plumbing: the ``python -m`` entries, and one cache filled by several processes at once."""
+"""Scale-out plumbing: the ``python -m`` entries, one cache filled by several processes at once, ``--threads``."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+import torch
 from click.testing import CliRunner
 
 from audit.cli import main
 from audit.commands.common import ExitCode
+from audit.config import config_from_dict
+from diffusion.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,3 +78,24 @@ def test_references_index_out_of_range_is_one_line_and_writes_nothing(tmp_path):
     assert result.output.strip().splitlines() == ["error: reference index 3 is out of range: expected 1 to 2"]
     result = CliRunner().invoke(main, ["references", "--index", "0", "--of", "2"])
     assert result.exit_code == ExitCode.USAGE and "0 is not in the range x>=1" in result.output
+
+
+def test_threads_flag_sets_torch_threads_and_is_recorded(tmp_path):
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    try:
+        result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "m"), "--threads", str(wanted),
+                                           "--steps", "2", "--batch-size", "16", "--block-out-channels", "8,16",
+                                           "--quiet"])
+        assert result.exit_code == 0, result.output
+        record = json.loads((tmp_path / "m" / "erasediff.json").read_text())
+        assert record["environment"]["torch_threads"] == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_must_be_a_positive_count():
+    with pytest.raises(UsageError, match="config key 'threads' must be a number of CPU threads in"):
+        config_from_dict({"threads": 0})
+    result = CliRunner().invoke(main, ["unlearn", "--threads", "0"])
+    assert result.exit_code == ExitCode.USAGE and "'--threads': 0 is not in the range" in result.output

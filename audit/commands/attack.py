@@ -18,7 +18,15 @@ from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, make_splits, read_sample_ids, set_aside
 
-from .common import configure_logging, handle_errors, model_data_options, out_option, quiet_option, seed_option
+from .common import (
+    configure_logging,
+    handle_errors,
+    model_data_options,
+    out_option,
+    quiet_option,
+    seed_option,
+    threads_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +49,7 @@ logger = logging.getLogger(__name__)
                    "0 = the attacks' fixed paper defaults.")
 @seed_option
 @quiet_option
+@threads_option
 @handle_errors
 def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, data, split_seed, member_fraction,
                    allow_other_data, out: Path, force, batch_size, calibration_images, seed, quiet):

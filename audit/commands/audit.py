@@ -11,7 +11,7 @@ from diffusion.io import check_output_dir
 from diffusion.presets import RECIPE_PRESETS
 
 from ..config import AuditConfig, load_config
-from .common import ExitCode, configure_logging, handle_errors
+from .common import THREADS_HELP, ExitCode, configure_logging, handle_errors
 
 DEFAULTS = AuditConfig()
 
@@ -42,6 +42,7 @@ def task_options(command: Callable) -> Callable:
                      help="Audit models on other data than they record having been trained on."),
         click.option("--seed", type=int, help="Seed of unlearning, attacks and sampling [0]."),
         click.option("--quiet", is_flag=True, default=None, help="No progress bars or info logs."),
+        click.option("--threads", type=int, default=None, help=THREADS_HELP),
     ]
     for option in reversed(options):
         command = option(command)
@@ -49,7 +50,7 @@ def task_options(command: Callable) -> Callable:
 
 
 def task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, member_fraction, allow_other_data,
-                   seed, quiet) -> dict:
+                   seed, quiet, threads) -> dict:
     """The config keys of :func:`task_options`' values (None where a flag was not given)."""
     return {
         "model": model, "preset": preset,
@@ -57,7 +58,7 @@ def task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, 
         "forget_classes": list(forget_classes) or ([] if forget_ids else None),
         "forget_ids": str(forget_ids) if forget_ids else None,
         "data": data, "split_seed": split_seed, "member_fraction": member_fraction,
-        "allow_other_data": allow_other_data, "seed": seed, "quiet": quiet,
+        "allow_other_data": allow_other_data, "seed": seed, "quiet": quiet, "threads": threads,
     }
 
 
@@ -81,7 +82,7 @@ def task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, 
 @handle_errors
 def audit_command(config_file, model, unlearned, retrained, retrain_references, retrain, preset, method,
                   forget_classes, forget_ids, forget_label, attacks, calibration_images, data, split_seed,
-                  member_fraction, allow_other_data, out, seed, force, quiet):
+                  member_fraction, allow_other_data, out, seed, force, quiet, threads):
     """Audit an erasure: the unlearned model against models retrained without the forget set, under every attack.
 
     With no arguments it runs the built-in default end to end: the reference model on the bundled digits
@@ -94,7 +95,7 @@ def audit_command(config_file, model, unlearned, retrained, retrain_references, 
     """
     overrides = {
         **task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, member_fraction,
-                         allow_other_data, seed, quiet),
+                         allow_other_data, seed, quiet, threads),
         "unlearned": unlearned, "retrained": list(retrained) or None, "retrain_references": retrain_references,
         "retrain": retrain, "method": method, "forget_label": forget_label, "attacks": _csv(attacks),
         "calibration_images": calibration_images, "out": str(out) if out else None, "force": force,

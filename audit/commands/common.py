@@ -24,6 +24,9 @@ from diffusion.presets import DEFAULT_MEMBER_FRACTION
 
 logger = logging.getLogger("erasediff")
 
+THREADS_HELP = ("CPU threads for torch [one per core]. Give 1 (or cores / jobs) when other jobs share the cores: "
+                "multi-threaded jobs on shared cores slow each other several-fold (README, --threads).")
+
 
 class ExitCode(IntEnum):
     """The process exit status of every ``erasediff`` command."""
@@ -60,6 +63,20 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def threads_option(command: Callable) -> Callable:
+    """Add ``--threads N`` (torch's CPU threads for this command) to a command that does model work."""
+
+    @click.option("--threads", type=click.IntRange(min=1, max=1024), default=None, help=THREADS_HELP)
+    @functools.wraps(command)
+    def wrapper(*args, threads: int | None = None, **kwargs):
+        from diffusion.environment import use_threads  # torch only when the command runs
+
+        use_threads(threads)
+        return command(*args, **kwargs)
+
+    return wrapper
 
 
 def handle_errors(command: Callable) -> Callable:

@@ -21,6 +21,7 @@ from .common import (
     handle_errors,
     quiet_option,
     seed_option,
+    threads_option,
 )
 
 
@@ -40,6 +41,7 @@ from .common import (
 @allow_other_data_option
 @seed_option
 @quiet_option
+@threads_option
 @handle_errors
 def evaluate_command(model_dir: Path, forget_classes, json_path: Path | None, force, per_class, sample_steps, data,
                      allow_other_data, seed, quiet):

@@ -18,7 +18,7 @@ from .common import configure_logging, handle_errors
               help="How many references the audit uses (its --references).")
 @handle_errors
 def references_command(config_file, model, preset, forget_classes, forget_ids, data, split_seed, member_fraction,
-                       allow_other_data, seed, quiet, index, count):
+                       allow_other_data, seed, quiet, threads, index, count):
     """Train reference INDEX of COUNT for the audit these options describe (a model retrained without the forget
     set, with its own seed) into the cache, or find it there.
 
@@ -28,7 +28,7 @@ def references_command(config_file, model, preset, forget_classes, forget_ids, d
     reference) do not both train it: the second waits for the first and reuses its result.
     """
     overrides = {**task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, member_fraction,
-                                  allow_other_data, seed, quiet), "retrain_references": count}
+                                  allow_other_data, seed, quiet, threads), "retrain_references": count}
     config = load_config(config_file, overrides)
     configure_logging(config.quiet)
     from ..run import fill_reference  # heavy imports only when a reference is really trained or found

@@ -12,7 +12,16 @@ from diffusion.reference import train_on_ids
 from diffusion.splits import make_splits
 from diffusion.training import TrainConfig
 
-from .common import configure_logging, data_option, handle_errors, out_option, quiet_option, seed_option, split_options
+from .common import (
+    configure_logging,
+    data_option,
+    handle_errors,
+    out_option,
+    quiet_option,
+    seed_option,
+    split_options,
+    threads_option,
+)
 
 DEFAULTS = TrainConfig()
 
@@ -35,6 +44,7 @@ DEFAULTS = TrainConfig()
               help="Image channels: 1 grey, 3 RGB (image folders are converted; the bundled digits are grey).")
 @seed_option
 @quiet_option
+@threads_option
 @handle_errors
 def train_command(data, split_seed, member_fraction, out: Path, force, steps, batch_size, lr, ema_decay,
                   block_out_channels, image_size, image_channels, seed, quiet):

@@ -16,7 +16,15 @@ from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits, read_sample_ids
 from unlearn import METHODS
 
-from .common import configure_logging, handle_errors, model_data_options, out_option, quiet_option, seed_option
+from .common import (
+    configure_logging,
+    handle_errors,
+    model_data_options,
+    out_option,
+    quiet_option,
+    seed_option,
+    threads_option,
+)
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict:
@@ -63,6 +71,7 @@ def forget_spec_from_options(forget_classes: tuple[int, ...], forget_ids: str | 
 @out_option()
 @seed_option
 @quiet_option
+@threads_option
 @handle_errors
 def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_label, steps, lr, batch_size,
                     fixed_lambda, forget_target, extra, data, split_seed, member_fraction, allow_other_data,
