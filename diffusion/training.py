@@ -105,13 +105,22 @@ def train_denoiser(
 ) -> TrainRecord:
     """Train ``model`` in place on ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N,) (None: unconditional).
 
-    Each process of a (possibly multi-GPU) Accelerate run draws its own batches from (seed, process index);
-    at the end the EMA weights are copied into ``model.unet``. After each step k in ``snapshot_steps``,
-    ``on_snapshot(k, snapshot)`` gets a copy with the EMA weights: with a constant learning rate that is exactly
-    the model a k-step run of the same recipe returns (benchmarks measure training length with one run).
+    ``config.batch_size`` is the global batch. On several processes (an Accelerate launch) every process draws the
+    same global batch, timesteps and noise from the seed and computes the loss on its own equal share of the rows;
+    averaging the gradients then gives the one-process gradient, so the weights match a one-process run up to
+    floating-point summation order. At the end the EMA weights are copied into ``model.unet``. After each step k in
+    ``snapshot_steps``, ``on_snapshot(k, snapshot)`` gets a copy with the EMA weights: with a constant learning rate
+    that is exactly the model a k-step run of the same recipe returns (benchmarks measure training length with one
+    run).
     """
     accelerator = accelerator or make_accelerator(model)
-    generator = torch.Generator().manual_seed(derive_seed(config.seed, "train", accelerator.process_index))
+    processes = accelerator.num_processes
+    if config.batch_size % processes:
+        raise UsageError(f"batch size {config.batch_size} cannot be shared equally by {processes} processes; "
+                         f"give a multiple of {processes}")
+    share = config.batch_size // processes
+    rows = slice(accelerator.process_index * share, (accelerator.process_index + 1) * share)
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, "train", 0))  # the same on every process
     optimizer = torch.optim.AdamW(model.unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     unet, optimizer = accelerator.prepare(model.unet, optimizer)
     ema = EMAModel(accelerator.unwrap_model(unet).parameters(), decay=config.ema_decay)
@@ -129,18 +138,19 @@ def train_denoiser(
             order, cursor = torch.randperm(n, generator=generator), 0
         idx = order[cursor : cursor + config.batch_size]
         cursor += config.batch_size
-        x0 = images[idx].to(device)
-        c = labels[idx].to(device) if labels is not None else None
-        t = torch.randint(0, model.num_train_timesteps, (len(idx),), generator=generator).to(device)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
+        t = torch.randint(0, model.num_train_timesteps, (len(idx),), generator=generator)[rows].to(device)
+        noise = torch.randn((len(idx), *images.shape[1:]), generator=generator)[rows].to(device)
+        x0 = images[idx[rows]].to(device)
+        c = labels[idx[rows]].to(device) if labels is not None else None
         loss = F.mse_loss(unet(model.add_noise(x0, noise, t), t, class_labels=c).sample, noise)
-        if not math.isfinite(loss.item()):
-            raise RunError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
         accelerator.backward(loss)
+        global_loss = accelerator.reduce(loss.detach(), reduction="mean").item() if processes > 1 else loss.item()
+        if not math.isfinite(global_loss):
+            raise RunError(f"training loss became {global_loss} at step {step}; lower the learning rate")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(unet).parameters())
-        running += loss.item()
+        running += global_loss
         if on_snapshot is not None and step + 1 in snapshot_steps:
             snapshot = DiffusionModel(copy.deepcopy(accelerator.unwrap_model(unet)), model.scheduler, model.device)
             ema.copy_to(snapshot.unet.parameters())

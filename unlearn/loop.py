@@ -51,6 +51,12 @@ class BatchCycler:
         return self.data.take(index)
 
 
+def process_share(batch_size: int, available: int, processes: int) -> int:
+    """Each process's batch when ``processes`` share a global batch of ``min(batch_size, available)``: rounded up,
+    so no process gets an empty batch."""
+    return -(-min(batch_size, available) // processes)
+
+
 def check_finite(method: str, step: int, logs: dict[str, float]) -> None:
     """Raise :class:`RunError` (one line) when a logged loss is NaN or infinite."""
     for key, value in logs.items():
@@ -88,7 +94,10 @@ class GradientUnlearner(Unlearner):
     The Adam optimizer, clipping, the EMA, NaN checks, progress bar, timing and curves live here. The EMA (diffusers'
     :class:`EMAModel`, ``update_after_step=ema_start``) copies the weights through step ``ema_start + 1``, then
     averages them with the constant ``ema_decay``; the average is what is returned (and what a callback sees).
-    On several processes (an Accelerate launch), each draws its own batches and gradients are averaged.
+    On P processes (an Accelerate launch) the work done once (:meth:`prepare`) is the same on every process, and
+    each process draws its own batches of 1/P of the global batch from (seed, process index), so the global batch
+    is the one-process batch; gradients are averaged. Process 0 draws what a one-process run draws, the others
+    draw independently: a P-process run is a statistically equivalent run, not the same one.
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -121,15 +130,19 @@ class GradientUnlearner(Unlearner):
         work = model.copy()
         work.unet.train()
         accelerator = options.accelerator or make_accelerator(work)
-        generator = torch.Generator().manual_seed(derive_seed(options.seed, self.name, accelerator.process_index))
-        context = self.prepare(model, task, generator, options.quiet)
+        processes, index = accelerator.num_processes, accelerator.process_index
+        generator = torch.Generator().manual_seed(derive_seed(options.seed, self.name, 0))
+        context = self.prepare(model, task, generator, options.quiet)  # the same on every process
+        if index > 0:
+            generator = torch.Generator().manual_seed(derive_seed(options.seed, self.name, index))
         parameters = work.trainable_parameters()
         optimizer = torch.optim.Adam(parameters, lr=self.lr)
         ema = None
         if self.ema_decay:
             ema = EMAModel(parameters, decay=self.ema_decay, min_decay=self.ema_decay, update_after_step=self.ema_start)
-        forget_batches = BatchCycler(task.forget, self.batch_size, generator)
-        retain_batches = BatchCycler(task.retain, self.batch_size, generator)
+        forget_batches, retain_batches = (
+            BatchCycler(data, process_share(self.batch_size, len(data), processes), generator)
+            for data in (task.forget, task.retain))
         curves: dict[str, list[float]] = defaultdict(list)
         bar = tqdm(range(self.steps), desc=self.name,
                    disable=options.quiet or not accelerator.is_local_main_process, leave=False)

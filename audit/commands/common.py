@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -42,9 +43,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every cleanup (temporary folders) runs."""
 
 
-def fail(message: str, code: ExitCode) -> None:
-    """Print one line to stderr and exit with ``code``."""
-    click.echo(f"error: {message}", err=True)
+def fail(message: str, code: ExitCode, *, every_process: bool = True) -> None:
+    """Print one line to stderr and exit with ``code``.
+
+    Under a launcher (``RANK`` set by torchrun / ``accelerate launch``) other processes than the first name their
+    rank, and print nothing when not ``every_process`` (a usage error, the same on every process).
+    """
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        click.echo(f"error: {message}", err=True)
+    elif every_process:
+        click.echo(f"error: process {rank}: {message}", err=True)
     sys.exit(code)
 
 
@@ -63,6 +72,21 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def save_model_once(model, record: dict, out: Path, force: bool, inputs: dict, message: str) -> None:
+    """Save ``model`` with ``record`` to ``out`` (atomically) and echo ``message``, on the main process only: the
+    other processes of an Accelerate launch wait until it is written."""
+    from accelerate import PartialState  # torch only when the command runs
+
+    from diffusion.io import atomic_output_dir
+
+    state = PartialState()
+    if state.is_main_process:
+        with atomic_output_dir(out, force, inputs) as tmp:
+            model.save(tmp, record)
+        click.echo(message)
+    state.wait_for_everyone()
 
 
 def threads_option(command: Callable) -> Callable:
@@ -90,7 +114,7 @@ def handle_errors(command: Callable) -> Callable:
         except click.ClickException:  # click's own usage errors: it prints them and exits 2
             raise
         except UsageError as error:
-            fail(str(error), ExitCode.USAGE)
+            fail(str(error), ExitCode.USAGE, every_process=False)
         except RunError as error:
             fail(str(error), ExitCode.RUNTIME)
         except KeyboardInterrupt as error:
@@ -104,8 +128,6 @@ def handle_errors(command: Callable) -> Callable:
 
 
 def configure_logging(quiet: bool) -> None:
-    import os
-
     level = logging.DEBUG if os.environ.get("ERASEDIFF_DEBUG") else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("diffusers", "accelerate", "matplotlib", "PIL"):

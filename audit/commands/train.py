@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from diffusion.data import data_folder, load_dataset
-from diffusion.io import atomic_output_dir, check_output_dir
+from diffusion.io import check_output_dir
 from diffusion.reference import train_on_ids
 from diffusion.splits import make_splits
 from diffusion.training import TrainConfig
@@ -18,6 +18,7 @@ from .common import (
     handle_errors,
     out_option,
     quiet_option,
+    save_model_once,
     seed_option,
     split_options,
     threads_option,
@@ -67,7 +68,6 @@ def train_command(data, split_seed, member_fraction, out: Path, force, steps, ba
     splits = make_splits(dataset.labels, split_seed, member_fraction)
     trained = train_on_ids(dataset, splits.members, config, role="reference",
                            extra={"splits": splits.to_dict()}, quiet=quiet)
-    with atomic_output_dir(out, force, inputs) as tmp:
-        trained.model.save(tmp, trained.record)
-    click.echo(f"reference model written to {out} ({trained.record['steps']} steps, "
-               f"{trained.record['wall_seconds']:.0f} s)")
+    save_model_once(trained.model, trained.record, out, force, inputs,
+                    f"reference model written to {out} ({trained.record['steps']} steps, "
+                    f"{trained.record['wall_seconds']:.0f} s)")

@@ -10,7 +10,7 @@ import yaml
 from diffusion.data import data_folder
 from diffusion.environment import environment_info
 from diffusion.errors import RunError, UsageError
-from diffusion.io import atomic_output_dir, check_output_dir
+from diffusion.io import check_output_dir
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits, read_sample_ids
@@ -22,6 +22,7 @@ from .common import (
     model_data_options,
     out_option,
     quiet_option,
+    save_model_once,
     seed_option,
     threads_option,
 )
@@ -116,6 +117,5 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
         "curves": result.curves,
         "environment": environment_info(),
     }
-    with atomic_output_dir(out, force, inputs) as tmp:
-        result.model.save(tmp, record)
-    click.echo(f"unlearned model written to {out} ({result.method}, {result.steps} steps, {result.seconds:.0f} s)")
+    save_model_once(result.model, record, out, force, inputs,
+                    f"unlearned model written to {out} ({result.method}, {result.steps} steps, {result.seconds:.0f} s)")
