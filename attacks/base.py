@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
@@ -23,6 +24,7 @@ from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
 from diffusion.params import Interval, Parameterized
 from diffusion.registry import Registry
+from diffusion.training import process_state
 
 
 @dataclass
@@ -258,23 +260,32 @@ class Attack(Parameterized, ABC):
                     batch_size: int | None = None) -> torch.Tensor:
         """``batch_fn(x0, labels, ids)`` -> (B, ...) over batches of ``batch_size`` (default: the attack's)
         samples, without gradients and with the model in eval mode (restored after); the results concatenated on
-        the CPU as float64. Labels are passed when the model is class-conditional, else None."""
+        the CPU as float64. Labels are passed when the model is class-conditional, else None.
+
+        In an Accelerate launch of P processes the batches are dealt out round-robin and every process returns
+        all results: noise comes from (seed, sample id), so the scores are those of one process.
+        """
         batch_size = batch_size or self.batch_size
         conditional = model.num_classes is not None
         ids = [int(i) for i in samples.ids]
+        state = process_state()
+        firsts = range(0, len(ids), batch_size)
+        mine = firsts[state.process_index :: state.num_processes]
         was_training = model.unet.training
         model.unet.eval()
-        parts = []
+        parts = {}
         try:
             with torch.no_grad():
-                for first in tqdm(range(0, len(ids), batch_size), desc=self.name, disable=quiet, leave=False):
+                for first in tqdm(mine, desc=self.name, disable=quiet or not state.is_main_process, leave=False):
                     rows = slice(first, first + batch_size)
                     x0 = samples.images[rows].to(model.device, torch.float32)
                     labels = samples.labels[rows].to(model.device) if conditional else None
-                    parts.append(batch_fn(x0, labels, ids[rows]).double().cpu())
+                    parts[first] = batch_fn(x0, labels, ids[rows]).double().cpu()
         finally:
             model.unet.train(was_training)
-        return torch.cat(parts)
+        if state.num_processes > 1:
+            parts = dict(gather_object(list(parts.items())))
+        return torch.cat([parts[first] for first in firsts])
 
     def score(
         self, model: DiffusionModel, samples: LabeledImages, *, seed: int = 0, quiet: bool = True

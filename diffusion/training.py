@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
@@ -84,6 +84,12 @@ class TrainRecord:
     seconds: float
     loss_curve: list[float] = field(default_factory=list)
     log_every: int = 10
+
+
+def process_state() -> PartialState:
+    """This process's place in an Accelerate launch (one process when not launched). Without a visible GPU the
+    processes are CPU processes (gloo), which Accelerate only recognises when told so."""
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def make_accelerator(model: DiffusionModel) -> Accelerator:

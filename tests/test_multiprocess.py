@@ -121,3 +121,18 @@ def test_a_killed_process_fails_the_launch_and_leaves_no_output(tmp_path):
     # no traceback from erasediff's own code (the launcher reports its own failure)
     assert not re.search(rf'File "{re.escape(str(REPO))}/(audit|diffusion|unlearn|attacks|reports|erasediff)/', err)
     assert not out_dir.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_attack_scores_sharded_over_two_processes_are_the_one_process_scores(tmp_path):
+    assert run("train", "--steps", "20", "--batch-size", "16", *TINY, "--out", tmp_path / "m").returncode == 0
+    attack = ["attack", "--model", tmp_path / "m", "--attacks", "loss,pia", "--forget-class", "2",
+              "--batch-size", "16", "--calibration-images", "0", *QUIET]
+    one = run(*attack, "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    launched = launch(2, *attack, "--out", tmp_path / "two")
+    out, err = launched.communicate(timeout=300)
+    assert launched.returncode == 0, err
+    assert out.count("scores and metrics written to") == 1
+    for name in ("loss", "pia"):
+        scores = [(tmp_path / run_dir / "scores" / f"{name}.csv").read_text() for run_dir in ("one", "two")]
+        assert scores[0] == scores[1] and scores[0].count("\n") > 50

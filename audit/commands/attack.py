@@ -22,6 +22,7 @@ from .common import (
     configure_logging,
     handle_errors,
     model_data_options,
+    on_main_process,
     out_option,
     quiet_option,
     seed_option,
@@ -108,27 +109,30 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
         logger.info("%s: AUC %.3f, TPR@1%%FPR %.3f, %.1f s", attack.name, metrics[attack.name]["auc"],
                     metrics[attack.name]["tpr_at_1pct_fpr"], scored.seconds)
 
-    with atomic_output_dir(out, force, inputs) as tmp:
-        (tmp / "scores").mkdir()
-        for name, scored in results.items():
-            write_scores_csv(tmp / "scores" / f"{name}.csv", [("model", "label", scored, None)], is_member,
-                             member_split)
-        write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "run.json", {
-            "model": str(model_dir),
-            "model_fingerprint": model.fingerprint(),
-            "data": dataset.name,
-            "splits": splits.to_dict(),
-            "forget": spec.to_dict() if spec else None,
-            "num_members": len(member_ids),
-            "num_nonmembers": len(nonmember_ids),
-            "calibration": calibration.summary() if calibration is not None else None,
-            "seed": seed,
-            "attacks": list(results),
-        })
-    for name, entry in metrics.items():
-        low, high = entry["auc_ci"]
-        click.echo(f"{name:6s} AUC {entry['auc']:.3f} [{low:.3f}, {high:.3f}]  "
-                   f"TPR@1%FPR {entry['tpr_at_1pct_fpr']:.3f}  {entry['calls_per_sample']:.0f} calls/sample  "
-                   f"{entry['seconds']:.1f} s")
-    click.echo(f"scores and metrics written to {out}")
+    def write() -> None:
+        with atomic_output_dir(out, force, inputs) as tmp:
+            (tmp / "scores").mkdir()
+            for name, scored in results.items():
+                write_scores_csv(tmp / "scores" / f"{name}.csv", [("model", "label", scored, None)], is_member,
+                                 member_split)
+            write_json(tmp / "metrics.json", metrics)
+            write_json(tmp / "run.json", {
+                "model": str(model_dir),
+                "model_fingerprint": model.fingerprint(),
+                "data": dataset.name,
+                "splits": splits.to_dict(),
+                "forget": spec.to_dict() if spec else None,
+                "num_members": len(member_ids),
+                "num_nonmembers": len(nonmember_ids),
+                "calibration": calibration.summary() if calibration is not None else None,
+                "seed": seed,
+                "attacks": list(results),
+            })
+        for name, entry in metrics.items():
+            low, high = entry["auc_ci"]
+            click.echo(f"{name:6s} AUC {entry['auc']:.3f} [{low:.3f}, {high:.3f}]  "
+                       f"TPR@1%FPR {entry['tpr_at_1pct_fpr']:.3f}  {entry['calls_per_sample']:.0f} calls/sample  "
+                       f"{entry['seconds']:.1f} s")
+        click.echo(f"scores and metrics written to {out}")
+
+    on_main_process(write)  # the scores are complete on every process; one writes them

@@ -74,19 +74,27 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def save_model_once(model, record: dict, out: Path, force: bool, inputs: dict, message: str) -> None:
-    """Save ``model`` with ``record`` to ``out`` (atomically) and echo ``message``, on the main process only: the
-    other processes of an Accelerate launch wait until it is written."""
-    from accelerate import PartialState  # torch only when the command runs
+def on_main_process(write: Callable[[], None]) -> None:
+    """Run ``write`` (writing an output and saying so) on the main process only; the other processes of an
+    Accelerate launch wait until it is done."""
+    from diffusion.training import process_state  # torch only when the command runs
 
+    state = process_state()
+    if state.is_main_process:
+        write()
+    state.wait_for_everyone()
+
+
+def save_model_once(model, record: dict, out: Path, force: bool, inputs: dict, message: str) -> None:
+    """Save ``model`` with ``record`` to ``out`` (atomically) and echo ``message``, on the main process only."""
     from diffusion.io import atomic_output_dir
 
-    state = PartialState()
-    if state.is_main_process:
+    def write() -> None:
         with atomic_output_dir(out, force, inputs) as tmp:
             model.save(tmp, record)
         click.echo(message)
-    state.wait_for_everyone()
+
+    on_main_process(write)
 
 
 def threads_option(command: Callable) -> Callable:
