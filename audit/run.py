@@ -7,7 +7,10 @@ model), ``images/*.png`` (sample grids, extraction pairs, resurrection samples) 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +35,7 @@ from diffusion.quality import evaluate_generation, generate_per_class
 from diffusion.reference import load_or_train_reference, untrained_model
 from diffusion.seeding import derive_seed
 from diffusion.splits import ForgetSpec, ForgetTask, Splits, make_splits, read_sample_ids, set_aside
-from diffusion.training import TrainConfig
+from diffusion.training import TrainConfig, process_state
 from reports import write_report
 from unlearn import METHODS, Unlearner
 
@@ -353,11 +356,23 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
     return {"statement": text, "has_power": has_power, "samples_needed": max(decidable) if decidable else None}
 
 
+@contextmanager
+def _output_dir(config: AuditConfig) -> Iterator[Path]:
+    """The audit's output folder, written atomically by the main process; the other processes of an Accelerate
+    launch (which share the unlearning, training and attack scoring) write the same files to a scratch folder."""
+    if process_state().is_main_process:
+        with atomic_output_dir(config.out, config.force, config.input_paths()) as out:
+            yield out
+    else:
+        with tempfile.TemporaryDirectory(prefix="erasediff-audit-") as scratch:
+            yield Path(scratch)
+
+
 def run_audit(config: AuditConfig) -> ResultsDocument:
     """Run the whole audit and write the output folder atomically; returns the results document (schema 2)."""
     started = time.perf_counter()
     use_threads(config.threads)
-    with atomic_output_dir(config.out, config.force, config.input_paths()) as out:
+    with _output_dir(config) as out:
         subjects = prepare_subjects(config)
         prepared = time.perf_counter()
         images_dir = out / "images"

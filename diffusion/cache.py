@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from accelerate.utils import broadcast_object_list
 from filelock import FileLock, Timeout
 
 from .io import atomic_output_dir, cache_dir, to_jsonable
 from .model import DiffusionModel
+from .training import process_state
 
 logger = logging.getLogger(__name__)
 
@@ -39,34 +41,46 @@ def load_or_build_model(
 ) -> tuple[DiffusionModel, bool]:
     """The model cached in ``directory``, or ``build()``'s (model, record) saved there atomically first.
 
-    Returns the model and whether it was built in this call. Under :func:`entry_lock`: a process that finds the
-    entry being built waits for it.
+    Returns the model and whether it was built in this call. Within :func:`building`: another job that finds the
+    entry being built waits for it, and the processes of one launch build it together.
     """
-    with entry_lock(directory, what):
-        if (directory / "erasediff.json").is_file():
+    with building(directory, what, lambda: (directory / "erasediff.json").is_file()) as needed:
+        if not needed:
             logger.info("reusing cached %s %s", what, directory)
             return DiffusionModel.load(directory), False
         model, record = build()
-        with atomic_output_dir(directory, force=True) as tmp:
-            model.save(tmp, record)
+        if process_state().is_main_process:
+            with atomic_output_dir(directory, force=True) as tmp:
+                model.save(tmp, record)
     return model, True
 
 
 @contextmanager
-def entry_lock(directory: Path, what: str) -> Iterator[None]:
-    """Hold the lock of the cache entry ``directory`` (the file ``.NAME.lock`` beside it) within the block.
+def building(directory: Path, what: str, ready: Callable[[], bool]) -> Iterator[bool]:
+    """Within the block: whether the cache entry ``directory`` must be built (False: ``ready()``, load it).
 
-    An OS lock (``filelock``), released when its holder ends, however it ends: a killed build never blocks the
-    next. A process that has to wait says so once in the log.
+    Jobs that share the cache exclude each other with a lock file beside the entry (``.NAME.lock``, an OS lock
+    from ``filelock``, released when its holder ends however it ends: a killed build never blocks the next); a
+    job that has to wait says so once in the log. The processes of one Accelerate launch build an entry together
+    (training is distributed): the main process holds the lock and decides, the others follow its decision, only
+    the main process may write the entry, and all leave the block once it is written.
     """
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(directory.parent / f".{directory.name}.lock")
+    state = process_state()
+    lock = None
+    if state.is_main_process:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(directory.parent / f".{directory.name}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            logger.info("waiting for another process building %s %s", what, directory)
+            lock.acquire()
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        logger.info("waiting for another process building %s %s", what, directory)
-        lock.acquire()
-    try:
-        yield
+        needed = [not ready()] if state.is_main_process else [None]
+        if state.num_processes > 1:
+            broadcast_object_list(needed)
+        yield needed[0]
+        state.wait_for_everyone()
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()

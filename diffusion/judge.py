@@ -20,10 +20,11 @@ from safetensors.torch import load_file, save_file
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from .cache import cache_entry, entry_lock
+from .cache import building, cache_entry
 from .data import ImageDataset
 from .errors import UsageError
 from .io import write_json
+from .training import process_state
 
 logger = logging.getLogger(__name__)
 
@@ -137,15 +138,16 @@ def load_or_train_judge(dataset: ImageDataset, *, seed: int = 0, directory: Path
         "judges", {"data": dataset.fingerprint(), "seed": seed, "version": JUDGE_VERSION}
     )
     weights, meta = directory / "judge.safetensors", directory / "judge.json"
-    with entry_lock(directory, "judge"):
-        if weights.is_file() and meta.is_file():
+    with building(directory, "judge", lambda: weights.is_file() and meta.is_file()) as needed:
+        if not needed:
             record = json.loads(meta.read_text())
             net = JudgeNet(record["channels"], record["num_classes"])
             net.load_state_dict(load_file(weights))
             return Judge(net.eval(), record)
-        judge = train_judge(dataset, seed=seed)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file(judge.net.state_dict(), str(weights) + ".tmp")
-        Path(str(weights) + ".tmp").replace(weights)
-        write_json(meta, judge.record)
+        judge = train_judge(dataset, seed=seed)  # the same judge on every process of a launch (same seed)
+        if process_state().is_main_process:
+            directory.mkdir(parents=True, exist_ok=True)
+            save_file(judge.net.state_dict(), str(weights) + ".tmp")
+            Path(str(weights) + ".tmp").replace(weights)
+            write_json(meta, judge.record)
     return judge

@@ -11,7 +11,7 @@ from diffusion.io import check_output_dir
 from diffusion.presets import RECIPE_PRESETS
 
 from ..config import AuditConfig, load_config
-from .common import THREADS_HELP, ExitCode, configure_logging, handle_errors
+from .common import THREADS_HELP, ExitCode, configure_logging, handle_errors, on_main_process
 
 DEFAULTS = AuditConfig()
 
@@ -106,12 +106,16 @@ def audit_command(config_file, model, unlearned, retrained, retrain_references, 
     from ..run import run_audit  # heavy imports (attacks, unlearning) only when an audit really runs
 
     results = run_audit(config)
-    passed = sum(c["decision"] == "PASS" for c in results["checks"])
-    click.echo(f"verdict: {results['verdict']} ({passed}/{len(results['checks'])} checks passed); "
-               f"report: {Path(config.out) / 'report.html'}")
-    for check in results["checks"]:
-        if check["decision"] != "PASS":
-            click.echo(f"  {check['decision'].lower()} {check['name']}: {check['detail']}")
-    click.echo(results["power"]["statement"])
+
+    def summary() -> None:
+        passed = sum(c["decision"] == "PASS" for c in results["checks"])
+        click.echo(f"verdict: {results['verdict']} ({passed}/{len(results['checks'])} checks passed); "
+                   f"report: {Path(config.out) / 'report.html'}")
+        for check in results["checks"]:
+            if check["decision"] != "PASS":
+                click.echo(f"  {check['decision'].lower()} {check['name']}: {check['detail']}")
+        click.echo(results["power"]["statement"])
+
+    on_main_process(summary)
     codes = {"PASS": ExitCode.OK, "FAIL": ExitCode.GATE_FAILED, "INCONCLUSIVE": ExitCode.INCONCLUSIVE}
     raise SystemExit(codes[results["verdict"]])

@@ -8,7 +8,7 @@ import click
 
 from ..config import load_config
 from .audit import task_options, task_overrides
-from .common import configure_logging, handle_errors
+from .common import configure_logging, handle_errors, on_main_process
 
 
 @click.command("references")
@@ -35,4 +35,5 @@ def references_command(config_file, model, preset, forget_classes, forget_ids, d
 
     source = fill_reference(config, index)
     state = "found in the cache" if source["cached"] else "trained"
-    click.echo(f"reference {index} of {count} (seed {source['seed']}) {state}: {Path(source['source'])}")
+    on_main_process(lambda: click.echo(f"reference {index} of {count} (seed {source['seed']}) {state}: "
+                                       f"{Path(source['source'])}"))
