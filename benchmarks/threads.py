@@ -1,6 +1,6 @@
 """The default audit's wall time with 1 and 2 torch threads, alone and beside a second job, in one run.
 
-    python benchmarks/threads.py --json benchmarks/results/threads.json [--threads 1,2] [--timeout 1500]
+    python benchmarks/threads.py --json benchmarks/results/threads.json [--threads 1,2] [--timeout 900]
 
 For each thread count: the default audit alone, then two default audits started together (the second job is the
 same audit with the same thread count: what two users of one machine, or two references filled at once, do).
@@ -52,7 +52,7 @@ def audits(threads: int, copies: int, work: Path, timeout: float) -> list[float 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    parser.add_argument("--timeout", type=float, default=1500.0, help="seconds before a run is stopped")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds before a run is stopped")
     parser.add_argument("--json", type=Path, default=Path("threads.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="erasediff-threads-"))

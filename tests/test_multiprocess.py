@@ -1,13 +1,11 @@
 """Two processes under ``accelerate launch`` against one, on the CPU (torchrun with the gloo backend).
 
-Training shares one global batch across processes (every process draws the same batch, timesteps and noise and
-takes its share of the rows), so two processes compute the one-process gradient up to floating-point summation
-order. The function the model computes then agrees to ~1e-7 relative; single weights may differ by up to a few
-learning rates where the gradient is pure rounding noise (a bias right before a group norm has zero true
-gradient, and Adam turns its noise into +-lr steps), so the test compares predictions, not weights.
-The unlearning loop lets each process draw its own share of the batch (process 0 draws what one process draws):
-a two-process EraseDiff run is a statistically equivalent run, so it is compared with a one-process run as another
-seed would be: its update has the same size and points the same way about as much.
+Training and unlearning share one global batch across processes: every process draws the same batch, timesteps
+and noise and computes on its share of the rows (unlearn/sharding.py), so two processes compute the one-process
+gradient up to floating-point summation order. The function the model computes then agrees to ~1e-7 relative;
+single weights may differ by up to a few learning rates where the gradient is pure rounding noise (a bias right
+before a group norm has zero true gradient, and Adam turns its noise into +-lr steps), so the tests compare
+predictions (tolerance 1e-5 relative) and the logged losses, not weights.
 """
 
 from __future__ import annotations
@@ -64,12 +62,6 @@ def predictions(path: Path) -> torch.Tensor:
         return DiffusionModel.load(path, device="cpu").predict_noise(x, t, c)
 
 
-def update(path: Path, start: Path) -> torch.Tensor:
-    before = DiffusionModel.load(start, device="cpu").unet.state_dict()
-    after = DiffusionModel.load(path, device="cpu").unet.state_dict()
-    return torch.cat([(after[k] - before[k]).flatten() for k in before])
-
-
 def test_two_processes_train_and_unlearn_as_one_and_only_the_first_writes(tmp_path):
     train = ["train", "--steps", "20", "--batch-size", "16", *TINY]
     one = run(*train, "--out", tmp_path / "one")
@@ -85,18 +77,17 @@ def test_two_processes_train_and_unlearn_as_one_and_only_the_first_writes(tmp_pa
 
     unlearn = ["unlearn", "--model", tmp_path / "one", "--method", "erasediff", "--forget-class", "1",
                "--steps", "6", "--batch-size", "32", *QUIET]
-    for name, seed in (("u_one", 0), ("u_seed1", 1)):
-        assert run(*unlearn, "--seed", seed, "--out", tmp_path / name).returncode == 0
+    assert run(*unlearn, "--out", tmp_path / "u_one").returncode == 0
     launched = launch(2, *unlearn, "--out", tmp_path / "u_two")
     out, err = launched.communicate(timeout=300)
     assert launched.returncode == 0, err
     assert out.count("unlearned model written to") == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two", "u_one", "u_seed1", "u_two"]
-    reference, two, other_seed = (update(tmp_path / n, tmp_path / "one") for n in ("u_one", "u_two", "u_seed1"))
-    cosine = torch.nn.functional.cosine_similarity
-    # another seed's update: cosine ~0.48 with the one-process update, the same norm within a few percent
-    assert cosine(reference, two, dim=0) > 0.5 * cosine(reference, other_seed, dim=0)
-    assert 0.8 < (two.norm() / reference.norm()).item() < 1.25
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two", "u_one", "u_two"]
+    a, b = predictions(tmp_path / "u_one"), predictions(tmp_path / "u_two")
+    assert ((a - b).norm() / a.norm()).item() < 1e-5
+    records = [json.loads((tmp_path / name / "erasediff.json").read_text()) for name in ("u_one", "u_two")]
+    for key in ("loss_forget", "loss_retain", "lambda"):
+        assert records[0]["curves"][key] == pytest.approx(records[1]["curves"][key], rel=1e-4)
 
 
 def test_a_killed_process_fails_the_launch_and_leaves_no_output(tmp_path):

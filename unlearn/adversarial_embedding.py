@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+from accelerate import Accelerator
 
 from diffusion.model import DiffusionModel
 
@@ -40,11 +41,14 @@ class AdversarialEmbedding:
             handle.remove()
 
     def attack_step(self, model: DiffusionModel, x0: torch.Tensor, labels: torch.Tensor, t: torch.Tensor,
-                    noise: torch.Tensor) -> float:
+                    noise: torch.Tensor, accelerator: Accelerator | None = None) -> float:
         """One Adam step of the vector on the DDPM loss of x0 (B, C, H, W) at t (B,) with noise; the model's
-        weights get no gradient. Returns the loss before the step."""
+        weights get no gradient. The gradient is averaged over the processes of a launch (each holds its share of
+        the batch), so the vector stays the same on all. Returns the loss before the step."""
         with self.conditioning(model, self.vector):
             loss = model.denoising_loss(x0, labels, t, noise).mean()
-        (self.vector.grad,) = torch.autograd.grad(loss, [self.vector])
+        (grad,) = torch.autograd.grad(loss, [self.vector])
+        launched = accelerator is not None and accelerator.num_processes > 1
+        self.vector.grad = accelerator.reduce(grad, reduction="mean") if launched else grad
         self.optimizer.step()
         return loss.item()

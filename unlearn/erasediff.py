@@ -34,6 +34,7 @@ from .losses import (
     relabel_loss,
     relabel_target,
 )
+from .sharding import per_row
 
 # BOME's rate when ``eta`` is None, by kind of deletion (measured: benchmarks/results/defaults.md).
 DEFAULT_ETA_CLASS, DEFAULT_ETA_SAMPLES = 0.2, 0.05
@@ -183,7 +184,8 @@ class EraseDiff(GradientUnlearner):
         if self.forget_target == "match":
             return membership_matching_loss(model, context["original"], context["gap"], batch, generator)
         t, _ = draw_timesteps_and_noise(model, batch, generator)
-        uniform = torch.rand(batch.images.shape, generator=generator).to(model.device)
+        uniform = per_row(batch, lambda n: torch.rand((n, *batch.images.shape[1:]), generator=generator))
+        uniform = uniform.to(model.device)
         x0, labels = batch.images.to(model.device), batch.labels.to(model.device)
         return lambda: model.denoising_loss(x0, labels, t, uniform).mean()
 
@@ -192,7 +194,7 @@ class EraseDiff(GradientUnlearner):
         if "adversary" in step.context:  # the attacker moves first, on this step's forget images
             t, noise = draw_timesteps_and_noise(model, step.forget, step.generator)
             step.context["adversary"].attack_step(model, step.forget.images.to(model.device),
-                                                  step.forget.labels.to(model.device), t, noise)
+                                                  step.forget.labels.to(model.device), t, noise, step.accelerator)
         loss_forget_fn = self.forget_loss(model, step.forget, step.task, step.context, step.generator)
         loss_forget = loss_forget_fn()
         grad_forget = self._gradient(loss_forget, parameters, step.accelerator)
@@ -200,7 +202,7 @@ class EraseDiff(GradientUnlearner):
         loss_retain = diffusion_loss(model, step.retain, step.generator)
         if self.forget_target == "match":
             loss_retain = loss_retain + nonmember_anchor_loss(model, step.context["original"], step.task.nonmembers,
-                                                              len(step.retain), step.generator)
+                                                              step.retain, step.generator)
         grad_retain = self._gradient(loss_retain, parameters, step.accelerator)
         q = loss_forget.item() - f_hat
         lam = self.fixed_lambda if self.fixed_lambda is not None else bome_multiplier(

@@ -26,19 +26,23 @@ from diffusion.splits import ForgetTask
 from diffusion.training import make_accelerator
 
 from .base import RunOptions, Unlearner, UnlearnResult
+from .sharding import Shard
 
 logger = logging.getLogger(__name__)
+
+ONE_PROCESS = Shard()
 
 
 class BatchCycler:
     """Endless mini-batches of a :class:`LabeledImages` subset: shuffled epochs drawn from ``generator``.
 
-    The batch size is ``min(batch_size, len(data))``, so a forget set smaller than a batch is used whole.
+    The batch size is ``min(batch_size, len(data))``, so a forget set smaller than a batch is used whole (rounded
+    down to a multiple of the processes of ``shard``, which share every batch equally).
     """
 
-    def __init__(self, data: LabeledImages, batch_size: int, generator: torch.Generator):
+    def __init__(self, data: LabeledImages, batch_size: int, generator: torch.Generator, shard: Shard = ONE_PROCESS):
         self.data = data
-        self.batch_size = min(batch_size, len(data))
+        self.batch_size = shard.usable(min(batch_size, len(data)))
         self.generator = generator
         self._order = torch.randperm(len(data), generator=generator)
         self._cursor = 0
@@ -49,12 +53,6 @@ class BatchCycler:
         index = self._order[self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
         return self.data.take(index)
-
-
-def process_share(batch_size: int, available: int, processes: int) -> int:
-    """Each process's batch when ``processes`` share a global batch of ``min(batch_size, available)``: rounded up,
-    so no process gets an empty batch."""
-    return -(-min(batch_size, available) // processes)
 
 
 def check_finite(method: str, step: int, logs: dict[str, float]) -> None:
@@ -73,8 +71,9 @@ def gradients(parameters: Sequence[torch.nn.Parameter]) -> list[torch.Tensor]:
 
 @dataclass
 class StepInputs:
-    """What one update of a :class:`GradientUnlearner` sees: the task, this step's forget and remain batches,
-    the result of :meth:`GradientUnlearner.prepare`, the seeded generator and the accelerator."""
+    """What one update of a :class:`GradientUnlearner` sees: the task, this process's share of this step's forget
+    and remain batches, the result of :meth:`GradientUnlearner.prepare`, the seeded generator (the same on every
+    process), the accelerator and this process's :class:`Shard` of any other global batch."""
 
     task: ForgetTask
     forget: LabeledImages
@@ -82,6 +81,7 @@ class StepInputs:
     context: Any
     generator: torch.Generator
     accelerator: Accelerator
+    shard: Shard
 
 
 class GradientUnlearner(Unlearner):
@@ -94,10 +94,10 @@ class GradientUnlearner(Unlearner):
     The Adam optimizer, clipping, the EMA, NaN checks, progress bar, timing and curves live here. The EMA (diffusers'
     :class:`EMAModel`, ``update_after_step=ema_start``) copies the weights through step ``ema_start + 1``, then
     averages them with the constant ``ema_decay``; the average is what is returned (and what a callback sees).
-    On P processes (an Accelerate launch) the work done once (:meth:`prepare`) is the same on every process, and
-    each process draws its own batches of 1/P of the global batch from (seed, process index), so the global batch
-    is the one-process batch; gradients are averaged. Process 0 draws what a one-process run draws, the others
-    draw independently: a P-process run is a statistically equivalent run, not the same one.
+    On P processes (an Accelerate launch) every process draws the same global batches and random numbers and
+    computes on its own equal share of the rows (:mod:`unlearn.sharding`); the gradients and logged values are
+    averaged, so P processes take the one-process steps up to floating-point summation order when the batch sizes
+    are multiples of P (otherwise a batch drops its last rows, at most P - 1).
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -130,30 +130,30 @@ class GradientUnlearner(Unlearner):
         work = model.copy()
         work.unet.train()
         accelerator = options.accelerator or make_accelerator(work)
-        processes, index = accelerator.num_processes, accelerator.process_index
-        generator = torch.Generator().manual_seed(derive_seed(options.seed, self.name, 0))
-        context = self.prepare(model, task, generator, options.quiet)  # the same on every process
-        if index > 0:
-            generator = torch.Generator().manual_seed(derive_seed(options.seed, self.name, index))
+        shard = Shard(accelerator.process_index, accelerator.num_processes)
+        generator = torch.Generator().manual_seed(derive_seed(options.seed, self.name, 0))  # the same on all
+        context = self.prepare(model, task, generator, options.quiet)
         parameters = work.trainable_parameters()
         optimizer = torch.optim.Adam(parameters, lr=self.lr)
         ema = None
         if self.ema_decay:
             ema = EMAModel(parameters, decay=self.ema_decay, min_decay=self.ema_decay, update_after_step=self.ema_start)
-        forget_batches, retain_batches = (
-            BatchCycler(data, process_share(self.batch_size, len(data), processes), generator)
-            for data in (task.forget, task.retain))
+        forget_batches = BatchCycler(task.forget, self.batch_size, generator, shard)
+        retain_batches = BatchCycler(task.retain, self.batch_size, generator, shard)
         curves: dict[str, list[float]] = defaultdict(list)
         bar = tqdm(range(self.steps), desc=self.name,
                    disable=options.quiet or not accelerator.is_local_main_process, leave=False)
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
-            inputs = StepInputs(task, forget_batches.next(), retain_batches.next(), context, generator, accelerator)
+            inputs = StepInputs(task, shard.of(forget_batches.next()), shard.of(retain_batches.next()), context,
+                                generator, accelerator, shard)
             logs = self.compute_gradients(work, inputs)
-            check_finite(self.name, step, logs)
-            if accelerator.num_processes > 1:
+            if shard.count > 1:
                 for p in parameters:
                     p.grad = accelerator.reduce(gradients([p])[0], reduction="mean")
+                values = accelerator.reduce(torch.tensor(list(logs.values()), dtype=torch.float64), reduction="mean")
+                logs = dict(zip(logs, values.tolist()))
+            check_finite(self.name, step, logs)
             if self.grad_clip:
                 torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
             optimizer.step()

@@ -13,13 +13,16 @@ from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
 
+from .sharding import global_labels, global_size, per_row, share_like
+
 
 def draw_timesteps_and_noise(
     model: DiffusionModel, batch: LabeledImages, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uniform timesteps (B,) and standard normal noise (B, C, H, W) for ``batch``, on the model's device."""
-    t = torch.randint(0, model.num_train_timesteps, (len(batch),), generator=generator)
-    noise = torch.randn(batch.images.shape, generator=generator)
+    """Uniform timesteps (B,) and standard normal noise (B, C, H, W) for ``batch``, on the model's device (drawn
+    for its global batch when it is one process's share: :mod:`unlearn.sharding`)."""
+    t = per_row(batch, lambda n: torch.randint(0, model.num_train_timesteps, (n,), generator=generator))
+    noise = per_row(batch, lambda n: torch.randn((n, *batch.images.shape[1:]), generator=generator))
     return t.to(model.device), noise.to(model.device)
 
 
@@ -94,12 +97,14 @@ def membership_matching_loss(
 
 
 def nonmember_anchor_loss(
-    model: DiffusionModel, original: DiffusionModel, nonmembers: LabeledImages, size: int,
+    model: DiffusionModel, original: DiffusionModel, nonmembers: LabeledImages, like: LabeledImages,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """MSE(eps_theta(x_t, t, c), stopgrad eps_original(x_t, t, c)) on ``size`` non-members drawn at random: keeps
-    the model's behaviour on images it never saw where the original had it (a scalar)."""
-    batch = nonmembers.take(torch.randint(len(nonmembers), (size,), generator=generator))
+    """MSE(eps_theta(x_t, t, c), stopgrad eps_original(x_t, t, c)) on as many non-members drawn at random as
+    ``like`` (a batch) has rows: keeps the model's behaviour on images it never saw where the original had it (a
+    scalar)."""
+    drawn = torch.randint(len(nonmembers), (global_size(like),), generator=generator)
+    batch = share_like(nonmembers.take(drawn), like)
     t, noise = draw_timesteps_and_noise(model, batch, generator)
     x0, labels = batch.images.to(model.device), batch.labels.to(model.device)
     x_t = model.add_noise(x0, noise, t)
@@ -142,7 +147,7 @@ def relabel_target(
 ) -> RelabelTarget:
     """Draw timesteps, noise and other classes c' from ``allowed`` for ``batch``; predict the target once."""
     t, noise = draw_timesteps_and_noise(model, batch, generator)
-    others = other_class_labels(batch.labels, allowed, generator).to(model.device)
+    others = per_row(batch, lambda n: other_class_labels(global_labels(batch), allowed, generator)).to(model.device)
     x_t = model.add_noise(batch.images.to(model.device), noise, t)
     with torch.no_grad():
         target = model.predict_noise(x_t, t, others)

@@ -25,6 +25,7 @@ from diffusion.splits import ForgetTask
 from .base import METHODS
 from .loop import BatchCycler, GradientUnlearner, StepInputs
 from .losses import diffusion_loss, draw_timesteps_and_noise
+from .sharding import global_size, share_like
 
 
 @dataclass
@@ -108,15 +109,15 @@ class SelectiveAmnesia(GradientUnlearner):
         return AmnesiaContext(fisher, anchor, replay)
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
-        n = len(step.forget)
+        n = global_size(step.forget)
         classes = torch.as_tensor(step.task.forget_classes, dtype=torch.long)
         surrogate = LabeledImages(
-            torch.rand(step.forget.images.shape, generator=step.generator) * 2 - 1,
+            torch.rand((n, *step.forget.images.shape[1:]), generator=step.generator) * 2 - 1,
             classes[torch.randint(len(classes), (n,), generator=step.generator)],
             torch.arange(n),
         )
-        loss_forget = diffusion_loss(model, surrogate, step.generator)
-        loss_replay = diffusion_loss(model, step.context.replay.next(), step.generator)
+        loss_forget = diffusion_loss(model, share_like(surrogate, step.forget), step.generator)
+        loss_replay = diffusion_loss(model, step.shard.of(step.context.replay.next()), step.generator)
         fisher, anchor = step.context.fisher, step.context.anchor
         penalty = sum((f * (p - a) ** 2).sum() for p, f, a in zip(model.trainable_parameters(), fisher, anchor))
         step.accelerator.backward(loss_forget + loss_replay + self.ewc_weight * penalty)
