@@ -20,6 +20,8 @@ and the references' share computed once). A method is "certified" at the first p
 and the forgetting check PASS, and "unrefuted" at the first where none of them FAILs (what a retrain gets when the
 audit lacks the power to certify it). Seconds are given as ratios to the retrain row's wall time; the old
 time to <= 10% judged stays beside them (class mode). The doubling schedule resolves a time to within 2x.
+Each probe also records the internal AUC: the loss attack's AUC of the forget images against the task's
+non-members (the audit's calibration images, never scored by it), the signal a stopping rule could watch.
 Timings on a shared CPU are noisy; compare ratios within one run.
 """
 
@@ -33,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from audit.probe import AuditProbe, default_audit_config
-from diffusion.data import load_digits_dataset
+from diffusion.data import LabeledImages, load_digits_dataset
 from diffusion.io import write_json
 from diffusion.judge import load_or_train_judge
 from diffusion.model import DiffusionModel
@@ -50,16 +53,24 @@ LOSS_TIMESTEPS = (10, 50, 100, 200, 400)
 FORGOTTEN_BAR = 0.10  # "forgotten": the judge recognises at most this share of the forgotten-class samples
 
 
-def mean_denoising_loss(model: DiffusionModel, images: torch.Tensor, labels: torch.Tensor, ids, seed: int) -> float:
-    """Mean DDPM loss over ``LOSS_TIMESTEPS`` with noise fixed per (seed, sample id, t)."""
-    ids = [int(i) for i in ids]
+def denoising_losses(model: DiffusionModel, data: LabeledImages, seed: int) -> np.ndarray:
+    """Each image's DDPM loss averaged over ``LOSS_TIMESTEPS`` with noise fixed per (seed, sample id, t): (N,)."""
+    ids = [int(i) for i in data.ids]
     with torch.no_grad():
         losses = [
-            model.denoising_loss(images, labels, torch.full((len(ids),), t),
-                                 seeded_normal(seed, ids, images.shape[1:], stream=f"bench-loss-{t}")).mean().item()
+            model.denoising_loss(data.images, data.labels, torch.full((len(ids),), t),
+                                 seeded_normal(seed, ids, data.images.shape[1:], stream=f"bench-loss-{t}")).numpy()
             for t in LOSS_TIMESTEPS
         ]
-    return float(np.mean(losses))
+    return np.mean(losses, axis=0)
+
+
+def internal_membership_auc(model: DiffusionModel, task: ForgetTask, seed: int) -> float:
+    """The loss attack's AUC of the forget images against the task's non-members (images the audit never scores):
+    what a method could watch to decide when to stop (0.5: the forget images look like never-seen images)."""
+    members, nonmembers = (denoising_losses(model, data, seed) for data in (task.forget, task.nonmembers))
+    truth = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+    return float(roc_auc_score(truth, -np.r_[members, nonmembers]))
 
 
 def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
@@ -104,7 +115,7 @@ def run_sample_mode(args, dataset, splits, model, judge) -> list[dict]:
     retain = task.retain.take(slice(0, 200))
 
     def losses(current):
-        return {f"loss_{part}": mean_denoising_loss(current, d.images, d.labels, d.ids, args.seed)
+        return {f"loss_{part}": float(denoising_losses(current, d, args.seed).mean())
                 for part, d in (("forget", task.forget), ("heldout", heldout), ("retain", retain))}
 
     original = evaluate_generation(model, judge, dataset, seed=args.seed, per_class=args.per_class)
@@ -140,6 +151,7 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
         start = time.perf_counter()
         result = probe(current)
         return {"step": step, "seconds": seconds, "probe_seconds": time.perf_counter() - start,
+                "internal_auc": internal_membership_auc(current, task, args.seed),
                 "certified": result.certified, "unrefuted": result.unrefuted,
                 "decisions": result.decisions(), "membership": result.membership(),
                 **{k: result.utility.get(k) for k in ("forgotten_accuracy", "retained_accuracy", "retained_fd")}}
@@ -158,7 +170,7 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
                 forgetting.append({"step": step, "seconds": seconds, "forgotten_accuracy": accuracy})
             if step in schedule:
                 probes.append(audited(step, current, seconds))
-                print(f"  {name} step {step}: {seconds:.1f} s, "
+                print(f"  {name} step {step}: {seconds:.1f} s, internal AUC {probes[-1]['internal_auc']:.3f}, "
                       f"{' '.join(f'{k}:{v[0]}' for k, v in probes[-1]['decisions'].items())}", flush=True)
 
         result = method.unlearn(model, task, seed=args.seed, quiet=args.quiet, callback=callback,
