@@ -99,3 +99,27 @@ def test_threads_must_be_a_positive_count():
         config_from_dict({"threads": 0})
     result = CliRunner().invoke(main, ["unlearn", "--threads", "0"])
     assert result.exit_code == ExitCode.USAGE and "'--threads': 0 is not in the range" in result.output
+
+
+def test_shares_of_a_global_batch_draw_what_one_process_draws(digits):
+    from unlearn.losses import draw_timesteps_and_noise, relabel_target
+    from unlearn.sharding import Shard
+
+    from .conftest import tiny_model
+
+    model = tiny_model()
+    batch = digits.select(list(range(0, 64, 2)))  # 32 images of every class
+
+    def draws(shard: Shard):
+        generator = torch.Generator().manual_seed(7)
+        share = shard.of(batch)
+        t, noise = draw_timesteps_and_noise(model, share, generator)
+        target = relabel_target(model, share, list(range(10)), generator)
+        return share.ids, t, noise, target.target
+
+    whole = draws(Shard())
+    halves = [draws(Shard(index, 2)) for index in range(2)]
+    ids, t, noise, target = (torch.cat(parts) for parts in zip(*halves))
+    assert torch.equal(ids, whole[0]) and torch.equal(t, whole[1]) and torch.equal(noise, whole[2])
+    torch.testing.assert_close(target, whole[3])  # the same targets (other classes drawn alike), batched apart
+    assert Shard(1, 3).usable(32) == 30 and Shard(1, 3).rows(30) == slice(10, 20)
