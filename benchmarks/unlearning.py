@@ -35,42 +35,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from audit.probe import AuditProbe, default_audit_config
-from diffusion.data import LabeledImages, load_digits_dataset
+from diffusion.data import load_digits_dataset
 from diffusion.io import write_json
 from diffusion.judge import load_or_train_judge
-from diffusion.model import DiffusionModel
 from diffusion.quality import evaluate_generation, generate_per_class, judged_correct
 from diffusion.reference import load_or_train_reference
-from diffusion.seeding import seeded_normal
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits
 from diffusion.training import TrainConfig
 from unlearn import METHODS
+from unlearn.stopping import denoising_losses, internal_membership_auc
 
-LOSS_TIMESTEPS = (10, 50, 100, 200, 400)
 FORGOTTEN_BAR = 0.10  # "forgotten": the judge recognises at most this share of the forgotten-class samples
-
-
-def denoising_losses(model: DiffusionModel, data: LabeledImages, seed: int) -> np.ndarray:
-    """Each image's DDPM loss averaged over ``LOSS_TIMESTEPS`` with noise fixed per (seed, sample id, t): (N,)."""
-    ids = [int(i) for i in data.ids]
-    with torch.no_grad():
-        losses = [
-            model.denoising_loss(data.images, data.labels, torch.full((len(ids),), t),
-                                 seeded_normal(seed, ids, data.images.shape[1:], stream=f"bench-loss-{t}")).numpy()
-            for t in LOSS_TIMESTEPS
-        ]
-    return np.mean(losses, axis=0)
-
-
-def internal_membership_auc(model: DiffusionModel, task: ForgetTask, seed: int) -> float:
-    """The loss attack's AUC of the forget images against the task's non-members (images the audit never scores):
-    what a method could watch to decide when to stop (0.5: the forget images look like never-seen images)."""
-    members, nonmembers = (denoising_losses(model, data, seed) for data in (task.forget, task.nonmembers))
-    truth = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
-    return float(roc_auc_score(truth, -np.r_[members, nonmembers]))
 
 
 def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
@@ -151,7 +128,7 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
         start = time.perf_counter()
         result = probe(current)
         return {"step": step, "seconds": seconds, "probe_seconds": time.perf_counter() - start,
-                "internal_auc": internal_membership_auc(current, task, args.seed),
+                "internal_auc": internal_membership_auc(current, task.forget, task.nonmembers, args.seed),
                 "certified": result.certified, "unrefuted": result.unrefuted,
                 "decisions": result.decisions(), "membership": result.membership(),
                 **{k: result.utility.get(k) for k in ("forgotten_accuracy", "retained_accuracy", "retained_fd")}}

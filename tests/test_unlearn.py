@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -10,7 +12,8 @@ from diffusion.model import DiffusionModel
 from diffusion.seeding import seeded_normal
 from diffusion.splits import ForgetSpec, ForgetTask
 from diffusion.training import TrainConfig, train_denoiser
-from unlearn import METHODS, UnlearnResult
+from unlearn import METHODS, EraseDiff, UnlearnResult
+from unlearn.stopping import internal_membership_auc
 
 from .conftest import TINY, tiny_model
 
@@ -169,3 +172,25 @@ def test_sample_level_forgetting_keeps_the_other_images(digits, splits, trained)
     assert len(set(task.forget.labels.tolist())) > 3
     result = METHODS.make("erasediff", **FAST["erasediff"]).unlearn(trained, task, quiet=True)
     assert forget_set_loss(result.model, task) > forget_set_loss(trained, task) * 1.05
+
+
+def test_stopping_rule_stops_where_a_run_of_that_length_ends(digits, splits, trained):
+    """A rule that is met at its first probe ends the run there, with exactly the weights a run of that many
+    steps returns, and logs the probe; without non-members the rule is refused in one line."""
+    samples = ForgetTask.from_spec(digits, splits, ForgetSpec(sample_ids=tuple(splits.members[:40].tolist())))
+    samples = replace(samples, nonmembers=digits.select(splits.heldout[:40]))
+    stopped = EraseDiff(steps=12, batch_size=16, stop_every=4, stop_margin=0.5).unlearn(trained, samples, quiet=True)
+    short = EraseDiff(steps=4, batch_size=16).unlearn(trained, samples, quiet=True)
+    assert stopped.steps == 4 and len(stopped.curves["internal_auc"]) == 1
+    assert stopped.model.fingerprint() == short.model.fingerprint()
+    never = EraseDiff(steps=8, batch_size=16, stop_every=4, stop_margin=0.0).unlearn(trained, samples, quiet=True)
+    aucs = never.curves["internal_auc"]
+    assert never.steps == 8 or aucs[-1] <= 0.5  # a margin of 0 stops only at or below chance
+    with pytest.raises(UsageError, match="stop_every needs non-member images"):
+        EraseDiff(stop_every=4).check(replace(samples, nonmembers=None), trained)
+
+
+def test_internal_probe_sees_the_members_of_a_trained_model(digits, splits, trained):
+    members, nonmembers = digits.select(splits.members[:100]), digits.select(splits.heldout[:100])
+    assert internal_membership_auc(trained, members, nonmembers, seed=0) > 0.55
+    assert internal_membership_auc(trained, nonmembers, digits.select(splits.heldout[100:200]), seed=0) < 0.6

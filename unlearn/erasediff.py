@@ -35,6 +35,7 @@ from .losses import (
     relabel_target,
 )
 from .sharding import per_row
+from .stopping import MembershipStopping
 
 # BOME's rate when ``eta`` is None, by kind of deletion (measured: benchmarks/results/defaults.md).
 DEFAULT_ETA_CLASS, DEFAULT_ETA_SAMPLES = 0.2, 0.05
@@ -106,6 +107,9 @@ class EraseDiff(GradientUnlearner):
         eta: BOME's rate (None: by kind of deletion, see above). barrier: ``gradient`` or ``value`` (above).
             adversarial_embedding: train against an attacker's embedding (above; relabel target only).
             repair_steps: steps of plain DDPM training on the remaining data after the erasure (0: none).
+            stop_every, stop_margin: every ``stop_every`` steps, stop once the forget images' loss-attack AUC
+            against the task's non-members is at most 0.5 + ``stop_margin`` (unlearn/stopping.py; None: run all
+            ``steps``). Needs non-members of the forget set's distribution (for a class: unseen images of it).
             fixed_lambda: a constant lambda instead of BOME's rule (None: adaptive). grad_clip: outer gradient
             norm bound (None: off).
         ema_decay: EMA of the weights (None: off). ema_start: steps before the averaging starts.
@@ -122,6 +126,8 @@ class EraseDiff(GradientUnlearner):
         "barrier": [Options("gradient", "value")],
         "adversarial_embedding": [Options(True, False)],
         "repair_steps": [Interval(Integral, 0, None)],
+        "stop_every": [None, Interval(Integral, 1, None)],
+        "stop_margin": [Interval(Real, 0, 0.5)],
     }
 
     steps: int = 300
@@ -135,6 +141,8 @@ class EraseDiff(GradientUnlearner):
     barrier: str = "gradient"
     adversarial_embedding: bool = False
     repair_steps: int = 0
+    stop_every: int | None = None
+    stop_margin: float = 0.05
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.98
     ema_start: int = 50
@@ -220,12 +228,20 @@ class EraseDiff(GradientUnlearner):
             "cos_grad": cos,
         }
 
+    def stopping_rule(self, task: ForgetTask, seed: int) -> MembershipStopping | None:
+        if self.stop_every is None:
+            return None
+        return MembershipStopping(task.forget, task.nonmembers, self.stop_every, self.stop_margin, seed)
+
     def check_task(self, task: ForgetTask) -> None:
         if self.barrier == "value" and self.inner_steps == 0:
             raise UsageError("barrier 'value' needs inner_steps >= 1 (with none, q is 0 and the barrier never acts); "
                              "set inner_steps or use barrier 'gradient'")
         if self.adversarial_embedding and self.forget_target != "relabel":
             raise UsageError(f"adversarial_embedding works with forget_target 'relabel'; got '{self.forget_target}'")
+        if self.stop_every is not None and (task.nonmembers is None or len(task.nonmembers) == 0):
+            raise UsageError("stop_every needs non-member images (never trained on, same distribution as the "
+                             "forget set) for its membership probe; give some, or leave stop_every unset")
         if self.forget_target == "match" and (task.nonmembers is None or len(task.nonmembers) == 0):
             raise UsageError("forget_target 'match' needs non-member images (never trained on, same distribution) "
                              "to match the forget images to; give some, or use forget_target 'relabel'")

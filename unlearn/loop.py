@@ -7,7 +7,8 @@ import math
 import time
 from abc import abstractmethod
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, ClassVar
@@ -27,6 +28,7 @@ from diffusion.training import make_accelerator
 
 from .base import RunOptions, Unlearner, UnlearnResult
 from .sharding import Shard
+from .stopping import MembershipStopping
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,10 @@ class GradientUnlearner(Unlearner):
         """Work done once before the loop; the result is passed to every :meth:`compute_gradients` call."""
         return None
 
+    def stopping_rule(self, task: ForgetTask, seed: int) -> MembershipStopping | None:
+        """The rule that may end the run before ``steps`` (None: run every step)."""
+        return None
+
     @abstractmethod
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
         """Leave this step's update direction in the parameters' ``.grad``; return the values to log."""
@@ -141,6 +147,7 @@ class GradientUnlearner(Unlearner):
         forget_batches = BatchCycler(task.forget, self.batch_size, generator, shard)
         retain_batches = BatchCycler(task.retain, self.batch_size, generator, shard)
         curves: dict[str, list[float]] = defaultdict(list)
+        rule, done = self.stopping_rule(task, options.seed), self.steps
         bar = tqdm(range(self.steps), desc=self.name,
                    disable=options.quiet or not accelerator.is_local_main_process, leave=False)
         for step in bar:
@@ -162,18 +169,37 @@ class GradientUnlearner(Unlearner):
             for key, value in logs.items():
                 curves[key].append(value)
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:3]})
+            stop = False
+            if rule is not None and rule.due(step + 1):
+                with averaged(ema, parameters):  # the weights the method would return
+                    stop = rule(step + 1, work)
+                curves["internal_auc"].append(rule.history[-1][1])
             if options.callback is not None and (step + 1) % options.callback_every == 0:
                 pause = time.perf_counter()
-                if ema is not None:
-                    ema.store(parameters)
-                    ema.copy_to(parameters)
-                options.callback(step + 1, work, pause - start - paused)
-                if ema is not None:
-                    ema.restore(parameters)
+                with averaged(ema, parameters):
+                    options.callback(step + 1, work, pause - start - paused)
                 paused += time.perf_counter() - pause
+            if stop:
+                done = step + 1
+                logger.info("%s: stopped after %d steps (internal AUC %.3f)", self.name, done, rule.history[-1][1])
+                break
         if ema is not None:
             ema.copy_to(parameters)
         work.unet.eval()
         seconds = time.perf_counter() - start - paused
-        logger.info("%s: %d steps in %.1f s", self.name, self.steps, seconds)
-        return UnlearnResult(work, self.name, self.get_params(), self.steps, seconds, dict(curves))
+        logger.info("%s: %d steps in %.1f s", self.name, done, seconds)
+        return UnlearnResult(work, self.name, self.get_params(), done, seconds, dict(curves))
+
+
+@contextmanager
+def averaged(ema: EMAModel | None, parameters: list[torch.nn.Parameter]) -> Iterator[None]:
+    """Within the block the parameters hold the EMA weights (when there is an EMA); restored after."""
+    if ema is None:
+        yield
+        return
+    ema.store(parameters)
+    ema.copy_to(parameters)
+    try:
+        yield
+    finally:
+        ema.restore(parameters)
