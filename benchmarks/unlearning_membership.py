@@ -75,9 +75,10 @@ def main() -> None:
         method = params.pop("method", args.method)
         start = time.perf_counter()
         result = METHODS.make(method, **params).unlearn(probe.fixed["original"], task, seed=args.seed, quiet=True)
-        label = f"{method} {json.dumps(params, separators=(',', ':'))}"
+        label = f"{method} {json.dumps(params, separators=(',', ':'))} ({result.steps} steps)"
         report(label, result.model, result.seconds, {"method": method, **params})
-        rows[-1]["wall_seconds"] = time.perf_counter() - start
+        rows[-1].update(wall_seconds=time.perf_counter() - start, steps=result.steps,
+                        internal_auc=result.curves.get("internal_auc"))
     write_json(args.json, {"task": task_name, "rows": rows, "args": vars(args) | {"json": str(args.json)}})
 
 
