@@ -81,6 +81,11 @@ class ProbeResult:
         wanted = [c for c in self.checks if c.name.startswith(("mia_auc", "forgotten_generation"))]
         return all(c.decision != "FAIL" for c in wanted)
 
+    @property
+    def clean(self) -> bool:
+        """No probed check FAILs, utility included."""
+        return all(c.decision != "FAIL" for c in self.checks)
+
 
 class AuditProbe:
     """Answers "what would the audit of ``config`` decide if this model were the unlearned one?".

@@ -17,11 +17,12 @@ Certify mode (``--certify``, a class or ``--forget-samples``): time to a certifi
 timer paused, at steps 25, 50, 100, 200, ... and at its last step with the default audit's membership, forgetting
 and utility checks (audit/probe.py: the same references, fitted attacks, conditionings and margins; the original's
 and the references' share computed once). A method is "certified" at the first probe where every membership check
-and the forgetting check PASS, and "unrefuted" at the first where none of them FAILs (what a retrain gets when the
-audit lacks the power to certify it). Seconds are given as ratios to the retrain row's wall time; the old
-time to <= 10% judged stays beside them (class mode). The doubling schedule resolves a time to within 2x.
-Each probe also records the internal AUC: the loss attack's AUC of the forget images against the task's
-non-members (the audit's calibration images, never scored by it), the signal a stopping rule could watch.
+and the forgetting check PASS, "unrefuted" at the first where none of them FAILs (what a retrain gets when the audit
+lacks the power to certify it), and "clean" at the first where no probed check FAILs, utility included. Seconds are
+given as ratios to the retrain row's wall time; the old time to <= 10% judged stays beside them (class mode). The
+doubling schedule resolves a time to within 2x. Each probe also records the internal AUC: the loss attack's AUC of
+the forget images against the task's non-members (the audit's calibration images, never scored by it), the signal a
+stopping rule could watch.
 Timings on a shared CPU are noisy; compare ratios within one run.
 """
 
@@ -48,6 +49,7 @@ from unlearn import METHODS
 from unlearn.stopping import denoising_losses, internal_membership_auc
 
 FORGOTTEN_BAR = 0.10  # "forgotten": the judge recognises at most this share of the forgotten-class samples
+GOALS = ("certified", "unrefuted", "clean")  # see the module docstring
 
 
 def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
@@ -129,7 +131,7 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
         result = probe(current)
         return {"step": step, "seconds": seconds, "probe_seconds": time.perf_counter() - start,
                 "internal_auc": internal_membership_auc(current, task.forget, task.nonmembers, args.seed),
-                "certified": result.certified, "unrefuted": result.unrefuted,
+                "certified": result.certified, "unrefuted": result.unrefuted, "clean": result.clean,
                 "decisions": result.decisions(), "membership": result.membership(),
                 **{k: result.utility.get(k) for k in ("forgotten_accuracy", "retained_accuracy", "retained_fd")}}
 
@@ -160,7 +162,7 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
         print(f"{name}: done in {result.seconds:.1f} s", flush=True)
     retrain = next((r for r in rows if r["method"] == "retrain"), None)
     for r in rows:
-        for goal in ("certified", "unrefuted"):
+        for goal in GOALS:
             first = next((p for p in r["probes"] if p[goal]), None)
             r[f"steps_to_{goal}"] = first and first["step"]
             r[f"seconds_to_{goal}"] = first and first["seconds"]
@@ -175,10 +177,11 @@ def print_certify_table(rows: list[dict]) -> None:
         x = r[f"{goal}_ratio_to_retrain"]
         return f"{r[f'steps_to_{goal}']:6d} {r[f'seconds_to_{goal}']:6.1f} {'-' if x is None else f'{x:.2f}':>5}"
 
-    print(f"{'method':18} {'steps':>6} {'wall s':>7} | {'certified':^19} | {'unrefuted':^19} | {'<= 10%':^13} | "
+    heads = " | ".join(f"{goal:^19}" for goal in GOALS)
+    units = " | ".join(f"{'step':>6} {'s':>6} {'x RT':>5}" for _ in GOALS)
+    print(f"{'method':18} {'steps':>6} {'wall s':>7} | {heads} | {'<= 10%':^13} | "
           f"final probe: checks (P/F/I), forgotten acc, retained acc, FD")
-    print(f"{'':18} {'':>6} {'':>7} | {'step':>6} {'s':>6} {'x RT':>5} | {'step':>6} {'s':>6} {'x RT':>5} | "
-          f"{'step':>6} {'s':>6} |")
+    print(f"{'':18} {'':>6} {'':>7} | {units} | {'step':>6} {'s':>6} |")
     for r in rows:
         last = r["probes"][-1]
         to_10 = (f"{'-':>6} {'-':>6}" if r["steps_to_10pct"] is None and not r["steps"] else
@@ -186,8 +189,8 @@ def print_certify_table(rows: list[dict]) -> None:
                  f"{r['steps_to_10pct']:6d} {r['seconds_to_10pct']:6.1f}")
         checks = " ".join(f"{k.removeprefix('mia_auc[').rstrip(']')}:{v[0]}" for k, v in last["decisions"].items())
         forgotten = last["forgotten_accuracy"]
-        print(f"{r['method']:18} {r['steps']:6d} {r['seconds']:7.1f} | {cell(r, 'certified')} | "
-              f"{cell(r, 'unrefuted')} | {to_10} | {checks}  "
+        print(f"{r['method']:18} {r['steps']:6d} {r['seconds']:7.1f} | "
+              f"{' | '.join(cell(r, goal) for goal in GOALS)} | {to_10} | {checks}  "
               f"{'-' if forgotten is None else f'{forgotten:.2f}'} {last['retained_accuracy']:.3f} "
               f"{last['retained_fd']:.2f}")
 

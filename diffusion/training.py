@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
@@ -86,9 +87,24 @@ class TrainRecord:
     log_every: int = 10
 
 
-def process_state() -> PartialState:
-    """This process's place in an Accelerate launch (one process when not launched). Without a visible GPU the
-    processes are CPU processes (gloo), which Accelerate only recognises when told so."""
+@dataclass(frozen=True)
+class OneProcess:
+    """The process state of a run that was not launched on several processes (the shape of Accelerate's)."""
+
+    process_index: int = 0
+    num_processes: int = 1
+    is_main_process: bool = True
+
+    def wait_for_everyone(self) -> None:
+        """Nothing to wait for."""
+
+
+def process_state() -> PartialState | OneProcess:
+    """This process's place in an Accelerate launch. Outside a launch nothing is initialised (so each model's
+    Accelerator still chooses its own device); without a visible GPU a launch's processes are CPU processes
+    (gloo), which Accelerate only recognises when told so."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return OneProcess()
     return PartialState(cpu=not torch.cuda.is_available())
 
 
