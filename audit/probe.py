@@ -4,8 +4,8 @@ A benchmark that probes an unlearning method at intervals ("time to a certified 
 it asks the same question many times: what would the audit decide if this model were the unlearned one? The
 original and the K retrained references do not change between questions, so their attack fits, attack scores,
 inverted class embeddings and generations are computed once; each question costs one model's share of the audit.
-Extraction and the resurrection checks (inversion, relearning) are left to the full audit: the probe answers
-with the checks named in :data:`PROBED_CHECKS`.
+Extraction and the resurrection checks (inversion, relearning) are left to the full audit: the probe answers with
+the membership checks, the audit's power, the forgetting check and the two utility checks.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from .config import AuditConfig
 from .membership import run_membership
 from .run import INVERSION_IMAGES_PER_CLASS, AuditSubjects, prepare_subjects
 
-PROBED_CHECKS = ("mia_auc", "audit_power", "forgotten_generation", "retained_accuracy", "retained_fd")
 UNLEARNED = "unlearned"
 
 
