@@ -127,3 +127,43 @@ def test_attack_scores_sharded_over_two_processes_are_the_one_process_scores(tmp
     for name in ("loss", "pia"):
         scores = [(tmp_path / run_dir / "scores" / f"{name}.csv").read_text() for run_dir in ("one", "two")]
         assert scores[0] == scores[1] and scores[0].count("\n") > 50
+
+
+BUILD_TOGETHER = """
+import sys
+from pathlib import Path
+from diffusion.cache import load_or_build_model
+from diffusion.model import DiffusionModel
+from diffusion.training import process_state
+
+directory = Path(sys.argv[1])
+rank = process_state().process_index
+
+def build():
+    print(f"rank {rank} builds", flush=True)
+    model = DiffusionModel.create(num_classes=10, seed=0, device="cpu", block_out_channels=(8, 16),
+                                  layers_per_block=1, num_train_timesteps=100)
+    return model, {"role": "test"}
+
+model, built = load_or_build_model(directory, build, "test model")
+print(f"rank {rank} built={built} {model.fingerprint()[:16]}", flush=True)
+"""
+
+
+def test_the_processes_of_a_launch_build_a_cache_entry_together_and_one_writes_it(tmp_path):
+    script, directory = tmp_path / "build.py", tmp_path / "cache" / "retrained" / "fedcba9876543210"
+    script.write_text(BUILD_TOGETHER)
+    outputs = []
+    for _ in range(2):
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", str(_free_port()), str(script), str(directory)]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    first, second = outputs
+    assert first.count("builds") == 2  # both processes take part in building (training would be distributed)
+    assert first.count("built=True") == 2 and second.count("built=False") == 2
+    assert len({line.split()[-1] for line in (first + second).splitlines() if "built=" in line}) == 1
+    assert sorted(p.name for p in directory.parent.iterdir()) == [".fedcba9876543210.lock", directory.name]
