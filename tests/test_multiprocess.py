@@ -26,6 +26,8 @@ import torch
 
 from diffusion.model import DiffusionModel
 
+from .conftest import CONTROL_LABEL
+
 pytestmark = pytest.mark.slow  # starts several launched runs (about a minute)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,3 +169,21 @@ def test_the_processes_of_a_launch_build_a_cache_entry_together_and_one_writes_i
     assert first.count("built=True") == 2 and second.count("built=False") == 2
     assert len({line.split()[-1] for line in (first + second).splitlines() if "built=" in line}) == 1
     assert sorted(p.name for p in directory.parent.iterdir()) == [".fedcba9876543210.lock", directory.name]
+
+
+def test_an_audit_launched_on_two_processes_decides_as_one_and_writes_once(control_workspace, noop_audit, tmp_path):
+    workspace, (one_out, _) = control_workspace, noop_audit
+    out = tmp_path / "noop-two"
+    launched = launch(2, "audit", "--config", workspace["config"], "--model", workspace["original"],
+                      "--unlearned", workspace["original"], "--retrained", workspace["retrained_b"],
+                      "--retrained", workspace["retrained_c"], "--forget-label", CONTROL_LABEL, "--out", out,
+                      *QUIET)
+    stdout, err = launched.communicate(timeout=600)
+    assert launched.returncode != 0 and "verdict: FAIL" in stdout, err  # the no-op fails, as with one process
+    assert stdout.count("verdict:") == 1
+    one, two = (json.loads((folder / "results.json").read_text()) for folder in (one_out, out))
+    assert [(c["name"], c["decision"]) for c in two["checks"]] == [(c["name"], c["decision"]) for c in one["checks"]]
+    for c1, c2 in zip(one["checks"], two["checks"]):
+        assert c2["estimate"] == pytest.approx(c1["estimate"], abs=1e-9)
+    assert (out / "scores" / "sima.csv").read_text() == (one_out / "scores" / "sima.csv").read_text()
+    assert list(tmp_path.iterdir()) == [out]
