@@ -52,6 +52,20 @@ FORGOTTEN_BAR = 0.10  # "forgotten": the judge recognises at most this share of 
 GOALS = ("certified", "unrefuted", "clean")  # see the module docstring
 
 
+def forgetting_probe(current, classes, judge, seed: int, step: int, seconds: float) -> dict:
+    """Judged accuracy of 50 samples per forgotten class (the same noise at every probe), at ``step``."""
+    images, labels = generate_per_class(current, classes, 50, seed=seed)
+    accuracy = judged_correct(judge.probabilities(images), labels).mean().item()
+    return {"step": step, "seconds": seconds, "forgotten_accuracy": accuracy}
+
+
+def time_to_forgotten(probes: list[dict]) -> dict:
+    """The step and second of the first forgetting probe at or below :data:`FORGOTTEN_BAR` (None: never)."""
+    reached = next((p for p in probes if p["forgotten_accuracy"] <= FORGOTTEN_BAR), None)
+    return {"seconds_to_10pct": reached["seconds"] if reached else None,
+            "steps_to_10pct": reached["step"] if reached else None}
+
+
 def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
     spec = ForgetSpec(classes=tuple(args.forget_class))
     task = ForgetTask.from_spec(dataset, splits, spec)
@@ -64,19 +78,14 @@ def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
         probes = []
 
         def probe(step, current, seconds, probes=probes):
-            images, labels = generate_per_class(current, spec.classes, 50, seed=args.seed)
-            accuracy = judged_correct(judge.probabilities(images), labels).mean().item()
-            probes.append({"step": step, "seconds": seconds, "forgotten_accuracy": accuracy})
+            probes.append(forgetting_probe(current, spec.classes, judge, args.seed, step, seconds))
 
         result = METHODS.make(name).unlearn(model, task, seed=args.seed, quiet=args.quiet, callback=probe,
                                               callback_every=args.probe_every)
         metrics = evaluate_generation(result.model, judge, dataset, forget_classes=spec.classes, seed=args.seed,
                                       per_class=args.per_class)
-        reached = next((p for p in probes if p["forgotten_accuracy"] <= FORGOTTEN_BAR), None)
         rows.append({
-            "method": name, "steps": result.steps, "seconds": result.seconds,
-            "seconds_to_10pct": reached["seconds"] if reached else None,
-            "steps_to_10pct": reached["step"] if reached else None,
+            "method": name, "steps": result.steps, "seconds": result.seconds, **time_to_forgotten(probes),
             **{k: metrics[k] for k in ("forgotten_accuracy", "forgotten_entropy", "retained_accuracy",
                                        "retained_fd")},
             "per_class_accuracy": metrics["per_class_accuracy"], "probes": probes, "params": result.params,
@@ -144,9 +153,7 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
 
         def callback(step, current, seconds, probes=probes, forgetting=forgetting, schedule=schedule, name=name):
             if classes and step % args.probe_every == 0:
-                images, labels = generate_per_class(current, classes, 50, seed=args.seed)
-                accuracy = judged_correct(judge.probabilities(images), labels).mean().item()
-                forgetting.append({"step": step, "seconds": seconds, "forgotten_accuracy": accuracy})
+                forgetting.append(forgetting_probe(current, classes, judge, args.seed, step, seconds))
             if step in schedule:
                 probes.append(audited(step, current, seconds))
                 print(f"  {name} step {step}: {seconds:.1f} s, internal AUC {probes[-1]['internal_auc']:.3f}, "
@@ -154,11 +161,8 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
 
         result = method.unlearn(model, task, seed=args.seed, quiet=args.quiet, callback=callback,
                                 callback_every=math.gcd(args.probe_every, 25))
-        reached = next((p for p in forgetting if p["forgotten_accuracy"] <= FORGOTTEN_BAR), None)
         rows.append({"method": name, "steps": result.steps, "seconds": result.seconds, "params": result.params,
-                     "seconds_to_10pct": reached["seconds"] if reached else None,
-                     "steps_to_10pct": reached["step"] if reached else None,
-                     "probes": probes, "forgetting_probes": forgetting})
+                     **time_to_forgotten(forgetting), "probes": probes, "forgetting_probes": forgetting})
         print(f"{name}: done in {result.seconds:.1f} s", flush=True)
     retrain = next((r for r in rows if r["method"] == "retrain"), None)
     for r in rows:
