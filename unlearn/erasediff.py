@@ -157,7 +157,7 @@ class EraseDiff(GradientUnlearner):
                           ema_decay=self.ema_decay, ema_start=min(self.ema_start, self.repair_steps // 5))
         repaired = repair.run(result.model, task, replace(options, callback=None))
         curves = {**result.curves, "repair_loss_retain": repaired.curves["loss_retain"]}
-        return UnlearnResult(repaired.model, self.name, self.get_params(), self.steps + self.repair_steps,
+        return UnlearnResult(repaired.model, self.name, self.get_params(), result.steps + repaired.steps,
                              result.seconds + repaired.seconds, curves)
 
     def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool) -> dict:

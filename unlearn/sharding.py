@@ -34,10 +34,7 @@ class Shard:
 
     def of(self, batch: LabeledImages) -> LabeledImages:
         """This process's rows of the global ``batch``, remembering where they came from (:class:`BatchShare`)."""
-        if self.count == 1:
-            return batch
-        rows = self.rows(len(batch))
-        return BatchShare(batch.images[rows], batch.labels[rows], batch.ids[rows], rows, batch.labels)
+        return batch if self.count == 1 else _share(batch, self.rows(len(batch)))
 
 
 @dataclass(frozen=True)
@@ -60,9 +57,10 @@ def global_labels(batch: LabeledImages) -> torch.Tensor:
 
 def share_like(batch: LabeledImages, like: LabeledImages) -> LabeledImages:
     """The rows of the global ``batch`` that ``like`` (a batch of the same global size) holds."""
-    if not isinstance(like, BatchShare):
-        return batch
-    rows = like.rows
+    return _share(batch, like.rows) if isinstance(like, BatchShare) else batch
+
+
+def _share(batch: LabeledImages, rows: slice) -> BatchShare:
     return BatchShare(batch.images[rows], batch.labels[rows], batch.ids[rows], rows, batch.labels)
 
 
