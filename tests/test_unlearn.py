@@ -184,8 +184,8 @@ def test_stopping_rule_stops_where_a_run_of_that_length_ends(digits, splits, tra
     assert stopped.steps == 4 and len(stopped.curves["internal_auc"]) == 1
     assert stopped.model.fingerprint() == short.model.fingerprint()
     never = EraseDiff(steps=8, batch_size=16, stop_every=4, stop_margin=0.0).unlearn(trained, samples, quiet=True)
-    aucs = never.curves["internal_auc"]
-    assert never.steps == 8 or aucs[-1] <= 0.5  # a margin of 0 stops only at or below chance
+    # the forget images still look trained on after 8 small steps: a margin of 0 never stops, both probes logged
+    assert never.steps == 8 and len(never.curves["internal_auc"]) == 2 and min(never.curves["internal_auc"]) > 0.5
     with pytest.raises(UsageError, match="stop_every needs non-member images"):
         EraseDiff(stop_every=4).check(replace(samples, nonmembers=None), trained)
 
