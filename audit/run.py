@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -133,6 +133,18 @@ def _original_model(
     return original, {"source": f"built-in reference ({directory})", "trained_now": trained}
 
 
+def _check_model(
+    role: str, model: DiffusionModel, path: str | None, task: ForgetTask, data: tuple[ImageDataset, Splits],
+    config: AuditConfig, attacks: Sequence[Attack] = (),
+) -> None:
+    """A model of the audit fits the task and the attacks, and (given by ``path``) was trained on this data."""
+    task.check_model(model, f"the audit's {role} model")
+    for attack in attacks:
+        attack.check(model)
+    if path:
+        check_provenance(DiffusionModel.read_metadata(path), path, *data, allow_other_data=config.allow_other_data)
+
+
 def fill_reference(config: AuditConfig, index: int) -> dict:
     """Train the ``index``-th (1-based) of the audit's ``retrain_references`` models retrained without the forget
     set into the cache, or find it there: K processes or machines sharing one cache (``ERASEDIFF_CACHE``) fill an
@@ -146,10 +158,7 @@ def fill_reference(config: AuditConfig, index: int) -> dict:
     dataset, splits, spec, task = _forget_task(config, given)
     recipe = TrainConfig.preset(config.preset)
     stand_in = given or untrained_model(dataset, recipe, device="cpu")
-    task.check_model(stand_in, "the audit's original model")
-    if given is not None:
-        check_provenance(DiffusionModel.read_metadata(config.model), config.model, dataset, splits,
-                         allow_other_data=config.allow_other_data)
+    _check_model("original", stand_in, config.model, task, (dataset, splits), config)
     retrain = METHODS.make("retrain", steps=recipe.steps)
     retrain.check(task, stand_in)
     original, _ = _original_model(config, given, dataset, splits)
@@ -225,12 +234,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     dataset, splits, spec, task = _forget_task(config, given.get("original"))
     stand_in = given.get("original") or untrained_model(dataset, recipe, device="cpu")
     for role, model in {"original": stand_in, **given}.items():
-        task.check_model(model, f"the audit's {role} model")
-        for attack in attacks:
-            attack.check(model)
-        if role in given:
-            check_provenance(DiffusionModel.read_metadata(paths[role]), paths[role], dataset, splits,
-                             allow_other_data=config.allow_other_data)
+        _check_model(role, model, paths[role] if role in given else None, task, (dataset, splits), config, attacks)
     sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config)
     if calibration is None and any(attack.needs_fit for attack in attacks):
         needing = ", ".join(attack.name for attack in attacks if attack.needs_fit)
