@@ -96,13 +96,30 @@ def test_inner_steps_do_not_change_the_model_under_the_gradient_barrier(task):
     """BOME's default barrier does not depend on f_hat, so K inner steps only change the logged q."""
     with_inner = EraseDiff(steps=3, batch_size=16, inner_steps=2, inner_lr=0.05).unlearn(tiny_model(), task,
                                                                                           quiet=True)
-    without = EraseDiff(steps=3, batch_size=16, inner_steps=0).unlearn(tiny_model(), task, quiet=True)
+    without = EraseDiff(steps=3, batch_size=16, inner_steps=0, batched_forward=False).unlearn(tiny_model(), task,
+                                                                                             quiet=True)
     assert with_inner.model.fingerprint() == without.model.fingerprint()
     assert with_inner.curves["lambda"] == without.curves["lambda"]
     valued = EraseDiff(steps=3, batch_size=16, inner_steps=2, inner_lr=0.05, barrier="value", eta=5.0)
     assert valued.unlearn(tiny_model(), task, quiet=True).model.fingerprint() != without.model.fingerprint()
     with pytest.raises(UsageError, match="barrier 'value' needs inner_steps >= 1"):
         EraseDiff(barrier="value").unlearn(tiny_model(), task, quiet=True)
+
+
+def test_one_stacked_forward_takes_the_steps_of_two_forwards(task):
+    """The forget and remain losses from one forward over both batches: the same random numbers, losses and
+    lambdas as two forwards, and the same function up to floating-point summation order."""
+    runs = {batched: EraseDiff(steps=4, batch_size=16, batched_forward=batched).unlearn(tiny_model(), task, quiet=True)
+            for batched in (True, False)}
+    for key in ("loss_forget", "loss_retain", "lambda", "cos_grad"):
+        assert runs[True].curves[key] == pytest.approx(runs[False].curves[key], rel=1e-4, abs=1e-6), key
+    assert runs[True].curves["q"] == runs[False].curves["q"] == [0.0] * 4
+    x = seeded_normal(0, range(8), (1, 8, 8), stream="test")
+    t, labels = torch.full((8,), 500), torch.arange(8) % 10
+    with torch.no_grad():
+        batched, separate = (runs[b].model.predict_noise(x, t, labels) for b in (True, False))
+        moved = (batched - tiny_model().predict_noise(x, t, labels)).abs().max()
+    assert (batched - separate).abs().max() < 1e-3 * moved
 
 
 def test_matching_target_is_zero_where_the_model_is_the_original_and_there_is_no_gap(task):

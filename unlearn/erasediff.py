@@ -31,6 +31,7 @@ from .losses import (
     membership_gap,
     membership_matching_loss,
     nonmember_anchor_loss,
+    relabel_and_diffusion_losses,
     relabel_loss,
     relabel_target,
 )
@@ -110,8 +111,11 @@ class EraseDiff(GradientUnlearner):
             stop_every, stop_margin: every ``stop_every`` steps, stop once the forget images' loss-attack AUC
             against the task's non-members is at most 0.5 + ``stop_margin`` (unlearn/stopping.py; None: run all
             ``steps``). Needs non-members of the forget set's distribution (for a class: unseen images of it).
-            fixed_lambda: a constant lambda instead of BOME's rule (None: adaptive). grad_clip: outer gradient
-            norm bound (None: off).
+            batched_forward: with the relabel target and no inner step, both losses come from one forward of the
+            UNet over the stacked forget and remain batches (two backward passes through it) instead of two
+            forwards; the same steps up to summation order, at the memory of both batches' activations at once
+            (benchmarks/erasediff_step.py). fixed_lambda: a constant lambda instead of BOME's rule (None:
+            adaptive). grad_clip: outer gradient norm bound (None: off).
         ema_decay: EMA of the weights (None: off). ema_start: steps before the averaging starts.
     """
 
@@ -128,6 +132,7 @@ class EraseDiff(GradientUnlearner):
         "repair_steps": [Interval(Integral, 0, None)],
         "stop_every": [None, Interval(Integral, 1, None)],
         "stop_margin": [Interval(Real, 0, 0.5)],
+        "batched_forward": [Options(True, False)],
     }
 
     steps: int = 300
@@ -143,6 +148,7 @@ class EraseDiff(GradientUnlearner):
     repair_steps: int = 0
     stop_every: int | None = None
     stop_margin: float = 0.05
+    batched_forward: bool = True
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.98
     ema_start: int = 50
@@ -203,14 +209,20 @@ class EraseDiff(GradientUnlearner):
             t, noise = draw_timesteps_and_noise(model, step.forget, step.generator)
             step.context["adversary"].attack_step(model, step.forget.images.to(model.device),
                                                   step.forget.labels.to(model.device), t, noise, step.accelerator)
-        loss_forget_fn = self.forget_loss(model, step.forget, step.task, step.context, step.generator)
-        loss_forget = loss_forget_fn()
-        grad_forget = self._gradient(loss_forget, parameters, step.accelerator)
-        f_hat = self._inner_minimum(parameters, loss_forget_fn, grad_forget, step.accelerator)
-        loss_retain = diffusion_loss(model, step.retain, step.generator)
-        if self.forget_target == "match":
-            loss_retain = loss_retain + nonmember_anchor_loss(model, step.context["original"], step.task.nonmembers,
-                                                              step.retain, step.generator)
+        if self._one_forward(step.context):
+            draw = relabel_target(model, step.forget, step.task.retained_classes, step.generator)
+            loss_forget, loss_retain = relabel_and_diffusion_losses(model, draw, step.retain, step.generator)
+            grad_forget = self._gradient(loss_forget, parameters, step.accelerator, keep_graph=True)
+            f_hat = loss_forget.item()
+        else:
+            loss_forget_fn = self.forget_loss(model, step.forget, step.task, step.context, step.generator)
+            loss_forget = loss_forget_fn()
+            grad_forget = self._gradient(loss_forget, parameters, step.accelerator)
+            f_hat = self._inner_minimum(parameters, loss_forget_fn, loss_forget, grad_forget, step.accelerator)
+            loss_retain = diffusion_loss(model, step.retain, step.generator)
+            if self.forget_target == "match":
+                loss_retain = loss_retain + nonmember_anchor_loss(model, step.context["original"],
+                                                                  step.task.nonmembers, step.retain, step.generator)
         grad_retain = self._gradient(loss_retain, parameters, step.accelerator)
         q = loss_forget.item() - f_hat
         lam = self.fixed_lambda if self.fixed_lambda is not None else bome_multiplier(
@@ -219,7 +231,7 @@ class EraseDiff(GradientUnlearner):
         norms = (flat_dot(grad_retain, grad_retain) * flat_dot(grad_forget, grad_forget)) ** 0.5
         cos = flat_dot(grad_retain, grad_forget) / norms if norms > 0 else 0.0
         for p, g_r, g_f in zip(parameters, grad_retain, grad_forget):
-            p.grad = g_r + lam * g_f
+            p.grad = g_r.add_(g_f, alpha=lam)  # in place: no third copy of the weights' size
         return {
             "loss_retain": loss_retain.item(),
             "loss_forget": loss_forget.item(),
@@ -227,6 +239,11 @@ class EraseDiff(GradientUnlearner):
             "lambda": float(lam),
             "cos_grad": cos,
         }
+
+    def _one_forward(self, context: dict) -> bool:
+        """Whether this step's two losses come from one forward over the stacked forget and remain batches."""
+        return (self.batched_forward and self.forget_target == "relabel" and self.inner_steps == 0
+                and "adversary" not in context)
 
     def stopping_rule(self, task: ForgetTask, seed: int) -> MembershipStopping | None:
         if self.stop_every is None:
@@ -253,9 +270,12 @@ class EraseDiff(GradientUnlearner):
         return DEFAULT_ETA_CLASS if task.forget_classes else DEFAULT_ETA_SAMPLES
 
     @staticmethod
-    def _gradient(loss: torch.Tensor, parameters: list[torch.nn.Parameter], accelerator: Accelerator):
-        """grad of ``loss`` w.r.t. ``parameters`` (zeros where unused), averaged over processes."""
-        grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+    def _gradient(
+        loss: torch.Tensor, parameters: list[torch.nn.Parameter], accelerator: Accelerator, keep_graph: bool = False
+    ):
+        """grad of ``loss`` w.r.t. ``parameters`` (zeros where unused), averaged over processes; ``keep_graph``
+        keeps the autograd graph for a second loss from the same forward."""
+        grads = torch.autograd.grad(loss, parameters, retain_graph=keep_graph, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(parameters, grads)]
         if accelerator.num_processes > 1:  # lambda must be the same on every process
             grads = [accelerator.reduce(g, reduction="mean") for g in grads]
@@ -265,16 +285,17 @@ class EraseDiff(GradientUnlearner):
         self,
         parameters: list[torch.nn.Parameter],
         loss_fn,
+        first_loss: torch.Tensor,
         first_gradient: list[torch.Tensor],
         accelerator: Accelerator,
     ) -> float:
         """f_hat = L_f after ``inner_steps`` SGD steps from the current weights, which are then restored.
 
-        ``first_gradient`` is grad L_f at the current weights (the outer step needs it too, so it is reused).
+        ``first_loss`` and ``first_gradient`` are L_f and its gradient at the current weights (the outer step needs
+        them too, so they are reused: with no inner step f_hat is ``first_loss``).
         """
         if self.inner_steps == 0:
-            with torch.no_grad():
-                return loss_fn().item()
+            return first_loss.item()
         snapshot = [p.detach().clone() for p in parameters]
         grads = first_gradient
         for step in range(self.inner_steps):

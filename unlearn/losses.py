@@ -161,3 +161,19 @@ def relabel_loss(model: DiffusionModel, draw: RelabelTarget) -> torch.Tensor:
     loss of SalUn, Fan et al. ICLR 2024, and EraseDiff's ``relabel`` target).
     """
     return F.mse_loss(model.predict_noise(draw.x_t, draw.t, draw.labels), draw.target)
+
+
+def relabel_and_diffusion_losses(
+    model: DiffusionModel, draw: RelabelTarget, retain: LabeledImages, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`relabel_loss` on ``draw`` and :func:`diffusion_loss` on ``retain`` (same random numbers), from ONE
+    forward of the UNet over both batches stacked, (B_f + B_r, C, H, W): two scalars.
+
+    The UNet's group norms act per image, so the stacked forward gives each image what its own forward would.
+    """
+    t, noise = draw_timesteps_and_noise(model, retain, generator)
+    x0, labels = retain.images.to(model.device), retain.labels.to(model.device)
+    x_t = torch.cat([draw.x_t, model.add_noise(x0, noise, t)])
+    prediction = model.predict_noise(x_t, torch.cat([draw.t, t]), torch.cat([draw.labels, labels]))
+    forget_rows = len(draw.x_t)
+    return F.mse_loss(prediction[:forget_rows], draw.target), F.mse_loss(prediction[forget_rows:], noise)
