@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import torch
 from transformers import CLIPTokenizer
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -63,3 +64,41 @@ def build_tokenizer(texts: Iterable[str], max_length: int = MAX_TOKENS) -> CLIPT
             merged += piece
             vocab.setdefault(merged, len(vocab))
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+class CaptionDropout:
+    """Replace each caption by the empty prompt with probability ``p``: the model also learns the unconditional
+    prediction that classifier-free guidance needs (Ho and Salimans, arXiv 2207.12598)."""
+
+    def __init__(self, empty: torch.Tensor, p: float):
+        self.empty = empty
+        self.p = p
+
+    def __call__(self, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``tokens`` (B, L) with rows dropped to the empty prompt's ids, drawn from ``generator``."""
+        dropped = torch.rand(len(tokens), generator=generator) < self.p
+        tokens = tokens.clone()
+        tokens[dropped] = self.empty
+        return tokens
+
+
+def token_ids(tokenizer: CLIPTokenizer, texts: Sequence[str]) -> torch.Tensor:
+    """Token ids (B, L) of ``texts``, padded and cut to the tokenizer's length."""
+    return tokenizer(list(texts), padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                     return_tensors="pt").input_ids
+
+
+class CaptionSampler:
+    """A random caption per image for training: one of ``templates`` for the image's digit, then
+    :class:`CaptionDropout` with probability ``dropout``. ``tokens[c, k]`` holds the token ids (L,) of template k
+    for digit c."""
+
+    def __init__(self, tokenizer: CLIPTokenizer, templates: Sequence[str] = TRAIN_TEMPLATES, dropout: float = 0.1):
+        self.tokens = torch.stack([token_ids(tokenizer, captions(label, templates))
+                                   for label in range(len(DIGIT_WORDS))])
+        self.dropout = CaptionDropout(token_ids(tokenizer, [""])[0], dropout)
+
+    def __call__(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Token ids (B, L) for digit ``labels`` (B,), drawn from ``generator``."""
+        choice = torch.randint(self.tokens.shape[1], (len(labels),), generator=generator)
+        return self.dropout(self.tokens[labels, choice], generator)

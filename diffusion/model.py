@@ -125,10 +125,21 @@ class DiffusionModel:
         return int(self.scheduler.config.num_train_timesteps)
 
     @property
+    def conditioning(self) -> str:
+        """What the model is conditioned on: ``class`` ids, ``text`` token ids, or ``none``."""
+        return "none" if self.num_classes is None else "class"
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         return (int(self.unet.config.in_channels), *size)
+
+    @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        """The shape (C, H, W) of the images the model is given and generates (its :attr:`image_shape`, the
+        diffusion's own data, unless it diffuses latents)."""
+        return self.image_shape
 
     def require_class_conditioning(self, what: str) -> int:
         """Return the number of classes, or raise a :class:`UsageError` saying ``what`` needs class labels."""
@@ -214,6 +225,18 @@ class DiffusionModel:
         """A deep copy: changing it never changes this model."""
         return DiffusionModel(copy.deepcopy(self.unet), copy.deepcopy(self.scheduler), self.device)
 
+    def reinitialized(self, seed: int) -> DiffusionModel:
+        """The same architecture and schedule with freshly initialised weights (the same ``seed``, the same weights)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet = UNet2DModel.from_config(self.unet.config)
+        return DiffusionModel(unet, copy.deepcopy(self.scheduler), self.device)
+
+    def training_conditions(self, caption_dropout: float):
+        """What training on this model's (image, label) pairs feeds it besides the images: the labels themselves
+        (None; a text model drops captions, :meth:`TextDiffusionModel.training_conditions`)."""
+        return None
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """The UNet parameters that require gradients, in module order (what an optimizer updates)."""
         return [p for p in self.unet.parameters() if p.requires_grad]
@@ -235,7 +258,9 @@ class DiffusionModel:
 
     @classmethod
     def load(cls, source: str | Path, device: torch.device | str | None = None) -> DiffusionModel:
-        """Load a diffusers DDPM pipeline folder, or a Hugging Face hub model written ``hf://owner/name``.
+        """Load a diffusers DDPM pipeline folder, or a Hugging Face hub model written ``hf://owner/name``; a Stable
+        Diffusion layout folder (a ``text_encoder`` beside the UNet) loads as a
+        :class:`~diffusion.text_model.TextDiffusionModel`.
 
         Weights are read from safetensors only, so a checkpoint from a stranger cannot run code. A
         :class:`UsageError` names what is wrong with a model that is not a noise predictor this project can use:
@@ -250,6 +275,10 @@ class DiffusionModel:
         else:
             _check_model_folder(Path(name), name)
             location, local = name, True
+        from .text_model import TextDiffusionModel, is_text_to_image  # a text pipeline folder loads as a text model
+
+        if cls is DiffusionModel and is_text_to_image(location, local):
+            return TextDiffusionModel.load(source, device)
         verbosity = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()  # the weight mismatches it would log are raised below instead
         try:

@@ -14,14 +14,15 @@ from .splits import Splits
 
 
 def load_data_for_model(data: str, model: DiffusionModel) -> ImageDataset:
-    """``data`` loaded at the model's image shape (C, H, W); its classes must be the model's."""
-    channels, height, width = model.image_shape
+    """``data`` loaded at the model's image shape (C, H, W) (in pixels for a latent model); its classes must be the
+    model's."""
+    channels, height, width = model.pixel_shape
     if height != width:
         raise UsageError(f"the model takes {height}x{width} images; only square images are supported")
     dataset = load_dataset(data, image_size=height, channels=channels)
-    if dataset.image_shape != model.image_shape:
+    if dataset.image_shape != model.pixel_shape:
         raise UsageError(f"data '{data}' has images of shape {dataset.image_shape} but the model takes "
-                         f"{model.image_shape}")
+                         f"{model.pixel_shape}")
     if model.num_classes is not None and model.num_classes != dataset.num_classes:
         raise UsageError(f"the model is conditioned on {model.num_classes} classes but data '{data}' has "
                          f"{dataset.num_classes}; give the data the model was trained on")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from .captions import HELDOUT_TEMPLATES, captions
 from .data import ImageDataset
 from .judge import Judge
 from .model import DiffusionModel
@@ -53,13 +54,19 @@ def per_class_noise_ids(classes: Sequence[int], per_class: int) -> list[int]:
     return [int(c) * 100_000 + j for c in classes for j in range(per_class)]
 
 
+def class_prompts(labels: Sequence[int], templates: Sequence[str] = HELDOUT_TEMPLATES) -> list[str]:
+    """A prompt per digit label for a text model: the held-out paraphrases, cycled (never a training wording)."""
+    return [captions(label, templates)[i % len(templates)] for i, label in enumerate(labels)]
+
+
 def generate_per_class(
     model: DiffusionModel, classes: Sequence[int], per_class: int, *, seed: int, steps: int = 50
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` DDIM samples for each class: images (K * per_class, C, H, W) and labels (K * per_class,),
-    with the noises of :func:`per_class_noise_ids`."""
+    with the noises of :func:`per_class_noise_ids`; a text model is prompted with :func:`class_prompts`."""
     labels = torch.tensor([c for c in classes for _ in range(per_class)], dtype=torch.long)
-    return model.sample(labels, seed=seed, ids=per_class_noise_ids(classes, per_class), steps=steps), labels
+    conditioning = class_prompts(labels.tolist()) if model.conditioning == "text" else labels
+    return model.sample(conditioning, seed=seed, ids=per_class_noise_ids(classes, per_class), steps=steps), labels
 
 
 def evaluate_generation(
@@ -78,7 +85,10 @@ def evaluate_generation(
     ``forgotten_accuracy``, ``forgotten_entropy`` (None without forgotten classes), ``retained_accuracy``,
     ``retained_fd`` and the sampling settings.
     """
-    num_classes = model.require_class_conditioning("generation quality")
+    if model.conditioning == "text":  # the digits' text model: every digit, prompted with held-out paraphrases
+        num_classes = dataset.num_classes
+    else:
+        num_classes = model.require_class_conditioning("generation quality")
     classes = list(range(num_classes))
     images, labels = generate_per_class(model, classes, per_class, seed=seed, steps=steps)
     probs = judge.probabilities(images)

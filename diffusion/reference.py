@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers import DDPMScheduler
 
 from .cache import cache_entry, load_or_build_model
+from .captions import DIGIT_WORDS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, CaptionSampler, build_tokenizer, captions
 from .data import ImageDataset
 from .environment import environment_info
+from .errors import UsageError
 from .model import DiffusionModel
 from .splits import Splits
+from .text_model import TextDiffusionModel, build_text_components
 from .training import TrainConfig, train_denoiser
 
 
@@ -29,10 +33,13 @@ class TrainedModel:
 def untrained_model(
     dataset: ImageDataset, config: TrainConfig, device: torch.device | str | None = None
 ) -> DiffusionModel:
-    """A freshly initialised class-conditional model of ``config``'s architecture for ``dataset``'s images.
+    """A freshly initialised model of ``config``'s kind and architecture for ``dataset``'s images: class-conditional,
+    or (``kind`` "text", the bundled digits only) text-conditional with the captions' tokenizer.
 
     Also the stand-in that parameters are checked against before a reference model is trained.
     """
+    if config.kind == "text":
+        return untrained_text_model(dataset, config, device)
     return DiffusionModel.create(
         sample_size=dataset.image_shape[1],
         channels=dataset.image_shape[0],
@@ -43,6 +50,25 @@ def untrained_model(
         seed=config.seed,
         device=device,
     )
+
+
+def untrained_text_model(
+    dataset: ImageDataset, config: TrainConfig, device: torch.device | str | None = None
+) -> TextDiffusionModel:
+    """A freshly initialised text-to-image model of the digits (pixel space, no VAE) whose tokenizer knows every
+    word of the training and held-out captions; the same ``config.seed`` gives the same weights."""
+    if dataset.name != "sklearn-digits":
+        raise UsageError(f"a text model is trained on the bundled digits (their captions are built in); got data "
+                         f"'{dataset.name}'")
+    tokenizer = build_tokenizer([text for label in range(len(DIGIT_WORDS))
+                                 for text in captions(label, TRAIN_TEMPLATES + HELDOUT_TEMPLATES)])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        unet, text_encoder = build_text_components(tokenizer, dataset.image_shape[1], dataset.image_shape[0],
+                                                   config.block_out_channels)
+    scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule="linear",
+                              clip_sample=False, steps_offset=1)  # as Stable Diffusion's (its pipeline insists)
+    return TextDiffusionModel(unet, text_encoder, tokenizer, scheduler, device=device)
 
 
 def train_on_ids(
@@ -59,9 +85,9 @@ def train_on_ids(
     """Train a fresh class-conditional model from ``config`` on the dataset images with the given ids."""
     ids = torch.as_tensor(ids, dtype=torch.long)
     model = untrained_model(dataset, config, device)
-    record = train_denoiser(
-        model, dataset.images[ids], dataset.labels[ids], config, accelerator=accelerator, quiet=quiet, desc=role
-    )
+    conditions = CaptionSampler(model.tokenizer, dropout=config.caption_dropout) if config.kind == "text" else None
+    record = train_denoiser(model, dataset.images[ids], dataset.labels[ids], config, accelerator=accelerator,
+                            quiet=quiet, desc=role, conditions=conditions)
     metadata = {
         "role": role,
         "data": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "num_images": len(ids)},

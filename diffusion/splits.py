@@ -75,19 +75,26 @@ class ForgetSpec:
         classes: class ids whose every member image is forgotten.
         sample_ids: ids (dataset indices) of individual member images to forget.
         label: a free-text description for reports (e.g. the ticket of the deletion request).
+        concept: for a text-to-image model, the prompts naming what is erased (its images are ``classes``'s).
+        anchor: for a text-to-image model, the prompt the concept is mapped to ("" : the empty prompt).
     """
 
     classes: tuple[int, ...] = ()
     sample_ids: tuple[int, ...] = ()
     label: str = ""
+    concept: tuple[str, ...] = ()
+    anchor: str = ""
     _canonical: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(sorted({int(c) for c in self.classes})))
         object.__setattr__(self, "sample_ids", tuple(sorted({int(i) for i in self.sample_ids})))
+        object.__setattr__(self, "concept", tuple(self.concept))
         if not self.classes and not self.sample_ids:
             raise UsageError("the forget set is empty; give at least one class id or one sample id")
         payload = {"classes": list(self.classes), "sample_ids": list(self.sample_ids)}
+        if self.concept or self.anchor:  # image deletions keep the fingerprints they always had
+            payload.update(concept=list(self.concept), anchor=self.anchor)
         object.__setattr__(self, "_canonical", json.dumps(payload, sort_keys=True))
 
     def fingerprint(self) -> str:
@@ -98,12 +105,14 @@ class ForgetSpec:
         data = asdict(self)
         data.pop("_canonical")
         data["classes"], data["sample_ids"] = list(self.classes), list(self.sample_ids)
+        data["concept"] = list(self.concept)
         data["fingerprint"] = self.fingerprint()
         return data
 
     def describe(self) -> str:
-        parts = []
-        if self.classes:
+        parts = [f"concept '{self.concept[0]}'" + (f" (+{len(self.concept) - 1} prompts)" if self.concept[1:] else "")
+                 ] if self.concept else []
+        if self.classes and not self.concept:
             parts.append("class " + ", ".join(map(str, self.classes)))
         if self.sample_ids:
             parts.append(f"{len(self.sample_ids)} member sample(s)")
@@ -152,6 +161,8 @@ class ForgetTask:
         num_classes: number of class labels of the model.
         nonmembers: images the model never trained on, from the same distribution (a user's validation images),
             for methods that match the forget images to non-members; None when the user has none.
+        anchor: for a text-to-image model (whose subsets' labels are caption token ids (N, L)), the token ids (L,)
+            of the prompt the forget set is mapped to; None for a class-conditional model.
     """
 
     forget: LabeledImages
@@ -159,6 +170,7 @@ class ForgetTask:
     forget_classes: tuple[int, ...]
     num_classes: int
     nonmembers: LabeledImages | None = None
+    anchor: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if len(self.forget) == 0:
@@ -186,12 +198,21 @@ class ForgetTask:
     def check_model(self, model: DiffusionModel, what: str = "unlearning") -> None:
         """Raise :class:`UsageError` unless ``model`` is conditioned on this task's classes and takes its images;
         ``what`` names the job in the message ("unlearning", "the audit's retrained model")."""
+        if self.anchor is not None:
+            if model.conditioning != "text":
+                raise UsageError(f"{what}: a concept (prompts) is erased from a text-to-image model; this model is "
+                                 f"conditioned on {model.conditioning} (use --forget-class or --forget-ids)")
+            self._check_shape(model, what)
+            return
         num_classes = model.require_class_conditioning(what)
         if num_classes != self.num_classes:
             raise UsageError(
                 f"{what}: the model has {num_classes} class labels but the forget task has {self.num_classes}; "
                 "use the data the model was trained on"
             )
+        self._check_shape(model, what)
+
+    def _check_shape(self, model: DiffusionModel, what: str) -> None:
         shape = tuple(self.forget.images.shape[1:])
         if shape != model.image_shape:
             raise UsageError(f"{what}: the model takes images of shape {model.image_shape} but the data's are "

@@ -23,6 +23,8 @@ from .seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
+MODEL_KINDS = ("class", "text")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -37,8 +39,13 @@ class TrainConfig:
     layers_per_block: int = 1
     num_train_timesteps: int = 1000
     seed: int = 0
+    kind: str = "class"  # "class": conditioned on class ids; "text": on captions (diffusion/text_model.py)
+    caption_dropout: float = 0.1  # text: share of empty prompts, for classifier-free guidance
 
     def __post_init__(self) -> None:
+        _require(self.kind in MODEL_KINDS, "kind", f"one of {', '.join(MODEL_KINDS)}", self.kind)
+        _require(_is_real(self.caption_dropout) and 0 <= self.caption_dropout < 1, "caption_dropout", "in [0, 1)",
+                 self.caption_dropout)
         _require(_is_int(self.steps) and self.steps >= 1, "steps", "an int >= 1", self.steps)
         _require(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an int >= 1", self.batch_size)
         _require(_is_real(self.lr) and self.lr > 0, "lr", "a finite number > 0", self.lr)
@@ -53,7 +60,11 @@ class TrainConfig:
         _require(_is_int(self.seed), "seed", "an int", self.seed)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The recipe as JSON; a class model's omits the text fields, so its cache keys stay what they were."""
+        data = asdict(self)
+        if self.kind == "class":
+            del data["kind"], data["caption_dropout"]
+        return data
 
     @classmethod
     def preset(cls, name: str) -> TrainConfig:
@@ -124,8 +135,12 @@ def train_denoiser(
     desc: str = "train",
     snapshot_steps: Collection[int] = (),
     on_snapshot: Callable[[int, DiffusionModel], None] | None = None,
+    conditions: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> TrainRecord:
     """Train ``model`` in place on ``images`` (N, C, H, W) in [-1, 1] and ``labels`` (N,) (None: unconditional).
+
+    ``conditions(labels of a batch (B,), generator)`` gives the conditioning the model is fed for the batch (e.g. a
+    random caption per image, (B, L) token ids, for a text model); by default the labels themselves.
 
     ``config.batch_size`` is the global batch. On several processes (an Accelerate launch) every process draws the
     same global batch, timesteps and noise from the seed and computes the loss on its own equal share of the rows;
@@ -163,7 +178,9 @@ def train_denoiser(
         t = torch.randint(0, model.num_train_timesteps, (len(idx),), generator=generator)[rows].to(device)
         noise = torch.randn((len(idx), *images.shape[1:]), generator=generator)[rows].to(device)
         x0 = images[idx[rows]].to(device)
-        c = labels[idx[rows]].to(device) if labels is not None else None
+        c = None
+        if labels is not None:
+            c = (labels[idx] if conditions is None else conditions(labels[idx], generator))[rows].to(device)
         loss = F.mse_loss(unet(model.add_noise(x0, noise, t), t, class_labels=c).sample, noise)
         accelerator.backward(loss)
         global_loss = accelerator.reduce(loss.detach(), reduction="mean").item() if processes > 1 else loss.item()
@@ -174,7 +191,8 @@ def train_denoiser(
         ema.step(accelerator.unwrap_model(unet).parameters())
         running += global_loss
         if on_snapshot is not None and step + 1 in snapshot_steps:
-            snapshot = DiffusionModel(copy.deepcopy(accelerator.unwrap_model(unet)), model.scheduler, model.device)
+            snapshot = model.copy()
+            snapshot.unet = copy.deepcopy(accelerator.unwrap_model(unet))
             ema.copy_to(snapshot.unet.parameters())
             on_snapshot(step + 1, snapshot)
         if (step + 1) % record.log_every == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import METHODS, Unlearner, UnlearnResult
 from .erasediff import EraseDiff
+from .esd import ESD, ESDU
 from .finetune import Finetune
 from .gradient_ascent import GradientAscent
 from .loop import GradientUnlearner
@@ -17,6 +18,8 @@ from .salun import SalUn
 from .selective_amnesia import SelectiveAmnesia
 
 __all__ = [
+    "ESD",
+    "ESDU",
     "METHODS",
     "EraseDiff",
     "Finetune",

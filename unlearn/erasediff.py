@@ -20,6 +20,7 @@ from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
 from diffusion.params import Interval, Options
 from diffusion.splits import ForgetTask
+from diffusion.text_model import TRAINABLE_MODULES
 
 from .adversarial_embedding import AdversarialEmbedding
 from .base import METHODS, RunOptions, UnlearnResult
@@ -84,6 +85,9 @@ class EraseDiff(GradientUnlearner):
     matters; needs inner_steps >= 1) forgot more slowly per second: judged 50% (eta 1) and 26% (eta 10) after 300
     steps vs 6% (benchmarks/results/erasediff_objectives.txt).
 
+    Text-to-image models: the relabel target is the official SD form, the forget prompt's prediction regressed on the
+    anchor prompt's (stop-gradient, same noisy input; the task's ``anchor``).
+
     ``forget_target``: ``uniform`` noises the forget images with u ~ U[0, 1) and regresses the prediction on u
     (the paper's form); ``relabel`` (the default, as in the authors' later code) regresses it on the model's own
     detached prediction under another class, drawn from the classes not being forgotten; ``match`` drives each
@@ -115,7 +119,8 @@ class EraseDiff(GradientUnlearner):
             UNet over the stacked forget and remain batches (two backward passes through it) instead of two
             forwards; the same steps up to summation order, at the memory of both batches' activations at once
             (benchmarks/erasediff_step.py). fixed_lambda: a constant lambda instead of BOME's rule (None:
-            adaptive). grad_clip: outer gradient norm bound (None: off).
+            adaptive). grad_clip: outer gradient norm bound (None: off). modules: a text model's UNet parameters
+            that train (:data:`~diffusion.text_model.TRAINABLE_MODULES`; the text encoder stays frozen).
         ema_decay: EMA of the weights (None: off). ema_start: steps before the averaging starts.
     """
 
@@ -133,6 +138,7 @@ class EraseDiff(GradientUnlearner):
         "stop_every": [None, Interval(Integral, 1, None)],
         "stop_margin": [Interval(Real, 0, 0.5)],
         "batched_forward": [Options(True, False)],
+        "modules": [Options(*TRAINABLE_MODULES)],
     }
 
     steps: int = 300
@@ -149,6 +155,7 @@ class EraseDiff(GradientUnlearner):
     stop_every: int | None = None
     stop_margin: float = 0.05
     batched_forward: bool = True
+    modules: str = "full"
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.98
     ema_start: int = 50
@@ -184,7 +191,7 @@ class EraseDiff(GradientUnlearner):
     ):
         """A closure computing L_f on one fixed draw of timesteps and targets (reused by the inner steps)."""
         if self.forget_target == "relabel":
-            draw = relabel_target(model, batch, task.retained_classes, generator)
+            draw = relabel_target(model, batch, task, generator)
             adversary = context.get("adversary")
             if adversary is None:
                 return lambda: relabel_loss(model, draw)
@@ -210,7 +217,7 @@ class EraseDiff(GradientUnlearner):
             step.context["adversary"].attack_step(model, step.forget.images.to(model.device),
                                                   step.forget.labels.to(model.device), t, noise, step.accelerator)
         if self._one_forward(step.context):
-            draw = relabel_target(model, step.forget, step.task.retained_classes, step.generator)
+            draw = relabel_target(model, step.forget, step.task, step.generator)
             loss_forget, loss_retain = relabel_and_diffusion_losses(model, draw, step.retain, step.generator)
             grad_forget = self._gradient(loss_forget, parameters, step.accelerator, keep_graph=True)
             f_hat = loss_forget.item()

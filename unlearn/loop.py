@@ -19,7 +19,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from diffusion.data import LabeledImages
-from diffusion.errors import RunError
+from diffusion.errors import RunError, UsageError
 from diffusion.model import DiffusionModel
 from diffusion.params import Interval
 from diffusion.seeding import derive_seed
@@ -117,6 +117,7 @@ class GradientUnlearner(Unlearner):
     grad_clip: float | None
     ema_decay: float | None
     ema_start: int
+    modules: str = "full"  # a text model's UNet parameters that train (a field of the methods that choose)
 
     def prepare(self, original: DiffusionModel, task: ForgetTask, generator: torch.Generator, quiet: bool) -> Any:
         """Work done once before the loop; the result is passed to every :meth:`compute_gradients` call."""
@@ -134,6 +135,11 @@ class GradientUnlearner(Unlearner):
         start = time.perf_counter()
         paused = 0.0
         work = model.copy()
+        if work.conditioning == "text":
+            work.train_only(self.modules)
+        elif self.modules != "full":
+            raise UsageError(f"{self.name}: modules '{self.modules}' choose among a text-to-image UNet's parameters; "
+                             "this model is class-conditional (leave modules 'full')")
         work.unet.train()
         accelerator = options.accelerator or make_accelerator(work)
         shard = Shard(accelerator.process_index, accelerator.num_processes)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
+from diffusion.splits import ForgetTask
 
 from .sharding import global_labels, global_size, per_row, share_like
 
@@ -132,8 +133,9 @@ class RelabelTarget:
     """One draw of the random-label forget loss: noisy forget images and the prediction they are pulled onto.
 
     Attributes:
-        x_t: the forget images noised at ``t`` (B, C, H, W). t: timesteps (B,). labels: their own classes (B,).
-        target: stopgrad eps_theta(x_t, t, c') (B, C, H, W), c' another class per image.
+        x_t: the forget images noised at ``t`` (B, C, H, W). t: timesteps (B,). labels: their own conditioning
+            (classes (B,) or token ids (B, L)).
+        target: stopgrad eps_theta(x_t, t, c') (B, C, H, W), c' another class per image or the anchor prompt.
     """
 
     x_t: torch.Tensor
@@ -143,11 +145,17 @@ class RelabelTarget:
 
 
 def relabel_target(
-    model: DiffusionModel, batch: LabeledImages, allowed: Sequence[int], generator: torch.Generator
+    model: DiffusionModel, batch: LabeledImages, task: ForgetTask, generator: torch.Generator
 ) -> RelabelTarget:
-    """Draw timesteps, noise and other classes c' from ``allowed`` for ``batch``; predict the target once."""
+    """Draw timesteps and noise for ``batch`` and another conditioning c' per image: a class drawn from the task's
+    retained classes, or, for a text model, the task's anchor prompt (EraseDiff's and ESD's SD form); predict the
+    target once."""
     t, noise = draw_timesteps_and_noise(model, batch, generator)
-    others = per_row(batch, lambda n: other_class_labels(global_labels(batch), allowed, generator)).to(model.device)
+    if task.anchor is not None:
+        others = task.anchor.to(model.device).expand(len(batch), -1)
+    else:
+        others = per_row(batch, lambda n: other_class_labels(global_labels(batch), task.retained_classes, generator))
+        others = others.to(model.device)
     x_t = model.add_noise(batch.images.to(model.device), noise, t)
     with torch.no_grad():
         target = model.predict_noise(x_t, t, others)

@@ -41,7 +41,7 @@ class RandomLabel(GradientUnlearner):
     ema_start: int = 0
 
     def compute_gradients(self, model: DiffusionModel, step: StepInputs) -> dict[str, float]:
-        draw = relabel_target(model, step.forget, step.task.retained_classes, step.generator)
+        draw = relabel_target(model, step.forget, step.task, step.generator)
         loss_forget = relabel_loss(model, draw)
         loss_retain = diffusion_loss(model, step.retain, step.generator)
         step.accelerator.backward(loss_forget + self.alpha * loss_retain)

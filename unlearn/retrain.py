@@ -6,15 +6,11 @@ is the reference model's own (:class:`diffusion.training.TrainConfig`), DDPM tra
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass
 from numbers import Integral
 from typing import ClassVar
-
-import torch
-from diffusers import UNet2DModel
 
 from diffusion.model import DiffusionModel
 from diffusion.params import Interval
@@ -27,7 +23,8 @@ from .base import METHODS, RunOptions, Unlearner, UnlearnResult
 @METHODS.register
 @dataclass
 class Retrain(Unlearner):
-    """Train a freshly initialised model of the same architecture on D_r with the reference recipe.
+    """Train a freshly initialised model of the same architecture on D_r with the reference recipe (a text model on
+    the remaining images' captions, some dropped to the empty prompt for guidance).
 
     ``steps`` defaults to the recipe's (``TrainConfig().steps``); the initial weights derive from ``seed``.
     """
@@ -39,13 +36,11 @@ class Retrain(Unlearner):
 
     def run(self, model: DiffusionModel, task: ForgetTask, options: RunOptions) -> UnlearnResult:
         start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
-            unet = UNet2DModel.from_config(model.unet.config)
-        fresh = DiffusionModel(unet, copy.deepcopy(model.scheduler), model.device)
+        fresh = model.reinitialized(options.seed)
         config = dataclasses.replace(TrainConfig(), steps=self.steps, seed=options.seed)
         record = train_denoiser(fresh, task.retain.images, task.retain.labels, config,
-                                accelerator=options.accelerator, quiet=options.quiet, desc=self.name)
+                                accelerator=options.accelerator, quiet=options.quiet, desc=self.name,
+                                conditions=fresh.training_conditions(config.caption_dropout))
         seconds = time.perf_counter() - start
         if options.callback is not None:
             options.callback(self.steps, fresh, seconds)

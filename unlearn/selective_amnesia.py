@@ -90,6 +90,9 @@ class SelectiveAmnesia(GradientUnlearner):
     ema_start: int = 0
 
     def check_task(self, task: ForgetTask) -> None:
+        if task.anchor is not None:
+            raise UsageError("selective_amnesia replays generated images under class labels; it serves "
+                             "class-conditional models only (for a text-to-image model use erasediff or esd_x)")
         if not task.forget_classes:
             raise UsageError("selective_amnesia needs a forget task naming at least one class (it remaps a class); "
                              "got a sample-level deletion")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from diffusion.concepts import concept_spec
 from diffusion.data import data_folder
 from diffusion.errors import UsageError
 from diffusion.io import check_output_file, write_json
@@ -30,6 +31,9 @@ from .common import (
               help="The model folder (diffusers format).")
 @click.option("--forget-class", "forget_classes", type=int, multiple=True,
               help="A forgotten class (repeatable); the other classes count as retained.")
+@click.option("--forget-concept", "concept", multiple=True,
+              help="Text-to-image models: a prompt naming the forgotten concept (its digit counts as forgotten; "
+                   "every digit is prompted with held-out paraphrases).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the metrics to this JSON file.")
 @click.option("--force", is_flag=True, help="Replace the --json file if it exists.")
@@ -43,8 +47,8 @@ from .common import (
 @quiet_option
 @threads_option
 @handle_errors
-def evaluate_command(model_dir: Path, forget_classes, json_path: Path | None, force, per_class, sample_steps, data,
-                     allow_other_data, seed, quiet):
+def evaluate_command(model_dir: Path, forget_classes, concept, json_path: Path | None, force, per_class,
+                     sample_steps, data, allow_other_data, seed, quiet):
     """Judge samples of every class: accuracy and entropy on the forgotten classes (forgetting), accuracy per
     retained class and the Frechet distance to real retained-class images in the judge's feature space
     (utility). The same --seed gives every model the same starting noise, so models compare sample by sample.
@@ -52,7 +56,17 @@ def evaluate_command(model_dir: Path, forget_classes, json_path: Path | None, fo
     configure_logging(quiet)
     if json_path is not None:
         check_output_file(json_path, force, {"model folder": model_dir, "data folder": data_folder(data)}, "--json")
+    if concept and forget_classes:
+        raise UsageError("give --forget-concept (a text-to-image model) or --forget-class, not both")
+    if concept:
+        forget_classes = concept_spec(concept).classes
     model = DiffusionModel.load(model_dir)
+    if concept and model.conditioning != "text":
+        raise UsageError("--forget-concept names a concept of a text-to-image model; this model is conditioned on "
+                         f"{model.conditioning} (use --forget-class)")
+    if forget_classes and not concept and model.conditioning == "text":
+        raise UsageError("a text-to-image model is evaluated on a concept: give --forget-concept TEXT, not "
+                         "--forget-class")
     dataset = load_data_for_model(data, model)
     check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, None,
                      allow_other_data=allow_other_data)

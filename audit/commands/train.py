@@ -10,7 +10,7 @@ from diffusion.data import data_folder, load_dataset
 from diffusion.io import check_output_dir
 from diffusion.reference import train_on_ids
 from diffusion.splits import make_splits
-from diffusion.training import TrainConfig
+from diffusion.training import MODEL_KINDS, TrainConfig
 
 from .common import (
     configure_logging,
@@ -31,6 +31,10 @@ DEFAULTS = TrainConfig()
 @data_option
 @split_options
 @out_option()
+@click.option("--kind", type=click.Choice(MODEL_KINDS), default=DEFAULTS.kind, show_default=True,
+              help="'class': a class-conditional UNet2DModel; 'text': a text-to-image model (UNet2DConditionModel, "
+                   "CLIP text encoder and a tokenizer built here) on captions of the digits, saved as a "
+                   "StableDiffusionPipeline folder.")
 @click.option("--steps", type=click.IntRange(min=1), default=DEFAULTS.steps, show_default=True,
               help="Optimizer steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True)
@@ -47,9 +51,12 @@ DEFAULTS = TrainConfig()
 @quiet_option
 @threads_option
 @handle_errors
-def train_command(data, split_seed, member_fraction, out: Path, force, steps, batch_size, lr, ema_decay,
+def train_command(data, split_seed, member_fraction, out: Path, force, kind, steps, batch_size, lr, ema_decay,
                   block_out_channels, image_size, image_channels, seed, quiet):
     """Train the reference diffusion model on the training members and save it (EMA weights).
+
+    With --kind text: a text-to-image model of the bundled digits, trained on several paraphrased captions per
+    digit (10% empty, for classifier-free guidance) and judged on paraphrases it never saw.
 
     The model is a diffusers UNet2DModel conditioned on the class label, with a DDPM schedule of 1000 steps,
     saved as a DDPM pipeline folder (safetensors) with erasediff.json beside it (split, recipe, time, versions).
@@ -63,7 +70,7 @@ def train_command(data, split_seed, member_fraction, out: Path, force, steps, ba
         raise click.BadParameter(f"expected integers separated by commas; got '{block_out_channels}'",
                                  param_hint="--block-out-channels") from None
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
-                         block_out_channels=widths, seed=seed)
+                         block_out_channels=widths, seed=seed, kind=kind)
     dataset = load_dataset(data, image_size=image_size, channels=int(image_channels))
     splits = make_splits(dataset.labels, split_seed, member_fraction)
     trained = train_on_ids(dataset, splits.members, config, role="reference",

@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 import yaml
 
+from diffusion.concepts import concept_spec, read_prompts, task_for_model
 from diffusion.data import data_folder
 from diffusion.environment import environment_info
 from diffusion.errors import RunError, UsageError
 from diffusion.io import check_output_dir
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
-from diffusion.splits import ForgetSpec, ForgetTask, make_splits, read_sample_ids
+from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
 from unlearn import METHODS
 
 from .common import (
@@ -42,10 +43,37 @@ def parse_params(pairs: tuple[str, ...]) -> dict:
     return params
 
 
-def forget_spec_from_options(forget_classes: tuple[int, ...], forget_ids: str | None, label: str) -> ForgetSpec:
-    """The :class:`ForgetSpec` given by ``--forget-class`` (repeatable) and ``--forget-ids FILE``."""
+def forget_spec_from_options(
+    forget_classes: tuple[int, ...], forget_ids: str | None, label: str, concept: tuple[str, ...] = (),
+    prompts_file: str | None = None, anchor: str | None = None,
+) -> ForgetSpec:
+    """The :class:`ForgetSpec` given by ``--forget-class`` (repeatable) and ``--forget-ids FILE``, or for a text
+    model by ``--forget-concept TEXT`` (repeatable), ``--forget-prompts FILE`` and ``--anchor TEXT``."""
     sample_ids = read_sample_ids(forget_ids) if forget_ids else ()
+    prompts = tuple(concept) + (read_prompts(prompts_file) if prompts_file else ())
+    if prompts or concept or prompts_file is not None:
+        if forget_classes:
+            raise UsageError("give --forget-concept (a text-to-image model) or --forget-class (a class-conditional "
+                             "one), not both")
+        return concept_spec(prompts, anchor or "", label, sample_ids)
+    if anchor is not None:
+        raise UsageError("--anchor is the prompt a concept is mapped to; it needs --forget-concept")
     return ForgetSpec(classes=forget_classes, sample_ids=sample_ids, label=label)
+
+
+def concept_options(command):
+    """``--forget-concept``, ``--forget-prompts`` and ``--anchor``: what a text-to-image model erases."""
+    options = [
+        click.option("--forget-concept", "concept", multiple=True,
+                     help="Text-to-image models: a prompt naming the concept to erase (repeatable)."),
+        click.option("--forget-prompts", "prompts_file", type=str, default=None,
+                     help="Text-to-image models: a text file of concept prompts, one per line."),
+        click.option("--anchor", type=str, default=None,
+                     help="Text-to-image models: the prompt the concept is mapped to (default: the empty prompt)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.command("unlearn")
@@ -58,6 +86,7 @@ def forget_spec_from_options(forget_classes: tuple[int, ...], forget_ids: str | 
 @click.option("--forget-ids", type=str, default=None,
               help="A text file of member sample ids to erase (a deletion request of specific images).")
 @click.option("--forget-label", default="", help="A description of the deletion request, kept in the record.")
+@concept_options
 @click.option("--steps", type=int, default=None, help="Optimizer steps (default: the method's).")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: the method's).")
 @click.option("--batch-size", type=int, default=None, help="Images per batch (default: the method's).")
@@ -74,7 +103,8 @@ def forget_spec_from_options(forget_classes: tuple[int, ...], forget_ids: str | 
 @quiet_option
 @threads_option
 @handle_errors
-def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_label, steps, lr, batch_size,
+def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_label, concept, prompts_file, anchor,
+                    steps, lr, batch_size,
                     fixed_lambda, forget_target, extra, data, split_seed, member_fraction, allow_other_data,
                     out: Path, force, seed, quiet):
     """Erase a forget set from a model and save the unlearned model with a record of how it was made.
@@ -83,9 +113,10 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     fingerprint, the parent model's fingerprint, steps, wall seconds and the loss curves.
     """
     configure_logging(quiet)
-    inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids}
+    inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids,
+              "prompts file": prompts_file}
     check_output_dir(out, force, inputs)
-    spec = forget_spec_from_options(forget_classes, forget_ids, forget_label)
+    spec = forget_spec_from_options(forget_classes, forget_ids, forget_label, concept, prompts_file, anchor)
     given = {"steps": steps, "lr": lr, "batch_size": batch_size, "fixed_lambda": fixed_lambda,
              "forget_target": forget_target}
     params = {key: value for key, value in given.items() if value is not None} | parse_params(extra)
@@ -95,7 +126,7 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     splits = make_splits(dataset.labels, split_seed, member_fraction)
     check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, splits,
                      allow_other_data=allow_other_data)
-    task = ForgetTask.from_spec(dataset, splits, spec)
+    task = task_for_model(dataset, splits, spec, model, seed)
     unlearner.check(task, model)
     parent = model.fingerprint()
     result = unlearner.unlearn(model, task, seed=seed, quiet=quiet)

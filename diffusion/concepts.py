@@ -1,0 +1,126 @@
+"""Deletion requests for text-to-image models: a concept named by prompts, an anchor, and the captioned task.
+
+For the built-in text model of the digits, a concept prompt names one digit (its word or numeral, as the captions
+do); the concept's images are that digit's member images. The forget set is conditioned on the concept prompts
+(what a user who erases a concept from Stable Diffusion gives: the prompts, not the training captions), the
+remaining data on one training caption per image.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .captions import DIGIT_WORDS, TRAIN_TEMPLATES, captions
+from .data import ImageDataset, LabeledImages
+from .errors import UsageError
+from .model import DiffusionModel
+from .seeding import derive_seed
+from .splits import ForgetSpec, ForgetTask, Splits
+from .text_model import TextDiffusionModel
+
+
+def named_digit(prompt: str) -> int:
+    """The one digit a prompt names, by word ("three") or numeral ("3"); a :class:`UsageError` when it names none
+    or several (the built-in captions name exactly one)."""
+    named = _digits_named(prompt)
+    if len(named) != 1:
+        found = "no digit" if not named else f"digits {sorted(named)}"
+        raise UsageError(f"concept prompt '{prompt}' names {found}; the built-in text model's concepts are the "
+                         "digits, named by word or numeral (e.g. 'three' or 'the number 3')")
+    return named.pop()
+
+
+def concept_spec(prompts: Sequence[str], anchor: str = "", label: str = "",
+                 sample_ids: Sequence[int] = ()) -> ForgetSpec:
+    """The deletion request "erase the concept of ``prompts``, mapped to ``anchor``" on the built-in digits (and the
+    member images ``sample_ids``, under their own captions).
+
+    Refused (one line each): no prompt, an empty prompt, prompts naming different digits, an anchor equal to a
+    concept prompt or naming the concept's digit.
+    """
+    prompts = tuple(" ".join(p.split()) for p in prompts)
+    if not prompts or not all(prompts):
+        raise UsageError("the concept needs at least one non-empty prompt (--forget-concept TEXT)")
+    digits = {named_digit(p) for p in prompts}
+    if len(digits) > 1:
+        raise UsageError(f"the concept prompts name different digits {sorted(digits)}; erase one concept at a time")
+    anchor = " ".join(anchor.split())
+    if anchor.lower() in {p.lower() for p in prompts}:
+        raise UsageError(f"the anchor '{anchor}' equals the concept; give an anchor the concept is mapped to "
+                         "(e.g. '' for the empty prompt or another digit)")
+    digit = digits.pop()
+    if anchor and digit in _digits_named(anchor):
+        raise UsageError(f"the anchor '{anchor}' names the concept's digit {digit}; the concept would be kept")
+    return ForgetSpec(classes=(digit,), sample_ids=tuple(sample_ids), label=label, concept=prompts, anchor=anchor)
+
+
+def _digits_named(prompt: str) -> set[int]:
+    words = set(re.findall(r"[a-z0-9]+", prompt.lower()))
+    return {d for d, word in enumerate(DIGIT_WORDS) if word in words or str(d) in words}
+
+
+def training_captions(labels: torch.Tensor, ids: torch.Tensor, model: TextDiffusionModel, seed: int) -> torch.Tensor:
+    """One training caption per image, drawn from (``seed``, sample id): token ids (N, L)."""
+    texts = []
+    for label, sample_id in zip(labels.tolist(), ids.tolist()):
+        generator = torch.Generator().manual_seed(derive_seed(seed, "caption", sample_id))
+        texts.append(captions(label)[int(torch.randint(len(TRAIN_TEMPLATES), (1,), generator=generator))])
+    return model.tokenize(texts)
+
+
+def captioned(subset: LabeledImages, model: TextDiffusionModel, seed: int,
+              prompts: Sequence[str] | None = None) -> LabeledImages:
+    """``subset`` as the text model sees it: images encoded (:meth:`TextDiffusionModel.encode`), labels replaced by
+    token ids (N, L) of ``prompts`` (cycled) or, without prompts, of one training caption per image."""
+    if prompts:
+        tokens = model.tokenize([prompts[i % len(prompts)] for i in range(len(subset))])
+    else:
+        tokens = training_captions(subset.labels, subset.ids, model, seed)
+    return LabeledImages(model.encode(subset.images), tokens, subset.ids)
+
+
+def text_task(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, model: TextDiffusionModel,
+              seed: int = 0) -> ForgetTask:
+    """The :class:`ForgetTask` of ``spec`` for a text model: the concept's images under the concept prompts (a
+    sample deletion: the images under their own captions), the rest under their captions, and the anchor."""
+    spec.validate(dataset.labels, splits, dataset.num_classes)
+    forget = dataset.select(spec.forget_ids(dataset.labels, splits))
+    retain = dataset.select(spec.retain_ids(dataset.labels, splits))
+    return ForgetTask(
+        forget=captioned(forget, model, seed, spec.concept),
+        retain=captioned(retain, model, seed),
+        forget_classes=spec.classes,
+        num_classes=dataset.num_classes,
+        anchor=model.tokenize([spec.anchor])[0],
+    )
+
+
+def task_for_model(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, model: DiffusionModel,
+                   seed: int = 0) -> ForgetTask:
+    """The :class:`ForgetTask` of ``spec`` as ``model`` takes it: captioned for a text model (:func:`text_task`),
+    class-labelled otherwise; a :class:`UsageError` when the request does not fit the model's conditioning."""
+    if model.conditioning == "text":
+        if spec.classes and not spec.concept:
+            raise UsageError("a text-to-image model erases a concept: name it with --forget-concept TEXT (or delete "
+                             "images with --forget-ids); --forget-class is for class-conditional models")
+        return text_task(dataset, splits, spec, model, seed)
+    if spec.concept:
+        raise UsageError("--forget-concept erases a concept from a text-to-image model; this model is conditioned on "
+                         f"{model.conditioning} (use --forget-class or --forget-ids)")
+    return ForgetTask.from_spec(dataset, splits, spec)
+
+
+def read_prompts(path: str) -> tuple[str, ...]:
+    """The prompts of a text file, one per non-empty line; a :class:`UsageError` naming an unreadable file."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the prompts file '{path}': {error}") from None
+    prompts = tuple(line.strip() for line in lines if line.strip())
+    if not prompts:
+        raise UsageError(f"the prompts file '{path}' holds no prompt; expected one prompt per line")
+    return prompts

@@ -1,0 +1,322 @@
+"""The text-to-image model under audit: a Stable-Diffusion-layout pipeline behind the :class:`DiffusionModel` adapter.
+
+diffusers ``UNet2DConditionModel`` + transformers ``CLIPTextModel`` and ``CLIPTokenizer`` + a DDPM noise schedule,
+with an optional ``AutoencoderKL`` (then the diffusion runs on its latents, as Stable Diffusion's does: Rombach et
+al., "High-Resolution Image Synthesis with Latent Diffusion Models", CVPR 2022). Conditioning is a batch of token
+ids (B, L) where the class-conditional model takes class ids (B,), so ``unlearn/`` and ``attacks/`` drive both
+through the same calls. Sampling uses classifier-free guidance (Ho and Salimans, arXiv 2207.12598, 2022).
+Saved and loaded in ``StableDiffusionPipeline``'s folder layout, weights from safetensors only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers.utils import logging as diffusers_logging
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
+
+from .captions import CaptionDropout, token_ids
+from .errors import UsageError
+from .io import write_json
+from .model import HUB_PREFIX, DiffusionModel, ImageBatch, check_block_out_channels
+from .seeding import seeded_normal
+
+# Which UNet parameters an erasure trains (ESD, Gandikota et al. ICCV 2023: ESD-x = the cross-attention, ESD-u =
+# everything else). Cross-attention modules are diffusers' ``attn2``; the text encoder is never trained by them.
+TRAINABLE_MODULES = ("full", "cross_attention", "non_cross_attention")
+DEFAULT_GUIDANCE = 3.0
+
+
+class TextConditionedUNet(torch.nn.Module):
+    """The trainable denoiser of a text model: the text encoder and the UNet as one module.
+
+    ``forward(sample (B, C, H, W), timestep (B,), class_labels=token ids (B, L))`` encodes the tokens (B, L, D) and
+    returns the UNet's output; the token ids take the keyword a class-conditional UNet takes its class ids by, so
+    training, copying and fingerprinting treat both models alike.
+    """
+
+    def __init__(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel):
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+
+    @property
+    def config(self):
+        """The UNet's config (sample size, channels): what a caller reads off a noise predictor."""
+        return self.unet.config
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor):
+        states = self.text_encoder(class_labels)[0]
+        return self.unet(sample, timestep, encoder_hidden_states=states)
+
+
+def build_text_components(
+    tokenizer: CLIPTokenizer,
+    sample_size: int = 8,
+    channels: int = 1,
+    block_out_channels: Sequence[int] = (32, 64),
+    text_width: int = 32,
+) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    """A small UNet2DConditionModel (cross-attention in every block below full resolution and in the middle block,
+    where attention over the pixels is cheap) and a 2-layer CLIP text encoder of width ``text_width`` over
+    ``tokenizer``'s vocabulary (random weights)."""
+    check_block_out_channels(block_out_channels)
+    blocks = len(block_out_channels)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=channels, out_channels=channels,
+        block_out_channels=tuple(block_out_channels), layers_per_block=1,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (blocks - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (blocks - 1) + ("UpBlock2D",),
+        cross_attention_dim=text_width, attention_head_dim=8, norm_num_groups=min(8, block_out_channels[0]),
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=2 * text_width, num_attention_heads=4,
+        num_hidden_layers=2, max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    return unet, text_encoder
+
+
+class TextDiffusionModel(DiffusionModel):
+    """A text-to-image noise predictor eps_theta(z_t, t, tokens) with its DDPM schedule, tokenizer and optional VAE.
+
+    ``unet`` is a :class:`TextConditionedUNet` (UNet and text encoder). With a ``vae``, the images a caller gives
+    (``encode``) and gets back (``sample``) are pixels (B, 3, H, W) in [-1, 1], and the diffusion runs on latents
+    (B, 4, H/8, W/8) scaled by the VAE's ``scaling_factor``; without one it runs on the pixels.
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        scheduler: DDPMScheduler,
+        vae: AutoencoderKL | None = None,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__(TextConditionedUNet(unet, text_encoder), scheduler, device)
+        self.tokenizer = tokenizer
+        self.vae = vae.to(self.device).eval().requires_grad_(False) if vae is not None else None
+
+    @property
+    def num_classes(self) -> None:
+        return None
+
+    @property
+    def conditioning(self) -> str:
+        return "text"
+
+    @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        if self.vae is None:
+            return self.image_shape
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        _, height, width = self.image_shape
+        return (int(self.vae.config.in_channels), height * factor, width * factor)
+
+    def require_class_conditioning(self, what: str) -> int:
+        raise UsageError(f"{what} needs a class-conditional model; this is a text-to-image model "
+                         "(name what to erase with --forget-concept)")
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token ids (B, L) of ``prompts``, padded and cut to the tokenizer's length, on the CPU."""
+        return token_ids(self.tokenizer, prompts)
+
+    def predict_noise(self, x_t: ImageBatch, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """eps_theta(z_t, t, tokens): (B, C, H, W) from z_t (B, C, H, W), t (B,) and token ids ``labels`` (B, L)."""
+        if labels is None or labels.ndim != 2:
+            raise UsageError("a text-to-image model is conditioned on prompts; give token ids of shape (B, L)")
+        return self.unet(x_t, t, class_labels=labels.to(self.device)).sample
+
+    def guided_noise(self, x_t: ImageBatch, t: torch.Tensor, tokens: torch.Tensor, scale: float) -> torch.Tensor:
+        """Classifier-free guidance: eps_u + ``scale`` (eps_c - eps_u), eps_u under the empty prompt, from one
+        forward over both; x_t (B, C, H, W), one timestep ``t`` (a 0-d tensor) for all, token ids (B, L)."""
+        empty = self.tokenize([""]).to(self.device).expand(len(x_t), -1)
+        both = torch.cat([empty, tokens.to(self.device)])
+        eps_u, eps_c = self.predict_noise(torch.cat([x_t, x_t]), t.expand(2 * len(x_t)).to(self.device),
+                                          both).chunk(2)
+        return eps_u + scale * (eps_c - eps_u)
+
+    # ------------------------------------------------------------------ latents
+    @torch.no_grad()
+    def encode(self, images: ImageBatch) -> torch.Tensor:
+        """The diffusion's data for pixel ``images`` (B, C, H, W) in [-1, 1]: the VAE posterior's mean times its
+        scaling factor (B, 4, H/8, W/8), or the pixels themselves without a VAE."""
+        if self.vae is None:
+            return images
+        latents = self.vae.encode(images.to(self.device)).latent_dist.mean
+        return (latents * self.vae.config.scaling_factor).cpu()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> ImageBatch:
+        """Pixels (B, C, H, W) in [-1, 1] for the diffusion's data ``latents`` (the inverse of :meth:`encode`)."""
+        if self.vae is None:
+            return latents.clamp(-1, 1)
+        return self.vae.decode(latents.to(self.device) / self.vae.config.scaling_factor).sample.clamp(-1, 1).cpu()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        labels: torch.Tensor | Sequence[str] | None,
+        *,
+        seed: int,
+        ids: Sequence[int] | None = None,
+        num: int | None = None,
+        steps: int = 50,
+        method: str = "ddim",
+        batch_size: int = 256,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+    ) -> ImageBatch:
+        """Images (B, C, H, W) in [-1, 1] on the CPU for prompts (a list of B strings) or token ids (B, L), by
+        deterministic DDIM with classifier-free guidance: eps_u + ``guidance_scale`` (eps_c - eps_u), eps_u under
+        the empty prompt. The starting noise of image i derives from (seed, ids[i]), as for the image models."""
+        if method != "ddim":
+            raise UsageError(f"a text-to-image model samples with 'ddim'; got '{method}'")
+        if labels is None:
+            raise UsageError("a text-to-image model needs prompts to sample")
+        tokens = labels if isinstance(labels, torch.Tensor) else self.tokenize(labels)
+        ids = list(range(len(tokens))) if ids is None else [int(i) for i in ids]
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(steps)
+        was_training = self.unet.training
+        self.unet.eval()
+        out = []
+        for start in range(0, len(tokens), batch_size):
+            batch = tokens[start : start + batch_size].to(self.device)
+            x = seeded_normal(seed, ids[start : start + batch_size], self.image_shape, stream="sample").to(self.device)
+            for t in scheduler.timesteps:
+                x = scheduler.step(self.guided_noise(x, t, batch, guidance_scale), t, x, eta=0.0).prev_sample
+            out.append(self.decode(x))
+        self.unet.train(was_training)
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ training scope, copies and files
+    def train_only(self, modules: str) -> None:
+        """Let only the UNet's ``modules`` (one of :data:`TRAINABLE_MODULES`) require gradients; the text encoder
+        and the VAE are frozen (what ESD and EraseDiff's SD code train)."""
+        if modules not in TRAINABLE_MODULES:
+            raise UsageError(f"trainable modules must be one of {', '.join(TRAINABLE_MODULES)}; got {modules!r}")
+        self.unet.text_encoder.requires_grad_(False)
+        for name, parameter in self.unet.unet.named_parameters():
+            cross = "attn2" in name
+            parameter.requires_grad_(modules == "full" or (modules == "cross_attention") == cross)
+
+    def reinitialized(self, seed: int) -> TextDiffusionModel:
+        """The same architecture, tokenizer, schedule and VAE with a freshly initialised UNet and text encoder."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet = UNet2DConditionModel.from_config(self.unet.unet.config)
+            text_encoder = CLIPTextModel(self.unet.text_encoder.config)
+        return TextDiffusionModel(unet, text_encoder, self.tokenizer, copy.deepcopy(self.scheduler), self.vae,
+                                  self.device)
+
+    def training_conditions(self, caption_dropout: float):
+        """What training on this model's (image, caption) pairs feeds it: the captions with
+        :class:`~diffusion.captions.CaptionDropout`."""
+        return CaptionDropout(self.tokenize([""])[0], caption_dropout)
+
+    def copy(self) -> TextDiffusionModel:
+        twin = copy.copy(self)
+        twin.unet = copy.deepcopy(self.unet)
+        twin.scheduler = copy.deepcopy(self.scheduler)
+        return twin
+
+    def save(self, directory: str | Path, metadata: dict | None = None) -> None:
+        """Write a diffusers ``StableDiffusionPipeline`` folder (safetensors, no safety checker) and
+        ``erasediff.json`` with ``metadata``."""
+        directory = Path(directory)
+        with quiet_libraries():  # the import (image processors), a null VAE and each shard written would be logged
+            from diffusers import StableDiffusionPipeline
+
+            pipeline = StableDiffusionPipeline(
+                vae=self.vae, text_encoder=self.unet.text_encoder, tokenizer=self.tokenizer, unet=self.unet.unet,
+                scheduler=self.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            )
+            pipeline.save_pretrained(directory, safe_serialization=True)
+        write_json(directory / "erasediff.json", {"fingerprint": self.fingerprint(), **(metadata or {})})
+
+    @classmethod
+    def load(cls, source: str | Path, device: torch.device | str | None = None) -> TextDiffusionModel:
+        """Load a ``StableDiffusionPipeline`` folder or hub model (``hf://owner/name``); safetensors only.
+
+        The scheduler is read as a DDPM schedule (SD's PNDM config holds the same betas). A :class:`UsageError`
+        names a part that is missing or cannot be read.
+        """
+        name = str(source)
+        location, local = (name[len(HUB_PREFIX) :], False) if name.startswith(HUB_PREFIX) else (name, True)
+        try:
+            with quiet_libraries(), torch.random.fork_rng(devices=[]):
+                unet = UNet2DConditionModel.from_pretrained(location, subfolder="unet", use_safetensors=True,
+                                                            local_files_only=local)
+                text_encoder = CLIPTextModel.from_pretrained(location, subfolder="text_encoder", use_safetensors=True,
+                                                             local_files_only=local)
+                vae = None
+                if _has_component(location, local, "vae"):
+                    vae = AutoencoderKL.from_pretrained(location, subfolder="vae", use_safetensors=True,
+                                                        local_files_only=local)
+                tokenizer = CLIPTokenizer.from_pretrained(location, subfolder="tokenizer", local_files_only=local)
+                scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler", local_files_only=local)
+        except (OSError, ValueError, RuntimeError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UsageError(f"could not load text-to-image model '{name}': {first_line}") from error
+        if scheduler.config.prediction_type != "epsilon":
+            raise UsageError(f"model '{name}' predicts '{scheduler.config.prediction_type}'; only 'epsilon' (noise) "
+                             "prediction is supported")
+        return cls(unet.eval(), text_encoder.eval(), tokenizer, scheduler, vae, device)
+
+
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """diffusers and transformers log errors only and show no progress bars within the block (their notes on
+    saving and loading would interleave with ours)."""
+    diffusers_level, transformers_level = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(diffusers_level)
+        transformers_logging.set_verbosity(transformers_level)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+def _has_component(location: str, local: bool, component: str) -> bool:
+    """Whether the pipeline's ``model_index.json`` names a ``component`` (SD's ``vae`` may be null)."""
+    index = read_model_index(location, local)
+    entry = index.get(component)
+    return isinstance(entry, list) and entry[0] is not None
+
+
+def read_model_index(location: str, local: bool) -> dict:
+    """A pipeline folder's or hub model's ``model_index.json`` ({} when it has none)."""
+    if local:
+        path = Path(location) / "model_index.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(location, "model_index.json"))
+        except Exception as error:  # noqa: BLE001 - any hub failure is reported the same way
+            raise UsageError(f"could not read model_index.json of hub model '{location}': {error}") from None
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"'{path}' is not a readable JSON file: {error}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def is_text_to_image(location: str, local: bool) -> bool:
+    """Whether a model folder or hub id holds a text-to-image pipeline (a ``text_encoder`` beside its UNet)."""
+    return _has_component(location, local, "text_encoder")

@@ -1,0 +1,271 @@
+"""Text-to-image models: a tiny Stable-Diffusion-layout pipeline built from configs (random weights), with and
+without a VAE, through saving, loading, sampling, concept tasks and the unlearning methods that serve them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from diffusers import AutoencoderKL, DDPMScheduler
+
+from audit.cli import main
+from diffusion.captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, CaptionSampler, build_tokenizer, captions
+from diffusion.concepts import concept_spec, task_for_model, text_task
+from diffusion.data import ImageDataset
+from diffusion.errors import UsageError
+from diffusion.model import DiffusionModel
+from diffusion.seeding import seeded_normal
+from diffusion.splits import ForgetSpec, ForgetTask
+from diffusion.text_model import TextDiffusionModel, build_text_components
+from unlearn import METHODS
+
+from .conftest import tiny_model
+
+ALL_CAPTIONS = [text for label in range(10) for text in captions(label, TRAIN_TEMPLATES + HELDOUT_TEMPLATES)]
+# A few steps of each method that serves text models (selective_amnesia replays class labels: class models only).
+TEXT_FAST = {
+    "erasediff": dict(steps=3, lr=1e-3, batch_size=16),
+    "esd_x": dict(steps=3, lr=1e-3, batch_size=4, ddim_steps=4),
+    "esd_u": dict(steps=3, lr=1e-3, batch_size=4, ddim_steps=4),
+    "finetune": dict(steps=3, batch_size=16),
+    "gradient_ascent": dict(steps=3, lr=1e-3, batch_size=16),
+    "random_label": dict(steps=3, lr=1e-3, batch_size=16),
+    "salun": dict(steps=3, lr=1e-3, batch_size=16),
+    "retrain": dict(steps=3),
+}
+
+
+def tiny_text_model(seed: int = 0, vae: bool = False) -> TextDiffusionModel:
+    """A tiny text model of 1x8x8 digits, or with ``vae`` one of 3x16x16 images diffusing 4x8x8 latents."""
+    tokenizer = build_tokenizer(ALL_CAPTIONS)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet, text_encoder = build_text_components(tokenizer, 8, 4 if vae else 1, (8, 16), text_width=16)
+        autoencoder = AutoencoderKL(
+            in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), latent_channels=4,
+            norm_num_groups=2, sample_size=16,
+        ) if vae else None
+    scheduler = DDPMScheduler(num_train_timesteps=100, clip_sample=False, steps_offset=1)
+    return TextDiffusionModel(unet, text_encoder, tokenizer, scheduler, autoencoder, device="cpu")
+
+
+def rgb16(digits) -> ImageDataset:
+    """The digits as 3x16x16 images (what the VAE model takes)."""
+    images = F.interpolate(digits.images, size=16, mode="bilinear").repeat(1, 3, 1, 1)
+    return ImageDataset(images, digits.labels, digits.class_names, "digits-rgb16")
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_saved_in_stable_diffusion_layout_and_loaded_back(tmp_path):
+    model = tiny_text_model()
+    model.save(tmp_path / "m", {"role": "test"})
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"] and index["vae"] == [None, None]
+    assert (tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "m" / "text_encoder" / "model.safetensors").is_file()
+    loaded = DiffusionModel.load(tmp_path / "m", device="cpu")
+    assert isinstance(loaded, TextDiffusionModel) and loaded.conditioning == "text"
+    assert loaded.fingerprint() == model.fingerprint()
+    prompts = ["digit 3", "a handwritten digit seven"]
+    assert torch.equal(loaded.sample(prompts, seed=1, steps=3), model.sample(prompts, seed=1, steps=3))
+    assert not torch.equal(model.sample(["digit 3"], seed=1, steps=3), model.sample(["digit 7"], seed=1, steps=3))
+    assert loaded.tokenize(["the number 3"]).tolist() == model.tokenize(["the number 3"]).tolist()
+
+
+def test_guidance_is_the_conditional_prediction_at_scale_one():
+    model = tiny_text_model()
+    x = seeded_normal(0, range(2), (1, 8, 8), stream="test")
+    t, tokens = torch.tensor(40), model.tokenize(["digit 3", "digit 4"])
+    with torch.no_grad():
+        conditional = model.predict_noise(x, t.expand(2), tokens)
+        assert torch.allclose(model.guided_noise(x, t, tokens, 1.0), conditional, atol=1e-5)
+        unconditional = model.predict_noise(x, t.expand(2), model.tokenize(["", ""]))
+        assert torch.allclose(model.guided_noise(x, t, tokens, 0.0), unconditional, atol=1e-5)
+
+
+def test_trainable_modules_select_cross_attention_or_the_rest():
+    model = tiny_text_model()
+    names = {id(p): n for n, p in model.unet.named_parameters()}
+    model.train_only("cross_attention")
+    chosen = [names[id(p)] for p in model.trainable_parameters()]
+    assert chosen and all(".attn2." in n and n.startswith("unet.") for n in chosen)
+    model.train_only("non_cross_attention")
+    chosen = [names[id(p)] for p in model.trainable_parameters()]
+    assert chosen and not any(".attn2." in n or n.startswith("text_encoder.") for n in chosen)
+    with pytest.raises(UsageError, match="trainable modules must be one of full, cross_attention"):
+        model.train_only("attn")
+
+
+def test_caption_sampler_draws_training_wordings_and_drops_some(digits):
+    model = tiny_text_model()
+    sampler = CaptionSampler(model.tokenizer, dropout=0.25)
+    labels = torch.full((400,), 3)
+    tokens = sampler(labels, torch.Generator().manual_seed(0))
+    allowed = {tuple(row) for row in model.tokenize([*captions(3), ""]).tolist()}
+    drawn = [tuple(row) for row in tokens.tolist()]
+    assert set(drawn) == allowed  # every training wording and the empty prompt, nothing else
+    empty = tuple(model.tokenize([""])[0].tolist())
+    assert 0.18 < sum(row == empty for row in drawn) / len(drawn) < 0.32
+
+
+def test_concept_requests_are_checked():
+    spec = concept_spec(["a handwritten digit three", "the number 3"], anchor="the number 5")
+    assert spec.classes == (3,) and spec.concept == ("a handwritten digit three", "the number 3")
+    assert spec.fingerprint() != concept_spec(["three"], anchor="the number 5").fingerprint()
+    assert spec.fingerprint() != ForgetSpec(classes=(3,)).fingerprint()
+    for prompts, anchor, message in [
+        ([], "", "needs at least one non-empty prompt"),
+        (["  "], "", "needs at least one non-empty prompt"),
+        (["a cat"], "", "names no digit"),
+        (["three or four"], "", "names digits [3, 4]"),
+        (["three", "the number 4"], "", "name different digits [3, 4]"),
+        (["three"], "Three", "equals the concept"),
+        (["three"], "the number 3", "names the concept's digit 3"),
+    ]:
+        with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            concept_spec(prompts, anchor)
+
+
+def test_text_task_conditions_the_concept_on_its_prompts(digits, splits):
+    model = tiny_text_model()
+    task = task_for_model(digits, splits, concept_spec(["three", "digit 3"], anchor="digit 5"), model)
+    assert task.forget_classes == (3,) and bool((digits.labels[task.forget.ids] == 3).all())
+    assert task.forget.labels.shape == (len(task.forget), model.tokenizer.model_max_length)
+    assert {tuple(r) for r in task.forget.labels.tolist()} == {tuple(r) for r in model.tokenize(["three", "digit 3"])
+                                                               .tolist()}
+    train_wordings = {tuple(r) for c in range(10) for r in model.tokenize(captions(c)).tolist()}
+    assert {tuple(r) for r in task.retain.labels.tolist()} <= train_wordings
+    assert task.anchor.tolist() == model.tokenize(["digit 5"])[0].tolist()
+    again = task_for_model(digits, splits, concept_spec(["three", "digit 3"], anchor="digit 5"), model)
+    assert torch.equal(again.retain.labels, task.retain.labels)  # one caption per image, from the seed
+    with pytest.raises(UsageError, match="--forget-class is for class-conditional models"):
+        task_for_model(digits, splits, ForgetSpec(classes=(3,)), model)
+    with pytest.raises(UsageError, match="--forget-concept erases a concept from a text-to-image model"):
+        task_for_model(digits, splits, concept_spec(["three"]), tiny_model())
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_FAST))
+def test_text_unlearner_contract(name, digits, splits):
+    model = tiny_text_model()
+    task = text_task(digits, splits, concept_spec(["three"]), model)
+    before = model.fingerprint()
+    result = METHODS.make(name, **TEXT_FAST[name]).unlearn(model, task, seed=3, quiet=True)
+    assert model.fingerprint() == before, "the input model was modified"
+    assert isinstance(result.model, TextDiffusionModel) and result.model.fingerprint() != before
+    again = METHODS.make(name, **TEXT_FAST[name]).unlearn(model, task, seed=3, quiet=True)
+    assert again.model.fingerprint() == result.model.fingerprint(), "same seed, different result"
+    if name != "retrain":  # an erasure trains the UNet only; the text encoder stays the original's
+        encoder = result.model.unet.text_encoder.state_dict()
+        assert all(torch.equal(v, model.unet.text_encoder.state_dict()[k]) for k, v in encoder.items())
+
+
+def test_every_text_method_is_covered_and_the_rest_refuse_text(digits, splits):
+    model = tiny_text_model()
+    task = text_task(digits, splits, concept_spec(["three"]), model)
+    for name in set(METHODS) - set(TEXT_FAST):
+        with pytest.raises(UsageError, match="class-conditional models only"):
+            METHODS.make(name).check(task, model)
+    with pytest.raises(UsageError, match="esd_x erases a concept from a text-to-image model"):
+        METHODS.make("esd_x").check(ForgetTask.from_spec(digits, splits, ForgetSpec(classes=(3,))), tiny_model())
+
+
+def changed(before: TextDiffusionModel, after: TextDiffusionModel) -> set[str]:
+    old = before.unet.state_dict()
+    return {name for name, value in after.unet.state_dict().items() if not torch.equal(value, old[name])}
+
+
+def test_esd_x_and_esd_u_train_their_own_modules(digits, splits):
+    model = tiny_text_model()
+    task = text_task(digits, splits, concept_spec(["three"]), model)
+    x = changed(model, METHODS.make("esd_x", **TEXT_FAST["esd_x"]).unlearn(model, task, quiet=True).model)
+    u = changed(model, METHODS.make("esd_u", **TEXT_FAST["esd_u"]).unlearn(model, task, quiet=True).model)
+    assert x and all(".attn2." in n for n in x)
+    assert u and not any(".attn2." in n or n.startswith("text_encoder.") for n in u)
+
+
+def test_erasediff_pulls_the_concept_onto_the_anchor(digits, splits):
+    """The anchor target: eps(x_t, concept) moves toward eps(x_t, anchor) on the forget images."""
+    model = tiny_text_model()
+    task = text_task(digits, splits, concept_spec(["three"], anchor="digit 5"), model)
+    x0 = task.forget.images[:32]
+    noise, t = seeded_normal(0, range(32), x0.shape[1:], stream="test"), torch.full((32,), 50)
+
+    def gap(m):
+        with torch.no_grad():
+            x_t = m.add_noise(x0, noise, t)
+            concept = m.predict_noise(x_t, t, task.forget.labels[:32])
+            return F.mse_loss(concept, m.predict_noise(x_t, t, task.anchor.expand(32, -1))).item()
+
+    result = METHODS.make("erasediff", steps=15, lr=3e-3, eta=1.0, batch_size=32).unlearn(model, task, quiet=True)
+    assert gap(result.model) < 0.5 * gap(model)
+
+
+def test_tiny_stable_diffusion_with_a_vae_saves_loads_samples_and_unlearns(tmp_path, digits, splits):
+    model = tiny_text_model(vae=True)
+    assert model.image_shape == (4, 8, 8) and model.pixel_shape == (3, 16, 16)
+    model.save(tmp_path / "sd")
+    loaded = DiffusionModel.load(tmp_path / "sd", device="cpu")
+    assert isinstance(loaded, TextDiffusionModel) and loaded.vae is not None
+    assert loaded.fingerprint() == model.fingerprint()
+    images = loaded.sample(["digit 3", "digit 4"], seed=0, steps=2)
+    assert images.shape == (2, 3, 16, 16) and images.abs().max() <= 1
+    task = text_task(rgb16(digits), splits, concept_spec(["three"]), loaded)
+    assert task.forget.images.shape[1:] == (4, 8, 8)  # the diffusion's data are the VAE's latents
+    for name in ("erasediff", "esd_x"):
+        result = METHODS.make(name, **TEXT_FAST[name]).unlearn(loaded, task, quiet=True)
+        assert result.model.fingerprint() != loaded.fingerprint()
+        result.model.save(tmp_path / name)
+        assert DiffusionModel.load(tmp_path / name, device="cpu").fingerprint() == result.model.fingerprint()
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("text-cli")
+    tiny_text_model().save(root / "text")
+    tiny_model().save(root / "class")
+    return root
+
+
+@pytest.mark.parametrize(("model", "args", "message"), [
+    ("class", ["--forget-concept", "three"], "--forget-concept erases a concept from a text-to-image model"),
+    ("text", ["--forget-class", "3"], "--forget-class is for class-conditional models"),
+    ("text", ["--forget-concept", ""], "the concept needs at least one non-empty prompt"),
+    ("text", ["--forget-concept", "three", "--anchor", "three"], "the anchor 'three' equals the concept"),
+    ("text", ["--forget-concept", "three", "--forget-class", "3"], "not both"),
+    ("class", ["--forget-class", "3", "--anchor", "five"], "--anchor is the prompt a concept is mapped to"),
+    ("class", ["--forget-class", "3", "--method", "esd_x"], "esd_x erases a concept from a text-to-image model"),
+])
+def test_unlearn_refuses_requests_that_do_not_fit_the_model(saved_models, tmp_path, model, args, message):
+    result = invoke("unlearn", "--model", saved_models / model, "--out", tmp_path / "out", "--quiet", *args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [result.output.strip()] and message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_unlearn_and_evaluate_a_concept_through_the_cli(saved_models, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("three\n\nthe number 3\n")
+    out = tmp_path / "erased"
+    result = invoke("unlearn", "--model", saved_models / "text", "--forget-prompts", prompts, "--anchor", "digit 5",
+                    "--steps", 2, "--batch-size", 8, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "erasediff.json").read_text())
+    assert record["forget_spec"]["concept"] == ["three", "the number 3"]
+    assert record["forget_spec"]["anchor"] == "digit 5" and record["forget_spec"]["classes"] == [3]
+    metrics_path = tmp_path / "metrics.json"
+    result = invoke("evaluate", "--model", out, "--forget-concept", "three", "--per-class", 2, "--sample-steps", 2,
+                    "--json", metrics_path, "--quiet")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(metrics_path.read_text())
+    assert set(metrics["per_class_accuracy"]) == {str(c) for c in range(10)}
+    assert metrics["forgotten_accuracy"] is not None and metrics["retained_fd"] > 0
+    result = invoke("evaluate", "--model", saved_models / "class", "--forget-concept", "three", "--quiet")
+    assert result.exit_code == 2 and "this model is conditioned on class" in result.output
