@@ -2,6 +2,7 @@
 
     python benchmarks/unlearning.py --forget-class 0 --json unlearning.json [--methods erasediff,salun]
     python benchmarks/unlearning.py --forget-samples 20 --methods erasediff,finetune,retrain   # 20-image deletion
+    python benchmarks/unlearning.py --forget-concept three --methods erasediff,esd_x,esd_u,retrain   # text model
 
 Class mode: each method runs to its own default budget; every ``--probe-every`` steps the forgotten class is
 sampled (the same noise as the final evaluation) and judged, with the timer paused, to find the time at which
@@ -10,6 +11,12 @@ such as a saliency mask or Fisher matrix included), the step and second at which
 forgotten accuracy and entropy, retained accuracy, retained Frechet distance, and wall time and time-to-10%
 as ratios to EraseDiff's (for a method that never gets there, its whole run over EraseDiff's time-to-10%: a
 lower bound, shown as ">x").
+Text mode (``--forget-concept``): class mode on the built-in text-to-image model (trained once and cached), the
+concept's digit judged on samples from held-out paraphrase prompts; rows add the largest accuracy drop of a retained
+digit and the retained FD as a ratio to the original's. Then the resurrection table: for the original and every
+method's model, the judged accuracy on the digit from every caption wording not given to the erasure (all, and the
+best one), from a word fitted by concept inversion and from an adversarial prompt (attacks/), the last two fitted on
+held-out images of the digit.
 Sample mode: forget member images of mixed classes; report retained accuracy and the mean denoising loss of
 the forget images next to heldout images of the same classes (fixed noise per sample id), before and after.
 
@@ -37,8 +44,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attacks.adversarial_prompt import adversarial_prompt_attack
+from attacks.concept_inversion import concept_inversion
+from attacks.prompt_regeneration import prompt_regeneration
 from audit.probe import AuditProbe, default_audit_config
+from diffusion.captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, captions
+from diffusion.concepts import captioned, concept_spec, task_for_model
 from diffusion.data import load_digits_dataset
+from diffusion.errors import UsageError
 from diffusion.io import write_json
 from diffusion.judge import load_or_train_judge
 from diffusion.quality import evaluate_generation, generate_per_class, judged_correct
@@ -66,15 +79,64 @@ def time_to_forgotten(probes: list[dict]) -> dict:
             "steps_to_10pct": reached["step"] if reached else None}
 
 
+def chosen_methods(args, task: ForgetTask, model) -> list[str]:
+    """``--methods``, or every registered method that takes ``task`` on ``model`` with its default parameters."""
+    def serves(name: str) -> bool:
+        try:
+            METHODS.make(name).check(task, model)
+        except UsageError:
+            return False
+        return True
+
+    return args.methods or [name for name in METHODS if serves(name)]
+
+
+def resurrection_probes(args, dataset, splits, spec, model, judge):
+    """A function of a text model giving what each resurrection attack on the erased digit brings back (judged
+    accuracy): wordings the erasure never used, concept inversion and adversarial prompts, the last two fitted on
+    held-out images of the digit (never trained on)."""
+    digit = spec.classes[0]
+    unused = [p for p in captions(digit, TRAIN_TEMPLATES + HELDOUT_TEMPLATES) if p not in spec.concept]
+    forget_pixels = dataset.select(spec.forget_ids(dataset.labels, splits))
+    fit_images = captioned(dataset.select(spec.heldout_ids(dataset.labels, splits)), model, args.seed)
+
+    def probe(current) -> dict:
+        regenerated = prompt_regeneration(current, judge, unused, digit, forget_pixels, seed=args.seed)
+        inverted = concept_inversion(current, judge, fit_images, digit, forget_pixels, seed=args.seed)
+        adversarial = adversarial_prompt_attack(current, judge, fit_images, spec.concept[0], digit, forget_pixels,
+                                                seed=args.seed)
+        return {"paraphrases": regenerated.to_dict(), "concept_inversion": inverted.to_dict(),
+                "adversarial_prompt": adversarial.to_dict()}
+
+    return probe
+
+
+def print_resurrection_table(rows: list[dict]) -> None:
+    print(f"\n{'model':18} {'paraphrases (all)':>17} {'best paraphrase':>32} {'inversion':>9} "
+          f"{'adversarial':>11}  adversarial prompt")
+    for r in rows:
+        found = r["resurrection"]
+        para, inv, adv = found["paraphrases"], found["concept_inversion"], found["adversarial_prompt"]
+        best = f"{para['best_prompt_accuracy']:.2f} '{para['best_prompt']}'"
+        print(f"{r['method']:18} {para['judge_accuracy']:17.3f} {best:>32} {inv['judge_accuracy']:9.3f} "
+              f"{adv['judge_accuracy']:11.3f}  '{adv['prompt']}'")
+
+
 def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
-    spec = ForgetSpec(classes=tuple(args.forget_class))
-    task = ForgetTask.from_spec(dataset, splits, spec)
+    if args.forget_concept:
+        spec = concept_spec(args.forget_concept, args.anchor)
+    else:
+        spec = ForgetSpec(classes=tuple(args.forget_class))
+    task = task_for_model(dataset, splits, spec, model, args.seed)
+    resurrect = resurrection_probes(args, dataset, splits, spec, model, judge) if args.forget_concept else None
     original = evaluate_generation(model, judge, dataset, forget_classes=spec.classes, seed=args.seed,
                                    per_class=args.per_class)
     rows = [{"method": "original", "steps": 0, "seconds": 0.0, "seconds_to_10pct": None, "steps_to_10pct": None,
              **{k: original[k] for k in ("forgotten_accuracy", "forgotten_entropy", "retained_accuracy",
-                                         "retained_fd")}}]
-    for name in args.methods:
+                                         "retained_fd")}, "per_class_accuracy": original["per_class_accuracy"]}]
+    if resurrect is not None:
+        rows[0]["resurrection"] = resurrect(model)
+    for name in chosen_methods(args, task, model):
         probes = []
 
         def probe(step, current, seconds, probes=probes):
@@ -89,7 +151,12 @@ def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
             **{k: metrics[k] for k in ("forgotten_accuracy", "forgotten_entropy", "retained_accuracy",
                                        "retained_fd")},
             "per_class_accuracy": metrics["per_class_accuracy"], "probes": probes, "params": result.params,
+            "retained_max_drop": max(original["per_class_accuracy"][c] - metrics["per_class_accuracy"][c]
+                                     for c in task.retained_classes),
+            "fd_ratio_to_original": metrics["retained_fd"] / original["retained_fd"],
         })
+        if resurrect is not None:
+            rows[-1]["resurrection"] = resurrect(result.model)
         print(f"{name}: done in {result.seconds:.1f} s", flush=True)
     return rows
 
@@ -109,7 +176,7 @@ def run_sample_mode(args, dataset, splits, model, judge) -> list[dict]:
     original = evaluate_generation(model, judge, dataset, seed=args.seed, per_class=args.per_class)
     rows = [{"method": "original", "steps": 0, "seconds": 0.0, "retained_accuracy": original["retained_accuracy"],
              "retained_fd": original["retained_fd"], **losses(model)}]
-    for name in args.methods:
+    for name in chosen_methods(args, task, model):
         result = METHODS.make(name).unlearn(model, task, seed=args.seed, quiet=args.quiet)
         metrics = evaluate_generation(result.model, judge, dataset, seed=args.seed, per_class=args.per_class)
         rows.append({"method": name, "steps": result.steps, "seconds": result.seconds,
@@ -146,7 +213,7 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
 
     rows = [{"method": "original", "steps": 0, "seconds": 0.0, "steps_to_10pct": None, "seconds_to_10pct": None,
              "probes": [audited(0, model, 0.0)]}]
-    for name in args.methods:
+    for name in chosen_methods(args, task, model):
         method = METHODS.make(name)
         schedule = certify_schedule(method.get_params()["steps"])
         probes, forgetting = [], []
@@ -251,7 +318,11 @@ def main() -> None:
                         help="instead of a class, forget this many random member images")
     parser.add_argument("--certify", action="store_true",
                         help="time to a certified erasure under the default audit's checks (see above)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated registry names")
+    parser.add_argument("--methods", default="",
+                        help="comma-separated registry names (default: every method that serves the task)")
+    parser.add_argument("--forget-concept", action="append", default=None,
+                        help="text mode: erase this concept (repeatable prompts) from the built-in text model")
+    parser.add_argument("--anchor", default="", help="text mode: the prompt the concept is mapped to")
     parser.add_argument("--probe-every", type=int, default=5, help="steps between forgetting probes")
     parser.add_argument("--per-class", type=int, default=200,
                         help="samples per class for the final metrics (the FD of 50 per class varies by about "
@@ -268,7 +339,8 @@ def main() -> None:
 
     dataset = load_digits_dataset()
     splits = make_splits(dataset.labels, seed=0)
-    model, model_dir, _ = load_or_train_reference(dataset, splits, TrainConfig(), quiet=args.quiet)
+    recipe = TrainConfig.for_kind("text" if args.forget_concept else "class")
+    model, model_dir, _ = load_or_train_reference(dataset, splits, recipe, quiet=args.quiet)
     judge = load_or_train_judge(dataset)
     start = time.perf_counter()
     sample_mode = args.forget_samples > 0
@@ -280,8 +352,15 @@ def main() -> None:
         if not sample_mode:
             add_speed_columns(rows)
         print_table(rows, sample_mode)
+        if args.forget_concept:
+            print("\nmethod             largest drop of a retained digit (points)   retained FD x original")
+            for r in rows[1:]:
+                print(f"{r['method']:18} {100 * r['retained_max_drop']:+42.1f}   {r['fd_ratio_to_original']:22.2f}")
+            print_resurrection_table(rows)
     write_json(args.json, {
-        "benchmark": "unlearning", "certify": args.certify, "mode": "samples" if sample_mode else "class",
+        "benchmark": "unlearning", "certify": args.certify,
+        "mode": "samples" if sample_mode else "text" if args.forget_concept else "class",
+        "concept": args.forget_concept, "anchor": args.anchor,
         "forget": args.forget_samples if sample_mode else args.forget_class,
         "reference_model": str(model_dir), "torch_threads": torch.get_num_threads(),
         "samples_per_class": args.per_class, "probe_every": args.probe_every,

@@ -11,3 +11,8 @@ reference that remembers even more (its references retrain with the same steps).
 
 DEFAULT_MEMBER_FRACTION = 0.25
 RECIPE_PRESETS: dict[str, dict] = {"default": {}, "thorough": {"steps": 6000}}
+
+# The built-in text-to-image model (``erasediff train --kind text``): the same recipe, 1000 steps. Measured (2 CPU
+# cores, judged on 50 samples per digit from held-out paraphrase prompts, guidance 2): 1000 steps train in 215 s,
+# accuracy 99.2%, FD 5.80; 1500 steps take 330 s (over the 5-minute budget) for 100%, FD 7.53.
+TEXT_RECIPE: dict = {"kind": "text", "steps": 1000}

@@ -31,7 +31,9 @@ from .seeding import seeded_normal
 # Which UNet parameters an erasure trains (ESD, Gandikota et al. ICCV 2023: ESD-x = the cross-attention, ESD-u =
 # everything else). Cross-attention modules are diffusers' ``attn2``; the text encoder is never trained by them.
 TRAINABLE_MODULES = ("full", "cross_attention", "non_cross_attention")
-DEFAULT_GUIDANCE = 3.0
+# Classifier-free guidance of sampling. On the built-in text model (judged on held-out paraphrases, 50 per digit):
+# scale 1 gives 89% accuracy (FD 8.2), 2 gives 99.2% (FD 5.8), 3 gives 100% at a far larger FD (19.9 at 1500 steps).
+DEFAULT_GUIDANCE = 2.0
 
 
 class TextConditionedUNet(torch.nn.Module):

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .errors import RunError, UsageError
 from .model import DiffusionModel, check_block_out_channels
-from .presets import RECIPE_PRESETS
+from .presets import RECIPE_PRESETS, TEXT_RECIPE
 from .seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,12 @@ class TrainConfig:
         if self.kind == "class":
             del data["kind"], data["caption_dropout"]
         return data
+
+    @classmethod
+    def for_kind(cls, kind: str, **overrides) -> TrainConfig:
+        """The reference recipe of a kind of model (``class`` or ``text``, :data:`TEXT_RECIPE`), with ``overrides``."""
+        _require(kind in MODEL_KINDS, "kind", f"one of {', '.join(MODEL_KINDS)}", kind)
+        return cls(**{**(TEXT_RECIPE if kind == "text" else {}), **overrides})
 
     @classmethod
     def preset(cls, name: str) -> TrainConfig:

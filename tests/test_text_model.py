@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from diffusers import AutoencoderKL, DDPMScheduler
 
+from attacks.adversarial_prompt import adversarial_prompt_attack, search_prompt
+from attacks.concept_inversion import concept_inversion, fit_concept_token
+from attacks.prompt_regeneration import prompt_regeneration
 from audit.cli import main
 from diffusion.captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, CaptionSampler, build_tokenizer, captions
-from diffusion.concepts import concept_spec, task_for_model, text_task
+from diffusion.concepts import captioned, concept_spec, task_for_model, text_task
 from diffusion.data import ImageDataset
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
@@ -269,3 +272,48 @@ def test_unlearn_and_evaluate_a_concept_through_the_cli(saved_models, tmp_path):
     assert metrics["forgotten_accuracy"] is not None and metrics["retained_fd"] > 0
     result = invoke("evaluate", "--model", saved_models / "class", "--forget-concept", "three", "--quiet")
     assert result.exit_code == 2 and "this model is conditioned on class" in result.output
+
+
+@pytest.fixture(scope="module")
+def concept_images(digits, splits):
+    """Held-out images of the digit three as a tiny text model takes them, and the member threes in pixels."""
+    model = tiny_text_model()
+    spec = concept_spec(["three"])
+    fit = captioned(digits.select(spec.heldout_ids(digits.labels, splits)), model, 0)
+    return model, fit, digits.select(spec.forget_ids(digits.labels, splits))
+
+
+def test_concept_inversion_fits_a_new_word_on_a_frozen_copy(concept_images, judge):
+    model, fit, forget = concept_images
+    before = model.fingerprint()
+    fitted = fit_concept_token(model, fit, steps=30, lr=0.1, num_images=8)
+    assert model.fingerprint() == before
+    assert fitted.record["fit_loss_after"] < fitted.record["fit_loss_before"]
+    assert fitted.prompt[1] == model.unet.text_encoder.get_input_embeddings().num_embeddings  # the new word
+    result = concept_inversion(model, judge, fit, 3, forget, steps=5, per_class=4, sample_steps=2)
+    assert result.images.shape == (4, 1, 8, 8) and 0 <= result.metrics["judge_accuracy"] <= 1
+    assert model.fingerprint() == before
+
+
+def test_adversarial_prompt_is_made_of_real_words_before_the_concept(concept_images, judge):
+    model, fit, forget = concept_images
+    before = model.fingerprint()
+    found = search_prompt(model, fit, "the number 3", prefix_tokens=2, steps=10)
+    assert model.fingerprint() == before
+    vocabulary = model.unet.text_encoder.get_input_embeddings().num_embeddings
+    assert int(found.tokens.max()) < vocabulary and len(found.tokens) == model.tokenizer.model_max_length
+    assert found.text.endswith("the number 3") and len(found.text.split()) == 5
+    assert model.tokenize([found.text])[0].tolist() == found.tokens.tolist()  # a prompt anyone can type
+    result = adversarial_prompt_attack(model, judge, fit, "three", 3, forget, steps=2, per_class=3, sample_steps=2)
+    assert result.metrics["prompt"].endswith("three") and result.images.shape == (3, 1, 8, 8)
+    with pytest.raises(UsageError, match="do not fit the tokenizer's 16 positions"):
+        search_prompt(model, fit, "a picture of the digit three drawn by hand on paper", prefix_tokens=6)
+
+
+def test_prompt_regeneration_judges_each_wording_on_the_same_noises(concept_images, judge):
+    model, _, forget = concept_images
+    prompts = ["the number 3", "digit 3", "the number 3"]
+    result = prompt_regeneration(model, judge, prompts, 3, forget, per_prompt=3, sample_steps=2)
+    assert set(result.metrics["per_prompt_accuracy"]) == {"the number 3", "digit 3"}
+    assert torch.equal(result.images[:3], result.images[6:])  # same prompt, same noises, same images
+    assert result.metrics["best_prompt"] in prompts

@@ -132,7 +132,7 @@ def test_make_unlearner_rejects_unknown_names():
         ("erasediff", dict(forget_target="noise"), r"'forget_target' parameter of EraseDiff must be one of"),
         ("erasediff", dict(steps=0), r"'steps' parameter of EraseDiff must be an int in \[1, inf\). Got 0"),
         ("salun", dict(sparsity=1.5), r"'sparsity' parameter of SalUn must be a float in \[0, 1\)"),
-        ("retrain", dict(steps=2.5), r"'steps' parameter of Retrain must be an int in \[1, inf\)"),
+        ("retrain", dict(steps=2.5), r"'steps' parameter of Retrain must be None or an int in \[1, inf\)"),
         ("finetune", dict(ema_start=-1), r"'ema_start' parameter of Finetune must be an int in \[0, inf\). Got -1"),
     ],
 )

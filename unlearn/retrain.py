@@ -26,23 +26,25 @@ class Retrain(Unlearner):
     """Train a freshly initialised model of the same architecture on D_r with the reference recipe (a text model on
     the remaining images' captions, some dropped to the empty prompt for guidance).
 
-    ``steps`` defaults to the recipe's (``TrainConfig().steps``); the initial weights derive from ``seed``.
+    ``steps`` defaults to the recipe's for the model's kind (:meth:`TrainConfig.for_kind`); the initial weights
+    derive from ``seed``.
     """
 
     name = "retrain"
-    _parameter_constraints: ClassVar[dict] = {"steps": [Interval(Integral, 1, None)]}
+    _parameter_constraints: ClassVar[dict] = {"steps": [None, Interval(Integral, 1, None)]}
 
-    steps: int = TrainConfig().steps
+    steps: int | None = None
 
     def run(self, model: DiffusionModel, task: ForgetTask, options: RunOptions) -> UnlearnResult:
         start = time.perf_counter()
         fresh = model.reinitialized(options.seed)
-        config = dataclasses.replace(TrainConfig(), steps=self.steps, seed=options.seed)
+        recipe = TrainConfig.for_kind("text" if model.conditioning == "text" else "class", seed=options.seed)
+        config = dataclasses.replace(recipe, steps=self.steps or recipe.steps)
         record = train_denoiser(fresh, task.retain.images, task.retain.labels, config,
                                 accelerator=options.accelerator, quiet=options.quiet, desc=self.name,
                                 conditions=fresh.training_conditions(config.caption_dropout))
         seconds = time.perf_counter() - start
         if options.callback is not None:
-            options.callback(self.steps, fresh, seconds)
-        return UnlearnResult(fresh, self.name, self.get_params(), self.steps, seconds,
+            options.callback(config.steps, fresh, seconds)
+        return UnlearnResult(fresh, self.name, self.get_params(), config.steps, seconds,
                              {"loss_retain": record.loss_curve})

@@ -35,8 +35,9 @@ DEFAULTS = TrainConfig()
               help="'class': a class-conditional UNet2DModel; 'text': a text-to-image model (UNet2DConditionModel, "
                    "CLIP text encoder and a tokenizer built here) on captions of the digits, saved as a "
                    "StableDiffusionPipeline folder.")
-@click.option("--steps", type=click.IntRange(min=1), default=DEFAULTS.steps, show_default=True,
-              help="Optimizer steps.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help=f"Optimizer steps  [default: {DEFAULTS.steps}; {TrainConfig.for_kind('text').steps} for --kind "
+                   "text]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.lr, show_default=True)
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.ema_decay,
@@ -69,8 +70,9 @@ def train_command(data, split_seed, member_fraction, out: Path, force, kind, ste
     except ValueError:
         raise click.BadParameter(f"expected integers separated by commas; got '{block_out_channels}'",
                                  param_hint="--block-out-channels") from None
-    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
-                         block_out_channels=widths, seed=seed, kind=kind)
+    given = {"steps": steps} if steps is not None else {}
+    config = TrainConfig.for_kind(kind, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
+                                  block_out_channels=widths, seed=seed, **given)
     dataset = load_dataset(data, image_size=image_size, channels=int(image_channels))
     splits = make_splits(dataset.labels, split_seed, member_fraction)
     trained = train_on_ids(dataset, splits.members, config, role="reference",

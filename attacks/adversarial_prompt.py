@@ -1,0 +1,150 @@
+"""Adversarial prompts: search a few real words that, put before the concept prompt, bring the erased concept back.
+
+After Zhang, Jia, Chen, Chen, Zhang, Liu, Liu, "To Generate or Not? Safety-Driven Unlearned Diffusion Models Are
+Still Easy To Generate Unsafe Images ... For Now" (UnlearnDiffAtk), ECCV 2024: the unlearned model itself is the
+attacker's classifier. ``k`` prefix tokens are optimised on the probability simplex over the vocabulary to lower the
+model's denoising loss on images of the concept under [prefix + concept prompt]; the forward pass uses the nearest
+vertex (a real token, straight-through gradient), so the result is a prompt anyone can type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from diffusion.data import LabeledImages
+from diffusion.errors import UsageError
+from diffusion.judge import Judge
+from diffusion.params import Interval, validate_params
+from diffusion.quality import per_class_noise_ids
+from diffusion.seeding import derive_seed
+from diffusion.text_model import TextDiffusionModel
+
+from .regeneration import POSITIVE_INT, ResurrectionResult, judge_generated
+
+
+class SimplexTokens(nn.Module):
+    """A frozen token table (V, D) whose ids V..V+k-1 read straight-through tokens: ids (...) -> (..., D).
+
+    ``logits`` (k, V) hold the relaxed choice of each prefix token; the forward uses the one-hot of its argmax (a
+    real token) and the gradient of the softmax.
+    """
+
+    def __init__(self, table: nn.Embedding, k: int, generator: torch.Generator):
+        super().__init__()
+        self.register_buffer("table", table.weight.detach().clone())
+        self.logits = nn.Parameter(torch.randn((k, table.num_embeddings), generator=generator) * 0.01)
+
+    def tokens(self) -> torch.Tensor:
+        """The current prefix as real token ids (k,)."""
+        return self.logits.argmax(1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        soft = self.logits.softmax(1)
+        hard = F.one_hot(soft.argmax(1), soft.shape[1]).to(soft.dtype)
+        prefix = (hard + soft - soft.detach()) @ self.table
+        return F.embedding(ids, torch.cat([self.table, prefix]))
+
+
+@dataclass
+class AdversarialPrompt:
+    """The prompt found: its token ids (L,), its text, and how the search went (JSON-ready)."""
+
+    tokens: torch.Tensor
+    text: str
+    record: dict
+
+
+def search_prompt(
+    model: TextDiffusionModel,
+    images: LabeledImages,
+    concept_prompt: str,
+    *,
+    seed: int = 0,
+    prefix_tokens: int = 3,
+    steps: int = 100,
+    lr: float = 0.01,
+    weight_decay: float = 0.1,
+    batch_size: int = 32,
+    quiet: bool = True,
+) -> AdversarialPrompt:
+    """Optimise ``prefix_tokens`` tokens before ``concept_prompt`` on ``images`` (the diffusion's data) with AdamW
+    (UnlearnDiffAtk's lr 0.01, weight decay 0.1) on the frozen model's DDPM loss, timesteps and noises from the seed.
+    ``model`` is never changed."""
+    validate_params({"prefix_tokens": POSITIVE_INT, "steps": POSITIVE_INT, "batch_size": POSITIVE_INT,
+                     "lr": [Interval(Real, 0, None, closed="neither")], "weight_decay": [Interval(Real, 0, None)]},
+                    {"prefix_tokens": prefix_tokens, "steps": steps, "batch_size": batch_size, "lr": lr,
+                     "weight_decay": weight_decay}, "search_prompt")
+    if len(images) == 0:
+        raise UsageError("the adversarial prompt search needs images of the concept; got none")
+    concept = model.tokenize([concept_prompt])[0]
+    words = int((concept != model.tokenizer.eos_token_id).sum()) - 1  # the concept's tokens after BOS
+    if words + prefix_tokens + 2 > len(concept):
+        raise UsageError(f"'{concept_prompt}' and {prefix_tokens} prefix tokens do not fit the tokenizer's "
+                         f"{len(concept)} positions")
+    generator = torch.Generator().manual_seed(derive_seed(seed, "adversarial-prompt"))
+    probe = model.copy()
+    probe.unet.requires_grad_(False).eval()
+    table = probe.unet.text_encoder.get_input_embeddings()
+    vocabulary = table.num_embeddings
+    simplex = SimplexTokens(table, prefix_tokens, generator).to(probe.device)
+    probe.unet.text_encoder.set_input_embeddings(simplex)
+    slots = torch.arange(vocabulary, vocabulary + prefix_tokens)
+    prompt = torch.cat([concept[:1], slots, concept[1:-prefix_tokens]]).to(probe.device)
+    x0 = images.images.to(probe.device)
+
+    def loss_on(pick, t, noise) -> torch.Tensor:
+        return probe.denoising_loss(x0[pick], prompt.expand(len(pick), -1), t, noise).mean()
+
+    def draw(size: int):
+        pick = torch.randint(0, len(x0), (size,), generator=generator)
+        t = torch.randint(0, probe.num_train_timesteps, (size,), generator=generator)
+        return pick, t.to(probe.device), torch.randn((size, *x0.shape[1:]), generator=generator).to(probe.device)
+
+    check = draw(256)
+    with torch.no_grad():
+        before = loss_on(*check).item()
+    optimizer = torch.optim.AdamW([simplex.logits], lr=lr, weight_decay=weight_decay)
+    for _ in tqdm(range(steps), desc="adversarial prompt", disable=quiet, leave=False):
+        loss = loss_on(*draw(batch_size))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = loss_on(*check).item()
+    found = torch.cat([concept[:1], simplex.tokens().cpu(), concept[1:-prefix_tokens]])
+    text = model.tokenizer.decode(found, skip_special_tokens=True)
+    record = {"prompt": text, "concept_prompt": concept_prompt, "prefix_tokens": prefix_tokens, "steps": steps,
+              "lr": lr, "weight_decay": weight_decay, "fit_loss_before": before, "fit_loss_after": after}
+    return AdversarialPrompt(found, text, record)
+
+
+def adversarial_prompt_attack(
+    model: TextDiffusionModel,
+    judge: Judge,
+    images: LabeledImages,
+    concept_prompt: str,
+    concept_class: int,
+    forget_pixels: LabeledImages,
+    *,
+    seed: int = 0,
+    per_class: int = 50,
+    sample_steps: int = 50,
+    quiet: bool = True,
+    **search_options,
+) -> ResurrectionResult:
+    """Search a prompt (:func:`search_prompt`), generate ``per_class`` images with it on ``model`` itself (the
+    noises of the class's evaluation samples) and judge them as ``concept_class``."""
+    found = search_prompt(model, images, concept_prompt, seed=seed, quiet=quiet, **search_options)
+    noise_ids = per_class_noise_ids([concept_class], per_class)
+    generated = model.sample(found.tokens.expand(per_class, -1), seed=seed, ids=noise_ids, steps=sample_steps)
+    target = torch.full((per_class,), concept_class)
+    metrics = judge_generated(judge, generated, target, forget_pixels)
+    metrics.update(classes=[concept_class], per_class_images=per_class, **found.record,
+                   sampler=f"ddim-{sample_steps}", seed=seed)
+    return ResurrectionResult("adversarial_prompt", generated, target, metrics)
