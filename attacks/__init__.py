@@ -7,6 +7,7 @@ parameters checked. Other packages add attacks under the entry-point group ``era
 from __future__ import annotations
 
 from .base import ATTACKS, Attack, AttackScores, CalibrationSet
+from .clid import CLiD
 from .loss import LossAttack
 from .noise_aggregation import NoiseAggregation
 from .pia import PIA, PIAN
@@ -14,5 +15,17 @@ from .secmi import SecMI
 from .secmi_nn import SecMINN
 from .sima import SimA
 
-__all__ = ["ATTACKS", "PIA", "PIAN", "Attack", "AttackScores", "CalibrationSet", "LossAttack", "NoiseAggregation",
-           "SecMI", "SecMINN", "SimA"]
+__all__ = [
+           "ATTACKS",
+           "PIA",
+           "PIAN",
+           "Attack",
+           "AttackScores",
+           "CLiD",
+           "CalibrationSet",
+           "LossAttack",
+           "NoiseAggregation",
+           "SecMI",
+           "SecMINN",
+           "SimA",
+]

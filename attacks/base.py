@@ -185,6 +185,7 @@ class Attack(Parameterized, ABC):
     _parameter_constraints: ClassVar[dict] = {"batch_size": [Interval(Integral, 1, None)]}
     calibration_grid: ClassVar[dict[str, tuple]] = {}
     needs_fit: ClassVar[bool] = False
+    conditionings: ClassVar[tuple[str, ...]] = ("none", "class", "text")  # the models it attacks
 
     def __init__(self, batch_size: int = 64):
         self.batch_size = batch_size
@@ -236,7 +237,8 @@ class Attack(Parameterized, ABC):
         self, model: DiffusionModel, x0: torch.Tensor, labels: torch.Tensor | None, ids: list[int], seed: int,
         params: dict,
     ) -> torch.Tensor:
-        """Scores (B,) for clean images ``x0`` (B, C, H, W) on the model's device, labels (B,) or None."""
+        """Scores (B,) for clean images ``x0`` (B, C, H, W) on the model's device, labels (B,) (token ids (B, L) for
+        a text model) or None."""
 
     def prepare(self, model: DiffusionModel, samples: LabeledImages) -> dict:
         """Check the attack against ``model`` and ``samples``; returns the parameters :meth:`score_batch` gets."""
@@ -260,13 +262,14 @@ class Attack(Parameterized, ABC):
                     batch_size: int | None = None) -> torch.Tensor:
         """``batch_fn(x0, labels, ids)`` -> (B, ...) over batches of ``batch_size`` (default: the attack's)
         samples, without gradients and with the model in eval mode (restored after); the results concatenated on
-        the CPU as float64. Labels are passed when the model is class-conditional, else None.
+        the CPU as float64. The labels (class ids (B,), or a text model's caption token ids (B, L)) are passed when
+        the model is conditional, else None.
 
         In an Accelerate launch of P processes the batches are dealt out round-robin and every process returns
         all results: noise comes from (seed, sample id), so the scores are those of one process.
         """
         batch_size = batch_size or self.batch_size
-        conditional = model.num_classes is not None
+        conditional = model.conditioning != "none"
         ids = [int(i) for i in samples.ids]
         state = process_state()
         firsts = range(0, len(ids), batch_size)

@@ -69,7 +69,7 @@ class LossAttack(Attack):
         t = torch.tensor(params["model_timesteps"], device=x0.device).repeat_interleave(params["noises_per_timestep"])
         noise = seeded_normal(seed, ids, (per_sample, *x0.shape[1:]), stream="loss-attack").to(x0.device)
         x0_rep = x0.repeat_interleave(per_sample, 0)
-        labels_rep = labels.repeat_interleave(per_sample) if labels is not None else None
+        labels_rep = labels.repeat_interleave(per_sample, 0) if labels is not None else None
         loss = model.denoising_loss(x0_rep, labels_rep, t.repeat(len(x0)), noise.flatten(0, 1))
         return loss.view(len(x0), len(params["model_timesteps"]), params["noises_per_timestep"]).mean(2)
 

@@ -13,6 +13,7 @@ from numbers import Integral
 
 import torch
 
+from diffusion.captions import DIGIT_WORDS
 from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.judge import Judge
@@ -75,8 +76,9 @@ def judge_generated(judge: Judge, images: torch.Tensor, target_classes: torch.Te
 
 
 def check_class_ids(model: DiffusionModel, classes: Sequence[int], what: str) -> list[int]:
-    """The class ids as ints; raise :class:`UsageError` for an unconditional model, a bad id or no id."""
-    num_classes = model.require_class_conditioning(what)
+    """The class ids as ints; raise :class:`UsageError` for an unconditional model, a bad id or no id (a text
+    model's classes are the digits its captions name)."""
+    num_classes = len(DIGIT_WORDS) if model.conditioning == "text" else model.require_class_conditioning(what)
     classes = [int(c) for c in classes]
     if not classes:
         raise UsageError(f"{what} needs at least one class id")

@@ -71,7 +71,8 @@ def relearning_curve(
     quiet: bool = True,
 ) -> RelearningCurve:
     """Fine-tune a copy of ``model`` (every trainable weight, AdamW) with the DDPM loss on ``images`` of the
-    erased ``classes`` under their own labels, and judge ``per_class`` DDIM samples per class at each checkpoint.
+    erased ``classes`` under their own labels (a text model: under their captions), and judge ``per_class`` DDIM
+    samples per class at each checkpoint.
 
     ``lr`` 1e-4 (EraseDiff's and fine-tuning's rate) keeps learning from scratch slow enough to see: on the 8x8
     digits reference (class 0, 8 images) the original stays at 100% while a model retrained without the class
@@ -91,8 +92,8 @@ def relearning_curve(
     checkpoints = sorted({int(c) for c in checkpoints})
     if not checkpoints or checkpoints[-1] == 0:
         raise UsageError(f"the relearning probe needs a checkpoint after step 0; got checkpoints {checkpoints}")
-    rows = torch.isin(images.labels, torch.tensor(classes))
-    fit = images.take(rows)
+    # a text model's images carry captions (B, L), not classes: they are used whole (give images of the concept)
+    fit = images if images.labels.ndim == 2 else images.take(torch.isin(images.labels, torch.tensor(classes)))
     probe = model.copy()
     probe.unet.train()
     optimizer = torch.optim.AdamW(probe.trainable_parameters(), lr=lr, weight_decay=0.0)

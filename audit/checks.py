@@ -152,12 +152,18 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
             thresholds.forgotten_accuracy_margin, confidence))
     resurrection = results.get("resurrection") or {}
     if "unlearned" in resurrection and references:
-        inverted = resurrection["unlearned"]["inversion"]
-        checks.append(_rate_check(
-            "resurrection", "a newly learned class embedding brings the erased class back no more than for the "
-            "references", inverted["judge_accuracy"], inverted["num_images"],
-            [resurrection[r]["inversion"]["judge_accuracy"] for r in references],
-            inverted["num_images"] * len(references), thresholds.resurrection_margin, confidence))
+        text = "adversarial_prompt" in resurrection["unlearned"]  # a text model: a learned word, a found prompt
+        probes = [("inversion", "resurrection", "a newly learned " + ("word" if text else "class embedding"))]
+        if text:
+            probes.append(("adversarial_prompt", "adversarial_prompt", "an adversarial prompt (real words before "
+                           "the concept prompt, searched with the model's own loss)"))
+        for key, name, what in probes:
+            found = resurrection["unlearned"][key]
+            checks.append(_rate_check(
+                name, f"{what} brings the erased class back no more than for the references",
+                found["judge_accuracy"], found["num_images"],
+                [resurrection[r][key]["judge_accuracy"] for r in references], found["num_images"] * len(references),
+                thresholds.resurrection_margin, confidence))
         relearned = resurrection["unlearned"]["relearning"]
         checks.append(_rate_check(
             "relearning", "fine-tuned on a few held-out images of the erased class, the model relearns it no faster "

@@ -68,6 +68,9 @@ class AuditConfig:
         preset: the recipe of the built-in reference model and of the references retrained by the audit
             (diffusion.training.RECIPE_PRESETS): ``default`` (2000 steps) or ``thorough`` (6000 steps: a
             reference that remembers, membership AUC ~1.0, three times the training time).
+        forget_concept: prompts naming a concept to erase from a text-to-image model (then ``forget_classes`` is
+            not given; the built-in model, when ``model`` is None, is the text model of the digits). anchor: the
+            prompt the concept is mapped to (None: the empty prompt).
         attacks: membership attacks; the default adds SimA (one model call, the strongest with PIA on the
             reference model: benchmarks/results/attacks.txt) to the four papers' attacks; ``secmi_nn`` is left out
             (weaker than SecMI_stat on 100 calibration images there).
@@ -88,6 +91,8 @@ class AuditConfig:
     method_params: dict = field(default_factory=dict)
     forget_classes: list[int] = field(default_factory=lambda: [0])
     forget_ids: str | None = None
+    forget_concept: list[str] = field(default_factory=list)
+    anchor: str | None = None
     forget_label: str = ""
     data: str = "digits"
     split_seed: int = 0
@@ -212,8 +217,17 @@ def _check_attacks(attacks: list[str]) -> None:
 def config_from_dict(data: dict) -> AuditConfig:
     """Validate a plain mapping into an :class:`AuditConfig` (UsageError on unknown keys, bad types or values)."""
     config = _build(AuditConfig, data)
-    if not config.forget_classes and not config.forget_ids:
-        raise UsageError("the forget set is empty; set forget_classes or forget_ids")
+    if config.forget_concept:
+        if data.get("forget_classes"):
+            raise UsageError("give forget_concept (a text-to-image model) or forget_classes (a class-conditional "
+                             "one), not both")
+        config.forget_classes = []
+        if "attacks" not in data:  # (image, caption) pairs: CLiD joins the battery
+            config.attacks = [*config.attacks, "clid"]
+    elif config.anchor is not None:
+        raise UsageError("anchor is the prompt a concept is mapped to; it needs forget_concept")
+    if not config.forget_classes and not config.forget_ids and not config.forget_concept:
+        raise UsageError("the forget set is empty; set forget_classes, forget_ids or forget_concept")
     if config.unlearned is None and not config.method:
         raise UsageError("give either 'unlearned' (a model to audit) or 'method' (an unlearning method to run)")
     _check_limits(config)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from attacks import Attack, AttackScores
 from attacks.base import write_scores_csv
@@ -45,6 +46,12 @@ class ScoredSets:
     samples: LabeledImages
     is_member: np.ndarray  # (N,) bool
     classes_erased: bool
+    class_labels: torch.Tensor | None = None  # (N,): each image's class where ``samples`` holds captions
+
+    @property
+    def classes(self) -> torch.Tensor:
+        """The class of each scored image (N,): its label, or for a text model's captioned images its class."""
+        return self.samples.labels if self.class_labels is None else self.class_labels
 
     @property
     def num_members(self) -> int:
@@ -186,7 +193,7 @@ def exposed_forget_images(comparisons: dict, sets: ScoredSets, top: int = 8) -> 
     conditioning where it stands out most, with the one-sided p-value of N(0, 1)."""
     best: dict[int, dict] = {}
     forget_ids = sets.samples.ids[: sets.num_members].tolist()
-    labels = sets.samples.labels[: sets.num_members].tolist()
+    labels = sets.classes[: sets.num_members].tolist()
     for attack, per_conditioning in comparisons.items():
         for conditioning, comparison in per_conditioning.items():
             for sample_id, label, z in zip(forget_ids, labels, comparison.get("unlearned_forget_z", [])):

@@ -19,17 +19,23 @@ import numpy as np
 import torch
 
 from attacks import ATTACKS, Attack, CalibrationSet
+from attacks.adversarial_prompt import adversarial_prompt_attack
+from attacks.concept_inversion import concept_inversion
 from attacks.extraction import extract_training_data
 from attacks.inversion import InvertedConditioning, embedding_inversion, fit_class_embedding
+from attacks.prompt_regeneration import prompt_regeneration
 from attacks.regeneration import conditional_regeneration
 from attacks.relearning import relearning_curve
 from diffusion.cache import cache_entry, load_or_build_model
+from diffusion.captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, captions
+from diffusion.concepts import captioned, concept_spec, task_for_model
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info, use_threads
 from diffusion.errors import UsageError
 from diffusion.io import atomic_output_dir, write_json
 from diffusion.judge import Judge, load_or_train_judge
 from diffusion.model import DiffusionModel
+from diffusion.presets import RECIPE_PRESETS
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.quality import evaluate_generation, generate_per_class
 from diffusion.reference import load_or_train_reference, untrained_model
@@ -82,7 +88,24 @@ class AuditSubjects:
 
 def _forget_spec(config: AuditConfig) -> ForgetSpec:
     sample_ids = read_sample_ids(config.forget_ids) if config.forget_ids else ()
+    if config.forget_concept:
+        return concept_spec(config.forget_concept, config.anchor or "", config.forget_label, sample_ids)
     return ForgetSpec(classes=tuple(config.forget_classes), sample_ids=sample_ids, label=config.forget_label)
+
+
+def _recipe(config: AuditConfig, original: DiffusionModel | None) -> TrainConfig:
+    """The recipe of the built-in reference and of the retrained references: the preset's, for the kind of model
+    audited (a given original's, else text when a concept is erased)."""
+    text = original.conditioning == "text" if original is not None else bool(config.forget_concept)
+    return TrainConfig.for_kind("text" if text else "class", **RECIPE_PRESETS[config.preset])
+
+
+def _model_view(model: DiffusionModel, seed: int):
+    """Images as ``model`` takes them: a text model's captioned (one training caption per image, encoded when it
+    diffuses latents: :func:`~diffusion.concepts.captioned`), a class model's as they are."""
+    if model.conditioning == "text":
+        return lambda subset: captioned(subset, model, seed)
+    return lambda subset: subset
 
 
 def reference_seed(seed: int, index: int) -> int:
@@ -113,23 +136,24 @@ def _retrained_model(
 
 
 def _forget_task(
-    config: AuditConfig, original: DiffusionModel | None
-) -> tuple[ImageDataset, Splits, ForgetSpec, ForgetTask]:
-    """The audit's data (checked against a given original model), splits, forget spec and task."""
+    config: AuditConfig, original: DiffusionModel | None, recipe: TrainConfig
+) -> tuple[ImageDataset, Splits, ForgetSpec, ForgetTask, DiffusionModel]:
+    """The audit's data (checked against a given original model), splits, forget spec and task, and the original
+    or, before the built-in reference is trained, an untrained model of its architecture standing in for it."""
     dataset = load_data_for_model(config.data, original) if original is not None else load_dataset(config.data)
     splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
     spec = _forget_spec(config)
-    return dataset, splits, spec, ForgetTask.from_spec(dataset, splits, spec)
+    stand_in = original or untrained_model(dataset, recipe, device="cpu")
+    return dataset, splits, spec, task_for_model(dataset, splits, spec, stand_in, config.seed), stand_in
 
 
 def _original_model(
-    config: AuditConfig, given: DiffusionModel | None, dataset: ImageDataset, splits: Splits
+    config: AuditConfig, given: DiffusionModel | None, dataset: ImageDataset, splits: Splits, recipe: TrainConfig
 ) -> tuple[DiffusionModel, dict]:
     """The given original model, or the built-in reference (from the cache or trained now), and its source."""
     if given is not None:
         return given, {"source": config.model}
-    original, directory, trained = load_or_train_reference(dataset, splits, TrainConfig.preset(config.preset),
-                                                           quiet=config.quiet)
+    original, directory, trained = load_or_train_reference(dataset, splits, recipe, quiet=config.quiet)
     return original, {"source": f"built-in reference ({directory})", "trained_now": trained}
 
 
@@ -155,13 +179,12 @@ def fill_reference(config: AuditConfig, index: int) -> dict:
         raise UsageError("references are given (retrained); there is nothing to train")
     use_threads(config.threads)
     given = DiffusionModel.load(config.model) if config.model else None
-    dataset, splits, spec, task = _forget_task(config, given)
-    recipe = TrainConfig.preset(config.preset)
-    stand_in = given or untrained_model(dataset, recipe, device="cpu")
+    recipe = _recipe(config, given)
+    dataset, splits, spec, task, stand_in = _forget_task(config, given, recipe)
     _check_model("original", stand_in, config.model, task, (dataset, splits), config)
     retrain = METHODS.make("retrain", steps=recipe.steps)
     retrain.check(task, stand_in)
-    original, _ = _original_model(config, given, dataset, splits)
+    original, _ = _original_model(config, given, dataset, splits, recipe)
     _, source = _retrained_model(retrain, original, task, (dataset, splits, spec),
                                  reference_seed(config.seed, index - 1), config.quiet)
     return source
@@ -176,10 +199,11 @@ def _recorded_unlearning(metadata: dict) -> dict | None:
 
 
 def _scored_sets(
-    dataset: ImageDataset, splits: Splits, spec: ForgetSpec, task: ForgetTask, config: AuditConfig
+    dataset: ImageDataset, splits: Splits, spec: ForgetSpec, task: ForgetTask, config: AuditConfig, view
 ) -> tuple[ScoredSets, LabeledImages | None, CalibrationSet | None]:
     """The forget set and the heldout images of its classes, minus the images kept aside (never scored): a few
-    heldout images per erased class for fitting an inverted class embedding, and the calibration set.
+    heldout images per erased class for fitting an inverted class embedding (a text model: a word or a prompt),
+    and the calibration set; every set as the models take it (``view``: :func:`_model_view`).
 
     Calibration: up to ``config.calibration_images`` retained members and as many heldout non-members, drawn from
     the heldout images the audit does not score (other classes) first, then from the scored ones, at most a quarter
@@ -194,7 +218,7 @@ def _scored_sets(
             ids = heldout_ids[labels == c]
             order = np.random.default_rng(derive_seed(config.seed, "inversion-aside", c) % 2**32).permutation(len(ids))
             aside += ids[order[:INVERSION_IMAGES_PER_CLASS]].tolist()
-        inversion = dataset.select(sorted(aside))
+        inversion = view(dataset.select(sorted(aside)))
         heldout_ids = np.setdiff1d(heldout_ids, aside)
     calibration = None
     if config.calibration_images:
@@ -208,13 +232,15 @@ def _scored_sets(
                              f"{len(nonmembers)} spare heldout images (at least {MIN_CALIBRATION_IMAGES} of each); "
                              "set calibration_images 0 for the attacks' fixed defaults")
         heldout_ids = np.setdiff1d(heldout_ids, nonmembers)
-        calibration = CalibrationSet(dataset.select(members), dataset.select(nonmembers))
-    heldout = dataset.select(heldout_ids)
-    forget = task.forget
+        calibration = CalibrationSet(view(dataset.select(members)), view(dataset.select(nonmembers)))
+    heldout = view(dataset.select(heldout_ids))
+    forget = view(dataset.select(task.forget.ids))  # a text model's under the captions it was trained on
     samples = LabeledImages(torch.cat([forget.images, heldout.images]), torch.cat([forget.labels, heldout.labels]),
                             torch.cat([forget.ids, heldout.ids]))
     is_member = np.r_[np.ones(len(forget), bool), np.zeros(len(heldout), bool)]
-    return ScoredSets(samples, is_member, classes_erased=bool(spec.classes)), inversion, calibration
+    classes = dataset.labels[samples.ids] if samples.labels.ndim == 2 else None
+    sets = ScoredSets(samples, is_member, classes_erased=bool(spec.classes), class_labels=classes)
+    return sets, inversion, calibration
 
 
 def prepare_subjects(config: AuditConfig) -> AuditSubjects:
@@ -226,16 +252,16 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     """
     attacks = [ATTACKS.make(name) for name in config.attacks]
     unlearner = METHODS.make(config.method, **config.method_params) if config.unlearned is None else None
-    recipe = TrainConfig.preset(config.preset)
-    retrain = METHODS.make("retrain", steps=recipe.steps) if not config.retrained and config.retrain else None
     paths = {"original": config.model, "unlearned": config.unlearned}
     paths.update({f"{REFERENCE}_{k + 1}": path for k, path in enumerate(config.retrained)})
     given = {role: DiffusionModel.load(path) for role, path in paths.items() if path}
-    dataset, splits, spec, task = _forget_task(config, given.get("original"))
-    stand_in = given.get("original") or untrained_model(dataset, recipe, device="cpu")
+    recipe = _recipe(config, given.get("original"))
+    retrain = METHODS.make("retrain", steps=recipe.steps) if not config.retrained and config.retrain else None
+    dataset, splits, spec, task, stand_in = _forget_task(config, given.get("original"), recipe)
     for role, model in {"original": stand_in, **given}.items():
         _check_model(role, model, paths[role] if role in given else None, task, (dataset, splits), config, attacks)
-    sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config)
+    sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config,
+                                                       _model_view(stand_in, config.seed))
     if calibration is None and any(attack.needs_fit for attack in attacks):
         needing = ", ".join(attack.name for attack in attacks if attack.needs_fit)
         raise UsageError(f"attack(s) {needing} learn from a calibration set; set calibration_images > 0")
@@ -245,7 +271,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
         if method is not None:
             method.check(task, stand_in)
 
-    original, sources = _original_model(config, given.get("original"), dataset, splits)
+    original, sources = _original_model(config, given.get("original"), dataset, splits, recipe)
     sources = {"original": sources}
     models = {"original": original}
     judge = load_or_train_judge(dataset)
@@ -276,8 +302,9 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
 
 def _inversions(subjects: AuditSubjects, config: AuditConfig) -> dict[str, InvertedConditioning]:
     """For every model, a class embedding per erased class fitted on the images kept aside (none for a
-    sample-level deletion, whose images keep their own classes)."""
-    if subjects.inversion_images is None:
+    sample-level deletion, whose images keep their own classes, nor for a text model: it has no class embedding,
+    its concept inversion learns a word instead)."""
+    if subjects.inversion_images is None or subjects.task.anchor is not None:
         return {}
     return {role: fit_class_embedding(model, subjects.inversion_images, subjects.spec.classes, seed=config.seed,
                                       images_per_class=INVERSION_IMAGES_PER_CLASS, quiet=config.quiet)
@@ -294,7 +321,8 @@ def _generation(
     retained_show = subjects.task.retained_classes[:4]
     train_set = subjects.dataset.select(subjects.splits.members)
     forget_ids = set(subjects.task.forget.ids.tolist())
-    target_classes = list(classes) if classes else sorted(set(subjects.task.forget.labels.tolist()))
+    forget_pixels = subjects.dataset.select(subjects.task.forget.ids)  # class labels, pixels (for a VAE model too)
+    target_classes = list(classes) if classes else sorted(set(forget_pixels.labels.tolist()))
     for role, model in subjects.models.items():
         utility[role] = evaluate_generation(model, subjects.judge, subjects.dataset, forget_classes=classes,
                                             per_class=config.eval_samples_per_class, seed=config.seed,
@@ -327,7 +355,37 @@ def _generation(
                                          quiet=config.quiet)
             resurrection[role] = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict(),
                                   "relearning": relearned.to_dict()}
+        elif subjects.task.anchor is not None and subjects.inversion_images is not None:
+            resurrection[role], shown = _concept_resurrection(model, subjects, config, forget_pixels)
+            for kind, generated in shown.items():
+                images[f"{role}_{kind}"] = save_grid(generated[:16], images_dir / f"{role}_{kind}.png",
+                                                     columns=8).name
     return utility, {"extraction": extraction, "resurrection": resurrection}, images
+
+
+def _concept_resurrection(
+    model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig, forget_pixels: LabeledImages
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The resurrection probes of a text model (attacks/): every caption wording of the concept's digit not given
+    to the erasure (``regeneration``), a word learned by concept inversion (``inversion``), an adversarial prompt
+    (``adversarial_prompt``) and relearning, the last three fitted on the held-out images kept aside; with the
+    images generated by the inverted word and the adversarial prompt."""
+    spec, judge, fit = subjects.spec, subjects.judge, subjects.inversion_images
+    digit = spec.classes[0]
+    unused = [p for p in captions(digit, TRAIN_TEMPLATES + HELDOUT_TEMPLATES) if p not in spec.concept]
+    common = {"seed": config.seed, "sample_steps": config.eval_steps}
+    regenerated = prompt_regeneration(model, judge, unused, digit, forget_pixels, seed=config.seed,
+                                      per_prompt=max(1, config.eval_samples_per_class // 5),
+                                      sample_steps=config.eval_steps)
+    inverted = concept_inversion(model, judge, fit, digit, forget_pixels, per_class=config.eval_samples_per_class,
+                                 quiet=config.quiet, **common)
+    adversarial = adversarial_prompt_attack(model, judge, fit, spec.concept[0], digit, forget_pixels,
+                                            per_class=config.eval_samples_per_class, quiet=config.quiet, **common)
+    relearned = relearning_curve(model, judge, fit, spec.classes, per_class=config.eval_samples_per_class,
+                                 quiet=config.quiet, **common)
+    probes = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict(),
+              "adversarial_prompt": adversarial.to_dict(), "relearning": relearned.to_dict()}
+    return probes, {"inversion": inverted.images, "adversarial": adversarial.images}
 
 
 def power_statement(membership: dict, checks: list[Check], verdict_text: str, thresholds: Thresholds) -> dict:

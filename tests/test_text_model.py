@@ -25,7 +25,7 @@ from diffusion.splits import ForgetSpec, ForgetTask
 from diffusion.text_model import TextDiffusionModel, build_text_components
 from unlearn import METHODS
 
-from .conftest import tiny_model
+from .conftest import tiny_model, write_digit_folder
 
 ALL_CAPTIONS = [text for label in range(10) for text in captions(label, TRAIN_TEMPLATES + HELDOUT_TEMPLATES)]
 # A few steps of each method that serves text models (selective_amnesia replays class labels: class models only).
@@ -317,3 +317,34 @@ def test_prompt_regeneration_judges_each_wording_on_the_same_noises(concept_imag
     assert set(result.metrics["per_prompt_accuracy"]) == {"the number 3", "digit 3"}
     assert torch.equal(result.images[:3], result.images[6:])  # same prompt, same noises, same images
     assert result.metrics["best_prompt"] in prompts
+
+
+def test_tiny_stable_diffusion_with_a_vae_is_audited_end_to_end(tmp_path, digits, splits):
+    """The same code a real SD folder takes: a tiny SD pipeline with a VAE (random weights) is unlearned by the
+    CLI and audited on RGB 16x16 digits; the report shows the text probes, prompts escaped."""
+    folder = write_digit_folder(tmp_path / "digits", digits, classes=range(10))
+    tiny_text_model(vae=True).save(tmp_path / "original")
+    for k in (1, 2):
+        tiny_text_model(seed=k, vae=True).save(tmp_path / f"retrained_{k}")
+    result = invoke("unlearn", "--model", tmp_path / "original", "--data", folder, "--forget-concept", "three",
+                    "--anchor", "digit 5", "--steps", 3, "--batch-size", 8, "--out", tmp_path / "unlearned", "--quiet")
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "audit.yaml"
+    config.write_text(f"data: {folder}\neval_samples_per_class: 3\neval_steps: 2\nextraction_samples_per_class: 3\n"
+                      "calibration_images: 10\n")
+    out = tmp_path / "audit"
+    result = invoke("audit", "--config", config, "--model", tmp_path / "original", "--unlearned",
+                    tmp_path / "unlearned", "--retrained", tmp_path / "retrained_1", "--retrained",
+                    tmp_path / "retrained_2", "--forget-concept", "three <b>", "--anchor", "digit 5", "--out", out,
+                    "--quiet")
+    assert result.exit_code in (0, 1, 4), result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["forget_spec"]["concept"] == ["three <b>"] and results["forget_spec"]["classes"] == [3]
+    assert set(results["membership"]["attacks"]) == {"loss", "secmi", "pia", "pian", "sima", "clid"}
+    probes = results["resurrection"]["unlearned"]
+    assert set(probes) == {"regeneration", "inversion", "adversarial_prompt", "relearning"}
+    assert "three" in probes["adversarial_prompt"]["prompt"]
+    assert {c["name"] for c in results["checks"]} >= {"resurrection", "adversarial_prompt", "relearning"}
+    report = (out / "report.html").read_text()
+    assert "adversarial prompt" in report and "three &lt;b&gt;" in report and "three <b>" not in report
+    assert (out / "images" / "unlearned_adversarial.png").is_file()

@@ -34,6 +34,10 @@ def task_options(command: Callable) -> Callable:
         click.option("--forget-class", "forget_classes", type=int, multiple=True,
                      help=f"Class id to forget (repeatable) [{DEFAULTS.forget_classes[0]}]."),
         click.option("--forget-ids", type=click.Path(path_type=Path), help="Text file of member sample ids to forget."),
+        click.option("--forget-concept", "forget_concept", multiple=True,
+                     help="Text-to-image models: a prompt naming the concept to erase (repeatable); without --model "
+                          "the built-in text model of the digits is audited."),
+        click.option("--anchor", help="Text-to-image models: the prompt the concept is mapped to [the empty prompt]."),
         click.option("--data", help="'digits' or an image folder [digits]."),
         click.option("--split-seed", type=int, help="Seed of the member / heldout split [0]."),
         click.option("--member-fraction", type=float,
@@ -49,14 +53,15 @@ def task_options(command: Callable) -> Callable:
     return command
 
 
-def task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, member_fraction, allow_other_data,
-                   seed, quiet, threads) -> dict:
+def task_overrides(model, preset, forget_classes, forget_ids, forget_concept, anchor, data, split_seed,
+                   member_fraction, allow_other_data, seed, quiet, threads) -> dict:
     """The config keys of :func:`task_options`' values (None where a flag was not given)."""
     return {
         "model": model, "preset": preset,
         # --forget-ids alone means "these samples only", not "these samples plus the default class"
-        "forget_classes": list(forget_classes) or ([] if forget_ids else None),
+        "forget_classes": list(forget_classes) or ([] if forget_ids and not forget_concept else None),
         "forget_ids": str(forget_ids) if forget_ids else None,
+        "forget_concept": list(forget_concept) or None, "anchor": anchor,
         "data": data, "split_seed": split_seed, "member_fraction": member_fraction,
         "allow_other_data": allow_other_data, "seed": seed, "quiet": quiet, "threads": threads,
     }
@@ -81,8 +86,8 @@ def task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, 
 @click.option("--force", is_flag=True, default=None, help="Replace the output folder if it exists.")
 @handle_errors
 def audit_command(config_file, model, unlearned, retrained, retrain_references, retrain, preset, method,
-                  forget_classes, forget_ids, forget_label, attacks, calibration_images, data, split_seed,
-                  member_fraction, allow_other_data, out, seed, force, quiet, threads):
+                  forget_classes, forget_ids, forget_concept, anchor, forget_label, attacks, calibration_images, data,
+                  split_seed, member_fraction, allow_other_data, out, seed, force, quiet, threads):
     """Audit an erasure: the unlearned model against models retrained without the forget set, under every attack.
 
     With no arguments it runs the built-in default end to end: the reference model on the bundled digits
@@ -94,8 +99,8 @@ def audit_command(config_file, model, unlearned, retrained, retrain_references, 
     Exit code 0 = PASS, 1 = FAIL, 4 = INCONCLUSIVE, 2 = usage or config error (nothing written), 3 = runtime error.
     """
     overrides = {
-        **task_overrides(model, preset, forget_classes, forget_ids, data, split_seed, member_fraction,
-                         allow_other_data, seed, quiet, threads),
+        **task_overrides(model, preset, forget_classes, forget_ids, forget_concept, anchor, data, split_seed,
+                         member_fraction, allow_other_data, seed, quiet, threads),
         "unlearned": unlearned, "retrained": list(retrained) or None, "retrain_references": retrain_references,
         "retrain": retrain, "method": method, "forget_label": forget_label, "attacks": _csv(attacks),
         "calibration_images": calibration_images, "out": str(out) if out else None, "force": force,
