@@ -41,18 +41,19 @@ TEXT_FAST = {
 }
 
 
-def tiny_text_model(seed: int = 0, vae: bool = False) -> TextDiffusionModel:
+def tiny_text_model(seed: int = 0, vae: bool = False, widths: tuple[int, ...] = (8, 16),
+                    timesteps: int = 100) -> TextDiffusionModel:
     """A tiny text model of 1x8x8 digits, or with ``vae`` one of 3x16x16 images diffusing 4x8x8 latents."""
     tokenizer = build_tokenizer(ALL_CAPTIONS)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet, text_encoder = build_text_components(tokenizer, 8, 4 if vae else 1, (8, 16), text_width=16)
+        unet, text_encoder = build_text_components(tokenizer, 8, 4 if vae else 1, widths, text_width=16)
         autoencoder = AutoencoderKL(
             in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
             up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), latent_channels=4,
             norm_num_groups=2, sample_size=16,
         ) if vae else None
-    scheduler = DDPMScheduler(num_train_timesteps=100, clip_sample=False, steps_offset=1)
+    scheduler = DDPMScheduler(num_train_timesteps=timesteps, clip_sample=False, steps_offset=1)
     return TextDiffusionModel(unet, text_encoder, tokenizer, scheduler, autoencoder, device="cpu")
 
 
