@@ -300,7 +300,8 @@ def _has_component(location: str, local: bool, component: str) -> bool:
 
 
 def read_model_index(location: str, local: bool) -> dict:
-    """A pipeline folder's or hub model's ``model_index.json`` ({} when it has none)."""
+    """A pipeline folder's or hub model's ``model_index.json`` ({} when it has none, or the hub cannot be reached:
+    loading the model itself then says what is wrong)."""
     if local:
         path = Path(location) / "model_index.json"
     else:
@@ -308,8 +309,8 @@ def read_model_index(location: str, local: bool) -> dict:
 
         try:
             path = Path(hf_hub_download(location, "model_index.json"))
-        except Exception as error:  # noqa: BLE001 - any hub failure is reported the same way
-            raise UsageError(f"could not read model_index.json of hub model '{location}': {error}") from None
+        except Exception:  # noqa: BLE001 - offline, unknown id, no such file: the model's own load reports it
+            return {}
     if not path.is_file():
         return {}
     try:
