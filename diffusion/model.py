@@ -237,6 +237,10 @@ class DiffusionModel:
         (None; a text model drops captions, :meth:`TextDiffusionModel.training_conditions`)."""
         return None
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the UNet's activations in the backward pass instead of storing them (memory for time)."""
+        self.unet.enable_gradient_checkpointing()
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """The UNet parameters that require gradients, in module order (what an optimizer updates)."""
         return [p for p in self.unet.parameters() if p.requires_grad]

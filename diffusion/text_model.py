@@ -210,6 +210,9 @@ class TextDiffusionModel(DiffusionModel):
             cross = "attn2" in name
             parameter.requires_grad_(modules == "full" or (modules == "cross_attention") == cross)
 
+    def enable_gradient_checkpointing(self) -> None:
+        self.unet.unet.enable_gradient_checkpointing()
+
     def reinitialized(self, seed: int) -> TextDiffusionModel:
         """The same architecture, tokenizer, schedule and VAE with a freshly initialised UNet and text encoder."""
         with torch.random.fork_rng(devices=[]):

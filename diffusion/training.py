@@ -125,9 +125,21 @@ def process_state() -> PartialState | OneProcess:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+MIXED_PRECISIONS = ("no", "bf16")  # fp16 needs a gradient scaler, which EraseDiff's per-loss gradients bypass
+
+
 def make_accelerator(model: DiffusionModel) -> Accelerator:
     """A single-process Accelerator on the model's device (a launched multi-GPU run passes its own)."""
     return Accelerator(cpu=model.device.type != "cuda")
+
+
+def autocast(device: torch.device, mixed_precision: str):
+    """Within the block, compute in ``mixed_precision``: ``bf16`` autocasts to bfloat16 on ``device`` (the weights
+    and optimizer state stay float32), ``no`` changes nothing. Not Accelerate's, whose precision is fixed for a
+    whole process by its first Accelerator."""
+    _require(mixed_precision in MIXED_PRECISIONS, "mixed precision", f"one of {', '.join(MIXED_PRECISIONS)}",
+             mixed_precision)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
 
 
 def train_denoiser(

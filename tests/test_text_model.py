@@ -349,3 +349,25 @@ def test_tiny_stable_diffusion_with_a_vae_is_audited_end_to_end(tmp_path, digits
     report = (out / "report.html").read_text()
     assert "adversarial prompt" in report and "three &lt;b&gt;" in report and "three <b>" not in report
     assert (out / "images" / "unlearned_adversarial.png").is_file()
+
+
+def test_gradient_checkpointing_and_bfloat16_keep_the_steps(digits, splits):
+    """What an SD-sized UNet needs on a GPU, on the tiny one: recomputed activations give the same steps; bfloat16
+    autocast gives nearly the same (float32 weights), and fp16 (which would need a gradient scaler) is refused."""
+    model = tiny_text_model()
+    task = text_task(digits, splits, concept_spec(["three"]), model)
+    method = METHODS.make("erasediff", **TEXT_FAST["erasediff"])
+    plain = method.unlearn(model, task, quiet=True)
+    checkpointed = method.unlearn(model, task, quiet=True, gradient_checkpointing=True)
+    bf16 = method.unlearn(model, task, quiet=True, mixed_precision="bf16")
+    x = seeded_normal(0, range(8), (1, 8, 8), stream="test")
+    t, tokens = torch.full((8,), 40), model.tokenize(["digit 3"] * 8)
+    with torch.no_grad():
+        base, moved = (plain.model.predict_noise(x, t, tokens), model.predict_noise(x, t, tokens))
+        assert (checkpointed.model.predict_noise(x, t, tokens) - base).abs().max() < 1e-5
+        change = (base - moved).abs().max()
+        assert 0 < (bf16.model.predict_noise(x, t, tokens) - base).abs().max() < 0.5 * change
+    assert all(p.dtype == torch.float32 for p in bf16.model.unet.parameters())
+    assert plain.model.fingerprint() != bf16.model.fingerprint()
+    with pytest.raises(UsageError, match="mixed precision must be one of no, bf16; got 'fp16'"):
+        method.unlearn(model, task, quiet=True, mixed_precision="fp16")

@@ -22,13 +22,17 @@ StepCallback = Callable[[int, DiffusionModel, float], None]
 @dataclass(frozen=True)
 class RunOptions:
     """How one run is carried out, as opposed to what the method is: its seed, the Accelerate engine (None: one
-    process on the model's device), whether to show progress, and a callback every ``callback_every`` steps."""
+    process on the model's device), whether to show progress, a callback every ``callback_every`` steps, and what a
+    large model needs on a GPU: ``mixed_precision`` (``bf16`` autocast of the steps) and ``gradient_checkpointing``
+    (activations recomputed in the backward pass)."""
 
     seed: int = 0
     accelerator: Accelerator | None = None
     quiet: bool = False
     callback: StepCallback | None = None
     callback_every: int = 10
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -72,10 +76,13 @@ class Unlearner(Parameterized, ABC):
         quiet: bool = False,
         callback: StepCallback | None = None,
         callback_every: int = 10,
+        mixed_precision: str = "no",
+        gradient_checkpointing: bool = False,
     ) -> UnlearnResult:
         """Return an unlearned copy of ``model``; ``model`` itself stays unchanged (see :class:`RunOptions`)."""
         self.check(task, model)
-        return self.run(model, task, RunOptions(seed, accelerator, quiet, callback, callback_every))
+        return self.run(model, task, RunOptions(seed, accelerator, quiet, callback, callback_every, mixed_precision,
+                                                gradient_checkpointing))
 
     @abstractmethod
     def run(self, model: DiffusionModel, task: ForgetTask, options: RunOptions) -> UnlearnResult:

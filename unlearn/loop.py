@@ -24,7 +24,7 @@ from diffusion.model import DiffusionModel
 from diffusion.params import Interval
 from diffusion.seeding import derive_seed
 from diffusion.splits import ForgetTask
-from diffusion.training import make_accelerator
+from diffusion.training import autocast, make_accelerator
 
 from .base import RunOptions, Unlearner, UnlearnResult
 from .sharding import Shard
@@ -140,6 +140,8 @@ class GradientUnlearner(Unlearner):
         elif self.modules != "full":
             raise UsageError(f"{self.name}: modules '{self.modules}' choose among a text-to-image UNet's parameters; "
                              "this model is class-conditional (leave modules 'full')")
+        if options.gradient_checkpointing:
+            work.enable_gradient_checkpointing()
         work.unet.train()
         accelerator = options.accelerator or make_accelerator(work)
         shard = Shard(accelerator.process_index, accelerator.num_processes)
@@ -160,7 +162,8 @@ class GradientUnlearner(Unlearner):
             optimizer.zero_grad(set_to_none=True)
             inputs = StepInputs(task, shard.of(forget_batches.next()), shard.of(retain_batches.next()), context,
                                 generator, accelerator, shard)
-            logs = self.compute_gradients(work, inputs)
+            with autocast(work.device, options.mixed_precision):
+                logs = self.compute_gradients(work, inputs)
             if shard.count > 1:
                 for p in parameters:
                     p.grad = accelerator.reduce(gradients([p])[0], reduction="mean")

@@ -15,6 +15,7 @@ from diffusion.io import check_output_dir
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
+from diffusion.training import MIXED_PRECISIONS
 from unlearn import METHODS
 
 from .common import (
@@ -97,6 +98,10 @@ def concept_options(command):
                    "audit gives: its calibration split's).")
 @click.option("--param", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any other method parameter, e.g. --param inner_steps=3 (repeatable).")
+@click.option("--mixed-precision", type=click.Choice(MIXED_PRECISIONS), default="no", show_default=True,
+              help="Compute the unlearning steps in bfloat16 (weights and optimizer state stay float32).")
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute activations in the backward pass: less memory for a large UNet, slower steps.")
 @model_data_options
 @out_option()
 @seed_option
@@ -105,8 +110,8 @@ def concept_options(command):
 @handle_errors
 def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_label, concept, prompts_file, anchor,
                     steps, lr, batch_size,
-                    fixed_lambda, forget_target, extra, data, split_seed, member_fraction, allow_other_data,
-                    out: Path, force, seed, quiet):
+                    fixed_lambda, forget_target, extra, mixed_precision, gradient_checkpointing, data, split_seed,
+                    member_fraction, allow_other_data, out: Path, force, seed, quiet):
     """Erase a forget set from a model and save the unlearned model with a record of how it was made.
 
     The output folder holds a diffusers model and erasediff.json: method, parameters, the forget spec and its
@@ -129,7 +134,8 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     task = task_for_model(dataset, splits, spec, model, seed)
     unlearner.check(task, model)
     parent = model.fingerprint()
-    result = unlearner.unlearn(model, task, seed=seed, quiet=quiet)
+    result = unlearner.unlearn(model, task, seed=seed, quiet=quiet, mixed_precision=mixed_precision,
+                               gradient_checkpointing=gradient_checkpointing)
     if model.fingerprint() != parent:
         raise RunError(f"{method} changed the input model; nothing was written")
     record = {
@@ -143,6 +149,8 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
         "data": {"name": dataset.name, "fingerprint": dataset.fingerprint()},
         "splits": splits.to_dict(),
         "seed": seed,
+        "mixed_precision": mixed_precision,
+        "gradient_checkpointing": gradient_checkpointing,
         "steps": result.steps,
         "wall_seconds": result.seconds,
         "curves": result.curves,
