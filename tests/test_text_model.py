@@ -371,3 +371,16 @@ def test_gradient_checkpointing_and_bfloat16_keep_the_steps(digits, splits):
     assert plain.model.fingerprint() != bf16.model.fingerprint()
     with pytest.raises(UsageError, match="mixed precision must be one of no, bf16; got 'fp16'"):
         method.unlearn(model, task, quiet=True, mixed_precision="fp16")
+
+
+def test_sample_deletion_erases_image_caption_pairs(digits, splits):
+    """A deletion request of (image, caption) pairs by id: the images under their own training captions."""
+    model = tiny_text_model()
+    ids = tuple(int(i) for i in splits.members[:12])
+    task = task_for_model(digits, splits, ForgetSpec(sample_ids=ids), model)
+    assert task.forget_classes == () and task.forget.ids.tolist() == sorted(ids)
+    captions_of = {tuple(r) for c in range(10) for r in model.tokenize(captions(c)).tolist()}
+    assert {tuple(r) for r in task.forget.labels.tolist()} <= captions_of
+    assert task.anchor.tolist() == model.tokenize([""])[0].tolist()
+    result = METHODS.make("erasediff", **TEXT_FAST["erasediff"]).unlearn(model, task, quiet=True)
+    assert result.model.fingerprint() != model.fingerprint()
