@@ -28,7 +28,7 @@ from attacks.regeneration import conditional_regeneration
 from attacks.relearning import relearning_curve
 from diffusion.cache import cache_entry, load_or_build_model
 from diffusion.captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, captions
-from diffusion.concepts import captioned, concept_spec, task_for_model
+from diffusion.concepts import concept_spec, model_view, task_for_model
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info, use_threads
 from diffusion.errors import UsageError
@@ -98,14 +98,6 @@ def _recipe(config: AuditConfig, original: DiffusionModel | None) -> TrainConfig
     audited (a given original's, else text when a concept is erased)."""
     text = original.conditioning == "text" if original is not None else bool(config.forget_concept)
     return TrainConfig.for_kind("text" if text else "class", **RECIPE_PRESETS[config.preset])
-
-
-def _model_view(model: DiffusionModel, seed: int):
-    """Images as ``model`` takes them: a text model's captioned (one training caption per image, encoded when it
-    diffuses latents: :func:`~diffusion.concepts.captioned`), a class model's as they are."""
-    if model.conditioning == "text":
-        return lambda subset: captioned(subset, model, seed)
-    return lambda subset: subset
 
 
 def reference_seed(seed: int, index: int) -> int:
@@ -203,7 +195,7 @@ def _scored_sets(
 ) -> tuple[ScoredSets, LabeledImages | None, CalibrationSet | None]:
     """The forget set and the heldout images of its classes, minus the images kept aside (never scored): a few
     heldout images per erased class for fitting an inverted class embedding (a text model: a word or a prompt),
-    and the calibration set; every set as the models take it (``view``: :func:`_model_view`).
+    and the calibration set; every set as the models take it (``view``: :func:`~diffusion.concepts.model_view`).
 
     Calibration: up to ``config.calibration_images`` retained members and as many heldout non-members, drawn from
     the heldout images the audit does not score (other classes) first, then from the scored ones, at most a quarter
@@ -261,7 +253,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     for role, model in {"original": stand_in, **given}.items():
         _check_model(role, model, paths[role] if role in given else None, task, (dataset, splits), config, attacks)
     sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config,
-                                                       _model_view(stand_in, config.seed))
+                                                       model_view(stand_in, config.seed))
     if calibration is None and any(attack.needs_fit for attack in attacks):
         needing = ", ".join(attack.name for attack in attacks if attack.needs_fit)
         raise UsageError(f"attack(s) {needing} learn from a calibration set; set calibration_images > 0")

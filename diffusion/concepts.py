@@ -83,6 +83,14 @@ def captioned(subset: LabeledImages, model: TextDiffusionModel, seed: int,
     return LabeledImages(model.encode(subset.images), tokens, subset.ids)
 
 
+def model_view(model: DiffusionModel, seed: int):
+    """A function giving images as ``model`` takes them: a text model's captioned (:func:`captioned`, one training
+    caption per image), a class model's as they are."""
+    if model.conditioning == "text":
+        return lambda subset: captioned(subset, model, seed)
+    return lambda subset: subset
+
+
 def text_task(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, model: TextDiffusionModel,
               seed: int = 0) -> ForgetTask:
     """The :class:`ForgetTask` of ``spec`` for a text model: the concept's images under the concept prompts (a

@@ -384,3 +384,12 @@ def test_sample_deletion_erases_image_caption_pairs(digits, splits):
     assert task.anchor.tolist() == model.tokenize([""])[0].tolist()
     result = METHODS.make("erasediff", **TEXT_FAST["erasediff"]).unlearn(model, task, quiet=True)
     assert result.model.fingerprint() != model.fingerprint()
+
+
+def test_attack_command_scores_image_caption_pairs(saved_models, tmp_path):
+    out = tmp_path / "attacks"
+    result = invoke("attack", "--model", saved_models / "text", "--attacks", "loss,clid", "--forget-class", 3,
+                    "--batch-size", 64, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"loss", "clid"} and all(0 <= m["auc"] <= 1 for m in metrics.values())

@@ -11,6 +11,7 @@ import numpy as np
 from attacks import ATTACKS, CalibrationSet
 from attacks.base import write_scores_csv
 from attacks.metrics import membership_metrics
+from diffusion.concepts import model_view
 from diffusion.data import data_folder
 from diffusion.errors import UsageError
 from diffusion.io import atomic_output_dir, check_output_dir, write_json
@@ -80,7 +81,7 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
         member_ids, nonmember_ids = spec.forget_ids(dataset.labels, splits), spec.heldout_ids(dataset.labels, splits)
     else:
         member_ids, nonmember_ids = splits.members, splits.heldout
-    calibration = None
+    calibration, view = None, model_view(model, seed)  # a text model scores (image, caption) pairs
     if calibration_images:
         picked = [set_aside(np.setdiff1d(pool, scored), scored, calibration_images, seed)
                   for pool, scored in ((splits.members, member_ids), (splits.heldout, nonmember_ids))]
@@ -88,11 +89,11 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
         if not len(member_ids) or not len(nonmember_ids):
             raise UsageError(f"--calibration-images {calibration_images} leaves no member or no heldout image to "
                              "score; lower it (0: fixed attack defaults)")
-        calibration = CalibrationSet(dataset.select(picked[0]), dataset.select(picked[1]))
+        calibration = CalibrationSet(view(dataset.select(picked[0])), view(dataset.select(picked[1])))
     elif any(attack.needs_fit for attack in attacks):
         raise UsageError(f"attack(s) {', '.join(a.name for a in attacks if a.needs_fit)} learn from a calibration "
                          "set; give --calibration-images > 0")
-    samples = dataset.select(np.concatenate([member_ids, nonmember_ids]))
+    samples = view(dataset.select(np.concatenate([member_ids, nonmember_ids])))
     is_member = np.r_[np.ones(len(member_ids), bool), np.zeros(len(nonmember_ids), bool)]
     member_split = "forget" if spec else "member"
 
