@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.utils import logging as diffusers_logging
 
 from .errors import UsageError
@@ -305,7 +305,7 @@ class DiffusionModel:
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise UsageError(f"model '{name}': unet weights do not match its config: {problems[0]}{more}")
-        _check_noise_predictor(unet, scheduler, name)
+        check_noise_predictor(unet, scheduler, name)
         return cls(unet, scheduler, device)
 
     @staticmethod
@@ -346,7 +346,7 @@ def _check_model_folder(path: Path, name: str) -> None:
     DiffusionModel.read_metadata(path)
 
 
-def _check_noise_predictor(unet: UNet2DModel, scheduler: DDPMScheduler, name: str) -> None:
+def check_noise_predictor(unet: UNet2DModel | UNet2DConditionModel, scheduler: DDPMScheduler, name: str) -> None:
     """Raise :class:`UsageError` unless ``unet`` predicts finite noise of its input's shape on a valid schedule."""
     prediction_type = scheduler.config.prediction_type
     if prediction_type != "epsilon":

@@ -25,7 +25,7 @@ from transformers.utils import logging as transformers_logging
 from .captions import CaptionDropout, token_ids
 from .errors import UsageError
 from .io import write_json
-from .model import HUB_PREFIX, DiffusionModel, ImageBatch, check_block_out_channels
+from .model import HUB_PREFIX, DiffusionModel, ImageBatch, check_block_out_channels, check_noise_predictor
 from .seeding import seeded_normal
 
 # Which UNet parameters an erasure trains (ESD, Gandikota et al. ICCV 2023: ESD-x = the cross-attention, ESD-u =
@@ -271,9 +271,7 @@ class TextDiffusionModel(DiffusionModel):
         except (OSError, ValueError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UsageError(f"could not load text-to-image model '{name}': {first_line}") from error
-        if scheduler.config.prediction_type != "epsilon":
-            raise UsageError(f"model '{name}' predicts '{scheduler.config.prediction_type}'; only 'epsilon' (noise) "
-                             "prediction is supported")
+        check_noise_predictor(unet, scheduler, name)
         return cls(unet.eval(), text_encoder.eval(), tokenizer, scheduler, vae, device)
 
 

@@ -393,3 +393,17 @@ def test_attack_command_scores_image_caption_pairs(saved_models, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"loss", "clid"} and all(0 <= m["auc"] <= 1 for m in metrics.values())
+
+
+def test_broken_text_model_folders_are_refused(tmp_path):
+    model = tiny_text_model()
+    with torch.no_grad():
+        next(model.unet.unet.parameters()).fill_(float("nan"))
+    model.save(tmp_path / "nan")
+    with pytest.raises(UsageError, match="model '.*nan' has non-finite weights in conv_in.weight"):
+        DiffusionModel.load(tmp_path / "nan", device="cpu")
+    tiny_text_model().save(tmp_path / "partial")
+    for part in (tmp_path / "partial" / "text_encoder").iterdir():
+        part.unlink()
+    with pytest.raises(UsageError, match="could not load text-to-image model '.*partial'"):
+        DiffusionModel.load(tmp_path / "partial", device="cpu")
