@@ -4,7 +4,8 @@ After Zhang, Jia, Chen, Chen, Zhang, Liu, Liu, "To Generate or Not? Safety-Drive
 Still Easy To Generate Unsafe Images ... For Now" (UnlearnDiffAtk), ECCV 2024: the unlearned model itself is the
 attacker's classifier. ``k`` prefix tokens are optimised on the probability simplex over the vocabulary to lower the
 model's denoising loss on images of the concept under [prefix + concept prompt]; the forward pass uses the nearest
-vertex (a real token, straight-through gradient), so the result is a prompt anyone can type.
+vertex (a real token, straight-through gradient), and the tokens are whole words, so the result is a prompt anyone
+can type.
 """
 
 from __future__ import annotations
@@ -31,24 +32,33 @@ from .regeneration import POSITIVE_INT, ResurrectionResult, judge_generated
 class SimplexTokens(nn.Module):
     """A frozen token table (V, D) whose ids V..V+k-1 read straight-through tokens: ids (...) -> (..., D).
 
-    ``logits`` (k, V) hold the relaxed choice of each prefix token; the forward uses the one-hot of its argmax (a
-    real token) and the gradient of the softmax.
+    ``logits`` (k, W) hold the relaxed choice of each prefix token among the W ``words`` (token ids of whole words,
+    so the prompt reads and re-tokenizes as typed); the forward uses the one-hot of its argmax (a real token) and
+    the gradient of the softmax.
     """
 
-    def __init__(self, table: nn.Embedding, k: int, generator: torch.Generator):
+    def __init__(self, table: nn.Embedding, words: torch.Tensor, k: int, generator: torch.Generator):
         super().__init__()
         self.register_buffer("table", table.weight.detach().clone())
-        self.logits = nn.Parameter(torch.randn((k, table.num_embeddings), generator=generator) * 0.01)
+        self.register_buffer("words", words)
+        self.logits = nn.Parameter(torch.randn((k, len(words)), generator=generator) * 0.01)
 
     def tokens(self) -> torch.Tensor:
         """The current prefix as real token ids (k,)."""
-        return self.logits.argmax(1)
+        return self.words[self.logits.argmax(1)]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         soft = self.logits.softmax(1)
         hard = F.one_hot(soft.argmax(1), soft.shape[1]).to(soft.dtype)
-        prefix = (hard + soft - soft.detach()) @ self.table
+        prefix = (hard + soft - soft.detach()) @ self.table[self.words]
         return F.embedding(ids, torch.cat([self.table, prefix]))
+
+
+def word_tokens(tokenizer) -> torch.Tensor:
+    """Ids of the tokenizer's whole-word tokens (CLIP BPE marks a word's end with ``</w>``), specials excluded."""
+    special = set(tokenizer.all_special_ids)
+    return torch.tensor(sorted(i for token, i in tokenizer.get_vocab().items()
+                               if token.endswith("</w>") and i not in special))
 
 
 @dataclass
@@ -92,7 +102,7 @@ def search_prompt(
     probe.unet.requires_grad_(False).eval()
     table = probe.unet.text_encoder.get_input_embeddings()
     vocabulary = table.num_embeddings
-    simplex = SimplexTokens(table, prefix_tokens, generator).to(probe.device)
+    simplex = SimplexTokens(table, word_tokens(model.tokenizer), prefix_tokens, generator).to(probe.device)
     probe.unet.text_encoder.set_input_embeddings(simplex)
     slots = torch.arange(vocabulary, vocabulary + prefix_tokens)
     prompt = torch.cat([concept[:1], slots, concept[1:-prefix_tokens]]).to(probe.device)

@@ -400,10 +400,10 @@ def test_broken_text_model_folders_are_refused(tmp_path):
     with torch.no_grad():
         next(model.unet.unet.parameters()).fill_(float("nan"))
     model.save(tmp_path / "nan")
-    with pytest.raises(UsageError, match="model '.*nan' has non-finite weights in conv_in.weight"):
+    with pytest.raises(UsageError, match=r"model '.*nan' has non-finite weights in conv_in\.weight"):
         DiffusionModel.load(tmp_path / "nan", device="cpu")
     tiny_text_model().save(tmp_path / "partial")
     for part in (tmp_path / "partial" / "text_encoder").iterdir():
         part.unlink()
-    with pytest.raises(UsageError, match="could not load text-to-image model '.*partial'"):
+    with pytest.raises(UsageError, match=r"could not load text-to-image model '.*partial'"):
         DiffusionModel.load(tmp_path / "partial", device="cpu")
