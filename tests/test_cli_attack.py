@@ -60,7 +60,8 @@ def test_attack_bad_input(tmp_path):
     tiny_model().save(tmp_path / "model")
     out = tmp_path / "out"
     result = invoke("attack", "--model", tmp_path / "model", "--attacks", "loss,lira", "--out", out)
-    assert result.exit_code == 2 and "unknown attack 'lira'; expected one of: loss, noise_aggregation" in result.output
+    assert result.exit_code == 2
+    assert "unknown attack 'lira'; expected one of: clid, loss, noise_aggregation" in result.output
     result = invoke("attack", "--model", tmp_path / "model", "--attacks", "secmi_nn", "--calibration-images", 0,
                     "--out", out)
     assert result.exit_code == 2 and "secmi_nn learn from a calibration set" in result.output

@@ -117,11 +117,12 @@ class EraseDiff(GradientUnlearner):
             ``steps``). Needs non-members of the forget set's distribution (for a class: unseen images of it).
             batched_forward: with the relabel target and no inner step, both losses come from one forward of the
             UNet over the stacked forget and remain batches (two backward passes through it) instead of two
-            forwards: the same steps up to summation order. Off by default: on 2 CPU cores it is 1.3-1.6x SLOWER
-            per step (each backward runs through both batches; benchmarks/results/erasediff_step.txt); it may pay
-            where kernel launches, not arithmetic, bound a step (small batches on a GPU: measure it there). fixed_lambda: a constant lambda instead of BOME's rule (None:
-            adaptive). grad_clip: outer gradient norm bound (None: off). modules: a text model's UNet parameters
-            that train (:data:`~diffusion.text_model.TRAINABLE_MODULES`; the text encoder stays frozen).
+            forwards: the same steps up to summation order. Off by default: on 2 CPU cores it is 1.30-1.44x
+            SLOWER per step (each backward runs through both batches; benchmarks/results/erasediff_step.txt); it
+            may pay where kernel launches, not arithmetic, bound a step (small batches on a GPU: measure it there).
+            fixed_lambda: a constant lambda instead of BOME's rule (None: adaptive). grad_clip: outer gradient
+            norm bound (None: off). modules: a text model's UNet parameters that train
+            (:data:`~diffusion.text_model.TRAINABLE_MODULES`; the text encoder stays frozen).
         ema_decay: EMA of the weights (None: off). ema_start: steps before the averaging starts.
     """
 

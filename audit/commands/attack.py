@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 @click.command("attack")
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="The model to attack: a diffusers DDPM pipeline folder (e.g. written by 'erasediff train').")
-@click.option("--attacks", "attack_names", default=",".join(ATTACKS), show_default=True,
-              help=f"Comma-separated attacks, from: {', '.join(ATTACKS)}.")
+@click.option("--attacks", "attack_names", default=None,
+              help=f"Comma-separated attacks, from: {', '.join(ATTACKS)}  [default: every one that serves the model: "
+                   "clid scores text-to-image models only].")
 @click.option("--forget-class", "forget_classes", type=int, multiple=True,
               help="Score the members of this class (repeatable) against the heldout images of the same class.")
 @click.option("--forget-ids", type=click.Path(), default=None,
@@ -66,8 +67,10 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
     configure_logging(quiet)
     inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids}
     check_output_dir(out, force, inputs)
-    attacks = [ATTACKS.make(name, batch_size=batch_size) for name in ATTACKS.parse_names(attack_names, "--attacks")]
+    names = ATTACKS.parse_names(attack_names, "--attacks") if attack_names is not None else None
     model = DiffusionModel.load(model_dir)
+    names = names or [name for name in ATTACKS if model.conditioning in ATTACKS[name].conditionings]
+    attacks = [ATTACKS.make(name, batch_size=batch_size) for name in names]
     for attack in attacks:
         attack.check(model)
     dataset = load_data_for_model(data, model)
