@@ -121,8 +121,8 @@ def test_unconditional_model_is_scored_without_labels(digits):
 
 
 def test_bad_input(digits, model):
-    with pytest.raises(UsageError, match="unknown attack 'lira'; expected one of: loss, noise_aggregation, pia, pian, "
-                                         "secmi, secmi_nn, sima"):
+    with pytest.raises(UsageError, match="unknown attack 'lira'; expected one of: clid, loss, noise_aggregation, pia, "
+                                         "pian, secmi, secmi_nn, sima"):
         ATTACKS.make("lira")
     with pytest.raises(UsageError, match="'steps' is not a parameter of attack 'pia'; its parameters are: timestep, p"):
         ATTACKS.make("pia", steps=3)

@@ -101,20 +101,22 @@ def test_threads_must_be_a_positive_count():
     assert result.exit_code == ExitCode.USAGE and "'--threads': 0 is not in the range" in result.output
 
 
-def test_shares_of_a_global_batch_draw_what_one_process_draws(digits):
+def test_shares_of_a_global_batch_draw_what_one_process_draws(digits, splits):
+    from diffusion.splits import ForgetSpec, ForgetTask
     from unlearn.losses import draw_timesteps_and_noise, relabel_target
     from unlearn.sharding import Shard
 
     from .conftest import tiny_model
 
     model = tiny_model()
+    task = ForgetTask.from_spec(digits, splits, ForgetSpec(classes=(0,)))  # relabels draw from classes 1-9
     batch = digits.select(list(range(0, 64, 2)))  # 32 images of every class
 
     def draws(shard: Shard):
         generator = torch.Generator().manual_seed(7)
         share = shard.of(batch)
         t, noise = draw_timesteps_and_noise(model, share, generator)
-        target = relabel_target(model, share, list(range(10)), generator)
+        target = relabel_target(model, share, task, generator)
         return share.ids, t, noise, target.target
 
     whole = draws(Shard())
