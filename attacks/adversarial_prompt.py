@@ -16,7 +16,6 @@ from numbers import Real
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
@@ -26,6 +25,7 @@ from diffusion.quality import per_class_noise_ids
 from diffusion.seeding import derive_seed
 from diffusion.text_model import TextDiffusionModel
 
+from .prompt_fit import fit_prompt
 from .regeneration import POSITIVE_INT, ResurrectionResult, judge_generated
 
 
@@ -105,28 +105,10 @@ def search_prompt(
     simplex = SimplexTokens(table, word_tokens(model.tokenizer), prefix_tokens, generator).to(probe.device)
     probe.unet.text_encoder.set_input_embeddings(simplex)
     slots = torch.arange(vocabulary, vocabulary + prefix_tokens)
-    prompt = torch.cat([concept[:1], slots, concept[1:-prefix_tokens]]).to(probe.device)
-    x0 = images.images.to(probe.device)
-
-    def loss_on(pick, t, noise) -> torch.Tensor:
-        return probe.denoising_loss(x0[pick], prompt.expand(len(pick), -1), t, noise).mean()
-
-    def draw(size: int):
-        pick = torch.randint(0, len(x0), (size,), generator=generator)
-        t = torch.randint(0, probe.num_train_timesteps, (size,), generator=generator)
-        return pick, t.to(probe.device), torch.randn((size, *x0.shape[1:]), generator=generator).to(probe.device)
-
-    check = draw(256)
-    with torch.no_grad():
-        before = loss_on(*check).item()
-    optimizer = torch.optim.AdamW([simplex.logits], lr=lr, weight_decay=weight_decay)
-    for _ in tqdm(range(steps), desc="adversarial prompt", disable=quiet, leave=False):
-        loss = loss_on(*draw(batch_size))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        after = loss_on(*check).item()
+    prompt = torch.cat([concept[:1], slots, concept[1:-prefix_tokens]])
+    before, after = fit_prompt(probe, images.images.to(probe.device), prompt,
+                               torch.optim.AdamW([simplex.logits], lr=lr, weight_decay=weight_decay), steps=steps,
+                               batch_size=batch_size, generator=generator, desc="adversarial prompt", quiet=quiet)
     found = torch.cat([concept[:1], simplex.tokens().cpu(), concept[1:-prefix_tokens]])
     text = model.tokenizer.decode(found, skip_special_tokens=True)
     record = {"prompt": text, "concept_prompt": concept_prompt, "prefix_tokens": prefix_tokens, "steps": steps,

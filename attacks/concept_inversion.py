@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from numbers import Real
 
 import torch
-from tqdm.auto import tqdm
 
 from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
@@ -23,6 +22,7 @@ from diffusion.seeding import derive_seed
 from diffusion.text_model import TextDiffusionModel
 
 from .inversion import ExtendedClassEmbedding
+from .prompt_fit import fit_prompt
 from .regeneration import POSITIVE_INT, ResurrectionResult, judge_generated
 
 
@@ -75,27 +75,9 @@ def fit_concept_token(
     rows = ExtendedClassEmbedding(table, 1).to(probe.device)
     probe.unet.text_encoder.set_input_embeddings(rows)
     prompt = word_prompt(probe, table.num_embeddings)
-    x0 = images.images[chosen].to(probe.device)
-
-    def loss_on(pick, t, noise) -> torch.Tensor:
-        return probe.denoising_loss(x0[pick], prompt.to(probe.device).expand(len(pick), -1), t, noise).mean()
-
-    def draw(size: int):
-        pick = torch.randint(0, len(x0), (size,), generator=generator)
-        t = torch.randint(0, probe.num_train_timesteps, (size,), generator=generator)
-        return pick, t.to(probe.device), torch.randn((size, *x0.shape[1:]), generator=generator).to(probe.device)
-
-    check = draw(256)
-    with torch.no_grad():
-        before = loss_on(*check).item()
-    optimizer = torch.optim.Adam([rows.new], lr=lr)
-    for _ in tqdm(range(steps), desc="concept inversion", disable=quiet, leave=False):
-        loss = loss_on(*draw(batch_size))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        after = loss_on(*check).item()
+    before, after = fit_prompt(probe, images.images[chosen].to(probe.device), prompt,
+                               torch.optim.Adam([rows.new], lr=lr), steps=steps, batch_size=batch_size,
+                               generator=generator, desc="concept inversion", quiet=quiet)
     record = {"fit_ids_used": images.ids[chosen].tolist(), "steps": steps, "lr": lr, "batch_size": batch_size,
               "fit_loss_before": before, "fit_loss_after": after}
     return InvertedToken(probe, prompt, record)
