@@ -48,8 +48,7 @@ from attacks.adversarial_prompt import adversarial_prompt_attack
 from attacks.concept_inversion import concept_inversion
 from attacks.prompt_regeneration import prompt_regeneration
 from audit.probe import AuditProbe, default_audit_config
-from diffusion.captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, captions
-from diffusion.concepts import captioned, concept_spec, task_for_model
+from diffusion.concepts import captioned, concept_spec, task_for_model, unused_wordings
 from diffusion.data import load_digits_dataset
 from diffusion.errors import UsageError
 from diffusion.io import write_json
@@ -96,12 +95,12 @@ def resurrection_probes(args, dataset, splits, spec, model, judge):
     accuracy): wordings the erasure never used, concept inversion and adversarial prompts, the last two fitted on
     held-out images of the digit (never trained on)."""
     digit = spec.classes[0]
-    unused = [p for p in captions(digit, TRAIN_TEMPLATES + HELDOUT_TEMPLATES) if p not in spec.concept]
     forget_pixels = dataset.select(spec.forget_ids(dataset.labels, splits))
     fit_images = captioned(dataset.select(spec.heldout_ids(dataset.labels, splits)), model, args.seed)
 
     def probe(current) -> dict:
-        regenerated = prompt_regeneration(current, judge, unused, digit, forget_pixels, seed=args.seed)
+        regenerated = prompt_regeneration(current, judge, unused_wordings(spec), digit, forget_pixels,
+                                          seed=args.seed)
         inverted = concept_inversion(current, judge, fit_images, digit, forget_pixels, seed=args.seed)
         adversarial = adversarial_prompt_attack(current, judge, fit_images, spec.concept[0], digit, forget_pixels,
                                                 seed=args.seed)

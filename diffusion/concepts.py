@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .captions import DIGIT_WORDS, TRAIN_TEMPLATES, captions
+from .captions import DIGIT_WORDS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, captions
 from .data import ImageDataset, LabeledImages
 from .errors import UsageError
 from .model import DiffusionModel
@@ -61,6 +61,12 @@ def concept_spec(prompts: Sequence[str], anchor: str = "", label: str = "",
 def _digits_named(prompt: str) -> set[int]:
     words = set(re.findall(r"[a-z0-9]+", prompt.lower()))
     return {d for d, word in enumerate(DIGIT_WORDS) if word in words or str(d) in words}
+
+
+def unused_wordings(spec: ForgetSpec) -> list[str]:
+    """Every caption wording (training and held-out) of the concept's digit that the erasure was not given: what a
+    regeneration probe asks for."""
+    return [p for p in captions(spec.classes[0], TRAIN_TEMPLATES + HELDOUT_TEMPLATES) if p not in spec.concept]
 
 
 def training_captions(labels: torch.Tensor, ids: torch.Tensor, model: TextDiffusionModel, seed: int) -> torch.Tensor:
