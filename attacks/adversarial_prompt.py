@@ -21,12 +21,11 @@ from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.judge import Judge
 from diffusion.params import Interval, validate_params
-from diffusion.quality import per_class_noise_ids
 from diffusion.seeding import derive_seed
 from diffusion.text_model import TextDiffusionModel
 
-from .prompt_fit import fit_prompt
-from .regeneration import POSITIVE_INT, ResurrectionResult, judge_generated
+from .prompt_fit import fit_prompt, frozen_copy_reading, judge_prompt
+from .regeneration import POSITIVE_INT, ResurrectionResult
 
 
 class SimplexTokens(nn.Module):
@@ -98,12 +97,9 @@ def search_prompt(
         raise UsageError(f"'{concept_prompt}' and {prefix_tokens} prefix tokens do not fit the tokenizer's "
                          f"{len(concept)} positions")
     generator = torch.Generator().manual_seed(derive_seed(seed, "adversarial-prompt"))
-    probe = model.copy()
-    probe.unet.requires_grad_(False).eval()
-    table = probe.unet.text_encoder.get_input_embeddings()
+    probe, table, simplex = frozen_copy_reading(
+        model, lambda table: SimplexTokens(table, word_tokens(model.tokenizer), prefix_tokens, generator))
     vocabulary = table.num_embeddings
-    simplex = SimplexTokens(table, word_tokens(model.tokenizer), prefix_tokens, generator).to(probe.device)
-    probe.unet.text_encoder.set_input_embeddings(simplex)
     slots = torch.arange(vocabulary, vocabulary + prefix_tokens)
     prompt = torch.cat([concept[:1], slots, concept[1:-prefix_tokens]])
     before, after = fit_prompt(probe, images.images.to(probe.device), prompt,
@@ -133,10 +129,7 @@ def adversarial_prompt_attack(
     """Search a prompt (:func:`search_prompt`), generate ``per_class`` images with it on ``model`` itself (the
     noises of the class's evaluation samples) and judge them as ``concept_class``."""
     found = search_prompt(model, images, concept_prompt, seed=seed, quiet=quiet, **search_options)
-    noise_ids = per_class_noise_ids([concept_class], per_class)
-    generated = model.sample(found.tokens.expand(per_class, -1), seed=seed, ids=noise_ids, steps=sample_steps)
-    target = torch.full((per_class,), concept_class)
-    metrics = judge_generated(judge, generated, target, forget_pixels)
-    metrics.update(classes=[concept_class], per_class_images=per_class, **found.record,
-                   sampler=f"ddim-{sample_steps}", seed=seed)
+    generated, target, metrics = judge_prompt(model, found.tokens, judge, concept_class, forget_pixels, seed=seed,
+                                              per_class=per_class, sample_steps=sample_steps)
+    metrics.update(found.record)
     return ResurrectionResult("adversarial_prompt", generated, target, metrics)

@@ -17,13 +17,12 @@ from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.judge import Judge
 from diffusion.params import Interval, validate_params
-from diffusion.quality import per_class_noise_ids
 from diffusion.seeding import derive_seed
 from diffusion.text_model import TextDiffusionModel
 
 from .inversion import ExtendedClassEmbedding
-from .prompt_fit import fit_prompt
-from .regeneration import POSITIVE_INT, ResurrectionResult, judge_generated
+from .prompt_fit import fit_prompt, frozen_copy_reading, judge_prompt
+from .regeneration import POSITIVE_INT, ResurrectionResult
 
 
 @dataclass
@@ -69,11 +68,7 @@ def fit_concept_token(
         raise UsageError("concept inversion needs images of the concept; got none")
     generator = torch.Generator().manual_seed(derive_seed(seed, "concept-inversion"))
     chosen = torch.randperm(len(images), generator=generator)[:num_images]
-    probe = model.copy()
-    probe.unet.requires_grad_(False).eval()
-    table = probe.unet.text_encoder.get_input_embeddings()
-    rows = ExtendedClassEmbedding(table, 1).to(probe.device)
-    probe.unet.text_encoder.set_input_embeddings(rows)
+    probe, table, rows = frozen_copy_reading(model, lambda table: ExtendedClassEmbedding(table, 1))
     prompt = word_prompt(probe, table.num_embeddings)
     before, after = fit_prompt(probe, images.images[chosen].to(probe.device), prompt,
                                torch.optim.Adam([rows.new], lr=lr), steps=steps, batch_size=batch_size,
@@ -100,10 +95,7 @@ def concept_inversion(
     the one-word prompt (the noises of the class's evaluation samples), and judge them as ``concept_class``
     (nearest distances to ``forget_pixels``, the erased images in pixels)."""
     fitted = fit_concept_token(model, fit_images, seed=seed, quiet=quiet, **fit_options)
-    noise_ids = per_class_noise_ids([concept_class], per_class)
-    images = fitted.model.sample(fitted.prompt.expand(per_class, -1), seed=seed, ids=noise_ids, steps=sample_steps)
-    target = torch.full((per_class,), concept_class)
-    metrics = judge_generated(judge, images, target, forget_pixels)
-    metrics.update(classes=[concept_class], per_class_images=per_class, prompt="<learned word>", **fitted.record,
-                   sampler=f"ddim-{sample_steps}", seed=seed)
+    images, target, metrics = judge_prompt(fitted.model, fitted.prompt, judge, concept_class, forget_pixels,
+                                           seed=seed, per_class=per_class, sample_steps=sample_steps)
+    metrics.update(prompt="<learned word>", **fitted.record)
     return ResurrectionResult("concept_inversion", images, target, metrics)

@@ -1,12 +1,18 @@
-"""The fitting loop shared by the attacks that learn a text model's input on images of a concept (a new word, an
-adversarial prompt): the frozen model's DDPM loss under one prompt, minimised over what the optimizer holds."""
+"""What the attacks that learn a text model's input on images of a concept (a new word, an adversarial prompt) share:
+a frozen copy reading its token embeddings from the attack's module, the fitting loop (the frozen model's DDPM loss
+under one prompt, minimised over what the optimizer holds), and the judging of what the found prompt generates."""
 
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
 
+from diffusion.data import LabeledImages
+from diffusion.judge import Judge
+from diffusion.quality import per_class_noise_ids
 from diffusion.text_model import TextDiffusionModel
+
+from .regeneration import judge_generated
 
 
 def fit_prompt(
@@ -45,3 +51,31 @@ def fit_prompt(
     with torch.no_grad():
         after = loss_on(*check).item()
     return before, after
+
+
+def frozen_copy_reading(model: TextDiffusionModel, make_table) -> tuple[TextDiffusionModel, torch.nn.Embedding,
+                                                                        torch.nn.Module]:
+    """A copy of ``model`` with every weight frozen whose text encoder reads its token embeddings from
+    ``make_table(original table)`` (a module with the attack's trainable rows); returns (copy, original table,
+    new module). ``model`` is never changed."""
+    probe = model.copy()
+    probe.unet.requires_grad_(False).eval()
+    table = probe.unet.text_encoder.get_input_embeddings()
+    reading = make_table(table).to(probe.device)
+    probe.unet.text_encoder.set_input_embeddings(reading)
+    return probe, table, reading
+
+
+def judge_prompt(
+    model: TextDiffusionModel, tokens: torch.Tensor, judge: Judge, concept_class: int, forget_pixels: LabeledImages,
+    *, seed: int, per_class: int, sample_steps: int,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``per_class`` images of ``model`` under the token ids ``tokens`` (L,), from the noises of the class's
+    evaluation samples, judged as ``concept_class`` (:func:`~attacks.regeneration.judge_generated`): (images,
+    targets, metrics with the sampling settings)."""
+    noise_ids = per_class_noise_ids([concept_class], per_class)
+    images = model.sample(tokens.expand(per_class, -1), seed=seed, ids=noise_ids, steps=sample_steps)
+    target = torch.full((per_class,), concept_class)
+    metrics = judge_generated(judge, images, target, forget_pixels)
+    metrics.update(classes=[concept_class], per_class_images=per_class, sampler=f"ddim-{sample_steps}", seed=seed)
+    return images, target, metrics
