@@ -110,9 +110,11 @@ class ForgetSpec:
         return data
 
     def describe(self) -> str:
-        parts = [f"concept '{self.concept[0]}'" + (f" (+{len(self.concept) - 1} prompts)" if self.concept[1:] else "")
-                 ] if self.concept else []
-        if self.classes and not self.concept:
+        parts = []
+        if self.concept:  # a text model's concept names its class
+            more = f" (+{len(self.concept) - 1} prompts)" if len(self.concept) > 1 else ""
+            parts.append(f"concept '{self.concept[0]}'{more}")
+        elif self.classes:
             parts.append("class " + ", ".join(map(str, self.classes)))
         if self.sample_ids:
             parts.append(f"{len(self.sample_ids)} member sample(s)")
