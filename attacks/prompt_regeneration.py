@@ -31,8 +31,9 @@ def prompt_regeneration(
     per_prompt: int = 25,
     sample_steps: int = 50,
 ) -> ResurrectionResult:
-    """``per_prompt`` images for each of ``prompts`` (the class's evaluation noises), judged as ``concept_class``;
-    the metrics add each prompt's judged accuracy and the prompt that brings the concept back most."""
+    """``per_prompt`` images for each of ``prompts`` (the class's evaluation noises), judged as ``concept_class``:
+    images (len(prompts) * per_prompt, C, H, W) in prompt order; the metrics add the prompts, each prompt's judged
+    accuracy and the prompt that brings the concept back most."""
     prompts = [str(p) for p in prompts]
     if not prompts:
         raise UsageError("prompt regeneration needs at least one prompt")
@@ -44,7 +45,8 @@ def prompt_regeneration(
     correct = (judge.probabilities(images).argmax(1) == target).double().view(len(prompts), per_prompt).mean(1)
     per_prompt_accuracy = dict(zip(prompts, correct.tolist()))
     best = max(per_prompt_accuracy, key=per_prompt_accuracy.get)
-    metrics.update(classes=[concept_class], per_prompt_images=per_prompt, per_prompt_accuracy=per_prompt_accuracy,
+    metrics.update(classes=[concept_class], prompts=prompts, per_prompt_images=per_prompt,
+                   per_prompt_accuracy=per_prompt_accuracy,
                    best_prompt=best, best_prompt_accuracy=per_prompt_accuracy[best],
                    sampler=f"ddim-{sample_steps}", seed=seed)
     return ResurrectionResult("prompt_regeneration", images, target, metrics)

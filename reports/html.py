@@ -62,6 +62,9 @@ _EXPOSED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "sample_id": int, "label": int, "attack": str, "conditioning": str, "z": _NUMBER, "p_value": _NUMBER,
 }
 _POWER_FIELDS: dict[str, type | tuple[type, ...]] = {"statement": str, "has_power": bool, "samples_needed": _COUNT}
+_PROMPT_ROW_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "source": str, "prompt": str, "judge_accuracy": _NUMBER, "same_for_every_model": bool, "image": str,
+}
 
 
 def _is_number(value: Any) -> bool:
@@ -223,6 +226,7 @@ def _check_sections(results: dict, source: str) -> None:
         _check_type(curve, dict, f"resurrection.{role}.relearning", source)
         for axis in ("checkpoints", "judge_accuracy"):
             _check_numbers(curve.get(axis), f"resurrection.{role}.relearning.{axis}", source)
+    _check_prompt_grids(results["resurrection"], source)
     _check_fields(results["power"], _POWER_FIELDS, "power", source)
     _check_type(results["environment"].get("packages"), dict, "environment.packages", source)
     _check_numbers(results["forget_spec"].get("classes"), "forget_spec.classes", source)
@@ -230,6 +234,19 @@ def _check_sections(results: dict, source: str) -> None:
     _check_type(curves, dict, "unlearning.curves", source)
     for name, values in curves.items():
         _check_numbers(values, f"unlearning.curves.{short_repr(name)}", source)
+
+
+def _check_prompt_grids(resurrection: dict, source: str) -> None:
+    """A text model's prompt -> samples rows: the same number of rows for every model, each with its fields."""
+    grids = {role: probes["prompt_grid"] for role, probes in resurrection.items() if "prompt_grid" in probes}
+    lengths = set()
+    for role, grid in grids.items():
+        _check_type(grid, list, f"resurrection.{role}.prompt_grid", source)
+        for i, row in enumerate(grid):
+            _check_fields(row, _PROMPT_ROW_FIELDS, f"resurrection.{role}.prompt_grid[{i}]", source)
+        lengths.add(len(grid))
+    _require(len(lengths) <= 1 and (not grids or len(grids) == len(resurrection)), source,
+             "key 'resurrection.*.prompt_grid' must hold the same rows for every model")
 
 
 def _check_version(version: Any, source: str) -> None:

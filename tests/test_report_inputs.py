@@ -229,6 +229,29 @@ def test_documents_missing_what_the_page_needs(tmp_path, change, problem):
     _refused(_report(_write_run(tmp_path, results)), "results.json", problem)
 
 
+def _prompt_grids(results: dict) -> dict:
+    """A text model's resurrection section: one relearning curve and two prompt -> samples rows per model."""
+    rows = [{"source": "prompt given to the erasure", "prompt": "three <i>", "judge_accuracy": 0.5,
+             "same_for_every_model": True, "image": "prompt_0"},
+            {"source": "adversarial prompt", "prompt": "g three", "judge_accuracy": 0.25,
+             "same_for_every_model": False, "image": "prompt_1"}]
+    results["resurrection"] = {role: {"relearning": {"checkpoints": [0], "judge_accuracy": [0.0]},
+                                      "prompt_grid": [dict(row) for row in rows]} for role in ROLES}
+    return results["resurrection"]
+
+
+def test_a_text_models_prompt_grid_renders_and_must_match_between_models(tmp_path):
+    results = _document()
+    _prompt_grids(results)
+    assert _report(_write_run(tmp_path / "ok", results)).exit_code == 0
+    html = (tmp_path / "ok" / "report.html").read_text()
+    assert 'id="prompts"' in html and "three &lt;i&gt;" in html and "judged 25.0%" in html
+    _prompt_grids(results)["reference_2"]["prompt_grid"].pop()
+    _refused(_report(_write_run(tmp_path / "short", results)), "prompt_grid' must hold the same rows")
+    _prompt_grids(results)["unlearned"]["prompt_grid"][1]["judge_accuracy"] = "high"
+    _refused(_report(_write_run(tmp_path / "text", results)), "unlearned.prompt_grid[1].judge_accuracy' must be")
+
+
 def test_schema_1_documents_are_refused_with_a_pointer_to_the_audit(tmp_path):
     results = _document()
     results["schema_version"] = 1

@@ -343,12 +343,22 @@ def test_tiny_stable_diffusion_with_a_vae_is_audited_end_to_end(tmp_path, digits
     assert results["forget_spec"]["concept"] == ["three <b>"] and results["forget_spec"]["classes"] == [3]
     assert set(results["membership"]["attacks"]) == {"loss", "secmi", "pia", "pian", "sima", "clid"}
     probes = results["resurrection"]["unlearned"]
-    assert set(probes) == {"regeneration", "inversion", "adversarial_prompt", "relearning"}
+    assert set(probes) == {"regeneration", "inversion", "adversarial_prompt", "relearning", "prompt_grid"}
     assert "three" in probes["adversarial_prompt"]["prompt"]
     assert {c["name"] for c in results["checks"]} >= {"resurrection", "adversarial_prompt", "relearning"}
+    # prompt -> samples: the given prompt, the 8 unused wordings, the learned word, the adversarial prompt
+    grids = {role: p["prompt_grid"] for role, p in results["resurrection"].items()}
+    assert set(grids) == {"original", "unlearned", "reference_1", "reference_2"}
+    rows = grids["unlearned"]
+    assert [r["prompt"] for r in rows[:2]] == ["three <b>", "a handwritten digit three"] and len(rows) == 11
+    assert rows[-1]["prompt"] == probes["adversarial_prompt"]["prompt"] and not rows[-1]["same_for_every_model"]
+    assert all([r["prompt"] for r in g[:-2]] == [r["prompt"] for r in rows[:-2]] for g in grids.values())
+    assert rows[1]["judge_accuracy"] == probes["regeneration"]["per_prompt_accuracy"]["a handwritten digit three"]
     report = (out / "report.html").read_text()
     assert "adversarial prompt" in report and "three &lt;b&gt;" in report and "three <b>" not in report
-    assert (out / "images" / "unlearned_adversarial.png").is_file()
+    prompts_section = report[report.index('<section id="prompts">'):]
+    assert prompts_section[:prompts_section.index("</section>")].count("<img") == 11 * 4
+    assert (out / "images" / f"unlearned_prompt_{len(rows) - 1}.png").is_file()
 
 
 def test_gradient_checkpointing_and_bfloat16_keep_the_steps(digits, splits):
