@@ -246,13 +246,20 @@ class DiffusionModel:
         return [p for p in self.unet.parameters() if p.requires_grad]
 
     def fingerprint(self) -> str:
-        """SHA-256 over the UNet's parameters and buffers (names, shapes and values)."""
+        """SHA-256 over what the model's outputs depend on (:meth:`_identity`): each tensor's name, shape and values,
+        by name, then the other settings' bytes."""
+        state, settings = self._identity()
         digest = hashlib.sha256()
-        for name, tensor in sorted(self.unet.state_dict().items()):
+        for name, tensor in sorted(state.items()):
             digest.update(name.encode())
             digest.update(str(tuple(tensor.shape)).encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(settings)
         return digest.hexdigest()
+
+    def _identity(self) -> tuple[dict[str, torch.Tensor], bytes]:
+        """The tensors and other settings the fingerprint covers: the UNet's parameters and buffers."""
+        return self.unet.state_dict(), b""
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> None:
         """Write a diffusers ``DDPMPipeline`` folder (safetensors) and ``erasediff.json`` with ``metadata``."""

@@ -233,6 +233,15 @@ class TextDiffusionModel(DiffusionModel):
         twin.scheduler = copy.deepcopy(self.scheduler)
         return twin
 
+    def _identity(self) -> tuple[dict[str, torch.Tensor], bytes]:
+        """What turns a prompt into an image: the UNet and text encoder (``self.unet`` holds both), the VAE when there
+        is one, and the tokenizer's vocabulary, merges and length."""
+        state, _ = super()._identity()
+        if self.vae is not None:
+            state.update({f"vae.{name}": tensor for name, tensor in self.vae.state_dict().items()})
+        bpe = json.loads(self.tokenizer.backend_tokenizer.to_str())["model"]
+        return state, json.dumps([bpe, self.tokenizer.model_max_length], sort_keys=True).encode()
+
     def save(self, directory: str | Path, metadata: dict | None = None) -> None:
         """Write a diffusers ``StableDiffusionPipeline`` folder (safetensors, no safety checker) and
         ``erasediff.json`` with ``metadata``."""

@@ -221,6 +221,13 @@ def test_tiny_stable_diffusion_with_a_vae_saves_loads_samples_and_unlearns(tmp_p
     assert loaded.fingerprint() == model.fingerprint()
     images = loaded.sample(["digit 3", "digit 4"], seed=0, steps=2)
     assert images.shape == (2, 3, 16, 16) and images.abs().max() <= 1
+    # the fingerprint covers what turns a prompt into an image: the VAE and the tokenizer too
+    other_vae = loaded.copy()
+    other_vae.vae = tiny_text_model(seed=1, vae=True).vae
+    other_tokenizer = loaded.copy()
+    other_tokenizer.tokenizer = build_tokenizer(ALL_CAPTIONS + ["zebra"])
+    fingerprints = {m.fingerprint() for m in (loaded, other_vae, other_tokenizer)}
+    assert len(fingerprints) == 3 and torch.equal(loaded.unet.unet.conv_in.weight, other_vae.unet.unet.conv_in.weight)
     task = text_task(rgb16(digits), splits, concept_spec(["three"]), loaded)
     assert task.forget.images.shape[1:] == (4, 8, 8)  # the diffusion's data are the VAE's latents
     for name in ("erasediff", "esd_x"):
