@@ -15,6 +15,7 @@ from numbers import Real
 import numpy as np
 import torch
 
+from diffusion.captions import ClassCaptions
 from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
@@ -175,8 +176,10 @@ def extract_training_data(
     alpha: float = DEFAULT_ALPHA,
     max_distance: float | None = None,
     steps: int = 50,
+    wordings: ClassCaptions | None = None,
 ) -> ExtractionResult:
-    """Generate ``per_class`` DDIM images per targeted class and match them to ``training``.
+    """Generate ``per_class`` DDIM images per targeted class and match them to ``training`` (a text model is
+    asked for each class in the data's ``wordings``).
 
     ``classes`` None means every class of a class-conditional model, or ``per_class`` images from an
     unconditional one. The defaults (alpha 0.15, n 50) are fitted to 8x8 digits, where Carlini et al.'s alpha 0.5
@@ -185,14 +188,14 @@ def extract_training_data(
     validate_params({"per_class": POSITIVE_INT, "steps": POSITIVE_INT}, {"per_class": per_class, "steps": steps},
                     "extract_training_data")
     if classes is not None:
-        classes = check_class_ids(model, classes, "extraction for given classes")
+        classes = check_class_ids(model, classes, "extraction for given classes", wordings)
     elif model.num_classes is not None:
         classes = list(range(model.num_classes))
     if classes is None:
         generated = model.sample(None, seed=seed, num=per_class, steps=steps)
         labels = None
     else:
-        generated, labels = generate_per_class(model, classes, per_class, seed=seed, steps=steps)
+        generated, labels = generate_per_class(model, classes, per_class, seed=seed, steps=steps, wordings=wordings)
     return match_to_training(
         generated,
         training,

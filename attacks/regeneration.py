@@ -13,7 +13,7 @@ from numbers import Integral
 
 import torch
 
-from diffusion.captions import DIGIT_WORDS
+from diffusion.captions import ClassCaptions
 from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.judge import Judge
@@ -75,22 +75,27 @@ def judge_generated(judge: Judge, images: torch.Tensor, target_classes: torch.Te
     return {**_summary(probs, target_classes, nearest), "per_class": per_class}
 
 
-def check_class_ids(model: DiffusionModel, classes: Sequence[int], what: str) -> list[int]:
+def check_class_ids(model: DiffusionModel, classes: Sequence[int], what: str,
+                    wordings: ClassCaptions | None = None) -> list[int]:
     """The class ids as ints; raise :class:`UsageError` for an unconditional model, a bad id or no id (a text
-    model's classes are the digits its captions name)."""
-    num_classes = len(DIGIT_WORDS) if model.conditioning == "text" else model.require_class_conditioning(what)
+    model's classes are those its data's ``wordings`` name)."""
+    if model.conditioning == "text":
+        num_classes = wordings.num_classes if wordings is not None else None  # generating asks for the wordings
+    else:
+        num_classes = model.require_class_conditioning(what)
     classes = [int(c) for c in classes]
     if not classes:
         raise UsageError(f"{what} needs at least one class id")
     for c in classes:
-        if not 0 <= c < num_classes:
+        if num_classes is not None and not 0 <= c < num_classes:
             raise UsageError(f"class {c} is out of range; expected a class id in 0..{num_classes - 1}")
     return classes
 
 
-def check_erased_classes(model: DiffusionModel, forget: LabeledImages, classes: Sequence[int], what: str) -> list[int]:
+def check_erased_classes(model: DiffusionModel, forget: LabeledImages, classes: Sequence[int], what: str,
+                         wordings: ClassCaptions | None = None) -> list[int]:
     """:func:`check_class_ids`, and the forget set must not be empty."""
-    classes = check_class_ids(model, classes, what)
+    classes = check_class_ids(model, classes, what, wordings)
     if len(forget) == 0:
         raise UsageError(f"{what} got an empty forget set; give the erased images")
     return classes

@@ -16,6 +16,7 @@ from numbers import Integral, Real
 import torch
 from tqdm.auto import tqdm
 
+from diffusion.captions import ClassCaptions
 from diffusion.data import LabeledImages
 from diffusion.errors import UsageError
 from diffusion.judge import Judge
@@ -69,10 +70,11 @@ def relearning_curve(
     sample_steps: int = 20,
     seed: int = 0,
     quiet: bool = True,
+    wordings: ClassCaptions | None = None,
 ) -> RelearningCurve:
     """Fine-tune a copy of ``model`` (every trainable weight, AdamW) with the DDPM loss on ``images`` of the
     erased ``classes`` under their own labels (a text model: under their captions), and judge ``per_class`` DDIM
-    samples per class at each checkpoint.
+    samples per class at each checkpoint (a text model is asked for each class in the data's ``wordings``).
 
     ``lr`` 1e-4 (EraseDiff's and fine-tuning's rate) keeps learning from scratch slow enough to see: on the 8x8
     digits reference (class 0, 8 images) the original stays at 100% while a model retrained without the class
@@ -83,7 +85,7 @@ def relearning_curve(
     the erased classes kept aside). Timesteps, noises and batches derive from ``seed``, so every model is
     fine-tuned on the same sequence and sampled from the same noises. The model passed in is never changed.
     """
-    classes = check_erased_classes(model, images, classes, "the relearning probe")
+    classes = check_erased_classes(model, images, classes, "the relearning probe", wordings)
     given = {"checkpoints": list(checkpoints), "lr": lr, "batch_size": batch_size, "per_class": per_class,
              "sample_steps": sample_steps}
     validate_params({"checkpoints": [SequenceOf(Interval(Integral, 0, None))], "lr": [Interval(Real, 0, None,
@@ -110,7 +112,8 @@ def relearning_curve(
             loss.backward()
             optimizer.step()
             step += 1
-        generated, wanted = generate_per_class(probe, classes, per_class, seed=seed, steps=sample_steps)
+        generated, wanted = generate_per_class(probe, classes, per_class, seed=seed, steps=sample_steps,
+                                               wordings=wordings)
         accuracy.append(float(judged_correct(judge.probabilities(generated), wanted).mean()))
     params = {"classes": classes, "lr": lr, "batch_size": batch_size, "per_class": per_class,
               "sampler": f"ddim-{sample_steps}", "seed": seed}

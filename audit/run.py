@@ -27,6 +27,7 @@ from attacks.prompt_regeneration import prompt_regeneration
 from attacks.regeneration import ResurrectionResult, conditional_regeneration
 from attacks.relearning import relearning_curve
 from diffusion.cache import cache_entry, load_or_build_model
+from diffusion.captions import ClassCaptions
 from diffusion.concepts import concept_spec, model_view, task_for_model, unused_wordings
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info, use_threads
@@ -86,10 +87,10 @@ class AuditSubjects:
     calibration: CalibrationSet | None
 
 
-def _forget_spec(config: AuditConfig) -> ForgetSpec:
+def _forget_spec(config: AuditConfig, wordings: ClassCaptions) -> ForgetSpec:
     sample_ids = read_sample_ids(config.forget_ids) if config.forget_ids else ()
     if config.forget_concept:
-        return concept_spec(config.forget_concept, config.anchor or "", config.forget_label, sample_ids)
+        return concept_spec(config.forget_concept, wordings, config.anchor or "", config.forget_label, sample_ids)
     return ForgetSpec(classes=tuple(config.forget_classes), sample_ids=sample_ids, label=config.forget_label)
 
 
@@ -134,7 +135,7 @@ def _forget_task(
     or, before the built-in reference is trained, an untrained model of its architecture standing in for it."""
     dataset = load_data_for_model(config.data, original) if original is not None else load_dataset(config.data)
     splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
-    spec = _forget_spec(config)
+    spec = _forget_spec(config, dataset.class_wordings)
     stand_in = original or untrained_model(dataset, recipe, device="cpu")
     return dataset, splits, spec, task_for_model(dataset, splits, spec, stand_in, config.seed), stand_in
 
@@ -253,7 +254,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     for role, model in {"original": stand_in, **given}.items():
         _check_model(role, model, paths[role] if role in given else None, task, (dataset, splits), config, attacks)
     sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config,
-                                                       model_view(stand_in, config.seed))
+                                                       model_view(stand_in, dataset.class_wordings, config.seed))
     if calibration is None and any(attack.needs_fit for attack in attacks):
         needing = ", ".join(attack.name for attack in attacks if attack.needs_fit)
         raise UsageError(f"attack(s) {needing} learn from a calibration set; set calibration_images > 0")
@@ -315,15 +316,16 @@ def _generation(
     forget_ids = set(subjects.task.forget.ids.tolist())
     forget_pixels = subjects.dataset.select(subjects.task.forget.ids)  # class labels, pixels (for a VAE model too)
     target_classes = list(classes) if classes else sorted(set(forget_pixels.labels.tolist()))
+    wordings = subjects.dataset.class_wordings
     for role, model in subjects.models.items():
         utility[role] = evaluate_generation(model, subjects.judge, subjects.dataset, forget_classes=classes,
                                             per_class=config.eval_samples_per_class, seed=config.seed,
                                             steps=config.eval_steps)
         for kind, show in {"forgotten": target_classes, "retained": retained_show}.items():
-            grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps)
+            grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps, wordings=wordings)
             images[f"{role}_{kind}"] = save_grid(grid, images_dir / f"{role}_{kind}.png", columns=8).name
         found = extract_training_data(model, train_set, target_classes, per_class=config.extraction_samples_per_class,
-                                      seed=config.seed, steps=config.eval_steps)
+                                      seed=config.seed, steps=config.eval_steps, wordings=wordings)
         extraction[role] = found.to_dict()
         extraction[role]["num_forget_extracted"] = len(forget_ids & set(found.extracted_training_ids))
         at_paper = extraction[role]["at_paper_alpha"]
@@ -358,24 +360,24 @@ def _generation(
 def _concept_resurrection(
     model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig, forget_pixels: LabeledImages
 ) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The resurrection probes of a text model (attacks/): every caption wording of the concept's digit not given
+    """The resurrection probes of a text model (attacks/): every caption wording of the concept's class not given
     to the erasure (``regeneration``), a word learned by concept inversion (``inversion``), an adversarial prompt
     (``adversarial_prompt``) and relearning, the last three fitted on the held-out images kept aside; with the
     report's prompt -> samples rows (``prompt_grid``) and their images, keyed ``prompt_<row>``."""
     spec, judge, fit = subjects.spec, subjects.judge, subjects.inversion_images
-    digit = spec.classes[0]
+    concept, wordings = spec.classes[0], subjects.dataset.class_wordings
     common = {"seed": config.seed, "sample_steps": config.eval_steps}
-    given = prompt_regeneration(model, judge, spec.concept, digit, forget_pixels, seed=config.seed,
+    given = prompt_regeneration(model, judge, spec.concept, concept, forget_pixels, seed=config.seed,
                                 per_prompt=PROMPT_GRID_IMAGES, sample_steps=config.eval_steps)
-    regenerated = prompt_regeneration(model, judge, unused_wordings(spec), digit, forget_pixels, seed=config.seed,
-                                      per_prompt=max(1, config.eval_samples_per_class // 5),
+    regenerated = prompt_regeneration(model, judge, unused_wordings(spec, wordings), concept, forget_pixels,
+                                      seed=config.seed, per_prompt=max(1, config.eval_samples_per_class // 5),
                                       sample_steps=config.eval_steps)
-    inverted = concept_inversion(model, judge, fit, digit, forget_pixels, per_class=config.eval_samples_per_class,
+    inverted = concept_inversion(model, judge, fit, concept, forget_pixels, per_class=config.eval_samples_per_class,
                                  quiet=config.quiet, **common)
-    adversarial = adversarial_prompt_attack(model, judge, fit, spec.concept[0], digit, forget_pixels,
+    adversarial = adversarial_prompt_attack(model, judge, fit, spec.concept[0], concept, forget_pixels,
                                             per_class=config.eval_samples_per_class, quiet=config.quiet, **common)
     relearned = relearning_curve(model, judge, fit, spec.classes, per_class=config.eval_samples_per_class,
-                                 quiet=config.quiet, **common)
+                                 quiet=config.quiet, wordings=wordings, **common)
     grid, images = _prompt_grid(given, regenerated, inverted, adversarial)
     probes = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict(),
               "adversarial_prompt": adversarial.to_dict(), "relearning": relearned.to_dict(), "prompt_grid": grid}

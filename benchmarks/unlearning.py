@@ -64,9 +64,9 @@ FORGOTTEN_BAR = 0.10  # "forgotten": the judge recognises at most this share of 
 GOALS = ("certified", "unrefuted", "clean")  # see the module docstring
 
 
-def forgetting_probe(current, classes, judge, seed: int, step: int, seconds: float) -> dict:
+def forgetting_probe(current, classes, judge, dataset, seed: int, step: int, seconds: float) -> dict:
     """Judged accuracy of 50 samples per forgotten class (the same noise at every probe), at ``step``."""
-    images, labels = generate_per_class(current, classes, 50, seed=seed)
+    images, labels = generate_per_class(current, classes, 50, seed=seed, wordings=dataset.class_wordings)
     accuracy = judged_correct(judge.probabilities(images), labels).mean().item()
     return {"step": step, "seconds": seconds, "forgotten_accuracy": accuracy}
 
@@ -94,12 +94,12 @@ def resurrection_probes(args, dataset, splits, spec, model, judge):
     """A function of a text model giving what each resurrection attack on the erased digit brings back (judged
     accuracy): wordings the erasure never used, concept inversion and adversarial prompts, the last two fitted on
     held-out images of the digit (never trained on)."""
-    digit = spec.classes[0]
+    digit, wordings = spec.classes[0], dataset.class_wordings
     forget_pixels = dataset.select(spec.forget_ids(dataset.labels, splits))
-    fit_images = captioned(dataset.select(spec.heldout_ids(dataset.labels, splits)), model, args.seed)
+    fit_images = captioned(dataset.select(spec.heldout_ids(dataset.labels, splits)), model, wordings, args.seed)
 
     def probe(current) -> dict:
-        regenerated = prompt_regeneration(current, judge, unused_wordings(spec), digit, forget_pixels,
+        regenerated = prompt_regeneration(current, judge, unused_wordings(spec, wordings), digit, forget_pixels,
                                           seed=args.seed)
         inverted = concept_inversion(current, judge, fit_images, digit, forget_pixels, seed=args.seed)
         adversarial = adversarial_prompt_attack(current, judge, fit_images, spec.concept[0], digit, forget_pixels,
@@ -123,7 +123,7 @@ def print_resurrection_table(rows: list[dict]) -> None:
 
 def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
     if args.forget_concept:
-        spec = concept_spec(args.forget_concept, args.anchor)
+        spec = concept_spec(args.forget_concept, dataset.class_wordings, args.anchor)
     else:
         spec = ForgetSpec(classes=tuple(args.forget_class))
     task = task_for_model(dataset, splits, spec, model, args.seed)
@@ -139,7 +139,7 @@ def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
         probes = []
 
         def probe(step, current, seconds, probes=probes):
-            probes.append(forgetting_probe(current, spec.classes, judge, args.seed, step, seconds))
+            probes.append(forgetting_probe(current, spec.classes, judge, dataset, args.seed, step, seconds))
 
         result = METHODS.make(name).unlearn(model, task, seed=args.seed, quiet=args.quiet, callback=probe,
                                               callback_every=args.probe_every)
@@ -219,7 +219,7 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
 
         def callback(step, current, seconds, probes=probes, forgetting=forgetting, schedule=schedule, name=name):
             if classes and step % args.probe_every == 0:
-                forgetting.append(forgetting_probe(current, classes, judge, args.seed, step, seconds))
+                forgetting.append(forgetting_probe(current, classes, judge, dataset, args.seed, step, seconds))
             if step in schedule:
                 probes.append(audited(step, current, seconds))
                 print(f"  {name} step {step}: {seconds:.1f} s, internal AUC {probes[-1]['internal_auc']:.3f}, "

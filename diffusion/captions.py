@@ -1,20 +1,24 @@
-"""Captions for the bundled digits and the tokenizer the project builds for them (nothing downloaded).
+"""Captions of a labelled image dataset and the tokenizer the project builds for them (nothing downloaded).
 
-A text-to-image model of the digits is trained on several paraphrases per class and judged on paraphrases it never
-saw, so that erasing "three" is tested on wordings the erasure did not use either. The tokenizer is a CLIP BPE
-tokenizer (``transformers.CLIPTokenizer``, the class Stable Diffusion's folders hold) whose vocabulary makes every
-word of the captions one token; any other text falls back to single characters. It is saved and loaded like SD's.
+A text-to-image model is trained on several wordings per class and judged on wordings it never saw, so that erasing
+"three" is tested on wordings the erasure did not use either. The bundled digits (and a folder of them, classes
+named by the numerals 0..9) are captioned by digit name and numeral ("a handwritten digit three", "the number 3");
+any other folder by its class names ("a photo of a golden retriever"). The tokenizer is a CLIP BPE tokenizer
+(``transformers.CLIPTokenizer``, the class Stable Diffusion's folders hold) whose vocabulary makes every word of the
+captions one token; any other text falls back to single characters. It is saved and loaded like SD's.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import CLIPTokenizer
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-# {word}: the digit's name; {digit}: the numeral. Training and held-out wordings share no template.
+# {word}: the class's name; {digit}: the numeral. Training and held-out wordings share no template.
 TRAIN_TEMPLATES = (
     "a handwritten digit {word}",
     "the number {digit}",
@@ -27,16 +31,73 @@ HELDOUT_TEMPLATES = (
     "digit {digit}",
     "a scan of the number {word}",
 )
+# the wordings of a class known by its name only (a folder's class names)
+NAMED_TRAIN_TEMPLATES = (
+    "a photo of a {word}",
+    "{word}",
+    "an image showing a {word}",
+    "a picture of the {word}",
+    "the {word} seen clearly",
+)
+NAMED_HELDOUT_TEMPLATES = (
+    "a close up of a {word}",
+    "a snapshot of the {word}",
+    "{word} in a photograph",
+)
 START, END = "<|startoftext|>", "<|endoftext|>"
 CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
 MAX_TOKENS = 16  # the longest caption has 8 words: room for paraphrases and attack tokens
 
 
-def captions(label: int, templates: Sequence[str] = TRAIN_TEMPLATES) -> list[str]:
-    """Every wording of ``templates`` for the digit ``label`` (0-9)."""
-    if not 0 <= label < len(DIGIT_WORDS):
-        raise ValueError(f"digit label must be in 0..9; got {label}")
-    return [t.format(word=DIGIT_WORDS[label], digit=label) for t in templates]
+@dataclass(frozen=True)
+class ClassCaptions:
+    """How captions word the classes of a dataset.
+
+    Attributes:
+        names: per class id, the names a prompt may call it by; the first fills a template's ``{word}``, the last
+            its ``{digit}`` ("three" and "3" for a digit, the class name alone otherwise).
+        train_templates: the wordings a model is trained on.
+        heldout_templates: other wordings, for judging and for prompts an erasure was not given.
+    """
+
+    names: tuple[tuple[str, ...], ...]
+    train_templates: tuple[str, ...]
+    heldout_templates: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def captions(self, label: int, templates: Sequence[str] | None = None) -> list[str]:
+        """Every wording of ``templates`` (default: the training ones) for the class ``label``."""
+        if not 0 <= label < self.num_classes:
+            raise ValueError(f"class label must be in 0..{self.num_classes - 1}; got {label}")
+        names = self.names[label]
+        return [t.format(word=names[0], digit=names[-1]) for t in templates or self.train_templates]
+
+    def every_caption(self) -> list[str]:
+        """Every training and held-out wording of every class: the text a tokenizer must know."""
+        templates = self.train_templates + self.heldout_templates
+        return [text for label in range(self.num_classes) for text in self.captions(label, templates)]
+
+    def classes_named(self, prompt: str) -> set[int]:
+        """The classes whose name appears in ``prompt`` as whole words (case and punctuation ignored)."""
+        words = f" {' '.join(re.findall(r'[a-z0-9]+', prompt.lower()))} "
+        return {label for label, names in enumerate(self.names) if any(f" {name} " in words for name in names)}
+
+
+DIGIT_CAPTIONS = ClassCaptions(tuple((word, str(d)) for d, word in enumerate(DIGIT_WORDS)), TRAIN_TEMPLATES,
+                               HELDOUT_TEMPLATES)
+
+
+def class_captions(class_names: Sequence[str]) -> ClassCaptions:
+    """The captions of a dataset with these class names: the digits' for ten classes whose names hold the numerals
+    0..9 in order ("0" or "digit0": the bundled digits, a folder of them), otherwise wordings of each name
+    (lowercased, ``_`` and ``-`` read as spaces)."""
+    if [re.sub(r"\D", "", name) for name in class_names] == [str(d) for d in range(len(DIGIT_WORDS))]:
+        return DIGIT_CAPTIONS
+    names = tuple((" ".join(re.split(r"[\s_-]+", name.lower())).strip(),) for name in class_names)
+    return ClassCaptions(names, NAMED_TRAIN_TEMPLATES, NAMED_HELDOUT_TEMPLATES)
 
 
 def build_tokenizer(texts: Iterable[str], max_length: int = MAX_TOKENS) -> CLIPTokenizer:
@@ -89,13 +150,13 @@ def token_ids(tokenizer: CLIPTokenizer, texts: Sequence[str]) -> torch.Tensor:
 
 
 class CaptionSampler:
-    """A random caption per image for training: one of ``templates`` for the image's digit, then
-    :class:`CaptionDropout` with probability ``dropout``. ``tokens[c, k]`` holds the token ids (L,) of template k
-    for digit c."""
+    """A random caption per image for training: one of the training wordings of the image's class
+    (:class:`ClassCaptions`), then :class:`CaptionDropout` with probability ``dropout``. ``tokens[c, k]`` holds the
+    token ids (L,) of wording k for class c."""
 
-    def __init__(self, tokenizer: CLIPTokenizer, templates: Sequence[str] = TRAIN_TEMPLATES, dropout: float = 0.1):
-        self.tokens = torch.stack([token_ids(tokenizer, captions(label, templates))
-                                   for label in range(len(DIGIT_WORDS))])
+    def __init__(self, tokenizer: CLIPTokenizer, class_wordings: ClassCaptions, dropout: float = 0.1):
+        self.tokens = torch.stack([token_ids(tokenizer, class_wordings.captions(label))
+                                   for label in range(class_wordings.num_classes)])
         self.dropout = CaptionDropout(token_ids(tokenizer, [""])[0], dropout)
 
     def __call__(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -1,20 +1,19 @@
 """Deletion requests for text-to-image models: a concept named by prompts, an anchor, and the captioned task.
 
-For the built-in text model of the digits, a concept prompt names one digit (its word or numeral, as the captions
-do); the concept's images are that digit's member images. The forget set is conditioned on the concept prompts
-(what a user who erases a concept from Stable Diffusion gives: the prompts, not the training captions), the
-remaining data on one training caption per image.
+A concept prompt names one class of the data, in the words its captions use (:class:`~diffusion.captions.ClassCaptions`:
+"three" or "3" for the digits, a folder's class name otherwise); the concept's images are that class's member images.
+The forget set is conditioned on the concept prompts (what a user who erases a concept from Stable Diffusion gives:
+the prompts, not the training captions), the remaining data on one training caption per image.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from .captions import DIGIT_WORDS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, captions
+from .captions import ClassCaptions
 from .data import ImageDataset, LabeledImages
 from .errors import UsageError
 from .model import DiffusionModel
@@ -23,77 +22,76 @@ from .splits import ForgetSpec, ForgetTask, Splits
 from .text_model import TextDiffusionModel
 
 
-def named_digit(prompt: str) -> int:
-    """The one digit a prompt names, by word ("three") or numeral ("3"); a :class:`UsageError` when it names none
-    or several (the built-in captions name exactly one)."""
-    named = _digits_named(prompt)
+def named_class(prompt: str, wordings: ClassCaptions) -> int:
+    """The one class a prompt names (:meth:`ClassCaptions.classes_named`); a :class:`UsageError` when it names none
+    or several."""
+    named = wordings.classes_named(prompt)
     if len(named) != 1:
-        found = "no digit" if not named else f"digits {sorted(named)}"
-        raise UsageError(f"concept prompt '{prompt}' names {found}; the built-in text model's concepts are the "
-                         "digits, named by word or numeral (e.g. 'three' or 'the number 3')")
+        found = "no class" if not named else f"classes {sorted(named)}"
+        examples = " or ".join(f"'{name}'" for name in wordings.names[min(3, wordings.num_classes - 1)])
+        raise UsageError(f"concept prompt '{prompt}' names {found}; a concept is one class of the data, named as "
+                         f"its captions name it (e.g. {examples})")
     return named.pop()
 
 
-def concept_spec(prompts: Sequence[str], anchor: str = "", label: str = "",
+def concept_spec(prompts: Sequence[str], wordings: ClassCaptions, anchor: str = "", label: str = "",
                  sample_ids: Sequence[int] = ()) -> ForgetSpec:
-    """The deletion request "erase the concept of ``prompts``, mapped to ``anchor``" on the built-in digits (and the
-    member images ``sample_ids``, under their own captions).
+    """The deletion request "erase the concept of ``prompts``, mapped to ``anchor``" on data captioned by
+    ``wordings`` (and the member images ``sample_ids``, under their own captions).
 
-    Refused (one line each): no prompt, an empty prompt, prompts naming different digits, an anchor equal to a
-    concept prompt or naming the concept's digit.
+    Refused (one line each): no prompt, an empty prompt, prompts naming different classes, an anchor equal to a
+    concept prompt or naming the concept's class.
     """
     prompts = tuple(" ".join(p.split()) for p in prompts)
     if not prompts or not all(prompts):
         raise UsageError("the concept needs at least one non-empty prompt (--forget-concept TEXT)")
-    digits = {named_digit(p) for p in prompts}
-    if len(digits) > 1:
-        raise UsageError(f"the concept prompts name different digits {sorted(digits)}; erase one concept at a time")
+    classes = {named_class(p, wordings) for p in prompts}
+    if len(classes) > 1:
+        raise UsageError(f"the concept prompts name different classes {sorted(classes)}; erase one concept at a time")
     anchor = " ".join(anchor.split())
     if anchor.lower() in {p.lower() for p in prompts}:
         raise UsageError(f"the anchor '{anchor}' equals the concept; give an anchor the concept is mapped to "
-                         "(e.g. '' for the empty prompt or another digit)")
-    digit = digits.pop()
-    if anchor and digit in _digits_named(anchor):
-        raise UsageError(f"the anchor '{anchor}' names the concept's digit {digit}; the concept would be kept")
-    return ForgetSpec(classes=(digit,), sample_ids=tuple(sample_ids), label=label, concept=prompts, anchor=anchor)
+                         "(e.g. '' for the empty prompt or another class)")
+    concept = classes.pop()
+    if anchor and concept in wordings.classes_named(anchor):
+        raise UsageError(f"the anchor '{anchor}' names the concept's class {concept}; the concept would be kept")
+    return ForgetSpec(classes=(concept,), sample_ids=tuple(sample_ids), label=label, concept=prompts, anchor=anchor)
 
 
-def _digits_named(prompt: str) -> set[int]:
-    words = set(re.findall(r"[a-z0-9]+", prompt.lower()))
-    return {d for d, word in enumerate(DIGIT_WORDS) if word in words or str(d) in words}
-
-
-def unused_wordings(spec: ForgetSpec) -> list[str]:
-    """Every caption wording (training and held-out) of the concept's digit that the erasure was not given: what a
+def unused_wordings(spec: ForgetSpec, wordings: ClassCaptions) -> list[str]:
+    """Every caption wording (training and held-out) of the concept's class that the erasure was not given: what a
     regeneration probe asks for."""
-    return [p for p in captions(spec.classes[0], TRAIN_TEMPLATES + HELDOUT_TEMPLATES) if p not in spec.concept]
+    templates = wordings.train_templates + wordings.heldout_templates
+    return [p for p in wordings.captions(spec.classes[0], templates) if p not in spec.concept]
 
 
-def training_captions(labels: torch.Tensor, ids: torch.Tensor, model: TextDiffusionModel, seed: int) -> torch.Tensor:
+def training_captions(labels: torch.Tensor, ids: torch.Tensor, model: TextDiffusionModel, wordings: ClassCaptions,
+                      seed: int) -> torch.Tensor:
     """One training caption per image, drawn from (``seed``, sample id): token ids (N, L)."""
     texts = []
     for label, sample_id in zip(labels.tolist(), ids.tolist()):
         generator = torch.Generator().manual_seed(derive_seed(seed, "caption", sample_id))
-        texts.append(captions(label)[int(torch.randint(len(TRAIN_TEMPLATES), (1,), generator=generator))])
+        choice = int(torch.randint(len(wordings.train_templates), (1,), generator=generator))
+        texts.append(wordings.captions(label)[choice])
     return model.tokenize(texts)
 
 
-def captioned(subset: LabeledImages, model: TextDiffusionModel, seed: int,
+def captioned(subset: LabeledImages, model: TextDiffusionModel, wordings: ClassCaptions, seed: int,
               prompts: Sequence[str] | None = None) -> LabeledImages:
     """``subset`` as the text model sees it: images encoded (:meth:`TextDiffusionModel.encode`), labels replaced by
     token ids (N, L) of ``prompts`` (cycled) or, without prompts, of one training caption per image."""
     if prompts:
         tokens = model.tokenize([prompts[i % len(prompts)] for i in range(len(subset))])
     else:
-        tokens = training_captions(subset.labels, subset.ids, model, seed)
+        tokens = training_captions(subset.labels, subset.ids, model, wordings, seed)
     return LabeledImages(model.encode(subset.images), tokens, subset.ids)
 
 
-def model_view(model: DiffusionModel, seed: int):
+def model_view(model: DiffusionModel, wordings: ClassCaptions, seed: int):
     """A function giving images as ``model`` takes them: a text model's captioned (:func:`captioned`, one training
     caption per image), a class model's as they are."""
     if model.conditioning == "text":
-        return lambda subset: captioned(subset, model, seed)
+        return lambda subset: captioned(subset, model, wordings, seed)
     return lambda subset: subset
 
 
@@ -105,8 +103,8 @@ def text_task(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, model: Te
     forget = dataset.select(spec.forget_ids(dataset.labels, splits))
     retain = dataset.select(spec.retain_ids(dataset.labels, splits))
     return ForgetTask(
-        forget=captioned(forget, model, seed, spec.concept),
-        retain=captioned(retain, model, seed),
+        forget=captioned(forget, model, dataset.class_wordings, seed, spec.concept),
+        retain=captioned(retain, model, dataset.class_wordings, seed),
         forget_classes=spec.classes,
         num_classes=dataset.num_classes,
         anchor=model.tokenize([spec.anchor])[0],

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .captions import ClassCaptions, class_captions
 from .errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -69,6 +70,11 @@ class ImageDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def class_wordings(self) -> ClassCaptions:
+        """How captions name the classes (:func:`~diffusion.captions.class_captions`)."""
+        return class_captions(self.class_names)
 
     def select(self, ids) -> LabeledImages:
         """The images and labels with the given sample ids (dataset indices)."""

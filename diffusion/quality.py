@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from .captions import HELDOUT_TEMPLATES, captions
+from .captions import ClassCaptions
 from .data import ImageDataset
+from .errors import UsageError
 from .judge import Judge
 from .model import DiffusionModel
 
@@ -54,18 +55,27 @@ def per_class_noise_ids(classes: Sequence[int], per_class: int) -> list[int]:
     return [int(c) * 100_000 + j for c in classes for j in range(per_class)]
 
 
-def class_prompts(labels: Sequence[int], templates: Sequence[str] = HELDOUT_TEMPLATES) -> list[str]:
-    """A prompt per digit label for a text model: the held-out paraphrases, cycled (never a training wording)."""
-    return [captions(label, templates)[i % len(templates)] for i, label in enumerate(labels)]
+def class_prompts(labels: Sequence[int], wordings: ClassCaptions) -> list[str]:
+    """A prompt per class label for a text model: the class's held-out wordings, cycled (never a training one)."""
+    templates = wordings.heldout_templates
+    return [wordings.captions(label, templates)[i % len(templates)] for i, label in enumerate(labels)]
 
 
 def generate_per_class(
-    model: DiffusionModel, classes: Sequence[int], per_class: int, *, seed: int, steps: int = 50
+    model: DiffusionModel, classes: Sequence[int], per_class: int, *, seed: int, steps: int = 50,
+    wordings: ClassCaptions | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` DDIM samples for each class: images (K * per_class, C, H, W) and labels (K * per_class,),
-    with the noises of :func:`per_class_noise_ids`; a text model is prompted with :func:`class_prompts`."""
+    with the noises of :func:`per_class_noise_ids`; a text model is prompted with :func:`class_prompts` of the
+    data's ``wordings`` (required for a text model)."""
     labels = torch.tensor([c for c in classes for _ in range(per_class)], dtype=torch.long)
-    conditioning = class_prompts(labels.tolist()) if model.conditioning == "text" else labels
+    if model.conditioning == "text":
+        if wordings is None:
+            raise UsageError("a text-to-image model is asked for a class in words: give the data's class wordings "
+                             "(ImageDataset.class_wordings)")
+        conditioning = class_prompts(labels.tolist(), wordings)
+    else:
+        conditioning = labels
     return model.sample(conditioning, seed=seed, ids=per_class_noise_ids(classes, per_class), steps=steps), labels
 
 
@@ -85,12 +95,13 @@ def evaluate_generation(
     ``forgotten_accuracy``, ``forgotten_entropy`` (None without forgotten classes), ``retained_accuracy``,
     ``retained_fd`` and the sampling settings.
     """
-    if model.conditioning == "text":  # the digits' text model: every digit, prompted with held-out paraphrases
+    if model.conditioning == "text":  # every class of the data, prompted with held-out wordings
         num_classes = dataset.num_classes
     else:
         num_classes = model.require_class_conditioning("generation quality")
     classes = list(range(num_classes))
-    images, labels = generate_per_class(model, classes, per_class, seed=seed, steps=steps)
+    images, labels = generate_per_class(model, classes, per_class, seed=seed, steps=steps,
+                                        wordings=dataset.class_wordings)
     probs = judge.probabilities(images)
     correct = judged_correct(probs, labels)
     ent = entropy(probs)

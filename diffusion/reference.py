@@ -12,7 +12,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from .cache import cache_entry, load_or_build_model
-from .captions import DIGIT_WORDS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, CaptionSampler, build_tokenizer, captions
+from .captions import CaptionSampler, build_tokenizer
 from .data import ImageDataset
 from .environment import environment_info
 from .errors import UsageError
@@ -34,7 +34,7 @@ def untrained_model(
     dataset: ImageDataset, config: TrainConfig, device: torch.device | str | None = None
 ) -> DiffusionModel:
     """A freshly initialised model of ``config``'s kind and architecture for ``dataset``'s images: class-conditional,
-    or (``kind`` "text", the bundled digits only) text-conditional with the captions' tokenizer.
+    or (``kind`` "text") text-conditional with a tokenizer of the data's captions.
 
     Also the stand-in that parameters are checked against before a reference model is trained.
     """
@@ -55,13 +55,14 @@ def untrained_model(
 def untrained_text_model(
     dataset: ImageDataset, config: TrainConfig, device: torch.device | str | None = None
 ) -> TextDiffusionModel:
-    """A freshly initialised text-to-image model of the digits (pixel space, no VAE) whose tokenizer knows every
-    word of the training and held-out captions; the same ``config.seed`` gives the same weights."""
-    if dataset.name != "sklearn-digits":
-        raise UsageError(f"a text model is trained on the bundled digits (their captions are built in); got data "
-                         f"'{dataset.name}'")
-    tokenizer = build_tokenizer([text for label in range(len(DIGIT_WORDS))
-                                 for text in captions(label, TRAIN_TEMPLATES + HELDOUT_TEMPLATES)])
+    """A freshly initialised text-to-image model of ``dataset`` (pixel space, no VAE) whose tokenizer knows every
+    word of its training and held-out captions (:attr:`ImageDataset.class_wordings`); the same ``config.seed`` gives
+    the same weights."""
+    try:
+        tokenizer = build_tokenizer(dataset.class_wordings.every_caption())
+    except ValueError as error:
+        raise UsageError(f"cannot caption the classes of '{dataset.name}' {list(dataset.class_names)[:10]}: "
+                         f"{error}") from None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         unet, text_encoder = build_text_components(tokenizer, dataset.image_shape[1], dataset.image_shape[0],
@@ -85,7 +86,9 @@ def train_on_ids(
     """Train a fresh class-conditional model from ``config`` on the dataset images with the given ids."""
     ids = torch.as_tensor(ids, dtype=torch.long)
     model = untrained_model(dataset, config, device)
-    conditions = CaptionSampler(model.tokenizer, dropout=config.caption_dropout) if config.kind == "text" else None
+    conditions = None
+    if config.kind == "text":
+        conditions = CaptionSampler(model.tokenizer, dataset.class_wordings, dropout=config.caption_dropout)
     record = train_denoiser(model, dataset.images[ids], dataset.labels[ids], config, accelerator=accelerator,
                             quiet=quiet, desc=role, conditions=conditions)
     metadata = {

@@ -15,7 +15,7 @@ from attacks.adversarial_prompt import adversarial_prompt_attack, search_prompt
 from attacks.concept_inversion import concept_inversion, fit_concept_token
 from attacks.prompt_regeneration import prompt_regeneration
 from audit.cli import main
-from diffusion.captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, CaptionSampler, build_tokenizer, captions
+from diffusion.captions import DIGIT_CAPTIONS, CaptionSampler, build_tokenizer
 from diffusion.concepts import captioned, concept_spec, task_for_model, text_task
 from diffusion.data import ImageDataset
 from diffusion.errors import UsageError
@@ -27,7 +27,7 @@ from unlearn import METHODS
 
 from .conftest import tiny_model, write_digit_folder
 
-ALL_CAPTIONS = [text for label in range(10) for text in captions(label, TRAIN_TEMPLATES + HELDOUT_TEMPLATES)]
+ALL_CAPTIONS = DIGIT_CAPTIONS.every_caption()
 # A few steps of each method that serves text models (selective_amnesia replays class labels: class models only).
 TEXT_FAST = {
     "erasediff": dict(steps=3, lr=1e-3, batch_size=16),
@@ -110,10 +110,10 @@ def test_trainable_modules_select_cross_attention_or_the_rest():
 
 def test_caption_sampler_draws_training_wordings_and_drops_some(digits):
     model = tiny_text_model()
-    sampler = CaptionSampler(model.tokenizer, dropout=0.25)
+    sampler = CaptionSampler(model.tokenizer, DIGIT_CAPTIONS, dropout=0.25)
     labels = torch.full((400,), 3)
     tokens = sampler(labels, torch.Generator().manual_seed(0))
-    allowed = {tuple(row) for row in model.tokenize([*captions(3), ""]).tolist()}
+    allowed = {tuple(row) for row in model.tokenize([*DIGIT_CAPTIONS.captions(3), ""]).tolist()}
     drawn = [tuple(row) for row in tokens.tolist()]
     assert set(drawn) == allowed  # every training wording and the empty prompt, nothing else
     empty = tuple(model.tokenize([""])[0].tolist())
@@ -121,45 +121,45 @@ def test_caption_sampler_draws_training_wordings_and_drops_some(digits):
 
 
 def test_concept_requests_are_checked():
-    spec = concept_spec(["a handwritten digit three", "the number 3"], anchor="the number 5")
+    spec = concept_spec(["a handwritten digit three", "the number 3"], DIGIT_CAPTIONS, anchor="the number 5")
     assert spec.classes == (3,) and spec.concept == ("a handwritten digit three", "the number 3")
-    assert spec.fingerprint() != concept_spec(["three"], anchor="the number 5").fingerprint()
+    assert spec.fingerprint() != concept_spec(["three"], DIGIT_CAPTIONS, anchor="the number 5").fingerprint()
     assert spec.fingerprint() != ForgetSpec(classes=(3,)).fingerprint()
     for prompts, anchor, message in [
         ([], "", "needs at least one non-empty prompt"),
         (["  "], "", "needs at least one non-empty prompt"),
-        (["a cat"], "", "names no digit"),
-        (["three or four"], "", "names digits [3, 4]"),
-        (["three", "the number 4"], "", "name different digits [3, 4]"),
+        (["a cat"], "", "names no class"),
+        (["three or four"], "", "names classes [3, 4]"),
+        (["three", "the number 4"], "", "name different classes [3, 4]"),
         (["three"], "Three", "equals the concept"),
-        (["three"], "the number 3", "names the concept's digit 3"),
+        (["three"], "the number 3", "names the concept's class 3"),
     ]:
         with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
-            concept_spec(prompts, anchor)
+            concept_spec(prompts, DIGIT_CAPTIONS, anchor)
 
 
 def test_text_task_conditions_the_concept_on_its_prompts(digits, splits):
     model = tiny_text_model()
-    task = task_for_model(digits, splits, concept_spec(["three", "digit 3"], anchor="digit 5"), model)
+    task = task_for_model(digits, splits, concept_spec(["three", "digit 3"], DIGIT_CAPTIONS, anchor="digit 5"), model)
     assert task.forget_classes == (3,) and bool((digits.labels[task.forget.ids] == 3).all())
     assert task.forget.labels.shape == (len(task.forget), model.tokenizer.model_max_length)
     assert {tuple(r) for r in task.forget.labels.tolist()} == {tuple(r) for r in model.tokenize(["three", "digit 3"])
                                                                .tolist()}
-    train_wordings = {tuple(r) for c in range(10) for r in model.tokenize(captions(c)).tolist()}
+    train_wordings = {tuple(r) for c in range(10) for r in model.tokenize(DIGIT_CAPTIONS.captions(c)).tolist()}
     assert {tuple(r) for r in task.retain.labels.tolist()} <= train_wordings
     assert task.anchor.tolist() == model.tokenize(["digit 5"])[0].tolist()
-    again = task_for_model(digits, splits, concept_spec(["three", "digit 3"], anchor="digit 5"), model)
+    again = task_for_model(digits, splits, concept_spec(["three", "digit 3"], DIGIT_CAPTIONS, anchor="digit 5"), model)
     assert torch.equal(again.retain.labels, task.retain.labels)  # one caption per image, from the seed
     with pytest.raises(UsageError, match="--forget-class is for class-conditional models"):
         task_for_model(digits, splits, ForgetSpec(classes=(3,)), model)
     with pytest.raises(UsageError, match="--forget-concept erases a concept from a text-to-image model"):
-        task_for_model(digits, splits, concept_spec(["three"]), tiny_model())
+        task_for_model(digits, splits, concept_spec(["three"], DIGIT_CAPTIONS), tiny_model())
 
 
 @pytest.mark.parametrize("name", sorted(TEXT_FAST))
 def test_text_unlearner_contract(name, digits, splits):
     model = tiny_text_model()
-    task = text_task(digits, splits, concept_spec(["three"]), model)
+    task = text_task(digits, splits, concept_spec(["three"], DIGIT_CAPTIONS), model)
     before = model.fingerprint()
     result = METHODS.make(name, **TEXT_FAST[name]).unlearn(model, task, seed=3, quiet=True)
     assert model.fingerprint() == before, "the input model was modified"
@@ -173,7 +173,7 @@ def test_text_unlearner_contract(name, digits, splits):
 
 def test_every_text_method_is_covered_and_the_rest_refuse_text(digits, splits):
     model = tiny_text_model()
-    task = text_task(digits, splits, concept_spec(["three"]), model)
+    task = text_task(digits, splits, concept_spec(["three"], DIGIT_CAPTIONS), model)
     for name in set(METHODS) - set(TEXT_FAST):
         with pytest.raises(UsageError, match="class-conditional models only"):
             METHODS.make(name).check(task, model)
@@ -188,7 +188,7 @@ def changed(before: TextDiffusionModel, after: TextDiffusionModel) -> set[str]:
 
 def test_esd_x_and_esd_u_train_their_own_modules(digits, splits):
     model = tiny_text_model()
-    task = text_task(digits, splits, concept_spec(["three"]), model)
+    task = text_task(digits, splits, concept_spec(["three"], DIGIT_CAPTIONS), model)
     x = changed(model, METHODS.make("esd_x", **TEXT_FAST["esd_x"]).unlearn(model, task, quiet=True).model)
     u = changed(model, METHODS.make("esd_u", **TEXT_FAST["esd_u"]).unlearn(model, task, quiet=True).model)
     assert x and all(".attn2." in n for n in x)
@@ -198,7 +198,7 @@ def test_esd_x_and_esd_u_train_their_own_modules(digits, splits):
 def test_erasediff_pulls_the_concept_onto_the_anchor(digits, splits):
     """The anchor target: eps(x_t, concept) moves toward eps(x_t, anchor) on the forget images."""
     model = tiny_text_model()
-    task = text_task(digits, splits, concept_spec(["three"], anchor="digit 5"), model)
+    task = text_task(digits, splits, concept_spec(["three"], DIGIT_CAPTIONS, anchor="digit 5"), model)
     x0 = task.forget.images[:32]
     noise, t = seeded_normal(0, range(32), x0.shape[1:], stream="test"), torch.full((32,), 50)
 
@@ -225,10 +225,10 @@ def test_tiny_stable_diffusion_with_a_vae_saves_loads_samples_and_unlearns(tmp_p
     other_vae = loaded.copy()
     other_vae.vae = tiny_text_model(seed=1, vae=True).vae
     other_tokenizer = loaded.copy()
-    other_tokenizer.tokenizer = build_tokenizer(ALL_CAPTIONS + ["zebra"])
+    other_tokenizer.tokenizer = build_tokenizer([*ALL_CAPTIONS, "zebra"])
     fingerprints = {m.fingerprint() for m in (loaded, other_vae, other_tokenizer)}
     assert len(fingerprints) == 3 and torch.equal(loaded.unet.unet.conv_in.weight, other_vae.unet.unet.conv_in.weight)
-    task = text_task(rgb16(digits), splits, concept_spec(["three"]), loaded)
+    task = text_task(rgb16(digits), splits, concept_spec(["three"], DIGIT_CAPTIONS), loaded)
     assert task.forget.images.shape[1:] == (4, 8, 8)  # the diffusion's data are the VAE's latents
     for name in ("erasediff", "esd_x"):
         result = METHODS.make(name, **TEXT_FAST[name]).unlearn(loaded, task, quiet=True)
@@ -286,8 +286,8 @@ def test_unlearn_and_evaluate_a_concept_through_the_cli(saved_models, tmp_path):
 def concept_images(digits, splits):
     """Held-out images of the digit three as a tiny text model takes them, and the member threes in pixels."""
     model = tiny_text_model()
-    spec = concept_spec(["three"])
-    fit = captioned(digits.select(spec.heldout_ids(digits.labels, splits)), model, 0)
+    spec = concept_spec(["three"], DIGIT_CAPTIONS)
+    fit = captioned(digits.select(spec.heldout_ids(digits.labels, splits)), model, DIGIT_CAPTIONS, 0)
     return model, fit, digits.select(spec.forget_ids(digits.labels, splits))
 
 
@@ -372,7 +372,7 @@ def test_gradient_checkpointing_and_bfloat16_keep_the_steps(digits, splits):
     """What an SD-sized UNet needs on a GPU, on the tiny one: recomputed activations give the same steps; bfloat16
     autocast gives nearly the same (float32 weights), and fp16 (which would need a gradient scaler) is refused."""
     model = tiny_text_model()
-    task = text_task(digits, splits, concept_spec(["three"]), model)
+    task = text_task(digits, splits, concept_spec(["three"], DIGIT_CAPTIONS), model)
     method = METHODS.make("erasediff", **TEXT_FAST["erasediff"])
     plain = method.unlearn(model, task, quiet=True)
     checkpointed = method.unlearn(model, task, quiet=True, gradient_checkpointing=True)
@@ -396,7 +396,7 @@ def test_sample_deletion_erases_image_caption_pairs(digits, splits):
     ids = tuple(int(i) for i in splits.members[:12])
     task = task_for_model(digits, splits, ForgetSpec(sample_ids=ids), model)
     assert task.forget_classes == () and task.forget.ids.tolist() == sorted(ids)
-    captions_of = {tuple(r) for c in range(10) for r in model.tokenize(captions(c)).tolist()}
+    captions_of = {tuple(r) for c in range(10) for r in model.tokenize(DIGIT_CAPTIONS.captions(c)).tolist()}
     assert {tuple(r) for r in task.forget.labels.tolist()} <= captions_of
     assert task.anchor.tolist() == model.tokenize([""])[0].tolist()
     result = METHODS.make("erasediff", **TEXT_FAST["erasediff"]).unlearn(model, task, quiet=True)
@@ -424,3 +424,32 @@ def test_broken_text_model_folders_are_refused(tmp_path):
         part.unlink()
     with pytest.raises(UsageError, match=r"could not load text-to-image model '.*partial'"):
         DiffusionModel.load(tmp_path / "partial", device="cpu")
+
+
+def test_a_text_model_of_a_folder_erases_a_class_named_in_words(tmp_path, digits):
+    """Any image folder captions its classes by name: a text model trained on it (built-in tokenizer of those
+    names) erases a concept named as the folder names it, and is evaluated on held-out wordings."""
+    folder = write_digit_folder(tmp_path / "digits", digits)
+    for c, name in enumerate(["cat", "golden_retriever", "hot-dog"]):
+        (folder / f"digit{c}").rename(folder / name)
+    model = tmp_path / "model"
+    result = invoke("train", "--kind", "text", "--data", folder, "--steps", 3, "--batch-size", 8, "--out", model,
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    tokenizer = DiffusionModel.load(model).tokenizer
+    assert len(tokenizer.tokenize("a snapshot of the golden retriever")) == 6  # held-out wordings: whole words
+    refused = invoke("unlearn", "--model", model, "--data", folder, "--forget-concept", "three", "--out",
+                     tmp_path / "refused", "--quiet")
+    assert refused.exit_code == 2 and "names no class" in refused.output and "(e.g. 'hot dog')" in refused.output
+    assert not (tmp_path / "refused").exists()
+    erased = tmp_path / "erased"
+    result = invoke("unlearn", "--model", model, "--data", folder, "--forget-concept", "a Golden Retriever",
+                    "--anchor", "a photo of a cat", "--steps", 2, "--batch-size", 8, "--out", erased, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((erased / "erasediff.json").read_text())["forget_spec"]["classes"] == [1]
+    metrics_path = tmp_path / "metrics.json"
+    result = invoke("evaluate", "--model", erased, "--data", folder, "--forget-concept", "golden retriever",
+                    "--per-class", 2, "--sample-steps", 2, "--json", metrics_path, "--quiet")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(metrics_path.read_text())
+    assert set(metrics["per_class_accuracy"]) == {"0", "1", "2"} and metrics["forgotten_accuracy"] is not None

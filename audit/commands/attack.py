@@ -84,7 +84,8 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
         member_ids, nonmember_ids = spec.forget_ids(dataset.labels, splits), spec.heldout_ids(dataset.labels, splits)
     else:
         member_ids, nonmember_ids = splits.members, splits.heldout
-    calibration, view = None, model_view(model, seed)  # a text model scores (image, caption) pairs
+    # a text model scores (image, caption) pairs
+    calibration, view = None, model_view(model, dataset.class_wordings, seed)
     if calibration_images:
         picked = [set_aside(np.setdiff1d(pool, scored), scored, calibration_images, seed)
                   for pool, scored in ((splits.members, member_ids), (splits.heldout, nonmember_ids))]

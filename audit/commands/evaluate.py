@@ -58,8 +58,6 @@ def evaluate_command(model_dir: Path, forget_classes, concept, json_path: Path |
         check_output_file(json_path, force, {"model folder": model_dir, "data folder": data_folder(data)}, "--json")
     if concept and forget_classes:
         raise UsageError("give --forget-concept (a text-to-image model) or --forget-class, not both")
-    if concept:
-        forget_classes = concept_spec(concept).classes
     model = DiffusionModel.load(model_dir)
     if concept and model.conditioning != "text":
         raise UsageError("--forget-concept names a concept of a text-to-image model; this model is conditioned on "
@@ -70,6 +68,8 @@ def evaluate_command(model_dir: Path, forget_classes, concept, json_path: Path |
     dataset = load_data_for_model(data, model)
     check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, None,
                      allow_other_data=allow_other_data)
+    if concept:
+        forget_classes = concept_spec(concept, dataset.class_wordings).classes
     for c in forget_classes:
         if not 0 <= c < dataset.num_classes:
             raise UsageError(f"forget class {c} is out of range; expected a class id in 0..{dataset.num_classes - 1}")

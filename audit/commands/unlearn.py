@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import yaml
 
+from diffusion.captions import ClassCaptions
 from diffusion.concepts import concept_spec, read_prompts, task_for_model
 from diffusion.data import data_folder
 from diffusion.environment import environment_info
@@ -45,18 +46,19 @@ def parse_params(pairs: tuple[str, ...]) -> dict:
 
 
 def forget_spec_from_options(
-    forget_classes: tuple[int, ...], forget_ids: str | None, label: str, concept: tuple[str, ...] = (),
-    prompts_file: str | None = None, anchor: str | None = None,
+    forget_classes: tuple[int, ...], forget_ids: str | None, label: str, wordings: ClassCaptions,
+    concept: tuple[str, ...] = (), prompts_file: str | None = None, anchor: str | None = None,
 ) -> ForgetSpec:
     """The :class:`ForgetSpec` given by ``--forget-class`` (repeatable) and ``--forget-ids FILE``, or for a text
-    model by ``--forget-concept TEXT`` (repeatable), ``--forget-prompts FILE`` and ``--anchor TEXT``."""
+    model by ``--forget-concept TEXT`` (repeatable), ``--forget-prompts FILE`` and ``--anchor TEXT`` (naming a
+    class as the data's captions ``wordings`` do)."""
     sample_ids = read_sample_ids(forget_ids) if forget_ids else ()
     prompts = tuple(concept) + (read_prompts(prompts_file) if prompts_file else ())
     if prompts or concept or prompts_file is not None:
         if forget_classes:
             raise UsageError("give --forget-concept (a text-to-image model) or --forget-class (a class-conditional "
                              "one), not both")
-        return concept_spec(prompts, anchor or "", label, sample_ids)
+        return concept_spec(prompts, wordings, anchor or "", label, sample_ids)
     if anchor is not None:
         raise UsageError("--anchor is the prompt a concept is mapped to; it needs --forget-concept")
     return ForgetSpec(classes=forget_classes, sample_ids=sample_ids, label=label)
@@ -121,7 +123,6 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids,
               "prompts file": prompts_file}
     check_output_dir(out, force, inputs)
-    spec = forget_spec_from_options(forget_classes, forget_ids, forget_label, concept, prompts_file, anchor)
     given = {"steps": steps, "lr": lr, "batch_size": batch_size, "fixed_lambda": fixed_lambda,
              "forget_target": forget_target}
     params = {key: value for key, value in given.items() if value is not None} | parse_params(extra)
@@ -131,6 +132,8 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     splits = make_splits(dataset.labels, split_seed, member_fraction)
     check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, splits,
                      allow_other_data=allow_other_data)
+    spec = forget_spec_from_options(forget_classes, forget_ids, forget_label, dataset.class_wordings, concept,
+                                    prompts_file, anchor)
     task = task_for_model(dataset, splits, spec, model, seed)
     unlearner.check(task, model)
     parent = model.fingerprint()
