@@ -254,7 +254,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     for role, model in {"original": stand_in, **given}.items():
         _check_model(role, model, paths[role] if role in given else None, task, (dataset, splits), config, attacks)
     sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config,
-                                                       model_view(stand_in, dataset.class_wordings, config.seed))
+                                                       model_view(stand_in, dataset, config.seed))
     if calibration is None and any(attack.needs_fit for attack in attacks):
         needing = ", ".join(attack.name for attack in attacks if attack.needs_fit)
         raise UsageError(f"attack(s) {needing} learn from a calibration set; set calibration_images > 0")

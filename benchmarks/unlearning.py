@@ -96,7 +96,7 @@ def resurrection_probes(args, dataset, splits, spec, model, judge):
     held-out images of the digit (never trained on)."""
     digit, wordings = spec.classes[0], dataset.class_wordings
     forget_pixels = dataset.select(spec.forget_ids(dataset.labels, splits))
-    fit_images = captioned(dataset.select(spec.heldout_ids(dataset.labels, splits)), model, wordings, args.seed)
+    fit_images = captioned(dataset.select(spec.heldout_ids(dataset.labels, splits)), model, dataset, args.seed)
 
     def probe(current) -> dict:
         regenerated = prompt_regeneration(current, judge, unused_wordings(spec, wordings), digit, forget_pixels,

@@ -3,7 +3,8 @@
 A concept prompt names one class of the data, in the words its captions use (:class:`~diffusion.captions.ClassCaptions`:
 "three" or "3" for the digits, a folder's class name otherwise); the concept's images are that class's member images.
 The forget set is conditioned on the concept prompts (what a user who erases a concept from Stable Diffusion gives:
-the prompts, not the training captions), the remaining data on one training caption per image.
+the prompts, not the training captions), the remaining data on each image's training caption (its own, when the data
+has captions).
 """
 
 from __future__ import annotations
@@ -65,33 +66,36 @@ def unused_wordings(spec: ForgetSpec, wordings: ClassCaptions) -> list[str]:
     return [p for p in wordings.captions(spec.classes[0], templates) if p not in spec.concept]
 
 
-def training_captions(labels: torch.Tensor, ids: torch.Tensor, model: TextDiffusionModel, wordings: ClassCaptions,
-                      seed: int) -> torch.Tensor:
-    """One training caption per image, drawn from (``seed``, sample id): token ids (N, L)."""
-    texts = []
-    for label, sample_id in zip(labels.tolist(), ids.tolist()):
+def training_captions(dataset: ImageDataset, ids: torch.Tensor, model: TextDiffusionModel, seed: int) -> torch.Tensor:
+    """The training caption of each image ``ids`` of ``dataset``: token ids (N, L). Its own caption when the data
+    has captions, else one training wording of its class drawn from (``seed``, sample id)."""
+    if dataset.captions is not None:
+        return model.tokenize([dataset.captions[i] for i in ids.tolist()])
+    wordings, texts = dataset.class_wordings, []
+    for label, sample_id in zip(dataset.labels[ids].tolist(), ids.tolist()):
         generator = torch.Generator().manual_seed(derive_seed(seed, "caption", sample_id))
         choice = int(torch.randint(len(wordings.train_templates), (1,), generator=generator))
         texts.append(wordings.captions(label)[choice])
     return model.tokenize(texts)
 
 
-def captioned(subset: LabeledImages, model: TextDiffusionModel, wordings: ClassCaptions, seed: int,
+def captioned(subset: LabeledImages, model: TextDiffusionModel, dataset: ImageDataset, seed: int,
               prompts: Sequence[str] | None = None) -> LabeledImages:
-    """``subset`` as the text model sees it: images encoded (:meth:`TextDiffusionModel.encode`), labels replaced by
-    token ids (N, L) of ``prompts`` (cycled) or, without prompts, of one training caption per image."""
+    """``subset`` (images of ``dataset``) as the text model sees it: images encoded
+    (:meth:`TextDiffusionModel.encode`), labels replaced by token ids (N, L) of ``prompts`` (cycled) or, without
+    prompts, of each image's training caption (:func:`training_captions`)."""
     if prompts:
         tokens = model.tokenize([prompts[i % len(prompts)] for i in range(len(subset))])
     else:
-        tokens = training_captions(subset.labels, subset.ids, model, wordings, seed)
+        tokens = training_captions(dataset, subset.ids, model, seed)
     return LabeledImages(model.encode(subset.images), tokens, subset.ids)
 
 
-def model_view(model: DiffusionModel, wordings: ClassCaptions, seed: int):
-    """A function giving images as ``model`` takes them: a text model's captioned (:func:`captioned`, one training
-    caption per image), a class model's as they are."""
+def model_view(model: DiffusionModel, dataset: ImageDataset, seed: int):
+    """A function giving images of ``dataset`` as ``model`` takes them: a text model's captioned
+    (:func:`captioned`), a class model's as they are."""
     if model.conditioning == "text":
-        return lambda subset: captioned(subset, model, wordings, seed)
+        return lambda subset: captioned(subset, model, dataset, seed)
     return lambda subset: subset
 
 
@@ -103,8 +107,8 @@ def text_task(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, model: Te
     forget = dataset.select(spec.forget_ids(dataset.labels, splits))
     retain = dataset.select(spec.retain_ids(dataset.labels, splits))
     return ForgetTask(
-        forget=captioned(forget, model, dataset.class_wordings, seed, spec.concept),
-        retain=captioned(retain, model, dataset.class_wordings, seed),
+        forget=captioned(forget, model, dataset, seed, spec.concept),
+        retain=captioned(retain, model, dataset, seed),
         forget_classes=spec.classes,
         num_classes=dataset.num_classes,
         anchor=model.tokenize([spec.anchor])[0],

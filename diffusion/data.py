@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,10 @@ import torch
 
 from .captions import ClassCaptions, class_captions
 from .errors import UsageError
+from .params import cut_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CAPTIONS_FILE = "metadata.jsonl"  # the Hugging Face image-folder layout: {"file_name": ..., "text": ...} per line
 MAX_IMAGE_PIXELS = 8192 * 8192  # larger images are refused (a decompression bomb costs memory)
 
 
@@ -39,19 +42,22 @@ class LabeledImages:
 
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
-    """Images in [-1, 1] with integer class labels.
+    """Images in [-1, 1] with integer class labels (and, optionally, a caption per image).
 
     Attributes:
         images: float32 tensor of shape (N, C, H, W), values in [-1, 1].
         labels: int64 tensor of shape (N,).
         class_names: one name per class id.
         name: a short description of where the data came from (recorded in outputs).
+        captions: one caption per image (what a text-to-image model was trained on), or None: a text model then
+            sees captions worded from the class names (:attr:`class_wordings`).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...]
     name: str
+    captions: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
@@ -59,6 +65,8 @@ class ImageDataset:
                 f"images must be (N, C, H, W) and labels (N,); got {tuple(self.images.shape)} and "
                 f"{tuple(self.labels.shape)}"
             )
+        if self.captions is not None and len(self.captions) != len(self.labels):
+            raise ValueError(f"captions must be one per image; got {len(self.captions)} for {len(self.labels)}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -82,10 +90,12 @@ class ImageDataset:
         return LabeledImages(self.images[ids], self.labels[ids], ids)
 
     def fingerprint(self) -> str:
-        """SHA-256 over the images and labels: identifies the data a model or split was made from."""
+        """SHA-256 over the images, labels and captions: identifies the data a model or split was made from."""
         digest = hashlib.sha256()
         digest.update(self.images.numpy().tobytes())
         digest.update(self.labels.numpy().tobytes())
+        if self.captions is not None:
+            digest.update(json.dumps(self.captions).encode())
         return digest.hexdigest()
 
 
@@ -127,7 +137,9 @@ def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDa
     """Load ``root/<class name>/*.png|jpg`` into an :class:`ImageDataset`.
 
     Class ids follow the sorted sub-folder names. Each image is converted to grey (``channels=1``) or RGB
-    (``channels=3``), resized to ``size`` x ``size`` and scaled to [-1, 1].
+    (``channels=3``), resized to ``size`` x ``size`` and scaled to [-1, 1]. A ``root/metadata.jsonl`` (the Hugging
+    Face image-folder layout that diffusers' text-to-image training reads) gives each image its caption: one JSON
+    object per line with ``file_name`` (the path under ``root``) and ``text``.
     """
     root = Path(root)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -142,7 +154,7 @@ def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDa
     if not class_dirs:
         raise UsageError(f"image folder '{root}' has no class sub-folders; expected root/<class>/<image>.png")
     mode = "L" if channels == 1 else "RGB"
-    arrays, labels = [], []
+    arrays, labels, paths = [], [], []
     for class_id, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -151,8 +163,43 @@ def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDa
             array = _read_image(path, mode, size)
             arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
             labels.append(class_id)
+            paths.append(path)
     images = torch.from_numpy(np.stack(arrays))
-    return ImageDataset(images, torch.tensor(labels), tuple(p.name for p in class_dirs), f"imagefolder:{root}")
+    captions = _read_captions(root, [path.relative_to(root).as_posix() for path in paths])
+    return ImageDataset(images, torch.tensor(labels), tuple(p.name for p in class_dirs), f"imagefolder:{root}",
+                        captions)
+
+
+def _read_captions(root: Path, files: list[str]) -> tuple[str, ...] | None:
+    """The caption of each of ``files`` (paths under ``root``) from ``root/metadata.jsonl``; None without that file.
+    A :class:`UsageError` names a malformed line, a caption of no image, or the first image without a caption."""
+    metadata = root / CAPTIONS_FILE
+    if not metadata.is_file():
+        return None
+    wanted, captions = set(files), {}
+    try:
+        lines = metadata.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read '{metadata}': {error}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not (isinstance(row, dict) and isinstance(row.get("file_name"), str) and isinstance(row.get("text"), str)):
+            raise UsageError(f"'{metadata}' line {number}: expected a JSON object with string 'file_name' and "
+                             "'text'")
+        name = Path(row["file_name"]).as_posix()
+        if name not in wanted:
+            raise UsageError(f"'{metadata}' line {number}: '{cut_text(name, 80)}' is not an image of the folder")
+        captions[name] = " ".join(row["text"].split())
+    missing = [name for name in files if name not in captions]
+    if missing:
+        raise UsageError(f"'{metadata}' has no caption for '{missing[0]}' ({len(missing)} image(s) without one); "
+                         "caption every image or remove the file")
+    return tuple(captions[name] for name in files)
 
 
 def data_folder(name: str) -> str | None:

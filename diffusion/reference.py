@@ -13,6 +13,7 @@ from diffusers import DDPMScheduler
 
 from .cache import cache_entry, load_or_build_model
 from .captions import CaptionSampler, build_tokenizer
+from .concepts import training_captions
 from .data import ImageDataset
 from .environment import environment_info
 from .errors import UsageError
@@ -56,13 +57,12 @@ def untrained_text_model(
     dataset: ImageDataset, config: TrainConfig, device: torch.device | str | None = None
 ) -> TextDiffusionModel:
     """A freshly initialised text-to-image model of ``dataset`` (pixel space, no VAE) whose tokenizer knows every
-    word of its training and held-out captions (:attr:`ImageDataset.class_wordings`); the same ``config.seed`` gives
-    the same weights."""
+    word of its captions (the images' own, if any) and of its classes' training and held-out wordings
+    (:attr:`ImageDataset.class_wordings`); the same ``config.seed`` gives the same weights."""
     try:
-        tokenizer = build_tokenizer(dataset.class_wordings.every_caption())
+        tokenizer = build_tokenizer([*dataset.class_wordings.every_caption(), *(dataset.captions or ())])
     except ValueError as error:
-        raise UsageError(f"cannot caption the classes of '{dataset.name}' {list(dataset.class_names)[:10]}: "
-                         f"{error}") from None
+        raise UsageError(f"cannot build a tokenizer for the captions of '{dataset.name}': {error}") from None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         unet, text_encoder = build_text_components(tokenizer, dataset.image_shape[1], dataset.image_shape[0],
@@ -83,13 +83,18 @@ def train_on_ids(
     accelerator=None,
     device: torch.device | str | None = None,
 ) -> TrainedModel:
-    """Train a fresh class-conditional model from ``config`` on the dataset images with the given ids."""
+    """Train a fresh model of ``config``'s kind on the dataset images with the given ids: class-conditional, or a
+    text model on each image's own caption (data with captions) or a random training wording of its class, with
+    caption dropout."""
     ids = torch.as_tensor(ids, dtype=torch.long)
     model = untrained_model(dataset, config, device)
-    conditions = None
-    if config.kind == "text":
+    labels, conditions = dataset.labels[ids], None
+    if config.kind == "text" and dataset.captions is not None:
+        labels = training_captions(dataset, ids, model, config.seed)
+        conditions = model.training_conditions(config.caption_dropout)
+    elif config.kind == "text":
         conditions = CaptionSampler(model.tokenizer, dataset.class_wordings, dropout=config.caption_dropout)
-    record = train_denoiser(model, dataset.images[ids], dataset.labels[ids], config, accelerator=accelerator,
+    record = train_denoiser(model, dataset.images[ids], labels, config, accelerator=accelerator,
                             quiet=quiet, desc=role, conditions=conditions)
     metadata = {
         "role": role,

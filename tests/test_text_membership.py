@@ -10,7 +10,6 @@ import torch
 from attacks import ATTACKS
 from attacks.clid import drop_words
 from attacks.metrics import membership_metrics
-from diffusion.captions import DIGIT_CAPTIONS
 from diffusion.concepts import captioned
 from diffusion.errors import UsageError
 from diffusion.training import TrainConfig, train_denoiser
@@ -28,7 +27,7 @@ def overfit(digits):
     order = np.random.default_rng(0).permutation(len(digits))
     # (16, 32) channels and 1000 timesteps, as the image attacks' overfit model: at (8, 16) PIA comes out inverted
     model = tiny_text_model(seed=1, widths=(16, 32), timesteps=1000)
-    members, unseen_a, unseen_b = (captioned(digits.select(order[i : i + 64]), model, DIGIT_CAPTIONS, 0)
+    members, unseen_a, unseen_b = (captioned(digits.select(order[i : i + 64]), model, digits, 0)
                                    for i in (0, 1000, 1400))
     config = TrainConfig(steps=500, batch_size=64, lr=3e-3, ema_decay=0.99, seed=1)
     train_denoiser(model, members.images, members.labels, config, quiet=True, conditions=model.training_conditions(0.1))

@@ -4,6 +4,7 @@ without a VAE, through saving, loading, sampling, concept tasks and the unlearni
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -17,11 +18,11 @@ from attacks.prompt_regeneration import prompt_regeneration
 from audit.cli import main
 from diffusion.captions import DIGIT_CAPTIONS, CaptionSampler, build_tokenizer
 from diffusion.concepts import captioned, concept_spec, task_for_model, text_task
-from diffusion.data import ImageDataset
+from diffusion.data import ImageDataset, load_dataset
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
 from diffusion.seeding import seeded_normal
-from diffusion.splits import ForgetSpec, ForgetTask
+from diffusion.splits import ForgetSpec, ForgetTask, make_splits
 from diffusion.text_model import TextDiffusionModel, build_text_components
 from unlearn import METHODS
 
@@ -287,7 +288,7 @@ def concept_images(digits, splits):
     """Held-out images of the digit three as a tiny text model takes them, and the member threes in pixels."""
     model = tiny_text_model()
     spec = concept_spec(["three"], DIGIT_CAPTIONS)
-    fit = captioned(digits.select(spec.heldout_ids(digits.labels, splits)), model, DIGIT_CAPTIONS, 0)
+    fit = captioned(digits.select(spec.heldout_ids(digits.labels, splits)), model, digits, 0)
     return model, fit, digits.select(spec.forget_ids(digits.labels, splits))
 
 
@@ -453,3 +454,35 @@ def test_a_text_model_of_a_folder_erases_a_class_named_in_words(tmp_path, digits
     assert result.exit_code == 0, result.output
     metrics = json.loads(metrics_path.read_text())
     assert set(metrics["per_class_accuracy"]) == {"0", "1", "2"} and metrics["forgotten_accuracy"] is not None
+
+
+def test_a_folder_with_captions_gives_every_image_its_own(tmp_path, digits, splits):
+    """metadata.jsonl (the Hugging Face image-folder layout) captions each image: the text model trains on those
+    captions, and the remaining data of an erasure is conditioned on them; broken caption files are refused."""
+    folder = write_digit_folder(tmp_path / "digits", digits)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    lines = [json.dumps({"file_name": name, "text": f"a sketch number {i % 7} of {name.split('/')[0]}"})
+             for i, name in enumerate(files)]
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    dataset = load_dataset(str(folder))
+    assert dataset.captions[5] == "a sketch number 5 of digit0" and len(dataset.captions) == len(dataset)
+    assert dataset.fingerprint() != load_dataset(str(write_digit_folder(tmp_path / "plain", digits))).fingerprint()
+    model = tmp_path / "model"
+    result = invoke("train", "--kind", "text", "--data", folder, "--steps", 2, "--batch-size", 8, "--out", model,
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    text_model = DiffusionModel.load(model)
+    words = ["a", "sketch", "number", "5", "of", "digit", "0"]  # CLIP splits letters from digits
+    assert text_model.tokenizer.tokenize("a sketch number 5 of digit0") == [w + "</w>" for w in words]
+    folder_splits = make_splits(dataset.labels, seed=0)
+    task = task_for_model(dataset, folder_splits, concept_spec(["digit1"], dataset.class_wordings), text_model)
+    own = text_model.tokenize([dataset.captions[i] for i in task.retain.ids.tolist()])
+    assert torch.equal(task.retain.labels, own)
+    for broken, message in [
+        (lines[:-1], "has no caption for 'digit2/"),
+        ([*lines, '{"file_name": "digit0/none.png", "text": "x"}'], "'digit0/none.png' is not an image of the folder"),
+        ([*lines, '["text"]'], f"line {len(lines) + 1}: expected a JSON object with string 'file_name' and 'text'"),
+    ]:
+        (folder / "metadata.jsonl").write_text("\n".join(broken))
+        with pytest.raises(UsageError, match=re.escape(message)):
+            load_dataset(str(folder))

@@ -85,7 +85,7 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
     else:
         member_ids, nonmember_ids = splits.members, splits.heldout
     # a text model scores (image, caption) pairs
-    calibration, view = None, model_view(model, dataset.class_wordings, seed)
+    calibration, view = None, model_view(model, dataset, seed)
     if calibration_images:
         picked = [set_aside(np.setdiff1d(pool, scored), scored, calibration_images, seed)
                   for pool, scored in ((splits.members, member_ids), (splits.heldout, nonmember_ids))]
