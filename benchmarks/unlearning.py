@@ -3,6 +3,7 @@
     python benchmarks/unlearning.py --forget-class 0 --json unlearning.json [--methods erasediff,salun]
     python benchmarks/unlearning.py --forget-samples 20 --methods erasediff,finetune,retrain   # 20-image deletion
     python benchmarks/unlearning.py --forget-concept three --methods erasediff,esd_x,esd_u,retrain   # text model
+    python benchmarks/unlearning.py --forget-concept three --methods esd_u --param esd_u.lr=1e-5   # one setting
 
 Class mode: each method runs to its own default budget; every ``--probe-every`` steps the forgotten class is
 sampled (the same noise as the final evaluation) and judged, with the timer paused, to find the time at which
@@ -47,6 +48,7 @@ import torch
 from attacks.adversarial_prompt import adversarial_prompt_attack
 from attacks.concept_inversion import concept_inversion
 from attacks.prompt_regeneration import prompt_regeneration
+from audit.commands.unlearn import parse_params
 from audit.probe import AuditProbe, default_audit_config
 from diffusion.concepts import captioned, concept_spec, task_for_model, unused_wordings
 from diffusion.data import load_digits_dataset
@@ -82,7 +84,7 @@ def chosen_methods(args, task: ForgetTask, model) -> list[str]:
     """``--methods``, or every registered method that takes ``task`` on ``model`` with its default parameters."""
     def serves(name: str) -> bool:
         try:
-            METHODS.make(name).check(task, model)
+            METHODS.make(name, **args.params.get(name, {})).check(task, model)
         except UsageError:
             return False
         return True
@@ -141,8 +143,8 @@ def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
         def probe(step, current, seconds, probes=probes):
             probes.append(forgetting_probe(current, spec.classes, judge, dataset, args.seed, step, seconds))
 
-        result = METHODS.make(name).unlearn(model, task, seed=args.seed, quiet=args.quiet, callback=probe,
-                                              callback_every=args.probe_every)
+        result = METHODS.make(name, **args.params.get(name, {})).unlearn(
+            model, task, seed=args.seed, quiet=args.quiet, callback=probe, callback_every=args.probe_every)
         metrics = evaluate_generation(result.model, judge, dataset, forget_classes=spec.classes, seed=args.seed,
                                       per_class=args.per_class)
         rows.append({
@@ -176,7 +178,8 @@ def run_sample_mode(args, dataset, splits, model, judge) -> list[dict]:
     rows = [{"method": "original", "steps": 0, "seconds": 0.0, "retained_accuracy": original["retained_accuracy"],
              "retained_fd": original["retained_fd"], **losses(model)}]
     for name in chosen_methods(args, task, model):
-        result = METHODS.make(name).unlearn(model, task, seed=args.seed, quiet=args.quiet)
+        result = METHODS.make(name, **args.params.get(name, {})).unlearn(model, task, seed=args.seed,
+                                                                      quiet=args.quiet)
         metrics = evaluate_generation(result.model, judge, dataset, seed=args.seed, per_class=args.per_class)
         rows.append({"method": name, "steps": result.steps, "seconds": result.seconds,
                      "retained_accuracy": metrics["retained_accuracy"], "retained_fd": metrics["retained_fd"],
@@ -213,7 +216,7 @@ def run_certify_mode(args, dataset, splits, model, judge) -> list[dict]:
     rows = [{"method": "original", "steps": 0, "seconds": 0.0, "steps_to_10pct": None, "seconds_to_10pct": None,
              "probes": [audited(0, model, 0.0)]}]
     for name in chosen_methods(args, task, model):
-        method = METHODS.make(name)
+        method = METHODS.make(name, **args.params.get(name, {}))
         schedule = certify_schedule(method.get_params()["steps"])
         probes, forgetting = [], []
 
@@ -326,6 +329,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=200,
                         help="samples per class for the final metrics (the FD of 50 per class varies by about "
                              "+-0.5 between seeds on the reference model; 200 per class by about +-0.05)")
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="a method parameter other than its default (repeatable), e.g. esd_u.lr=1e-5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="benchmarks/unlearning.json")
     parser.add_argument("--quiet", action="store_true")
@@ -335,6 +340,15 @@ def main() -> None:
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; expected some of {METHODS.names()}")
+    args.params = {}
+    for pair in args.param:
+        method, dot, setting = pair.partition(".")
+        if not dot or method not in METHODS:
+            parser.error(f"--param expects METHOD.KEY=VALUE with a registered method; got '{pair}'")
+        try:
+            args.params.setdefault(method, {}).update(parse_params((setting,)))
+        except UsageError as error:
+            parser.error(str(error))
 
     dataset = load_digits_dataset()
     splits = make_splits(dataset.labels, seed=0)
