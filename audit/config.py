@@ -327,6 +327,20 @@ def _load_bounded(text: str) -> Any:
         loader.dispose()
 
 
+# YAML 1.1 reads 1e-5 (no dot) as a string; a learning rate written so is a number
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                                     list("-+0123456789."))
+
+
+def read_yaml_value(text: str) -> Any:
+    """One YAML value (e.g. a ``--param`` value) read as the config file reads it; a :class:`yaml.YAMLError` if
+    malformed."""
+    try:
+        return _load_bounded(text)
+    except _Refused as error:
+        raise yaml.YAMLError(str(error)) from None
+
+
 def read_yaml(path: Path) -> Any:
     """The YAML document in ``path`` (None if empty), read with ``safe_load``'s loader within the bounds above."""
     text = _read_text(path)

@@ -16,9 +16,11 @@ def test_defaults_round_trip():
 
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "audit.yaml"
-    path.write_text("forget_classes: [3, 5]\nseed: 7\nthresholds:\n  mia_auc_margin: 0.05\n")
+    path.write_text("forget_classes: [3, 5]\nseed: 7\nthresholds:\n  mia_auc_margin: 0.05\n"
+                    "method_params:\n  lr: 1e-5\n  forget_target: relabel\n")
     config = load_config(path, {"seed": 9, "method": None})
     assert config.forget_classes == [3, 5] and config.seed == 9 and config.method == "erasediff"
+    assert config.method_params == {"lr": 1e-5, "forget_target": "relabel"}  # 1e-5: a number, as YAML 1.2 reads it
     assert config.thresholds.mia_auc_margin == 0.05 and isinstance(config.thresholds, Thresholds)
 
 

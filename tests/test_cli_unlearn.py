@@ -41,7 +41,7 @@ def test_unlearn_writes_a_new_model_and_its_record(saved, tmp_path):
     before = folder_hash(saved)
     out = tmp_path / "erased"
     result = invoke("unlearn", "--model", saved, "--forget-class", 3, "--lambda", 0.5, "--param", "inner_steps=1",
-                    "--out", out, *FAST)
+                    "--param", "inner_lr=1e-5", "--out", out, *FAST)
     assert result.exit_code == 0, result.output
     assert folder_hash(saved) == before, "the input model folder changed"
     record = json.loads((out / "erasediff.json").read_text())
@@ -50,6 +50,7 @@ def test_unlearn_writes_a_new_model_and_its_record(saved, tmp_path):
     assert record["parent_model"]["fingerprint"] == DiffusionModel.load(saved, device="cpu").fingerprint()
     assert record["method"] == "erasediff" and record["steps"] == 3 and record["wall_seconds"] > 0
     assert record["params"]["fixed_lambda"] == 0.5 and record["params"]["inner_steps"] == 1
+    assert record["params"]["inner_lr"] == 1e-5  # YAML 1.1 would leave "1e-5" a string
     assert record["forget_spec"]["fingerprint"] == ForgetSpec(classes=(3,)).fingerprint()
     assert set(record["curves"]) == {"loss_retain", "loss_forget", "q", "lambda", "cos_grad"}
     assert record["curves"]["lambda"] == [0.5] * 3

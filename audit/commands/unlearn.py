@@ -19,6 +19,7 @@ from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
 from diffusion.training import MIXED_PRECISIONS
 from unlearn import METHODS
 
+from ..config import read_yaml_value
 from .common import (
     configure_logging,
     handle_errors,
@@ -32,14 +33,15 @@ from .common import (
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` pairs to a dict; values are read as YAML scalars (``1e-4`` -> float, ``null`` -> None)."""
+    """``KEY=VALUE`` pairs to a dict; values are read as YAML scalars, as a config file reads them (``1e-4`` ->
+    float, ``null`` -> None)."""
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--param expects KEY=VALUE; got '{pair}'")
         try:
-            params[key.replace("-", "_")] = yaml.safe_load(value)
+            params[key.replace("-", "_")] = read_yaml_value(value)
         except yaml.YAMLError:
             raise UsageError(f"--param {key}: cannot read the value '{value}'") from None
     return params
