@@ -361,16 +361,18 @@ def _concept_resurrection(
     model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig, forget_pixels: LabeledImages
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """The resurrection probes of a text model (attacks/): every caption wording of the concept's class not given
-    to the erasure (``regeneration``), a word learned by concept inversion (``inversion``), an adversarial prompt
-    (``adversarial_prompt``) and relearning, the last three fitted on the held-out images kept aside; with the
-    report's prompt -> samples rows (``prompt_grid``) and their images, keyed ``prompt_<row>``."""
+    to the erasure, and the held-out images' own captions when the data has them (``regeneration``), a word
+    learned by concept inversion (``inversion``), an adversarial prompt (``adversarial_prompt``) and relearning,
+    the last three fitted on the held-out images kept aside; with the report's prompt -> samples rows
+    (``prompt_grid``) and their images, keyed ``prompt_<row>``."""
     spec, judge, fit = subjects.spec, subjects.judge, subjects.inversion_images
     concept, wordings = spec.classes[0], subjects.dataset.class_wordings
     common = {"seed": config.seed, "sample_steps": config.eval_steps}
     given = prompt_regeneration(model, judge, spec.concept, concept, forget_pixels, seed=config.seed,
                                 per_prompt=PROMPT_GRID_IMAGES, sample_steps=config.eval_steps)
-    regenerated = prompt_regeneration(model, judge, unused_wordings(spec, wordings), concept, forget_pixels,
-                                      seed=config.seed, per_prompt=max(1, config.eval_samples_per_class // 5),
+    unused = unused_wordings(spec, subjects.dataset, fit.ids.tolist())
+    regenerated = prompt_regeneration(model, judge, unused, concept, forget_pixels, seed=config.seed,
+                                      per_prompt=max(1, config.eval_samples_per_class // 5),
                                       sample_steps=config.eval_steps)
     inverted = concept_inversion(model, judge, fit, concept, forget_pixels, per_class=config.eval_samples_per_class,
                                  quiet=config.quiet, **common)

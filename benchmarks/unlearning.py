@@ -96,12 +96,12 @@ def resurrection_probes(args, dataset, splits, spec, model, judge):
     """A function of a text model giving what each resurrection attack on the erased digit brings back (judged
     accuracy): wordings the erasure never used, concept inversion and adversarial prompts, the last two fitted on
     held-out images of the digit (never trained on)."""
-    digit, wordings = spec.classes[0], dataset.class_wordings
+    digit = spec.classes[0]
     forget_pixels = dataset.select(spec.forget_ids(dataset.labels, splits))
     fit_images = captioned(dataset.select(spec.heldout_ids(dataset.labels, splits)), model, dataset, args.seed)
 
     def probe(current) -> dict:
-        regenerated = prompt_regeneration(current, judge, unused_wordings(spec, wordings), digit, forget_pixels,
+        regenerated = prompt_regeneration(current, judge, unused_wordings(spec, dataset), digit, forget_pixels,
                                           seed=args.seed)
         inverted = concept_inversion(current, judge, fit_images, digit, forget_pixels, seed=args.seed)
         adversarial = adversarial_prompt_attack(current, judge, fit_images, spec.concept[0], digit, forget_pixels,

@@ -22,6 +22,8 @@ from .seeding import derive_seed
 from .splits import ForgetSpec, ForgetTask, Splits
 from .text_model import TextDiffusionModel
 
+HELDOUT_CAPTIONS = 8  # captions of held-out concept images a regeneration probe tries, besides the class's wordings
+
 
 def named_class(prompt: str, wordings: ClassCaptions) -> int:
     """The one class a prompt names (:meth:`ClassCaptions.classes_named`); a :class:`UsageError` when it names none
@@ -59,11 +61,15 @@ def concept_spec(prompts: Sequence[str], wordings: ClassCaptions, anchor: str = 
     return ForgetSpec(classes=(concept,), sample_ids=tuple(sample_ids), label=label, concept=prompts, anchor=anchor)
 
 
-def unused_wordings(spec: ForgetSpec, wordings: ClassCaptions) -> list[str]:
-    """Every caption wording (training and held-out) of the concept's class that the erasure was not given: what a
-    regeneration probe asks for."""
-    templates = wordings.train_templates + wordings.heldout_templates
-    return [p for p in wordings.captions(spec.classes[0], templates) if p not in spec.concept]
+def unused_wordings(spec: ForgetSpec, dataset: ImageDataset, heldout_ids: Sequence[int] = ()) -> list[str]:
+    """What a regeneration probe asks for: every wording (training and held-out) of the concept's class, then, when
+    the data has captions, the own captions of the held-out images ``heldout_ids`` (at most
+    :data:`HELDOUT_CAPTIONS`; never trained on), each once, none of them a prompt the erasure was given."""
+    wordings = dataset.class_wordings
+    prompts = wordings.captions(spec.classes[0], wordings.train_templates + wordings.heldout_templates)
+    if dataset.captions is not None:
+        prompts += list(dict.fromkeys(dataset.captions[i] for i in heldout_ids))[:HELDOUT_CAPTIONS]
+    return [p for p in dict.fromkeys(prompts) if p not in spec.concept]
 
 
 def training_captions(dataset: ImageDataset, ids: torch.Tensor, model: TextDiffusionModel, seed: int) -> torch.Tensor:

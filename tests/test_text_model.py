@@ -16,8 +16,14 @@ from attacks.adversarial_prompt import adversarial_prompt_attack, search_prompt
 from attacks.concept_inversion import concept_inversion, fit_concept_token
 from attacks.prompt_regeneration import prompt_regeneration
 from audit.cli import main
-from diffusion.captions import DIGIT_CAPTIONS, CaptionSampler, build_tokenizer
-from diffusion.concepts import captioned, concept_spec, task_for_model, text_task
+from diffusion.captions import (
+    DIGIT_CAPTIONS,
+    NAMED_HELDOUT_TEMPLATES,
+    NAMED_TRAIN_TEMPLATES,
+    CaptionSampler,
+    build_tokenizer,
+)
+from diffusion.concepts import captioned, concept_spec, task_for_model, text_task, unused_wordings
 from diffusion.data import ImageDataset, load_dataset
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
@@ -478,6 +484,11 @@ def test_a_folder_with_captions_gives_every_image_its_own(tmp_path, digits, spli
     task = task_for_model(dataset, folder_splits, concept_spec(["digit1"], dataset.class_wordings), text_model)
     own = text_model.tokenize([dataset.captions[i] for i in task.retain.ids.tolist()])
     assert torch.equal(task.retain.labels, own)
+    spec = concept_spec(["digit1"], dataset.class_wordings)  # the "{word}" wording: given, so never probed
+    heldout = spec.heldout_ids(dataset.labels, folder_splits).tolist()
+    probed = unused_wordings(spec, dataset, heldout)
+    wordings = dataset.class_wordings.captions(1, NAMED_TRAIN_TEMPLATES + NAMED_HELDOUT_TEMPLATES)
+    assert probed == [w for w in wordings if w != "digit1"] + list(dict.fromkeys(dataset.captions[i] for i in heldout))
     for broken, message in [
         (lines[:-1], "has no caption for 'digit2/"),
         ([*lines, '{"file_name": "digit0/none.png", "text": "x"}'], "'digit0/none.png' is not an image of the folder"),
