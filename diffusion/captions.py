@@ -75,10 +75,14 @@ class ClassCaptions:
         names = self.names[label]
         return [t.format(word=names[0], digit=names[-1]) for t in templates or self.train_templates]
 
+    @property
+    def every_template(self) -> tuple[str, ...]:
+        """The training wordings, then the held-out ones."""
+        return self.train_templates + self.heldout_templates
+
     def every_caption(self) -> list[str]:
         """Every training and held-out wording of every class: the text a tokenizer must know."""
-        templates = self.train_templates + self.heldout_templates
-        return [text for label in range(self.num_classes) for text in self.captions(label, templates)]
+        return [text for label in range(self.num_classes) for text in self.captions(label, self.every_template)]
 
     def classes_named(self, prompt: str) -> set[int]:
         """The classes whose name appears in ``prompt`` as whole words (case and punctuation ignored)."""

@@ -66,7 +66,7 @@ def unused_wordings(spec: ForgetSpec, dataset: ImageDataset, heldout_ids: Sequen
     the data has captions, the own captions of the held-out images ``heldout_ids`` (at most
     :data:`HELDOUT_CAPTIONS`; never trained on), each once, none of them a prompt the erasure was given."""
     wordings = dataset.class_wordings
-    prompts = wordings.captions(spec.classes[0], wordings.train_templates + wordings.heldout_templates)
+    prompts = wordings.captions(spec.classes[0], wordings.every_template)
     if dataset.captions is not None:
         prompts += list(dict.fromkeys(dataset.captions[i] for i in heldout_ids))[:HELDOUT_CAPTIONS]
     return [p for p in dict.fromkeys(prompts) if p not in spec.concept]
