@@ -20,9 +20,7 @@ from dataclasses import asdict, dataclass
 from scipy.stats import norm
 
 from .config import Thresholds
-from .statistics import FAIL, INCONCLUSIVE, PASS, combine
-
-SEVERITY = {FAIL: 2, INCONCLUSIVE: 1, PASS: 0}
+from .statistics import FAIL, INCONCLUSIVE, PASS, RESIDUAL_GUARD, combine
 
 
 @dataclass(frozen=True)
@@ -73,47 +71,38 @@ def proportion_difference(p_subject: float, n_subject: int, p_reference: float, 
 
 
 def _membership_checks(membership: dict, thresholds: Thresholds) -> list[Check]:
+    """One check per conditioning (the mean over attacks, with vetoes: :func:`audit.membership.combine_attacks`),
+    and the audit's power."""
     checks = []
     margin, confidence = thresholds.mia_auc_margin, thresholds.confidence
-    powered = []
-    for attack, per_conditioning in membership["attacks"].items():
-        conditioning = most_revealing(per_conditioning)
-        comparison = per_conditioning[conditioning]
-        powered += [f"{attack} ({c})" for c, comp in per_conditioning.items() if comp["power"]]
-        description = (f"{attack} membership AUC (forget vs heldout) matches the retrained references', under the "
-                       f"most revealing conditioning ({', '.join(per_conditioning)} tried)")
-        if comparison["scale"] is None:
-            checks.append(Check(f"mia_auc[{attack}]", description, INCONCLUSIVE, None, None,
-                                f"interval within +/-{margin:g}", comparison["note"]))
+    attacks = ", ".join(membership["attacks"])
+    for conditioning, combined in membership["combined"].items():
+        name = f"membership[{conditioning}]"
+        description = (f"membership AUC (forget vs heldout) under the {conditioning} conditioning, averaged over the "
+                       f"attacks ({attacks}), matches the retrained references'; no attack decisively differs")
+        rule = (f"mean interval within +/-{margin:g}, no attack's interval outside it, at most "
+                f"{RESIDUAL_GUARD:.0%} of the original's difference left")
+        if "unlearned" not in combined:
+            checks.append(Check(name, description, INCONCLUSIVE, None, None, rule, combined["note"]))
             continue
-        diff = comparison["auc"][comparison["scale"]]["unlearned"]
-        detail = (f"{comparison['scale']} AUC under {conditioning}: unlearned {diff['subject_value']:.3f} vs "
-                  f"references {', '.join(f'{v:.3f}' for v in diff['reference_values'])}; difference "
-                  f"{_signed(diff['estimate'])} {_interval_text(diff['low'], diff['high'], confidence)}, "
-                  f"margin +/-{margin:g}")
-        checks.append(Check(f"mia_auc[{attack}]", description, comparison["decision"], diff["estimate"],
-                            [diff["low"], diff["high"]], f"interval within +/-{margin:g}", detail))
-    detail = ("the attacks separate the original model from the references: " + ", ".join(powered) if powered else
-              "no attack separates the original model from the references on the forget set: a PASS would mean "
+        diff, original = combined["unlearned"], combined["original"]
+        detail = (f"mean AUC difference {_signed(diff['estimate'])} "
+                  f"{_interval_text(diff['low'], diff['high'], confidence)} (images and seeds; seed spread from "
+                  f"{diff['seed_source']}), margin +/-{margin:g}; original {_signed(original['estimate'])}")
+        if combined["vetoes"]:
+            detail += f"; decisively outside the margin: {', '.join(combined['vetoes'])}"
+        if not combined["residual_guard"]:
+            detail += f"; more than {RESIDUAL_GUARD:.0%} of the original's difference remains, so no PASS"
+        checks.append(Check(name, description, combined["decision"], diff["estimate"], [diff["low"], diff["high"]],
+                            rule, detail))
+    powered = [c for c, combined in membership["combined"].items() if combined["power"]]
+    detail = ("the attacks separate the original model from the references under: " + ", ".join(powered) if powered
+              else "no attack separates the original model from the references on the forget set: a PASS would mean "
               "nothing, so none is given")
     checks.append(Check("audit_power", "the attacks can see the leak the erasure must remove (the original model "
                         "fails the membership check)", PASS if powered else INCONCLUSIVE, None, None,
-                        "the original's interval lies outside the margin for at least one attack", detail))
+                        "the original fails the membership rule under at least one conditioning", detail))
     return checks
-
-
-def most_revealing(per_conditioning: dict) -> str:
-    """The conditioning (of one attack's comparisons) under which the unlearned model looks worst: the one the
-    membership check decides on."""
-    return max(per_conditioning, key=lambda c: _exposure(per_conditioning[c]))
-
-
-def _exposure(comparison: dict) -> tuple[int, float]:
-    """How bad one conditioning looks for the unlearned model: its decision, then |difference| / SE."""
-    if comparison["scale"] is None:
-        return SEVERITY[comparison["decision"]], 0.0
-    diff = comparison["auc"][comparison["scale"]]["unlearned"]
-    return SEVERITY[comparison["decision"]], abs(diff["estimate"]) / max(diff["standard_error"], 1e-12)
 
 
 def _mean(values: list[float]) -> float:

@@ -28,6 +28,7 @@ from diffusion.model import DiffusionModel
 
 from . import statistics
 from .config import Thresholds
+from .seed_spread import NO_PRIORS, SeedPriors, mean_statistic
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +37,10 @@ LABEL, INVERTED = "label", "inverted"
 
 @dataclass(frozen=True)
 class ScoredSets:
-    """The images every attack scores: the forget set then the scored heldout images, and which are members.
-
-    ``classes_erased``: whole classes are deleted, so the references never learned the scored images' class.
-    Per-example calibration then measures each image's difficulty under a model that does not know its class,
-    the wrong baseline for a model that does: decisions stay on raw paired scores (see :func:`compare`).
-    """
+    """The images every attack scores: the forget set then the scored heldout images, and which are members."""
 
     samples: LabeledImages
     is_member: np.ndarray  # (N,) bool
-    classes_erased: bool
     class_labels: torch.Tensor | None = None  # (N,): each image's class where ``samples`` holds captions
 
     @property
@@ -78,45 +73,117 @@ def conditioned(
 
 def compare(
     scores: dict[str, np.ndarray], is_member: np.ndarray, references: list[str], thresholds: Thresholds, seed: int,
-    calibrated_decisions: bool,
-) -> tuple[dict, dict[str, np.ndarray]]:
+    prior: statistics.SeedSpread | None = None,
+) -> tuple[dict, dict[str, np.ndarray], dict[str, statistics.PairedBootstrap]]:
     """The unlearned and the original model against the references on one attack's scores under one conditioning.
 
-    Decisions use per-example calibrated scores when ``calibrated_decisions`` and there are 2 references or more,
-    raw paired scores otherwise (and are INCONCLUSIVE without any reference). Measured at full size
-    (benchmarks/results/calibration.txt): deleting 50 member images, calibration raised the original-vs-references
-    separation several-fold even at K = 2; erasing a class, it lowered it at K = 2 and K = 4 (the references never
-    learned the class, so their per-image means are the wrong baseline; the no-op's PIA difference under the label
-    fell from +0.109 raw to +0.016 calibrated at K = 4). Both scales are always reported, so the calibration's gain
-    or loss in power shows. Returns the comparison (JSON-ready) and every model's calibrated scores ({} with fewer
-    than 2 references).
+    Decisions use raw paired scores, with the retrains' seed spread in the interval (``prior``: the shipped
+    measurement for this task, pooled with the references' own spread; see
+    :func:`audit.statistics.seed_aware_difference`). Per-example calibrated scores (K >= 2) are reported beside
+    them, not decided on: erasing a class, the references never learned it and their per-image means are the wrong
+    baseline (benchmarks/results/calibration.txt), and deleting member images at K = 2 the two calibrated references
+    are mirror images of each other. Returns the comparison (JSON-ready), every model's calibrated scores ({} with
+    fewer than 2 references) and the raw paired bootstraps of the unlearned and the original model (for the mean
+    over attacks, :func:`combine_attacks`).
     """
     if not references:
         return {"scale": None, "decision": statistics.INCONCLUSIVE, "power": False,
-                "note": "no model retrained without the forget set to compare with"}, {}
+                "note": "no model retrained without the forget set to compare with"}, {}, {}
     scales = {"raw": scores}
     if len(references) >= 2:
         scales["calibrated"] = statistics.calibrate(scores, references)
-    diffs = {
-        scale: {subject: statistics.paired_difference(values, is_member, subject, references, metric="auc",
-                                                      confidence=thresholds.confidence, seed=seed)
-                for subject in ("unlearned", "original")}
-        for scale, values in scales.items()
-    }
-    scale = "calibrated" if calibrated_decisions and "calibrated" in scales else "raw"
-    unlearned, original = diffs[scale]["unlearned"], diffs[scale]["original"]
+    boots = {scale: {subject: statistics.paired_bootstrap(values, is_member, subject, references, metric="auc",
+                                                          seed=seed)
+                     for subject in ("unlearned", "original")}
+             for scale, values in scales.items()}
+    diffs = {scale: {subject: statistics.seed_aware_difference(boot, thresholds.confidence,
+                                                               prior if scale == "raw" else None)
+                     for subject, boot in per.items()}
+             for scale, per in boots.items()}
+    unlearned, original = diffs["raw"]["unlearned"], diffs["raw"]["original"]
     fpr = statistics.resolvable_fpr(int((~is_member).sum()), 0.01)
-    tpr = statistics.paired_difference(scales[scale], is_member, "unlearned", references, metric=f"tpr@{fpr:.6g}",
+    tpr = statistics.paired_difference(scores, is_member, "unlearned", references, metric=f"tpr@{fpr:.6g}",
                                        confidence=thresholds.confidence, seed=seed)
     comparison = {
-        "scale": scale,
+        "scale": "raw",
         "auc": {name: {subject: diff.to_dict() for subject, diff in per.items()} for name, per in diffs.items()},
         "tpr_at_resolvable_fpr": {"fpr": fpr, "unlearned": tpr.to_dict()},
         "decision": statistics.decide(unlearned, thresholds.mia_auc_margin),
         "power": statistics.has_power(original, thresholds.mia_auc_margin),
-        "samples_needed": statistics.samples_needed(unlearned, thresholds.mia_auc_margin),
+        "residual_fraction": statistics.residual_fraction(unlearned, original),
     }
-    return comparison, scales.get("calibrated", {})
+    return comparison, scales.get("calibrated", {}), boots["raw"]
+
+
+def combine_attacks(
+    boots: dict[str, dict[str, statistics.PairedBootstrap]], cells: dict[str, dict], thresholds: Thresholds,
+    prior: statistics.SeedSpread | None = None,
+) -> dict:
+    """The membership decision under one conditioning: every attack's AUC difference averaged, with vetoes.
+
+    The rule (audit/statistics.py and the README's "The audit's verdict" give its reasoning):
+    - the statistic is the mean over attacks of (subject AUC - references' mean AUC), with its paired bootstrap
+      averaged replicate by replicate (the attacks' correlation kept) and the seeds' spread counted (``prior``
+      for the mean, pooled with the references');
+    - FAIL when that interval lies outside +/-margin, or when any single attack's interval does (a veto: one
+      attack that decisively sees the forget set is enough);
+    - PASS when it lies inside, no attack vetoes, and at most ``RESIDUAL_GUARD`` (one half) of the original's mean
+      difference remains (a no-op whose original leaks weakly cannot PASS on a wide margin);
+    - INCONCLUSIVE otherwise. Power: the original FAILs the same rule.
+    ``boots``: attack -> {"unlearned"/"original": raw paired bootstrap}; ``cells``: attack -> its comparison.
+    """
+    if not boots:
+        return {"decision": statistics.INCONCLUSIVE, "power": False, "vetoes": [],
+                "note": "no model retrained without the forget set to compare with"}
+    margin = thresholds.mia_auc_margin
+    diffs = {subject: statistics.seed_aware_difference(
+                 statistics.mean_bootstrap([per[subject] for per in boots.values()]), thresholds.confidence, prior)
+             for subject in ("unlearned", "original")}
+    unlearned, original = diffs["unlearned"], diffs["original"]
+    vetoes = sorted(attack for attack, cell in cells.items() if cell.get("decision") == statistics.FAIL)
+    decision = statistics.decide(unlearned, margin)
+    guard = abs(unlearned.estimate) <= statistics.RESIDUAL_GUARD * abs(original.estimate)
+    if vetoes:
+        decision = statistics.FAIL
+    elif decision == statistics.PASS and not guard:
+        decision = statistics.INCONCLUSIVE
+    original_decision = statistics.decide(original, margin)
+    power = original_decision == statistics.FAIL or any(cell.get("power") for cell in cells.values())
+    result = {"attacks": sorted(boots), "unlearned": unlearned.to_dict(), "original": original.to_dict(),
+              "decision": decision, "power": power, "vetoes": vetoes, "residual_guard": guard,
+              "residual_fraction": statistics.residual_fraction(unlearned, original)}
+    return result
+
+
+def membership_from_scores(
+    scores: dict[str, dict[str, dict[str, np.ndarray]]], is_member: np.ndarray, references: list[str],
+    thresholds: Thresholds, seed: int, priors: SeedPriors = NO_PRIORS,
+) -> tuple[dict, dict, dict[tuple[str, str], dict[str, np.ndarray]]]:
+    """The membership comparisons from raw scores alone (attack -> conditioning -> model role -> (N,) scores).
+
+    Returns the per-attack comparisons (attack -> conditioning -> :func:`compare`), the decision under each
+    conditioning (conditioning -> :func:`combine_attacks`) and the calibrated scores per (attack, conditioning).
+    Pure: a benchmark re-decides finished audits from their score tables with it.
+    """
+    comparisons: dict = {attack: {} for attack in scores}
+    boots: dict = {}
+    calibrated_scores = {}
+    for attack, per_conditioning in scores.items():
+        for conditioning, raw in per_conditioning.items():
+            comparison, calibrated, boot = compare(raw, is_member, references, thresholds, seed,
+                                                   priors.spread(conditioning, attack))
+            if calibrated:
+                comparison["unlearned_forget_z"] = relative_to_nonmembers(calibrated["unlearned"], is_member).tolist()
+            comparisons[attack][conditioning] = comparison
+            calibrated_scores[attack, conditioning] = calibrated
+            if boot:
+                boots.setdefault(conditioning, {})[attack] = boot
+    conditionings = list(dict.fromkeys(c for per in scores.values() for c in per))
+    statistic = mean_statistic(list(scores))
+    combined = {c: combine_attacks(boots.get(c, {}), {a: comparisons[a][c] for a in scores}, thresholds,
+                                   priors.spread(c, statistic))
+                for c in conditionings}
+    return comparisons, combined, calibrated_scores
 
 
 def run_membership(
@@ -129,41 +196,40 @@ def run_membership(
     seed: int,
     scores_dir: Path,
     memo: dict[tuple[str, str, str], AttackScores] | None = None,
-) -> tuple[dict, dict]:
+    priors: SeedPriors = NO_PRIORS,
+) -> tuple[dict, dict, dict]:
     """Every attack on every model under every conditioning; writes ``scores_dir/<attack>.csv``.
 
     ``memo`` (optional, filled as it goes) holds scores by (attack and its parameters, model fingerprint, samples
     and their conditioning labels, seed): a caller that audits several candidate models against the same original
     and references passes one dict, and the fixed models are scored once (scores depend only on the weights, the
-    samples and the seed). Returns the per-model metrics under the label (ROC and all: ``results["attacks"]``) and
-    the comparisons (``results["membership"]``).
+    samples and the seed). ``priors``: the measured seed spread of this task, if any. Returns the per-model metrics
+    under the label (ROC and all: ``results["attacks"]``), the per-attack comparisons and the decision under each
+    conditioning (``results["membership"]["attacks"]`` and ``["combined"]``).
     """
     views = conditioned(models, inversions, sets)
     memo = {} if memo is None else memo
     is_member = sets.is_member
-    per_model, comparisons = {}, {}
+    per_model: dict = {}
+    scored: dict = {attack.name: {} for attack in attacks}
     for attack in attacks:
-        blocks: list[tuple[str, str, AttackScores, np.ndarray | None]] = []
-        comparisons[attack.name] = {}
         for conditioning, view in views.items():
-            scored = {role: _memoized_score(attack, model, samples, seed, memo)
-                      for role, (model, samples) in view.items()}
-            raw = {role: s.scores for role, s in scored.items()}
-            comparison, calibrated = compare(raw, is_member, references, thresholds, seed,
-                                             calibrated_decisions=not sets.classes_erased)
-            if calibrated:
-                comparison["unlearned_forget_z"] = relative_to_nonmembers(calibrated["unlearned"], is_member).tolist()
-            comparisons[attack.name][conditioning] = comparison
-            blocks += [(role, conditioning, s, calibrated.get(role)) for role, s in scored.items()]
-            if conditioning == LABEL:
-                per_model[attack.name] = {
-                    role: {**membership_metrics(s.scores[is_member], s.scores[~is_member], seed=seed),
-                           "cost": s.to_dict()}
-                    for role, s in scored.items()
-                }
-            logger.info("%s under %s: %s", attack.name, conditioning, comparison["decision"])
-        write_scores_csv(scores_dir / f"{attack.name}.csv", blocks, is_member)
-    return per_model, comparisons
+            scored[attack.name][conditioning] = {role: _memoized_score(attack, model, samples, seed, memo)
+                                                 for role, (model, samples) in view.items()}
+        per_model[attack.name] = {
+            role: {**membership_metrics(s.scores[is_member], s.scores[~is_member], seed=seed), "cost": s.to_dict()}
+            for role, s in scored[attack.name][LABEL].items()
+        }
+    raw = {attack: {c: {role: s.scores for role, s in per.items()} for c, per in per_c.items()}
+           for attack, per_c in scored.items()}
+    comparisons, combined, calibrated = membership_from_scores(raw, is_member, references, thresholds, seed, priors)
+    for attack, per_conditioning in scored.items():
+        blocks = [(role, c, s, calibrated[attack, c].get(role))
+                  for c, per in per_conditioning.items() for role, s in per.items()]
+        write_scores_csv(scores_dir / f"{attack}.csv", blocks, is_member)
+    for conditioning, decision in combined.items():
+        logger.info("membership under %s: %s", conditioning, decision["decision"])
+    return per_model, comparisons, combined
 
 
 def _memoized_score(

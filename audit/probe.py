@@ -25,10 +25,11 @@ from diffusion.reference import load_or_train_reference
 from diffusion.splits import make_splits
 from diffusion.training import TrainConfig
 
-from .checks import Check, evaluate_checks, most_revealing, verdict
+from .checks import Check, evaluate_checks, verdict
 from .config import AuditConfig
 from .membership import run_membership
 from .run import INVERSION_IMAGES_PER_CLASS, AuditSubjects, prepare_subjects
+from .seed_spread import priors_for, task_kind
 
 UNLEARNED = "unlearned"
 
@@ -39,12 +40,14 @@ class ProbeResult:
 
     Attributes:
         checks: the probed checks (membership per attack, audit power, forgotten generation, utility).
-        comparisons: the membership comparisons, as in ``results["membership"]["attacks"]``.
+        comparisons: the per-attack membership comparisons, as in ``results["membership"]["attacks"]``.
+        combined: the membership decision per conditioning, as in ``results["membership"]["combined"]``.
         utility: the candidate's generation metrics (``evaluate_generation``).
     """
 
     checks: list[Check]
     comparisons: dict
+    combined: dict
     utility: dict
 
     def decisions(self, prefix: str = "") -> dict[str, str]:
@@ -52,32 +55,29 @@ class ProbeResult:
         return {c.name: c.decision for c in self.checks if c.name.startswith(prefix)}
 
     def membership(self) -> dict[str, dict]:
-        """Per attack, under the conditioning its check decides on: decision, conditioning, scale, the AUC
-        difference (unlearned minus the references' mean) and its interval."""
+        """Per conditioning, the membership decision (the mean over attacks, audit.membership.combine_attacks):
+        decision, the mean AUC difference (unlearned minus the references' mean), its interval, and any vetoes."""
         cells = {}
-        for attack, per_conditioning in self.comparisons.items():
-            conditioning = most_revealing(per_conditioning)
-            comparison = per_conditioning[conditioning]
-            if comparison["scale"] is None:
-                cells[attack] = {"decision": comparison["decision"], "conditioning": conditioning}
+        for conditioning, combined in self.combined.items():
+            if "unlearned" not in combined:
+                cells[conditioning] = {"decision": combined["decision"]}
                 continue
-            diff = comparison["auc"][comparison["scale"]]["unlearned"]
-            cells[attack] = {"decision": comparison["decision"], "conditioning": conditioning,
-                             "scale": comparison["scale"], "estimate": diff["estimate"],
-                             "interval": [diff["low"], diff["high"]]}
+            diff = combined["unlearned"]
+            cells[conditioning] = {"decision": combined["decision"], "estimate": diff["estimate"],
+                                   "interval": [diff["low"], diff["high"]], "vetoes": combined["vetoes"]}
         return cells
 
     @property
     def certified(self) -> bool:
         """Every membership check and the forgetting check PASS: the erasure the audit would certify."""
-        wanted = [c for c in self.checks if c.name.startswith(("mia_auc", "audit_power", "forgotten_generation"))]
+        wanted = [c for c in self.checks if c.name.startswith(("membership", "audit_power", "forgotten_generation"))]
         return verdict(wanted) == "PASS"
 
     @property
     def unrefuted(self) -> bool:
         """No membership or forgetting check FAILs: what a model retrained without the forget set gets when the
         audit lacks the power to certify it (an INCONCLUSIVE verdict, never a FAIL)."""
-        wanted = [c for c in self.checks if c.name.startswith(("mia_auc", "forgotten_generation"))]
+        wanted = [c for c in self.checks if c.name.startswith(("membership", "forgotten_generation"))]
         return all(c.decision != "FAIL" for c in wanted)
 
     @property
@@ -104,6 +104,9 @@ class AuditProbe:
         for attack in self.subjects.attacks:
             attack.fit(original, self.subjects.calibration, seed=config.seed, quiet=config.quiet)
         self.memo: dict[tuple[str, str, str], AttackScores] = {}
+        spec = self.subjects.spec
+        self.priors = priors_for(original.fingerprint(), task_kind(spec.classes, spec.sample_ids, bool(spec.concept)),
+                                 self.subjects.sets.num_members)
         self.inversions = {role: self._inverted(model) for role, model in self.fixed.items()}
         self.utility = {role: self._utility(model) for role, model in self.fixed.items()}
         self._scores_dir = tempfile.TemporaryDirectory(prefix="erasediff-probe-")  # the CSVs are not kept
@@ -128,13 +131,13 @@ class AuditProbe:
         inversions = {}
         if subjects.inversion_images is not None:
             inversions = {**self.inversions, UNLEARNED: self._inverted(model)}
-        _, comparisons = run_membership(subjects.attacks, models, inversions, subjects.sets, subjects.references,
-                                        config.thresholds, config.seed, Path(self._scores_dir.name),
-                                        memo=self.memo)
+        _, comparisons, combined = run_membership(subjects.attacks, models, inversions, subjects.sets,
+                                                  subjects.references, config.thresholds, config.seed,
+                                                  Path(self._scores_dir.name), memo=self.memo, priors=self.priors)
         utility = {**self.utility, UNLEARNED: self._utility(model)}
-        results = {"membership": {"references": subjects.references, "attacks": comparisons},
+        results = {"membership": {"references": subjects.references, "attacks": comparisons, "combined": combined},
                    "utility": utility, "forget_spec": subjects.spec.to_dict()}
-        return ProbeResult(evaluate_checks(results, config.thresholds), comparisons, utility[UNLEARNED])
+        return ProbeResult(evaluate_checks(results, config.thresholds), comparisons, combined, utility[UNLEARNED])
 
 
 def default_audit_config(

@@ -51,6 +51,7 @@ from .config import AuditConfig, Thresholds
 from .images import save_grid, save_pairs
 from .membership import ScoredSets, exposed_forget_images, run_membership
 from .schema import SCHEMA_VERSION, ResultsDocument
+from .seed_spread import priors_for, task_kind
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,6 @@ REFERENCE = "reference"  # reference roles: reference_1 .. reference_K
 MIN_CALIBRATION_IMAGES = 10  # fewer members or non-members than this cannot rank a grid of choices
 INVERSION_IMAGES_PER_CLASS = 8  # heldout images per erased class kept aside (never scored) to fit an embedding
 PROMPT_GRID_IMAGES = 8  # images per prompt in a text model's prompt -> samples grid (one row of the report)
-SAMPLES_NEEDED_CAP = 100  # a sample size beyond 100x the forget set is reported as not feasible
 
 
 
@@ -232,7 +232,7 @@ def _scored_sets(
                             torch.cat([forget.ids, heldout.ids]))
     is_member = np.r_[np.ones(len(forget), bool), np.zeros(len(heldout), bool)]
     classes = dataset.labels[samples.ids] if samples.labels.ndim == 2 else None
-    sets = ScoredSets(samples, is_member, classes_erased=bool(spec.classes), class_labels=classes)
+    sets = ScoredSets(samples, is_member, class_labels=classes)
     return sets, inversion, calibration
 
 
@@ -411,34 +411,66 @@ def _prompt_grid(given: ResurrectionResult, regenerated: ResurrectionResult, inv
     return rows, images
 
 
-def power_statement(membership: dict, checks: list[Check], verdict_text: str, thresholds: Thresholds) -> dict:
-    """What was certified, at what confidence, against how many references, and what sample size a decisive answer
-    would need: the report's header, in plain words."""
-    attacks, n = membership["attacks"], membership["num_forget"]
-    margin = thresholds.mia_auc_margin
+def residual_leakage(membership: dict) -> dict:
+    """Per conditioning, the share of the original's membership signal that remains in the unlearned model,
+    (unlearned - references) / (original - references), for every attack and for their mean (None where the
+    original shows no signal to take a share of)."""
+    return {conditioning: {"mean": combined.get("residual_fraction"),
+                           **{attack: per[conditioning].get("residual_fraction")
+                              for attack, per in membership["attacks"].items()}}
+            for conditioning, combined in membership["combined"].items()}
+
+
+def _percent(fraction: dict) -> str:
+    return f"{fraction['estimate']:.0%} [{fraction['low']:.0%}, {fraction['high']:.0%}]"
+
+
+def power_statement(membership: dict, checks: list[Check], verdict_text: str, thresholds: Thresholds,
+                    max_forget: int) -> dict:
+    """What was certified, at what confidence, against how many references, how much of the original's signal
+    remains, and what would turn an INCONCLUSIVE membership check into an answer (a number of forget images the
+    data can hold, up to ``max_forget``, or a number of references): the report's header, in plain words."""
+    n, margin = membership["num_forget"], thresholds.mia_auc_margin
     has_power = any(c.name == "audit_power" and c.decision == "PASS" for c in checks)
-    text = (f"{verdict_text}: under {len(attacks)} membership attack(s), each scored on {n} forget and "
-            f"{membership['num_heldout']} heldout images, the unlearned model was compared with "
-            f"{len(membership['references'])} model(s) retrained without the forget set, at "
-            f"{thresholds.confidence:.0%} confidence (two one-sided tests), with a margin of +/-{margin:g} AUC.")
-    if has_power:
-        needed = [comp["samples_needed"] for per in attacks.values() for comp in per.values()
-                  if comp["decision"] == "INCONCLUSIVE" and comp.get("samples_needed")]
-    else:
+    spread = membership["seed_spread"]
+    seeds = (f"a measured spread of {spread['dof']} degrees of freedom pooled with the references'" if spread["dof"]
+             else "the references' spread alone")
+    text = (f"{verdict_text}: {len(membership['attacks'])} membership attack(s), each scored on {n} forget and "
+            f"{membership['num_heldout']} heldout images, compared the unlearned model with "
+            f"{len(membership['references'])} model(s) retrained without the forget set at "
+            f"{thresholds.confidence:.0%} confidence (two one-sided tests) with a margin of +/-{margin:g} AUC on the "
+            f"mean over attacks; the intervals count the images and the retrains' seeds "
+            f"({seeds}).")
+    leakage = residual_leakage(membership)
+    shares = [f"{conditioning}: {_percent(per['mean'])}" for conditioning, per in leakage.items() if per["mean"]]
+    if shares:
+        text += f" Share of the original's membership signal that remains (mean over attacks): {'; '.join(shares)}."
+    if not has_power:
         text += " The attacks could not tell the original model from the references, so this audit cannot certify."
-        originals = [statistics.PairedDifference(**comp["auc"][comp["scale"]]["original"])
-                     for per in attacks.values() for comp in per.values() if comp["scale"]]
-        # only a difference beyond the margin can become a FAIL of the original, i.e. power, with more images
-        needed = [statistics.samples_needed(diff, margin) for diff in originals if abs(diff.estimate) > margin]
-        needed = [min(needed)] if needed else []
-    decidable = [v for v in needed if v <= SAMPLES_NEEDED_CAP * n]
-    if decidable:
-        what = "the inconclusive checks" if has_power else "the attacks to separate the original from the references"
-        text += f" A decisive answer needs about {max(decidable)} forget images for {what} (estimates held fixed)."
-    if len(decidable) < len(needed):
-        text += (f" {len(needed) - len(decidable)} difference(s) sit so close to the margin that no feasible "
-                 "sample size decides them.")
-    return {"statement": text, "has_power": has_power, "samples_needed": max(decidable) if decidable else None}
+    advice = []
+    for conditioning, combined in membership["combined"].items():
+        if combined["decision"] != "INCONCLUSIVE" or "unlearned" not in combined:
+            continue
+        diff = statistics.PairedDifference(**combined["unlearned"])
+        would = statistics.what_would_decide(diff, margin, max_forget)
+        options = []
+        if would["forget_images"] is not None:
+            options.append(f"about {would['forget_images']} forget images (the data holds {max_forget})")
+        if would["references"] is not None and would["references"] > len(diff.reference_values):
+            options.append(f"{would['references']} references")
+        if options:
+            advice.append(f"under {conditioning}, {' or '.join(options)} would likely give a {would['outcome']} "
+                          "(estimate held fixed)")
+        elif would["outcome"] is not None:
+            advice.append(f"under {conditioning}, no feasible number of forget images or of references (up to 16) "
+                          f"decides a difference of {diff.estimate:+.3f} at +/-{margin:g}: a wider margin, stated, "
+                          "or a larger forget set (several classes) would")
+        else:
+            advice.append(f"under {conditioning}, the difference sits on the margin: nothing decides it")
+    if advice:
+        text += " " + "; ".join(advice).capitalize() + "."
+    return {"statement": text, "has_power": has_power, "residual_leakage": leakage,
+            "would_decide": advice}
 
 
 @contextmanager
@@ -467,8 +499,12 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
         if subjects.calibration is not None:
             for attack in subjects.attacks:
                 attack.fit(subjects.models["original"], subjects.calibration, seed=config.seed, quiet=config.quiet)
-        attacks, comparisons = run_membership(subjects.attacks, subjects.models, inversions, subjects.sets,
-                                              subjects.references, config.thresholds, config.seed, out / "scores")
+        spec = subjects.spec
+        priors = priors_for(subjects.models["original"].fingerprint(),
+                            task_kind(spec.classes, spec.sample_ids, bool(spec.concept)), subjects.sets.num_members)
+        attacks, comparisons, combined = run_membership(
+            subjects.attacks, subjects.models, inversions, subjects.sets, subjects.references, config.thresholds,
+            config.seed, out / "scores", priors=priors)
         exposed = exposed_forget_images(comparisons, subjects.sets)
         images = {}
         if exposed:
@@ -491,7 +527,9 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
                             for attack in subjects.attacks}},
             "confidence": config.thresholds.confidence,
             "margin": config.thresholds.mia_auc_margin,
+            "seed_spread": priors.describe(),
             "attacks": comparisons,
+            "combined": combined,
             "exposed_forget_images": exposed,
         }
         results: ResultsDocument = {
@@ -517,7 +555,9 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
         checks = evaluate_checks(results, config.thresholds)
         results["checks"] = [c.to_dict() for c in checks]
         results["verdict"] = verdict(checks)
-        results["power"] = power_statement(membership, checks, results["verdict"], config.thresholds)
+        max_forget = (len(subjects.task.forget) if spec.classes or spec.concept
+                      else len(subjects.splits.members) - config.calibration_images)
+        results["power"] = power_statement(membership, checks, results["verdict"], config.thresholds, max_forget)
         results["timings"] = {"prepare_seconds": prepared - started, "attacks_seconds": attacked - prepared,
                               "generation_seconds": time.perf_counter() - attacked,
                               "total_seconds": time.perf_counter() - started}

@@ -1,15 +1,16 @@
-"""The results document an audit writes (``results.json``), schema 2, described in one place.
+"""The results document an audit writes (``results.json``), schema 3, described in one place.
 
 Torch-free: ``erasediff report`` reads it. Model roles are ``original``, ``unlearned`` and ``reference_1`` ..
 ``reference_K`` (models retrained without the forget set). Decisions are ``PASS``, ``FAIL`` or ``INCONCLUSIVE``.
-Schema 1 (one retrained model, fixed tolerances, pass/fail) is not read by this version.
+Schema 3 decides membership on the mean over attacks per conditioning with the retrains' seed spread counted
+(``membership.combined``, ``membership.seed_spread``, ``power.residual_leakage``); schemas 1 and 2 are not read.
 """
 
 from __future__ import annotations
 
 from typing import TypedDict
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ROLE_PATTERN = r"original|unlearned|reference_[1-9][0-9]*"
 
 
@@ -26,7 +27,7 @@ class ComparisonDoc(TypedDict, total=False):
     tpr_at_resolvable_fpr: dict
     decision: str
     power: bool
-    samples_needed: int | None
+    residual_fraction: dict | None
     unlearned_forget_z: list[float]
     note: str
 
@@ -62,14 +63,17 @@ class MembershipDoc(TypedDict):
     calibration: CalibrationDoc | None  # None: the attacks ran at their fixed paper defaults
     confidence: float
     margin: float
+    seed_spread: dict  # audit.seed_spread.SeedPriors.describe(): the measured spread used, if any
     attacks: dict[str, dict[str, ComparisonDoc]]  # attack -> conditioning -> comparison
+    combined: dict[str, dict]  # conditioning -> audit.membership.combine_attacks: the decision
     exposed_forget_images: list[ExposedImageDoc]
 
 
 class PowerDoc(TypedDict):
     statement: str
     has_power: bool
-    samples_needed: int | None
+    residual_leakage: dict[str, dict[str, dict | None]]  # conditioning -> attack or "mean" -> fraction
+    would_decide: list[str]  # what would make each INCONCLUSIVE membership check decisive, in words
 
 
 class ResultsDocument(TypedDict):

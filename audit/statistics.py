@@ -18,9 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import f as f_distribution
 from scipy.stats import norm, rankdata
+from scipy.stats import t as student_t
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+RESIDUAL_GUARD = 0.5  # a membership PASS keeps at most half of the original's mean AUC difference from the references
 
 
 def bootstrap_aucs(scores_2d_members: np.ndarray, scores_2d_nonmembers: np.ndarray) -> np.ndarray:
@@ -95,11 +98,52 @@ def _metric_function(metric: str):
 
 
 @dataclass(frozen=True)
-class PairedDifference:
-    """A subject model's metric minus the mean of the retrained references' metric, with a paired-bootstrap interval.
+class SeedSpread:
+    """What is known of how much a metric moves between retrains with different seeds, on fixed images.
 
-    ``low``/``high`` form the percentile interval at ``confidence``; ``standard_error`` is the bootstrap SD of the
-    difference; ``reference_spread`` is the SD of the references' own values (0.0 with one reference).
+    ``variance`` is the between-retrain variance of the metric (e.g. the forget-vs-heldout AUC), ``dof`` its degrees
+    of freedom (0: nothing known), ``source`` where it comes from, in words (a shipped measurement's provenance, or
+    the audit's own references).
+    """
+
+    variance: float
+    dof: int
+    source: str
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """A subject's metric and the references', with B paired-bootstrap replicates of (subject - references' mean).
+
+    ``differences`` has shape (B,); every replicate resamples the same member and non-member indices for every
+    model (and, for a fixed ``seed``, for every attack scored on the same sets, so replicates can be averaged over
+    attacks: :func:`mean_bootstrap`).
+    """
+
+    metric: str
+    subject_value: float
+    reference_values: list[float]
+    differences: np.ndarray
+    num_members: int
+    num_nonmembers: int
+
+    @property
+    def estimate(self) -> float:
+        return self.subject_value - float(np.mean(self.reference_values))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A subject model's metric minus the mean of the retrained references', with an interval that counts both the
+    images (paired bootstrap) and the retrains' seeds.
+
+    ``low``/``high``: estimate -/+ q sqrt(bootstrap_se^2 + seed_variance (1 + 1/K)), q the Student-t quantile at
+    ``confidence`` with the Welch-Satterthwaite degrees of freedom (``seed_dof`` for the seed term, the bootstrap
+    term treated as known); see :func:`seed_aware_difference`. ``bootstrap_low``/``bootstrap_high`` are the
+    percentile interval of the images alone (the models held fixed). ``standard_error`` is the total,
+    ``bootstrap_standard_error`` the images' part. ``reference_spread`` is the SD of the references' own values
+    (0.0 with one reference). ``seed_dof`` 0 means the seed spread is unknown (one reference and no shipped
+    measurement): then the interval holds the images only and :func:`decide` gives no PASS.
     """
 
     metric: str
@@ -114,6 +158,12 @@ class PairedDifference:
     num_members: int
     num_nonmembers: int
     n_bootstrap: int
+    bootstrap_low: float
+    bootstrap_high: float
+    bootstrap_standard_error: float
+    seed_variance: float
+    seed_dof: float
+    seed_source: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,18 +178,17 @@ def _as_scores(scores: Mapping[str, np.ndarray], name: str, size: int) -> np.nda
     return values
 
 
-def paired_difference(
+def paired_bootstrap(
     scores: Mapping[str, np.ndarray],
     is_member: np.ndarray,
     subject: str,
     references: Sequence[str],
     *,
     metric: str = "auc",
-    confidence: float = 0.90,
     n_bootstrap: int = 1000,
     seed: int = 0,
-) -> PairedDifference:
-    """Subject's ``metric`` minus the references' mean, with a paired percentile-bootstrap interval.
+) -> PairedBootstrap:
+    """Subject's ``metric`` and the references', with paired-bootstrap replicates of the difference.
 
     Every resample draws member and non-member indices separately, with replacement, and uses the SAME indices for
     every model, so per-sample difficulty shared by the models cancels in the difference (a paired design, as in the
@@ -151,8 +200,6 @@ def paired_difference(
         raise ValueError("paired_difference needs at least one reference model")
     if subject in references:
         raise ValueError(f"subject {subject!r} is also listed among the references")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if n_bootstrap < 2:
         raise ValueError(f"n_bootstrap must be >= 2, got {n_bootstrap}")
     compute = _metric_function(metric)
@@ -175,24 +222,140 @@ def paired_difference(
 
     subject_value, subject_boot = full_and_boot(subject)
     reference_results = [full_and_boot(name) for name in references]
-    reference_values = [full for full, _ in reference_results]
     differences = subject_boot - np.mean([boot for _, boot in reference_results], axis=0)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(differences, [tail, 1.0 - tail])
-    return PairedDifference(
-        metric=metric,
-        estimate=subject_value - float(np.mean(reference_values)),
-        low=float(low),
-        high=float(high),
-        confidence=confidence,
-        standard_error=float(np.std(differences, ddof=1)),
-        subject_value=subject_value,
-        reference_values=reference_values,
-        reference_spread=float(np.std(reference_values, ddof=1)) if len(reference_values) > 1 else 0.0,
-        num_members=int(m),
-        num_nonmembers=int(n),
-        n_bootstrap=n_bootstrap,
+    return PairedBootstrap(metric, subject_value, [full for full, _ in reference_results], differences, int(m), int(n))
+
+
+def mean_bootstrap(parts: Sequence[PairedBootstrap]) -> PairedBootstrap:
+    """The mean over several metrics (e.g. every attack's AUC on the same sets): values and replicates averaged.
+
+    The parts must come from the same sets and bootstrap seed, so that replicate b of every part resampled the
+    same images; their correlation (attacks agree on which images look like members) then stays in the mean's
+    spread.
+    """
+    if not parts:
+        raise ValueError("mean_bootstrap needs at least one part")
+    shapes = {(p.differences.shape, len(p.reference_values), p.num_members, p.num_nonmembers) for p in parts}
+    if len(shapes) != 1:
+        raise ValueError(f"parts differ in replicates, references or set sizes: {sorted(shapes)}")
+    return PairedBootstrap(
+        metric=f"mean of {len(parts)}: " + ", ".join(sorted({p.metric for p in parts})),
+        subject_value=float(np.mean([p.subject_value for p in parts])),
+        reference_values=np.mean([p.reference_values for p in parts], axis=0).tolist(),
+        differences=np.mean([p.differences for p in parts], axis=0),
+        num_members=parts[0].num_members,
+        num_nonmembers=parts[0].num_nonmembers,
     )
+
+
+def pooled_seed_spread(reference_values: Sequence[float], prior: SeedSpread | None,
+                       consistency_level: float = 0.01) -> SeedSpread:
+    """The between-retrain variance to use: the shipped ``prior`` pooled with the references' own spread.
+
+    With K references the sample variance s^2 has K - 1 degrees of freedom; pooled with a prior of variance
+    sigma0^2 and d0 degrees of freedom: (d0 sigma0^2 + (K - 1) s^2) / (d0 + K - 1), on d0 + K - 1 degrees of
+    freedom. The prior is checked in every audit: when the references spread more than it allows (one-sided F test,
+    s^2 / sigma0^2 on (K - 1, d0) degrees of freedom, p < ``consistency_level``), it is dropped and the references'
+    spread alone is used, so a measurement made for another model cannot shrink this audit's interval.
+    """
+    k = len(reference_values)
+    own_dof = k - 1
+    own = float(np.var(reference_values, ddof=1)) if own_dof > 0 else 0.0
+    if prior is None or prior.dof <= 0:
+        source = f"the spread of the {k} references" if own_dof else "unknown: one reference and no measured spread"
+        return SeedSpread(own, own_dof, source)
+    if own_dof > 0 and prior.variance > 0:
+        p_value = float(f_distribution.sf(own / prior.variance, own_dof, prior.dof))
+        if p_value < consistency_level:
+            return SeedSpread(own, own_dof, f"the spread of the {k} references (they spread more than {prior.source} "
+                              f"allows, F test p = {p_value:.2g}: that measurement is not used)")
+    dof = prior.dof + own_dof
+    variance = (prior.dof * prior.variance + own_dof * own) / dof
+    return SeedSpread(variance, dof, f"{prior.source}, pooled with the {k} references' spread")
+
+
+def seed_aware_difference(boot: PairedBootstrap, confidence: float = 0.90, prior: SeedSpread | None = None
+                          ) -> PairedDifference:
+    """The interval of (subject - references' mean) with the retrains' seeds counted, not only the images.
+
+    Under exact unlearning the subject is one more retrain: its difference from the mean of K references varies
+    with the seeds as sigma^2 (1 + 1/K) (sigma^2 the between-retrain variance on fixed images,
+    :func:`pooled_seed_spread`) and with the images as the paired bootstrap says. The interval is estimate
+    -/+ q sqrt(se_boot^2 + sigma^2 (1 + 1/K)), q the t quantile with Welch-Satterthwaite degrees of freedom
+    (sigma^2 carries ``seed.dof``, the bootstrap term is treated as known). Without any estimate of sigma^2
+    (``dof`` 0) the interval holds the images alone and is marked so (``seed_dof`` 0).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    k = len(boot.reference_values)
+    seed = pooled_seed_spread(boot.reference_values, prior)
+    boot_variance = float(np.var(boot.differences, ddof=1))
+    seed_term = seed.variance * (1.0 + 1.0 / k) if seed.dof > 0 else 0.0
+    total = boot_variance + seed_term
+    if seed_term > 0.0:
+        dof = total**2 / (seed_term**2 / seed.dof)
+        quantile = float(student_t.ppf((1.0 + confidence) / 2.0, dof))
+    else:
+        dof, quantile = float(seed.dof), float(norm.ppf((1.0 + confidence) / 2.0))
+    tail = (1.0 - confidence) / 2.0
+    boot_low, boot_high = np.quantile(boot.differences, [tail, 1.0 - tail])
+    estimate = boot.estimate
+    half = quantile * math.sqrt(total)
+    return PairedDifference(
+        metric=boot.metric,
+        estimate=estimate,
+        low=estimate - half,
+        high=estimate + half,
+        confidence=confidence,
+        standard_error=math.sqrt(total),
+        subject_value=boot.subject_value,
+        reference_values=list(boot.reference_values),
+        reference_spread=float(np.std(boot.reference_values, ddof=1)) if k > 1 else 0.0,
+        num_members=boot.num_members,
+        num_nonmembers=boot.num_nonmembers,
+        n_bootstrap=int(boot.differences.size),
+        bootstrap_low=float(boot_low),
+        bootstrap_high=float(boot_high),
+        bootstrap_standard_error=math.sqrt(boot_variance),
+        seed_variance=seed.variance if seed.dof > 0 else 0.0,
+        seed_dof=dof if seed_term > 0.0 else 0.0,
+        seed_source=seed.source,
+    )
+
+
+def paired_difference(
+    scores: Mapping[str, np.ndarray],
+    is_member: np.ndarray,
+    subject: str,
+    references: Sequence[str],
+    *,
+    metric: str = "auc",
+    confidence: float = 0.90,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    seed_prior: SeedSpread | None = None,
+) -> PairedDifference:
+    """Subject's ``metric`` minus the references' mean, with an interval over images and seeds: a
+    :func:`paired_bootstrap` turned into a :func:`seed_aware_difference`. Deterministic for a given ``seed``."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    boot = paired_bootstrap(scores, is_member, subject, references, metric=metric, n_bootstrap=n_bootstrap, seed=seed)
+    return seed_aware_difference(boot, confidence, seed_prior)
+
+
+def residual_fraction(unlearned: PairedDifference, original: PairedDifference) -> dict | None:
+    """The share of the original's membership signal that remains: (unlearned - refs) / (original - refs).
+
+    0 is a retrain, 1 the original. The interval divides the unlearned model's (images and seeds) by the original's
+    estimate, so the uncertainty of the denominator is left out (stated in the report); None when the original's
+    interval touches 0 (no signal to take a share of).
+    """
+    if original.low <= 0.0 <= original.high or original.estimate == 0.0:
+        return None
+    scale = original.estimate
+    low, high = sorted((unlearned.low / scale, unlearned.high / scale))
+    return {"estimate": unlearned.estimate / scale, "low": low, "high": high, "confidence": unlearned.confidence,
+            "note": "denominator (the original's difference) held fixed"}
 
 
 def _offline_z(values: np.ndarray, reference_matrix: np.ndarray, per_example_variance_min_refs: int) -> np.ndarray:
@@ -264,13 +427,17 @@ def leakage(z: np.ndarray) -> np.ndarray:
 
 
 def decide(diff: PairedDifference, margin: float) -> str:
-    """TOST verdict: PASS if the interval lies inside [-margin, margin], FAIL if entirely outside, else INCONCLUSIVE."""
+    """TOST verdict: PASS if the interval lies inside [-margin, margin], FAIL if entirely outside, else INCONCLUSIVE.
+
+    No PASS when the seeds' spread is unknown (``seed_dof`` 0): an interval of the images alone would certify
+    what may be one retrain's luck.
+    """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    if -margin <= diff.low and diff.high <= margin:
-        return PASS
     if diff.high < -margin or diff.low > margin:
         return FAIL
+    if -margin <= diff.low and diff.high <= margin and diff.seed_dof > 0:
+        return PASS
     return INCONCLUSIVE
 
 
@@ -293,22 +460,34 @@ def has_power(original_vs_references: PairedDifference, margin: float) -> bool:
     return decide(original_vs_references, margin) == FAIL
 
 
-def samples_needed(diff: PairedDifference, margin: float) -> int | None:
-    """Smallest number of forget images (>= the current one) that would make the interval decisive.
+def _half_width(diff: PairedDifference, forget_scale: float, references: int) -> float:
+    """The interval's half-width with ``forget_scale`` times the forget (and heldout) images and ``references``
+    references, both variance terms shrinking as 1 / images and the seed term as (1 + 1/K), the t quantile kept."""
+    quantile = (diff.high - diff.estimate) / diff.standard_error if diff.standard_error > 0 else 0.0
+    seed_term = diff.seed_variance * (1.0 + 1.0 / references)
+    return quantile * math.sqrt((diff.bootstrap_standard_error**2 + seed_term) / forget_scale)
 
-    Assumes the estimate stays put and the interval's half-width (the larger of its two sides around the estimate)
-    shrinks as 1/sqrt(n), with the non-members scaled in the same proportion. A PASS needs the half-width at most
-    margin - |estimate|; when |estimate| > margin no n gives a PASS, and the count returned is the one for a FAIL
-    (half-width below |estimate| - margin). None when |estimate| == margin: no n decides either way.
+
+def what_would_decide(diff: PairedDifference, margin: float, max_forget: int, max_references: int = 16) -> dict:
+    """What would make an INCONCLUSIVE difference decisive, with the estimate held where it is.
+
+    Returns ``forget_images``: the smallest number of forget images (from the current one up to ``max_forget``, what
+    the data holds) that decides with the current references, or None; ``references``: the smallest K (up to
+    ``max_references``) that decides with the current images, or None; and ``outcome``: "PASS" or "FAIL", the
+    answer the estimate points to (None when it sits on the margin). Both variance terms are assumed to shrink as
+    1 / images (an AUC is a mean over image pairs) and the seed term as (1 + 1/K).
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    current = diff.num_members
-    half_width = max(diff.high - diff.estimate, diff.estimate - diff.low, 0.0)
     gap = margin - abs(diff.estimate)
     if gap == 0.0:
-        return None
-    # n >= current * (half_width / |gap|)^2; rounding absorbs float noise in e.g. (0.06 / 0.03)^2.
-    required = round(current * (half_width / abs(gap)) ** 2, 9)
-    needed = math.ceil(required) if gap > 0 else math.floor(required) + 1
-    return max(current, needed)
+        return {"forget_images": None, "references": None, "outcome": None}
+    outcome = PASS if gap > 0 else FAIL
+    current, k = diff.num_members, len(diff.reference_values)
+
+    def decides(scale: float, references: int) -> bool:
+        return _half_width(diff, scale, references) < abs(gap) and (outcome == FAIL or diff.seed_dof > 0)
+
+    images = next((n for n in range(current, max(current, max_forget) + 1) if decides(n / current, k)), None)
+    more_refs = next((r for r in range(k, max_references + 1) if decides(1.0, r)), None)
+    return {"forget_images": images, "references": more_refs, "outcome": outcome}

@@ -260,7 +260,7 @@ def print_certify_table(rows: list[dict]) -> None:
         to_10 = (f"{'-':>6} {'-':>6}" if r["steps_to_10pct"] is None and not r["steps"] else
                  f"{'never':>6} {'':>6}" if r["steps_to_10pct"] is None else
                  f"{r['steps_to_10pct']:6d} {r['seconds_to_10pct']:6.1f}")
-        checks = " ".join(f"{k.removeprefix('mia_auc[').rstrip(']')}:{v[0]}" for k, v in last["decisions"].items())
+        checks = " ".join(f"{k.removeprefix('membership[').rstrip(']')}:{v[0]}" for k, v in last["decisions"].items())
         forgotten = last["forgotten_accuracy"]
         print(f"{r['method']:18} {r['steps']:6d} {r['seconds']:7.1f} | "
               f"{' | '.join(cell(r, goal) for goal in GOALS)} | {to_10} | {checks}  "

@@ -39,9 +39,9 @@ def retrain_seconds(results: dict) -> list[float]:
 
 def row(results: dict) -> dict:
     checks = {c["name"]: c for c in results["checks"]}
-    membership = {name.removeprefix("mia_auc[").rstrip("]"): (SHORT[c["decision"]], c["estimate"])
-                  for name, c in checks.items() if name.startswith("mia_auc[")}
-    others = {name: SHORT[c["decision"]] for name, c in checks.items() if not name.startswith("mia_auc[")}
+    membership = {name.removeprefix("membership[").rstrip("]"): (SHORT[c["decision"]], c["estimate"])
+                  for name, c in checks.items() if name.startswith("membership[")}
+    others = {name: SHORT[c["decision"]] for name, c in checks.items() if not name.startswith("membership[")}
     original, unlearned = results["utility"]["original"], results["utility"]["unlearned"]
     seconds = (results.get("unlearning") or {}).get("seconds")
     retrain = retrain_seconds(results)

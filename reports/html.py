@@ -39,7 +39,6 @@ DECISIONS = (PASS, FAIL, INCONCLUSIVE)
 LABEL = "label"  # the conditioning the per-model metrics and the score histograms are under
 _NONE = type(None)
 _NUMBER = (int, float)
-_COUNT = (int, _NONE)
 _SECTIONS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int, "verdict": str, "created": str, "config": dict, "forget_spec": dict, "data": dict,
     "environment": dict, "judge": dict, "models": dict, "unlearning": (dict, _NONE), "membership": dict,
@@ -51,7 +50,7 @@ _CHECK_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 _MEMBERSHIP_FIELDS: dict[str, type | tuple[type, ...]] = {
     "references": list, "conditionings": list, "num_forget": int, "num_heldout": int, "confidence": _NUMBER,
-    "margin": _NUMBER, "attacks": dict, "exposed_forget_images": list,
+    "margin": _NUMBER, "attacks": dict, "combined": dict, "seed_spread": dict, "exposed_forget_images": list,
 }
 _COMPARISON_FIELDS: dict[str, type | tuple[type, ...]] = {"scale": (str, _NONE), "decision": str, "power": bool}
 _DIFFERENCE_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -61,7 +60,10 @@ _DIFFERENCE_FIELDS: dict[str, type | tuple[type, ...]] = {
 _EXPOSED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "sample_id": int, "label": int, "attack": str, "conditioning": str, "z": _NUMBER, "p_value": _NUMBER,
 }
-_POWER_FIELDS: dict[str, type | tuple[type, ...]] = {"statement": str, "has_power": bool, "samples_needed": _COUNT}
+_POWER_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "statement": str, "has_power": bool, "residual_leakage": dict, "would_decide": list,
+}
+_COMBINED_FIELDS: dict[str, type | tuple[type, ...]] = {"decision": str, "power": bool, "vetoes": list}
 _PROMPT_ROW_FIELDS: dict[str, type | tuple[type, ...]] = {
     "source": str, "prompt": str, "judge_accuracy": _NUMBER, "same_for_every_model": bool, "image": str,
 }
@@ -149,7 +151,6 @@ def _check_comparison(comparison: Any, where: str, source: str) -> None:
     if comparison["scale"] is None:
         _check_type(comparison.get("note"), str, f"{where}.note", source)
         return
-    _check_type(comparison.get("samples_needed"), _COUNT, f"{where}.samples_needed", source)
     auc = comparison.get("auc")
     _check_type(auc, dict, f"{where}.auc", source)
     _require(comparison["scale"] in auc, source, f"key '{where}.auc' lacks its scale {short_repr(comparison['scale'])}")
@@ -178,6 +179,17 @@ def _check_membership(results: dict, source: str) -> None:
                  f"key 'membership.attacks.{attack}' has a conditioning not in 'membership.conditionings'")
         for conditioning, comparison in per_conditioning.items():
             _check_comparison(comparison, f"membership.attacks.{attack}.{conditioning}", source)
+    _require(set(membership["combined"]) == set(membership["conditionings"]), source,
+             "key 'membership.combined' must hold one decision per conditioning in 'membership.conditionings'")
+    for conditioning, combined in membership["combined"].items():
+        where = f"membership.combined.{conditioning}"
+        _check_fields(combined, _COMBINED_FIELDS, where, source)
+        _check_decision(combined["decision"], f"{where}.decision", source)
+        if "unlearned" in combined:
+            for subject in ("unlearned", "original"):
+                _check_fields(combined[subject], _DIFFERENCE_FIELDS, f"{where}.{subject}", source)
+        else:
+            _check_type(combined.get("note"), str, f"{where}.note", source)
     for i, row in enumerate(membership["exposed_forget_images"]):
         _check_fields(row, _EXPOSED_FIELDS, f"membership.exposed_forget_images[{i}]", source)
     calibration = membership.get("calibration")
@@ -254,6 +266,8 @@ def _check_version(version: Any, source: str) -> None:
     exact = type(version) is int
     _require(not (exact and version == 1), source, "is a schema 1 results document (erasediff before the "
              f"three-valued verdict); this erasediff renders schema {SCHEMA_VERSION} only: re-run the audit")
+    _require(not (exact and version == 2), source, "is a schema 2 results document (erasediff before the verdict "
+             f"counted the retrains' seeds); this erasediff renders schema {SCHEMA_VERSION} only: re-run the audit")
     _require(exact and version == SCHEMA_VERSION, source,
              f"has schema_version {short_repr(version)}; this erasediff renders schema {SCHEMA_VERSION} only")
 
@@ -330,8 +344,8 @@ def _histograms(folder: Path, attack: str) -> str | None:
 
 
 def _checks_forest(results: dict) -> str | None:
-    """The membership checks (one row per attack) against the AUC margin; None when there is none."""
-    names = {f"mia_auc[{attack}]": attack for attack in results["membership"]["attacks"]}
+    """The membership checks (one row per conditioning) against the AUC margin; None when there is none."""
+    names = {f"membership[{c}]": c for c in results["membership"]["combined"]}
     rows = [figures.ForestRow(names[c["name"]], c["estimate"], c["interval"], figures.DECISION_COLORS[c["decision"]])
             for c in results["checks"] if c["name"] in names]
     return figures.forest_figure(rows, results["membership"]["margin"], "AUC difference, unlearned - references' "

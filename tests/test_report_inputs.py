@@ -39,23 +39,29 @@ def _difference(estimate: float) -> dict:
     return {"metric": "auc", "estimate": estimate, "low": estimate - 0.04, "high": estimate + 0.04,
             "confidence": 0.9, "standard_error": 0.02, "subject_value": 0.5 + estimate,
             "reference_values": references, "reference_spread": 0.02, "num_members": 4, "num_nonmembers": 4,
-            "n_bootstrap": 100}
+            "n_bootstrap": 100, "bootstrap_low": estimate - 0.03, "bootstrap_high": estimate + 0.03,
+            "bootstrap_standard_error": 0.015, "seed_variance": 0.0002, "seed_dof": 12.0, "seed_source": "test"}
 
 
 def _membership() -> dict:
     """The unlearned model within the margin, the original far outside it (the audit has power): PASS."""
     comparison = {"scale": "raw", "auc": {"raw": {"unlearned": _difference(0.0), "original": _difference(0.4)}},
                   "tpr_at_resolvable_fpr": {"fpr": 0.25, "unlearned": _difference(0.0)}, "decision": "PASS",
-                  "power": True, "samples_needed": 4, "unlearned_forget_z": [0.1, -0.2, 2.5, 0.0]}
+                  "power": True, "residual_fraction": {"estimate": 0.0, "low": -0.1, "high": 0.1, "confidence": 0.9},
+                  "unlearned_forget_z": [0.1, -0.2, 2.5, 0.0]}
+    combined = {"attacks": ["loss"], "unlearned": _difference(0.0), "original": _difference(0.4), "decision": "PASS",
+                "power": True, "vetoes": [], "residual_guard": True,
+                "residual_fraction": {"estimate": 0.0, "low": -0.1, "high": 0.1, "confidence": 0.9}}
     return {"references": ["reference_1", "reference_2"], "conditionings": ["label"], "num_forget": 4,
             "num_heldout": 4, "inversion_image_ids": [], "confidence": 0.9, "margin": 0.1,
-            "attacks": {"loss": {"label": comparison}},
+            "attacks": {"loss": {"label": comparison}}, "combined": {"label": combined},
+            "seed_spread": {"dof": 0, "source": "none", "scale": 1.0, "statistics": []},
             "exposed_forget_images": [{"sample_id": 2, "label": 0, "attack": "loss", "conditioning": "label",
                                        "z": 2.5, "p_value": 0.006}]}
 
 
 def _document() -> dict:
-    """A small but complete schema 2 results document, its checks and verdict computed as an audit does."""
+    """A small but complete schema 3 results document, its checks and verdict computed as an audit does."""
     results = {
         "schema_version": SCHEMA_VERSION, "verdict": None, "created": "2025-01-01T00:00:00+00:00",
         "config": {"seed": 0}, "forget_spec": {"classes": [0], "sample_ids": [], "label": "", "fingerprint": "f0"},
@@ -78,7 +84,7 @@ def _document() -> dict:
     results["checks"] = [c.to_dict() for c in checks]
     results["verdict"] = verdict(checks)
     results["power"] = {"statement": "PASS: every check within its margin.", "has_power": True,
-                        "samples_needed": None}
+                        "residual_leakage": {"label": {"mean": None, "loss": None}}, "would_decide": []}
     return results
 
 
@@ -252,14 +258,17 @@ def test_a_text_models_prompt_grid_renders_and_must_match_between_models(tmp_pat
     _refused(_report(_write_run(tmp_path / "text", results)), "unlearned.prompt_grid[1].judge_accuracy' must be")
 
 
-def test_schema_1_documents_are_refused_with_a_pointer_to_the_audit(tmp_path):
+def test_older_schemas_are_refused_with_a_pointer_to_the_audit(tmp_path):
     results = _document()
     results["schema_version"] = 1
-    _refused(_report(_write_run(tmp_path, results)), "is a schema 1 results document (erasediff before the "
-             "three-valued verdict); this erasediff renders schema 2 only: re-run the audit")
+    _refused(_report(_write_run(tmp_path / "1", results)), "is a schema 1 results document (erasediff before the "
+             "three-valued verdict); this erasediff renders schema 3 only: re-run the audit")
+    results["schema_version"] = 2
+    _refused(_report(_write_run(tmp_path / "2", results)), "is a schema 2 results document",
+             "renders schema 3 only: re-run the audit")
 
 
-@pytest.mark.parametrize("version", [3, 0, "2", True, 2.0, 1.0])
+@pytest.mark.parametrize("version", [4, 0, "3", True, 3.0, 1.0])
 def test_other_schema_versions_are_refused(tmp_path, version):
     results = _document()
     results["schema_version"] = version

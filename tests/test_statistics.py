@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from audit.statistics import (
     PairedDifference,
+    SeedSpread,
     auc,
     bootstrap_aucs,
     calibrate,
@@ -17,10 +18,15 @@ from audit.statistics import (
     decide,
     has_power,
     leakage,
+    mean_bootstrap,
+    paired_bootstrap,
     paired_difference,
+    pooled_seed_spread,
+    residual_fraction,
     resolvable_fpr,
-    samples_needed,
+    seed_aware_difference,
     tpr_at_fpr,
+    what_would_decide,
 )
 
 
@@ -40,11 +46,18 @@ def _difficulty_models(seed: int, num_members: int = 90, num_nonmembers: int = 9
     return scores, is_member, [f"reference_{k}" for k in range(num_references)]
 
 
-def _diff(estimate: float, low: float, high: float, num_members: int = 100) -> PairedDifference:
+def _diff(estimate: float, low: float, high: float, num_members: int = 100, seed_variance: float = 0.0,
+          seed_dof: float = 10.0, references: int = 2) -> PairedDifference:
+    """A difference whose interval is symmetric about ``estimate`` unless low/high say otherwise; the bootstrap
+    standard error is whatever the seed variance leaves of the total."""
+    total = (high - low) / 3.29
+    seed_term = seed_variance * (1 + 1 / references)
     return PairedDifference(metric="auc", estimate=estimate, low=low, high=high, confidence=0.9,
-                            standard_error=(high - low) / 3.29, subject_value=0.5 + estimate, reference_values=[0.5],
+                            standard_error=total, subject_value=0.5 + estimate, reference_values=[0.5] * references,
                             reference_spread=0.0, num_members=num_members, num_nonmembers=num_members,
-                            n_bootstrap=1000)
+                            n_bootstrap=1000, bootstrap_low=low, bootstrap_high=high,
+                            bootstrap_standard_error=float(np.sqrt(max(total**2 - seed_term, 0.0))),
+                            seed_variance=seed_variance, seed_dof=seed_dof, seed_source="test")
 
 
 def test_auc_matches_sklearn_with_ties():
@@ -184,11 +197,74 @@ def test_has_power():
     assert not has_power(_diff(0.0, -0.02, 0.02), 0.05)
 
 
-def test_samples_needed_by_hand():
-    # Half-width 0.06, room margin - |estimate| = 0.03: n = 100 * (0.06 / 0.03)^2 = 400 makes it PASS.
-    assert samples_needed(_diff(0.02, -0.04, 0.08), 0.05) == 400
-    # |estimate| > margin: FAIL once the half-width 0.08 falls strictly below 0.05: n > 100 * 1.6^2 = 256.
-    assert samples_needed(_diff(0.10, 0.02, 0.18), 0.05) == 257
-    # The larger side of an asymmetric interval counts: max(0.01, 0.03) = 0.03 < 0.05 already decisive.
-    assert samples_needed(_diff(0.0, -0.01, 0.03), 0.05) == 100
-    assert samples_needed(_diff(0.05, 0.0, 0.1), 0.05) is None
+def test_no_pass_without_any_estimate_of_the_seed_spread():
+    assert decide(_diff(0.0, -0.03, 0.04, seed_dof=0), 0.05) == "INCONCLUSIVE"
+    assert decide(_diff(0.2, 0.1, 0.3, seed_dof=0), 0.05) == "FAIL"
+
+
+def test_what_would_decide_by_hand():
+    # images only (no seed spread): half-width 1.645 * 0.06 / 1.645 = 0.06, room 0.03 -> 4x the images
+    diff = _diff(0.02, -0.04, 0.08, num_members=100)
+    diff = PairedDifference(**{**diff.to_dict(), "standard_error": 0.06 / 1.645,
+                                "bootstrap_standard_error": 0.06 / 1.645})
+    would = what_would_decide(diff, 0.05, max_forget=1000)
+    assert 400 <= would["forget_images"] <= 401 and would["references"] is None and would["outcome"] == "PASS"
+    assert what_would_decide(diff, 0.05, max_forget=300)["forget_images"] is None  # the data cannot hold it
+    assert what_would_decide(_diff(0.05, 0.0, 0.1), 0.05, max_forget=100)["outcome"] is None
+    # seed-dominated: more references shrink the (1 + 1/K) factor, more images shrink everything
+    seeded = _diff(0.0, -0.06, 0.06, seed_variance=0.03**2, references=2)
+    would = what_would_decide(seeded, 0.055, max_forget=100)
+    assert would["forget_images"] is None and would["references"] is not None and would["references"] > 2
+
+
+def _retrain_world(seed: int, num_models: int, seed_sd: float, num: int = 60):
+    """Fixed images (difficulty drawn once); each retrain adds its own per-image noise AND a per-image
+    seed effect that is shared by no other model: the spread the bootstrap over images cannot see."""
+    rng = np.random.default_rng(seed)
+    is_member = np.r_[np.ones(num, bool), np.zeros(num, bool)]
+    difficulty = rng.normal(0.0, 1.0, is_member.size)
+    models = {f"m{k}": difficulty + rng.normal(0.0, seed_sd, is_member.size) for k in range(num_models)}
+    return models, is_member
+
+
+def test_seed_aware_interval_covers_a_retrain_where_the_bootstrap_alone_does_not():
+    """Known answer measured, not assumed: on fixed images, a fresh retrain against K = 3 references; the nominal
+    90% interval must contain 0 about 90% of the time. Images-only intervals undercover."""
+    covered, covered_images_only, runs = 0, 0, 60
+    for world in range(runs):
+        models, is_member = _retrain_world(world, 4, seed_sd=1.0)
+        boot = paired_bootstrap(models, is_member, "m0", ["m1", "m2", "m3"], n_bootstrap=300, seed=world)
+        diff = seed_aware_difference(boot, 0.9)
+        covered += diff.low <= 0.0 <= diff.high
+        covered_images_only += diff.bootstrap_low <= 0.0 <= diff.bootstrap_high
+    assert covered / runs >= 0.83, covered
+    assert covered_images_only / runs < covered / runs
+
+
+def test_pooled_seed_spread_uses_and_checks_the_prior():
+    prior = SeedSpread(0.01**2, 10, "shipped")
+    pooled = pooled_seed_spread([0.50, 0.51], prior)
+    assert pooled.dof == 11 and "pooled" in pooled.source
+    assert pooled.variance == pytest.approx((10 * 0.01**2 + np.var([0.50, 0.51], ddof=1)) / 11)
+    dropped = pooled_seed_spread([0.40, 0.60], prior)  # far more spread than the prior allows
+    assert dropped.dof == 1 and "not used" in dropped.source
+    assert pooled_seed_spread([0.5], None).dof == 0
+    assert pooled_seed_spread([0.5], prior).dof == 10
+
+
+def test_mean_bootstrap_averages_replicates_and_refuses_mismatches():
+    scores, is_member, references = _difficulty_models(seed=9, num_references=2)
+    a = paired_bootstrap(scores, is_member, "subject", references, n_bootstrap=50, seed=1)
+    b = paired_bootstrap({k: -v for k, v in scores.items()}, is_member, "subject", references, n_bootstrap=50, seed=1)
+    mean = mean_bootstrap([a, b])
+    np.testing.assert_allclose(mean.differences, (a.differences + b.differences) / 2)
+    assert mean.estimate == pytest.approx((a.estimate + b.estimate) / 2)
+    other = paired_bootstrap(scores, is_member, "subject", references, n_bootstrap=60, seed=1)
+    with pytest.raises(ValueError, match="differ"):
+        mean_bootstrap([a, other])
+
+
+def test_residual_fraction():
+    share = residual_fraction(_diff(0.1, 0.05, 0.15), _diff(0.4, 0.3, 0.5))
+    assert share["estimate"] == pytest.approx(0.25) and share["low"] == pytest.approx(0.125)
+    assert residual_fraction(_diff(0.1, 0.05, 0.15), _diff(0.02, -0.05, 0.09)) is None

@@ -1,0 +1,93 @@
+"""Measured retrain-to-retrain spread of the membership AUCs, shipped for the built-in tasks.
+
+Two models retrained without the same forget set, with different seeds, score the same fixed images differently:
+on the default task their forget-vs-heldout AUCs spread 1.6-4x more than resampling the images predicts
+(benchmarks/results/seed_spread.txt). An audit's K references estimate that spread with only K - 1 degrees of
+freedom (one, at the default K = 2), so for the built-in reference model the spread is measured once over many
+retrains (``benchmarks/seed_spread.py`` writes ``seed_spread.json`` beside this file, with its provenance) and
+pooled, in every audit, with the references' own spread; an audit whose references spread more than the
+measurement allows drops it (:func:`audit.statistics.pooled_seed_spread`).
+
+A measurement applies to the model it was made on (the original's fingerprint) and to the kind of task: erasing
+one class, or deleting member images (its variance scaled by measured size / audited size, as an AUC's variance
+over image pairs shrinks). Any other audit gets :data:`NO_PRIORS`: the references' spread alone.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+
+from .statistics import SeedSpread
+
+SEED_SPREAD_FILE = "seed_spread.json"
+
+
+def mean_statistic(attacks: list[str]) -> str:
+    """The name under which the spread of the mean over ``attacks`` is recorded (it depends on the attack set)."""
+    return "mean:" + ",".join(sorted(attacks))
+
+
+def task_kind(classes: tuple[int, ...], sample_ids: tuple[int, ...], concept: bool) -> str | None:
+    """``"class"`` (one class erased), ``"samples"`` (member images deleted) or None (a kind never measured)."""
+    if concept:
+        return None
+    if len(classes) == 1 and not sample_ids:
+        return "class"
+    if sample_ids and not classes:
+        return "samples"
+    return None
+
+
+@dataclass(frozen=True)
+class SeedPriors:
+    """The measured between-retrain variances for one audit's task: conditioning -> statistic -> variance.
+
+    ``statistic`` is an attack's name or :func:`mean_statistic`; ``dof`` the degrees of freedom of every variance
+    (retrains minus one, summed over the measured tasks), ``source`` the provenance in words.
+    """
+
+    variances: dict[str, dict[str, float]] = field(default_factory=dict)
+    dof: int = 0
+    source: str = "no measured seed spread for this task"
+    scale: float = 1.0
+
+    def spread(self, conditioning: str, statistic: str) -> SeedSpread | None:
+        variance = self.variances.get(conditioning, {}).get(statistic)
+        if variance is None or self.dof <= 0:
+            return None
+        return SeedSpread(variance * self.scale, self.dof, self.source)
+
+    def describe(self) -> dict:
+        return {"dof": self.dof, "source": self.source, "scale": self.scale,
+                "statistics": sorted({s for per in self.variances.values() for s in per})}
+
+
+NO_PRIORS = SeedPriors()
+
+
+def load_measurements() -> dict:
+    """The shipped measurements ({"tasks": [...], "provenance": {...}}); empty when none is shipped."""
+    try:
+        text = resources.files("audit").joinpath(SEED_SPREAD_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {"tasks": []}
+    return json.loads(text)
+
+
+def priors_for(original_fingerprint: str, kind: str | None, num_forget: int,
+               measurements: dict | None = None) -> SeedPriors:
+    """The measured spread that applies to an audit of the model ``original_fingerprint`` on a task of ``kind``
+    with ``num_forget`` forget images, or :data:`NO_PRIORS`."""
+    measurements = load_measurements() if measurements is None else measurements
+    for task in measurements.get("tasks", []):
+        if task["original_fingerprint"] == original_fingerprint and task["kind"] == kind:
+            scale = task["num_forget"] / num_forget if kind == "samples" else 1.0
+            provenance = measurements.get("provenance", {})
+            source = (f"the spread of {task['num_retrains']} retrains measured on this model "
+                      f"({task['description']}; {provenance.get('date', 'undated')}, {SEED_SPREAD_FILE})")
+            return SeedPriors(task["variances"], int(task["dof"]), source, scale)
+    return NO_PRIORS
