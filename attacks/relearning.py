@@ -36,7 +36,10 @@ class RelearningCurve:
         checkpoints: fine-tuning steps at which the model was sampled (0 = before any step).
         judge_accuracy: accuracy at each checkpoint over ``num_images`` samples (the same noises every time).
         num_images: samples judged per checkpoint (``per_class`` x classes).
-        area: mean accuracy over the checkpoints after step 0 (the area under the curve, in [0, 1]).
+        correct: (checkpoints, num_images) 0/1 judgments, sample j from the same starting noise at every checkpoint
+            and in every model (so models can be compared image by image).
+        area: mean accuracy over the checkpoints after step 0 (the area under the curve, in [0, 1]);
+            ``per_image_area`` (num_images,): each starting noise's share of correct samples after step 0.
         fit_ids: dataset ids of the images fine-tuned on.
         params: the probe's settings.
     """
@@ -44,6 +47,7 @@ class RelearningCurve:
     checkpoints: list[int]
     judge_accuracy: list[float]
     num_images: int
+    correct: list[list[float]]
     fit_ids: list[int]
     params: dict
 
@@ -52,9 +56,15 @@ class RelearningCurve:
         after = [a for step, a in zip(self.checkpoints, self.judge_accuracy) if step > 0]
         return sum(after) / len(after)
 
+    @property
+    def per_image_area(self) -> list[float]:
+        after = [row for step, row in zip(self.checkpoints, self.correct) if step > 0]
+        return [sum(column) / len(after) for column in zip(*after)]
+
     def to_dict(self) -> dict:
         return {"checkpoints": self.checkpoints, "judge_accuracy": self.judge_accuracy, "area": self.area,
-                "num_images": self.num_images, "fit_ids": self.fit_ids, **self.params}
+                "per_image_area": self.per_image_area, "num_images": self.num_images, "fit_ids": self.fit_ids,
+                **self.params}
 
 
 def relearning_curve(
@@ -101,7 +111,7 @@ def relearning_curve(
     optimizer = torch.optim.AdamW(probe.trainable_parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(derive_seed(seed, "relearning"))
     x0, labels = fit.images.to(probe.device), fit.labels.to(probe.device)
-    accuracy, step = [], 0
+    accuracy, correct, step = [], [], 0
     for target in tqdm(checkpoints, desc="relearning", disable=quiet, leave=False):
         while step < target:
             pick = torch.randint(0, len(x0), (batch_size,), generator=generator).to(probe.device)
@@ -114,7 +124,9 @@ def relearning_curve(
             step += 1
         generated, wanted = generate_per_class(probe, classes, per_class, seed=seed, steps=sample_steps,
                                                wordings=wordings)
-        accuracy.append(float(judged_correct(judge.probabilities(generated), wanted).mean()))
+        judged = judged_correct(judge.probabilities(generated), wanted)
+        accuracy.append(float(judged.mean()))
+        correct.append(judged.tolist())
     params = {"classes": classes, "lr": lr, "batch_size": batch_size, "per_class": per_class,
               "sampler": f"ddim-{sample_steps}", "seed": seed}
-    return RelearningCurve(checkpoints, accuracy, per_class * len(classes), fit.ids.tolist(), params)
+    return RelearningCurve(checkpoints, accuracy, per_class * len(classes), correct, fit.ids.tolist(), params)

@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass
 
 from scipy.stats import norm
 
+from . import statistics
 from .config import Thresholds
+from .seed_spread import GENERATION, RELEARNING, SeedPriors
 from .statistics import FAIL, INCONCLUSIVE, PASS, RESIDUAL_GUARD, combine
 
 
@@ -118,6 +120,27 @@ def _rate_check(name: str, description: str, subject: float, n_subject: int, ref
                  f"interval at most +{margin:g}", detail)
 
 
+def _relearning_check(resurrection: dict, references: list[str], thresholds: Thresholds, membership: dict) -> Check:
+    """Relearning no faster than the references: the area under the relearning curve, compared image by image (every
+    model samples from the same starting noises) with the retrains' seed spread counted, as membership is."""
+    margin, confidence = thresholds.relearning_margin, thresholds.confidence
+    curves = {role: resurrection[role]["relearning"] for role in ("unlearned", *references)}
+    boot = statistics.paired_mean_bootstrap(curves["unlearned"]["per_image_area"],
+                                            [curves[r]["per_image_area"] for r in references], metric="relearning area")
+    prior = SeedPriors.from_dict(membership.get("seed_spread", {})).spread(GENERATION, RELEARNING)
+    diff = statistics.seed_aware_difference(boot, confidence, prior)
+    decision = at_most_decision(diff.low, diff.high, margin)
+    if decision == PASS and diff.seed_dof == 0:
+        decision = INCONCLUSIVE
+    detail = (f"area under the curve: unlearned {diff.subject_value:.3f} vs references "
+              f"{', '.join(f'{v:.3f}' for v in diff.reference_values)}: difference {_signed(diff.estimate)} "
+              f"{_interval_text(diff.low, diff.high, confidence)} ({diff.num_members} starting noises, paired; seed "
+              f"spread from {diff.seed_source}), limit {margin:g}")
+    return Check("relearning", "fine-tuned on a few held-out images of the erased class, the model relearns it no "
+                 "faster than the references (judge accuracy averaged over the relearning curve)", decision,
+                 diff.estimate, [diff.low, diff.high], f"interval at most +{margin:g}", detail)
+
+
 def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
     """Every check of the audit from a results document: its ``membership`` comparisons, and its ``extraction``,
     ``resurrection`` and ``utility`` sections keyed by model role (original, unlearned, reference_1..K)."""
@@ -153,12 +176,7 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
                 found["judge_accuracy"], found["num_images"],
                 [resurrection[r][key]["judge_accuracy"] for r in references], found["num_images"] * len(references),
                 thresholds.resurrection_margin, confidence))
-        relearned = resurrection["unlearned"]["relearning"]
-        checks.append(_rate_check(
-            "relearning", "fine-tuned on a few held-out images of the erased class, the model relearns it no faster "
-            "than the references (judge accuracy averaged over the relearning curve)", relearned["area"],
-            relearned["num_images"], [resurrection[r]["relearning"]["area"] for r in references],
-            relearned["num_images"] * len(references), thresholds.relearning_margin, confidence))
+        checks.append(_relearning_check(resurrection, references, thresholds, results["membership"]))
     original, unlearned = utility["original"], utility["unlearned"]
     n = unlearned["samples_per_class"] * (len(unlearned["per_class_accuracy"]) - len(results["forget_spec"]["classes"]))
     estimate, low, high = proportion_difference(original["retained_accuracy"], n, unlearned["retained_accuracy"], n,

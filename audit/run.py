@@ -106,7 +106,7 @@ def reference_seed(seed: int, index: int) -> int:
     return derive_seed(seed, "reference", index) % 2**31
 
 
-def _retrained_model(
+def retrained_model(
     retrain: Unlearner, original: DiffusionModel, task: ForgetTask, data: tuple[ImageDataset, Splits, ForgetSpec],
     seed: int, quiet: bool,
 ) -> tuple[DiffusionModel, dict]:
@@ -178,7 +178,7 @@ def fill_reference(config: AuditConfig, index: int) -> dict:
     retrain = METHODS.make("retrain", steps=recipe.steps)
     retrain.check(task, stand_in)
     original, _ = _original_model(config, given, dataset, splits, recipe)
-    _, source = _retrained_model(retrain, original, task, (dataset, splits, spec),
+    _, source = retrained_model(retrain, original, task, (dataset, splits, spec),
                                  reference_seed(config.seed, index - 1), config.quiet)
     return source
 
@@ -284,7 +284,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     if retrain is not None:
         for k in range(config.retrain_references):
             role = f"{REFERENCE}_{k + 1}"
-            models[role], sources[role] = _retrained_model(retrain, original, task, (dataset, splits, spec),
+            models[role], sources[role] = retrained_model(retrain, original, task, (dataset, splits, spec),
                                                            reference_seed(config.seed, k), config.quiet)
             references.append(role)
     for role, model in models.items():

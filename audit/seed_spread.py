@@ -24,6 +24,7 @@ from importlib import resources
 from .statistics import SeedSpread
 
 SEED_SPREAD_FILE = "seed_spread.json"
+GENERATION, RELEARNING = "generation", "relearning"  # the relearning probe's area, recorded beside membership
 
 
 def mean_statistic(attacks: list[str]) -> str:
@@ -46,7 +47,8 @@ def task_kind(classes: tuple[int, ...], sample_ids: tuple[int, ...], concept: bo
 class SeedPriors:
     """The measured between-retrain variances for one audit's task: conditioning -> statistic -> variance.
 
-    ``statistic`` is an attack's name or :func:`mean_statistic`; ``dof`` the degrees of freedom of every variance
+    ``statistic`` is an attack's name or :func:`mean_statistic` (conditioning ``generation``: ``relearning``, the
+    relearning curve's area); ``dof`` the degrees of freedom of every variance
     (retrains minus one, summed over the measured tasks), ``source`` the provenance in words.
     """
 
@@ -62,8 +64,12 @@ class SeedPriors:
         return SeedSpread(variance * self.scale, self.dof, self.source)
 
     def describe(self) -> dict:
-        return {"dof": self.dof, "source": self.source, "scale": self.scale,
-                "statistics": sorted({s for per in self.variances.values() for s in per})}
+        """JSON-ready; :meth:`from_dict` reads it back (a results document carries the spread its checks used)."""
+        return {"variances": self.variances, "dof": self.dof, "source": self.source, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SeedPriors:
+        return cls(**data) if data else cls()
 
 
 NO_PRIORS = SeedPriors()

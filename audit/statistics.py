@@ -226,6 +226,20 @@ def paired_bootstrap(
     return PairedBootstrap(metric, subject_value, [full for full, _ in reference_results], differences, int(m), int(n))
 
 
+def paired_mean_bootstrap(subject: np.ndarray, references: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0,
+                          metric: str = "mean") -> PairedBootstrap:
+    """The mean of per-image values (N,) of a subject and of K references (K, N) that share their images (e.g.
+    samples from the same starting noises), with paired-bootstrap replicates of (subject - references' mean)."""
+    subject = np.asarray(subject, dtype=np.float64)
+    references = np.atleast_2d(np.asarray(references, dtype=np.float64))
+    if references.shape[1] != subject.size or subject.size == 0:
+        raise ValueError(f"per-image values differ in length: subject {subject.size}, references {references.shape}")
+    differences = subject - references.mean(axis=0)
+    picks = np.random.default_rng(seed).integers(0, subject.size, size=(n_bootstrap, subject.size))
+    return PairedBootstrap(metric, float(subject.mean()), references.mean(axis=1).tolist(),
+                           differences[picks].mean(axis=1), int(subject.size), 0)
+
+
 def mean_bootstrap(parts: Sequence[PairedBootstrap]) -> PairedBootstrap:
     """The mean over several metrics (e.g. every attack's AUC on the same sets): values and replicates averaged.
 

@@ -1,35 +1,48 @@
-"""Known answers for the audit at full size: does the verdict say what is true?
+"""Known answers for the audit at full size, over many retrain seeds: does the verdict say what is true?
 
-    python benchmarks/controls.py --forget-classes 0,3,8 --forget-samples 50 --json controls.json
+    python benchmarks/controls.py --forget-classes 0,3,8 --forget-samples 50 --retrains 3,3,2,3 \
+        --json benchmarks/results/controls.json --seed-spread audit/seed_spread.json
 
 On the default reference model, for each task (each forget class, and one deletion of random member images), the
-audit (default margins, K references retrained by the audit itself and cached) judges five models:
+default audit (its K references retrained by the audit itself and cached) judges:
 
   (a) noop       the original presented as unlearned                          must never PASS
   (b) redirect   the original with the erased class's embedding row replaced  must never PASS
                  by another class's (every weight that learned the images kept; classes only)
-  (c) early      EraseDiff stopped after 10% of its steps                     reported as it comes
-  (d) retrain    retrained from scratch with a seed no reference used         must never FAIL
+  (c) early      EraseDiff stopped after 10% of its steps                     must never PASS
+  (d) retrain_j  retrained from scratch with seed 987654 + j, a seed no       must never FAIL; PASS >= 90%
+                 reference uses (exact unlearning; cached by content)
   (e) erasediff  EraseDiff at its defaults                                    reported as it comes
 
-The first audit of the first task is exactly the default audit (``erasediff audit`` with no arguments) run on an
-empty cache: its wall time is the default audit's "from nothing" time (install excluded). Prints one table of
-verdicts with each check's decision and interval, and writes JSON. Every model is scored on the same images.
+The retrains of every task, with the task's K references, are exchangeable draws of "a model retrained without the
+forget set": their membership AUCs on the task's fixed images measure the seed spread (written, with provenance,
+to ``--seed-spread``: the file the audit ships). To keep that measurement from certifying its own retrains, every
+verdict in the table is re-decided from the audit's score tables with a seed spread measured WITHOUT the audited
+model (leave one retrain out); the coverage of the nominal intervals over the retrains is reported beside the
+images-only (bootstrap) coverage. Prints the table, the pass rate per check, and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import subprocess
+import sys
 import tempfile
 import time
+from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from audit.checks import evaluate_checks, verdict
 from audit.config import AuditConfig
-from audit.run import run_audit
+from audit.membership import membership_from_scores
+from audit.run import reference_seed, retrained_model, run_audit
+from audit.seed_spread import GENERATION, RELEARNING, SeedPriors, mean_statistic
 from diffusion.data import load_digits_dataset
 from diffusion.io import cache_dir, write_json
 from diffusion.model import DiffusionModel
@@ -38,9 +51,10 @@ from diffusion.splits import ForgetSpec, ForgetTask, make_splits
 from diffusion.training import TrainConfig
 from unlearn import METHODS
 
-CONTROLS = ("noop", "redirect", "early", "retrain", "erasediff")
-MUST_NOT = {"noop": "PASS", "redirect": "PASS", "retrain": "FAIL"}
-OTHER_SEED = 987_654  # the (d) retrain: no audit reference uses it (theirs derive from the audit seed)
+NEGATIVE = ("noop", "redirect", "early")
+CONTROLS = (*NEGATIVE, "retrain", "erasediff")
+MUST_NOT = {"noop": "PASS", "redirect": "PASS", "early": "PASS", "retrain": "FAIL"}
+OTHER_SEED = 987_654  # the (d) retrains use OTHER_SEED + j: no audit reference uses them (theirs derive from the seed)
 
 
 def redirected(model: DiffusionModel, classes: tuple[int, ...]) -> DiffusionModel:
@@ -55,50 +69,123 @@ def redirected(model: DiffusionModel, classes: tuple[int, ...]) -> DiffusionMode
     return copy
 
 
-def build_controls(original: DiffusionModel, task: ForgetTask, classes: tuple[int, ...], folder: Path,
-                   seed: int, wanted: tuple[str, ...]) -> dict[str, Path]:
-    """Save the ``wanted`` models of the controls that are not the original itself (nor the (e) audit, which trains
-    its own); returns {control: folder}."""
+def control_models(original: DiffusionModel, task: ForgetTask, spec: ForgetSpec, data: tuple, folder: Path,
+                   seed: int, wanted: tuple[str, ...], retrains: int) -> dict[str, Path]:
+    """The folders of the ``wanted`` control models (the noop is the original's own folder, added by the caller):
+    early and redirect saved under ``folder``, the retrains in the cache (keyed by content, as references are)."""
     folder.mkdir(parents=True, exist_ok=True)
-    models: dict[str, DiffusionModel] = {}
+    paths: dict[str, Path] = {}
     if "early" in wanted:
         default_steps = METHODS.make("erasediff").steps
-        models["early"] = METHODS.make("erasediff", steps=max(1, default_steps // 10)).unlearn(
-            original, task, seed=seed, quiet=True).model
+        early = METHODS.make("erasediff", steps=max(1, default_steps // 10)).unlearn(original, task, seed=seed,
+                                                                                       quiet=True).model
+        early.save(folder / "early", {"role": "control early"})
+        paths["early"] = folder / "early"
+    if spec.classes and "redirect" in wanted:
+        redirected(original, spec.classes).save(folder / "redirect", {"role": "control redirect"})
+        paths["redirect"] = folder / "redirect"
     if "retrain" in wanted:
-        models["retrain"] = METHODS.make("retrain").unlearn(original, task, seed=OTHER_SEED, quiet=True).model
-    if classes and "redirect" in wanted:
-        models["redirect"] = redirected(original, classes)
-    paths = {}
-    for name, model in models.items():
-        model.save(folder / name, {"role": f"control {name}"})
-        paths[name] = folder / name
+        retrain = METHODS.make("retrain", steps=TrainConfig().steps)
+        for j in range(retrains):
+            _, source = retrained_model(retrain, original, task, data, OTHER_SEED + j, quiet=True)
+            paths[f"retrain_{j}"] = Path(source["source"])
     return paths
 
 
-def summary(results: dict) -> dict:
-    """Verdict, checks, and for every attack and conditioning the (subject - references) AUC difference on both
-    scales, so the power of raw against calibrated scores can be compared (estimate / standard error)."""
-    keys = ("estimate", "standard_error", "low", "high")
-    scales = {
-        f"{attack}/{conditioning}/{scale}/{subject}": {k: diff[k] for k in keys}
-        for attack, per_conditioning in results["membership"]["attacks"].items()
-        for conditioning, comparison in per_conditioning.items()
-        for scale, per_subject in comparison.get("auc", {}).items()
-        for subject, diff in per_subject.items()
-    }
-    return {
-        "verdict": results["verdict"],
-        "power": results["power"],
-        "checks": {c["name"]: {"decision": c["decision"], "estimate": c["estimate"], "interval": c["interval"]}
-                   for c in results["checks"]},
-        "auc_differences": scales,
-        "seconds": results["timings"]["total_seconds"],
-    }
+def read_scores(folder: Path) -> tuple[dict, np.ndarray]:
+    """An audit's ``scores/*.csv`` -> (attack -> conditioning -> role -> (N,) raw scores, is_member (N,))."""
+    scores: dict = {}
+    is_member = None
+    for path in sorted((folder / "scores").glob("*.csv")):
+        grouped: dict = defaultdict(lambda: defaultdict(list))
+        members: dict = defaultdict(list)
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                grouped[row["conditioning"]][row["model"]].append(float(row["score"]))
+                members[row["conditioning"], row["model"]].append(row["is_member"] == "1")
+        scores[path.stem] = {c: {role: np.array(v) for role, v in per.items()} for c, per in grouped.items()}
+        is_member = np.array(next(iter(members.values())))
+    return scores, is_member
+
+
+def retrain_aucs(results: dict) -> dict[str, dict[str, list[float]]]:
+    """conditioning -> statistic -> the raw AUCs of every model retrained without the forget set in one audit (the
+    references, and the unlearned model when it is a retrain): attacks by name, and their mean."""
+    out: dict = defaultdict(dict)
+    for attack, per_conditioning in results["membership"]["attacks"].items():
+        for conditioning, comparison in per_conditioning.items():
+            raw = comparison["auc"]["raw"]["unlearned"]
+            out[conditioning][attack] = [raw["subject_value"], *raw["reference_values"]]
+    for per in out.values():
+        per[mean_statistic(list(per))] = np.mean(list(per.values()), axis=0).tolist()
+    resurrection = results.get("resurrection") or {}
+    if "unlearned" in resurrection:
+        roles = ["unlearned", *results["membership"]["references"]]
+        out[GENERATION][RELEARNING] = [resurrection[role]["relearning"]["area"] for role in roles]
+    return out
+
+
+def pooled_variances(tasks: list[dict]) -> tuple[dict, int]:
+    """Pool the between-retrain variances of several tasks: sum of (n_t - 1) s_t^2 over sum of (n_t - 1)."""
+    sums: dict = defaultdict(lambda: defaultdict(float))
+    dof = 0
+    for values in tasks:
+        n = None
+        for conditioning, per in values.items():
+            for statistic, aucs in per.items():
+                n = len(aucs)
+                sums[conditioning][statistic] += (n - 1) * float(np.var(aucs, ddof=1))
+        dof += (n or 1) - 1
+    return {c: {s: v / dof for s, v in per.items()} for c, per in sums.items()}, dof
+
+
+def task_retrain_aucs(rows: list[dict], task: str, leave_out: str | None = None) -> dict:
+    """conditioning -> statistic -> AUCs of the task's retrains (each retrain audit's subject, and the references
+    once), without the retrain ``leave_out``."""
+    out: dict = defaultdict(lambda: defaultdict(list))
+    references_added = False
+    for row in rows:
+        if row["task"] != task or not row["control"].startswith("retrain_"):
+            continue
+        for conditioning, per in row["retrain_aucs"].items():
+            for statistic, aucs in per.items():
+                if row["control"] != leave_out:
+                    out[conditioning][statistic].append(aucs[0])
+                if not references_added:
+                    out[conditioning][statistic].extend(aucs[1:])
+        references_added = True
+    return out
+
+
+def priors_from(rows: list[dict], kind: str, leave_out: tuple[str, str] | None = None) -> tuple[SeedPriors, dict]:
+    """The pooled seed spread over the tasks of ``kind`` (leaving one retrain out), and its raw measurement."""
+    tasks = sorted({r["task"] for r in rows if r["kind"] == kind})
+    per_task = [task_retrain_aucs(rows, t, leave_out[1] if leave_out and leave_out[0] == t else None) for t in tasks]
+    per_task = [values for values in per_task if values]
+    if not per_task:
+        return SeedPriors(), {}
+    variances, dof = pooled_variances(per_task)
+    return SeedPriors(variances, dof, f"controls, {kind} tasks {', '.join(tasks)}"), variances
+
+
+def redecide(results: dict, folder: Path, priors: SeedPriors) -> dict:
+    """The audit's checks and verdict again, membership re-decided from its score tables under ``priors``."""
+    config = AuditConfig(**{k: v for k, v in results["config"].items() if k != "thresholds"})
+    config.thresholds = type(config.thresholds)(**results["config"]["thresholds"])
+    scores, is_member = read_scores(folder)
+    references = results["membership"]["references"]
+    comparisons, combined, _ = membership_from_scores(scores, is_member, references, config.thresholds,
+                                                      config.seed, priors)
+    document = {**results, "membership": {**results["membership"], "attacks": comparisons, "combined": combined,
+                                          "seed_spread": priors.describe()}}
+    checks = evaluate_checks(document, config.thresholds)
+    return {"verdict": verdict(checks), "combined": combined,
+            "checks": {c.name: {"decision": c.decision, "estimate": c.estimate, "interval": c.interval}
+                       for c in checks}}
 
 
 def run_task(name: str, spec: ForgetSpec, args, dataset, splits, work: Path, rows: list[dict]) -> None:
-    """The five controls of one task. The first audit, (e), runs with the built-in reference as the audit itself
+    """Every control of one task. The first audit, (e), runs with the built-in reference as the audit itself
     loads it (trained on the first task, then cached), so for class 0 it is exactly the default audit."""
     task = ForgetTask.from_spec(dataset, splits, spec)
     ids_file = None
@@ -108,34 +195,103 @@ def run_task(name: str, spec: ForgetSpec, args, dataset, splits, work: Path, row
     base = dict(forget_classes=list(spec.classes), forget_ids=str(ids_file) if ids_file else None,
                 retrain_references=args.references, seed=args.seed, quiet=True, force=True)
     wanted = tuple(args.controls.split(","))
+    kind = "class" if spec.classes else "samples"
+    audits: dict[str, Path | None] = {}
     if "erasediff" in wanted:
-        start = time.perf_counter()
-        first = run_audit(AuditConfig(**base, out=str(work / name / "erasediff")))
-        rows.append({"task": name, "control": "erasediff", **summary(first),
-                     "wall_seconds": time.perf_counter() - start})
-        print_row(rows[-1])
+        audits["erasediff"] = None
     original, original_dir, _ = load_or_train_reference(dataset, splits, TrainConfig(), quiet=True)
-    controls = {"noop": original_dir, **build_controls(original, task, spec.classes, work / name / "models",
-                                                         args.seed, wanted)}
-    for control in ("noop", "redirect", "early", "retrain"):
-        if control not in controls or control not in wanted:
+    retrains = args.retrains[name]
+    audits |= {"noop": original_dir, **control_models(original, task, spec, (dataset, splits, spec),
+                                                        work / name / "models", args.seed, wanted, retrains)}
+    for control, model_dir in audits.items():
+        if control != "erasediff" and control.split("_")[0] not in wanted:
             continue
+        out = work / name / control
         start = time.perf_counter()
-        results = run_audit(AuditConfig(**base, model=str(original_dir), unlearned=str(controls[control]),
-                                         out=str(work / name / control)))
-        rows.append({"task": name, "control": control, **summary(results),
-                     "wall_seconds": time.perf_counter() - start})
-        print_row(rows[-1])
+        extra = {} if model_dir is None else {"model": str(original_dir), "unlearned": str(model_dir)}
+        results = run_audit(AuditConfig(**base, **extra, out=str(out)))
+        row = {"task": name, "kind": kind, "control": control, "folder": str(out),
+               "wall_seconds": time.perf_counter() - start, "audit_verdict": results["verdict"],
+               "audit_checks": {c["name"]: c["decision"] for c in results["checks"]},
+               "retrain_aucs": retrain_aucs(results)}
+        rows.append(row)
+        print(f"{name:10s} {control:10s} audited as shipped: {results['verdict']:12s} {row['wall_seconds']:5.0f}s",
+              flush=True)
 
 
-def print_row(row: dict) -> None:
-    mias = [f"{k.split('[')[1][:-1]}:{v['decision'][0]}" + ("" if v["interval"] is None else
-                                                               "[{:+.2f},{:+.2f}]".format(*v["interval"]))
-            for k, v in row["checks"].items() if k.startswith("mia_auc")]
-    others = " ".join(f"{k}:{v['decision'][0]}" for k, v in row["checks"].items() if not k.startswith("mia_auc"))
-    bad = " <-- WRONG" if MUST_NOT.get(row["control"]) == row["verdict"] else ""
-    print(f"{row['task']:10s} {row['control']:9s} {row['verdict']:12s} {row['wall_seconds']:6.0f}s  "
-          f"{' '.join(mias)}  {others}{bad}", flush=True)
+def coverage(rows: list[dict]) -> dict:
+    """Over the retrain audits: how often the nominal interval of (retrain - references) holds 0, seed-aware
+    (as decided) and images-only (the paired bootstrap), per conditioning for the mean over attacks."""
+    counts: dict = defaultdict(lambda: [0, 0, 0])
+    for row in rows:
+        if not row["control"].startswith("retrain_"):
+            continue
+        for conditioning, combined in row["decided"]["combined"].items():
+            if "unlearned" not in combined:
+                continue
+            diff = combined["unlearned"]
+            key = f"{row['kind']}/{conditioning}"
+            counts[key][0] += diff["low"] <= 0.0 <= diff["high"]
+            counts[key][1] += diff["bootstrap_low"] <= 0.0 <= diff["bootstrap_high"]
+            counts[key][2] += 1
+    return {key: {"seed_aware": a / n, "images_only": b / n, "runs": n} for key, (a, b, n) in counts.items()}
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'task':10s} {'control':10s} {'verdict':12s} {'wall s':>6s}  membership per conditioning "
+          "(mean difference [interval], vetoes) | other checks")
+    for row in rows:
+        decided = row["decided"]
+        cells = []
+        for conditioning, combined in decided["combined"].items():
+            if "unlearned" not in combined:
+                cells.append(f"{conditioning}:{combined['decision'][0]}")
+                continue
+            d = combined["unlearned"]
+            veto = f" veto {','.join(combined['vetoes'])}" if combined["vetoes"] else ""
+            cells.append(f"{conditioning}:{combined['decision'][0]}[{d['low']:+.2f},{d['high']:+.2f}]{veto}")
+        others = " ".join(f"{k}:{v['decision'][0]}" for k, v in decided["checks"].items()
+                          if not k.startswith("membership"))
+        bad = " <-- WRONG" if MUST_NOT.get(row["control"].split("_")[0]) == decided["verdict"] else ""
+        print(f"{row['task']:10s} {row['control']:10s} {decided['verdict']:12s} {row['wall_seconds']:6.0f}  "
+              f"{' '.join(cells)} | {others}{bad}", flush=True)
+
+
+def pass_rates(rows: list[dict]) -> dict:
+    """Per control kind: runs, verdicts, and the PASS rate of every check."""
+    table: dict = {}
+    for control in sorted({r["control"].split("_")[0] for r in rows}):
+        chosen = [r for r in rows if r["control"].split("_")[0] == control]
+        names = sorted({k for r in chosen for k in r["decided"]["checks"]})
+        table[control] = {
+            "runs": len(chosen),
+            "verdicts": {v: sum(r["decided"]["verdict"] == v for r in chosen)
+                         for v in ("PASS", "FAIL", "INCONCLUSIVE")},
+            "check_pass_rate": {k: float(np.mean([r["decided"]["checks"].get(k, {}).get("decision") == "PASS"
+                                                  for r in chosen])) for k in names},
+        }
+    return table
+
+
+def seed_spread_document(rows: list[dict], original: DiffusionModel, args) -> dict:
+    """The measurement the audit ships (audit/seed_spread.json): per kind of task, the pooled variances."""
+    tasks = []
+    for kind in ("class", "samples"):
+        priors, variances = priors_from(rows, kind)
+        if not variances:
+            continue
+        names = sorted({r["task"] for r in rows if r["kind"] == kind})
+        num_forget = [json.loads((Path(r["folder"]) / "results.json").read_text())["membership"]["num_forget"]
+                      for r in rows if r["kind"] == kind][:1]
+        retrains = sum(len(next(iter(next(iter(task_retrain_aucs(rows, t).values())).values()))) for t in names)
+        tasks.append({"kind": kind, "original_fingerprint": original.fingerprint(), "num_forget": num_forget[0],
+                      "num_retrains": retrains, "dof": priors.dof, "variances": variances,
+                      "description": f"{kind} task(s) {', '.join(names)}, K = {args.references} references + the "
+                                     "controls' retrains, raw AUC variance between retrains on fixed images"})
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"provenance": {"date": datetime.now(UTC).date().isoformat(), "commit": commit,
+                           "command": "python benchmarks/controls.py " + " ".join(args.argv)},
+            "tasks": tasks}
 
 
 def main() -> None:
@@ -143,12 +299,16 @@ def main() -> None:
     parser.add_argument("--forget-classes", default="0,3,8", help="comma-separated classes, one task each")
     parser.add_argument("--forget-samples", type=int, default=50, help="member images of a sample deletion (0: none)")
     parser.add_argument("--references", type=int, default=AuditConfig().retrain_references)
+    parser.add_argument("--retrains", default="3", help="exact retrains per task: one number, or one per task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--controls", default=",".join(CONTROLS),
                         help=f"comma-separated subset of {','.join(CONTROLS)} (default: all)")
     parser.add_argument("--work", type=Path, default=None, help="where models and audits go (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=Path("controls.json"))
+    parser.add_argument("--seed-spread", type=Path, default=None,
+                        help="write the measured seed spread here (the audit ships audit/seed_spread.json)")
     args = parser.parse_args()
+    args.argv = sys.argv[1:]
     unknown = sorted(set(args.controls.split(",")) - set(CONTROLS))
     if unknown:
         parser.error(f"--controls: unknown {', '.join(unknown)}; expected a subset of {','.join(CONTROLS)}")
@@ -157,20 +317,43 @@ def main() -> None:
     dataset = load_digits_dataset()
     splits = make_splits(dataset.labels, 0)
     print(f"cache: {cache_dir()}  work: {work}", flush=True)
-    rows: list[dict] = []
     tasks = [(f"class{c}", ForgetSpec(classes=(int(c),))) for c in args.forget_classes.split(",") if c.strip()]
     if args.forget_samples:
         rng = np.random.default_rng(args.seed)
         ids = rng.choice(splits.members, size=args.forget_samples, replace=False)
         tasks.append((f"samples{args.forget_samples}", ForgetSpec(sample_ids=tuple(int(i) for i in ids))))
+    counts = [int(n) for n in args.retrains.split(",")]
+    if len(counts) not in (1, len(tasks)):
+        parser.error(f"--retrains: give one number or {len(tasks)} (one per task); got {args.retrains}")
+    args.retrains = {name: counts[min(i, len(counts) - 1)] for i, (name, _) in enumerate(tasks)}
+    assert all(reference_seed(args.seed, k) != OTHER_SEED + j for k in range(args.references)
+               for j in range(max(counts)))
+    rows: list[dict] = []
     started = time.perf_counter()
     for name, spec in tasks:
         run_task(name, spec, args, dataset, splits, work, rows)
-        write_json(args.json, {"rows": rows, "args": {k: str(v) for k, v in vars(args).items()},
-                               "total_seconds": time.perf_counter() - started})
-    wrong = [r for r in rows if MUST_NOT.get(r["control"]) == r["verdict"]]
-    print(f"{len(rows)} audits in {time.perf_counter() - started:.0f} s; known answers wrong: {len(wrong)}")
-    print(json.dumps({r["task"] + "/" + r["control"]: r["verdict"] for r in rows}))
+        write_json(args.json, {"rows": rows, "total_seconds": time.perf_counter() - started})
+    for row in rows:  # every verdict re-decided with a seed spread that never saw the audited retrain
+        leave_out = (row["task"], row["control"]) if row["control"].startswith("retrain_") else None
+        priors, _ = priors_from(rows, row["kind"], leave_out)
+        results = json.loads((Path(row["folder"]) / "results.json").read_text())
+        row["decided"] = redecide(results, Path(row["folder"]), priors)
+    print_table(rows)
+    summary = {"rows": rows, "pass_rates": pass_rates(rows), "coverage": coverage(rows),
+               "total_seconds": time.perf_counter() - started}
+    wrong = [r for r in rows if MUST_NOT.get(r["control"].split("_")[0]) == r["decided"]["verdict"]]
+    print("\nper control: runs, verdicts, PASS rate of each check")
+    for control, rates in summary["pass_rates"].items():
+        print(f"  {control:10s} {rates['runs']:2d} runs  {rates['verdicts']}  "
+              + " ".join(f"{k}:{v:.0%}" for k, v in rates["check_pass_rate"].items()))
+    print("coverage of the nominal interval over the retrains (mean over attacks):")
+    for key, c in summary["coverage"].items():
+        print(f"  {key:18s} seed-aware {c['seed_aware']:.0%}  images only {c['images_only']:.0%}  ({c['runs']} runs)")
+    print(f"{len(rows)} audits in {summary['total_seconds']:.0f} s; known answers wrong: {len(wrong)}")
+    write_json(args.json, summary)
+    if args.seed_spread:
+        original, _, _ = load_or_train_reference(dataset, splits, TrainConfig(), quiet=True)
+        write_json(args.seed_spread, seed_spread_document(rows, original, args))
 
 
 if __name__ == "__main__":

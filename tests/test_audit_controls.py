@@ -58,7 +58,15 @@ def test_retrained_model_never_fails_the_audit(retrained_audit):
     failed = [c["detail"] for c in results["checks"] if c["decision"] == "FAIL"]
     assert results["verdict"] in ("PASS", "INCONCLUSIVE"), failed
     assert result.exit_code == {"PASS": 0, "INCONCLUSIVE": 4}[results["verdict"]], result.output
-    assert results["schema_version"] == 2
+    assert results["schema_version"] == 3
+    assert set(results["membership"]["combined"]) == {"label", "inverted"}
+    assert {c["name"] for c in results["checks"]} >= {"membership[label]", "membership[inverted]", "relearning"}
+    for combined in results["membership"]["combined"].values():  # intervals over images and the seeds
+        diff = combined["unlearned"]
+        assert diff["seed_dof"] > 0 and diff["low"] <= diff["bootstrap_low"] and diff["high"] >= diff["bootstrap_high"]
+    assert set(results["power"]["residual_leakage"]) == {"label", "inverted"}
+    curve = results["resurrection"]["unlearned"]["relearning"]
+    assert len(curve["per_image_area"]) == curve["num_images"]
     assert results["membership"]["references"] == ["reference_1", "reference_2"]
     assert set(results["membership"]["conditionings"]) == {"label", "inverted"}
     assert set(results["attacks"]) == {"loss", "secmi", "pia", "pian", "sima"}

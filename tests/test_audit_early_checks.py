@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from audit.cli import main
-from audit.run import _retrained_model
+from audit.run import retrained_model
 from diffusion.data import load_image_folder
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
@@ -121,7 +121,7 @@ def test_retrained_cache_is_keyed_by_content_not_path(tmp_path, digits):
         splits = make_splits(data.labels, 0)
         spec = ForgetSpec(classes=(1,))
         task = ForgetTask.from_spec(data, splits, spec)
-        return _retrained_model(retrain, original, task, (data, splits, spec), seed=5, quiet=True)[1]
+        return retrained_model(retrain, original, task, (data, splits, spec), seed=5, quiet=True)[1]
 
     first = retrained()
     again = retrained()
