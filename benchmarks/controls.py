@@ -12,7 +12,7 @@ default audit (its K references retrained by the audit itself and cached) judges
   (c) early      EraseDiff stopped after 10% of its steps                     must never PASS
   (d) retrain_j  retrained from scratch with seed 987654 + j, a seed no       must never FAIL; PASS >= 90%
                  reference uses (exact unlearning; cached by content)
-  (e) erasediff  EraseDiff at its defaults                                    reported as it comes
+  (e) erasediff  EraseDiff at its defaults (first task: the default audit)     reported as it comes
 
 The retrains of every task, with the task's K references, are exchangeable draws of "a model retrained without the
 forget set": their membership AUCs on the task's fixed images measure the seed spread (written, with provenance,
@@ -184,9 +184,9 @@ def redecide(results: dict, folder: Path, priors: SeedPriors) -> dict:
                        for c in checks}}
 
 
-def run_task(name: str, spec: ForgetSpec, args, dataset, splits, work: Path, rows: list[dict]) -> None:
-    """Every control of one task. The first audit, (e), runs with the built-in reference as the audit itself
-    loads it (trained on the first task, then cached), so for class 0 it is exactly the default audit."""
+def run_task(name: str, spec: ForgetSpec, args, dataset, splits, work: Path, rows: list[dict], first: bool) -> None:
+    """Every control of one task. On the first task only, (e) runs first, with the built-in reference as the audit
+    itself loads it, so for class 0 it is exactly the default audit."""
     task = ForgetTask.from_spec(dataset, splits, spec)
     ids_file = None
     if spec.sample_ids:
@@ -197,7 +197,7 @@ def run_task(name: str, spec: ForgetSpec, args, dataset, splits, work: Path, row
     wanted = tuple(args.controls.split(","))
     kind = "class" if spec.classes else "samples"
     audits: dict[str, Path | None] = {}
-    if "erasediff" in wanted:
+    if "erasediff" in wanted and first:
         audits["erasediff"] = None
     original, original_dir, _ = load_or_train_reference(dataset, splits, TrainConfig(), quiet=True)
     retrains = args.retrains[name]
@@ -209,7 +209,10 @@ def run_task(name: str, spec: ForgetSpec, args, dataset, splits, work: Path, row
         out = work / name / control
         start = time.perf_counter()
         extra = {} if model_dir is None else {"model": str(original_dir), "unlearned": str(model_dir)}
-        results = run_audit(AuditConfig(**base, **extra, out=str(out)))
+        if args.reuse and (out / "results.json").is_file():
+            results = json.loads((out / "results.json").read_text())
+        else:
+            results = run_audit(AuditConfig(**base, **extra, out=str(out)))
         row = {"task": name, "kind": kind, "control": control, "folder": str(out),
                "wall_seconds": time.perf_counter() - start, "audit_verdict": results["verdict"],
                "audit_checks": {c["name"]: c["decision"] for c in results["checks"]},
@@ -305,6 +308,7 @@ def main() -> None:
                         help=f"comma-separated subset of {','.join(CONTROLS)} (default: all)")
     parser.add_argument("--work", type=Path, default=None, help="where models and audits go (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=Path("controls.json"))
+    parser.add_argument("--reuse", action="store_true", help="take audits already finished in --work as they are")
     parser.add_argument("--seed-spread", type=Path, default=None,
                         help="write the measured seed spread here (the audit ships audit/seed_spread.json)")
     args = parser.parse_args()
@@ -330,8 +334,8 @@ def main() -> None:
                for j in range(max(counts)))
     rows: list[dict] = []
     started = time.perf_counter()
-    for name, spec in tasks:
-        run_task(name, spec, args, dataset, splits, work, rows)
+    for i, (name, spec) in enumerate(tasks):
+        run_task(name, spec, args, dataset, splits, work, rows, first=i == 0)
         write_json(args.json, {"rows": rows, "total_seconds": time.perf_counter() - started})
     for row in rows:  # every verdict re-decided with a seed spread that never saw the audited retrain
         leave_out = (row["task"], row["control"]) if row["control"].startswith("retrain_") else None

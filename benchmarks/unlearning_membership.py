@@ -29,9 +29,10 @@ from unlearn import METHODS
 
 
 def membership_cells(membership: dict) -> str:
-    """One line of per-attack cells: name (* under the inverted embedding), decision, difference [interval]."""
-    return " ".join(f"{name}{'' if c['conditioning'] == 'label' else '*'}:{c['decision'][0]}{c['estimate']:+.2f}"
-                    f"[{c['interval'][0]:+.2f},{c['interval'][1]:+.2f}]" for name, c in membership.items())
+    """One line of cells, one per conditioning: decision, mean AUC difference over attacks [interval], vetoes."""
+    return " ".join(f"{name}:{c['decision'][0]}{c['estimate']:+.2f}[{c['interval'][0]:+.2f},{c['interval'][1]:+.2f}]"
+                    + (f" veto {','.join(c['vetoes'])}" if c["vetoes"] else "")
+                    for name, c in membership.items() if "estimate" in c)
 
 
 def main() -> None:
@@ -67,8 +68,8 @@ def main() -> None:
               f"{utility['retained_accuracy']:.3f} {utility['retained_fd']:6.2f} | {membership_cells(membership)}",
               flush=True)
 
-    print(f"{'variant':52s} {'secs':>7s} {'forg.':>5s} {'ret.':>5s} {'FD':>6s} | per attack: decision, "
-          "AUC difference [90% interval]; * = under the inverted embedding")
+    print(f"{'variant':52s} {'secs':>7s} {'forg.':>5s} {'ret.':>5s} {'FD':>6s} | per conditioning: decision, "
+          "mean AUC difference over attacks [90% interval, images and seeds]")
     report("original (no-op)", probe.fixed["original"], 0.0, {})
     for params in variants:
         params = dict(params)

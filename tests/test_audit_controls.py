@@ -108,3 +108,23 @@ def test_methods_get_the_calibration_non_members_which_are_never_scored(control_
     assert given == set(subjects.calibration.nonmembers.ids.tolist()) and len(given) > 0
     assert given.isdisjoint(subjects.sets.samples.ids.tolist())
     assert given.isdisjoint(subjects.splits.members.tolist())
+
+
+def test_the_same_seed_gives_the_same_results(control_workspace, retrained_audit, tmp_path):
+    """The audit run again with the same config and seed: every key of results.json and every score table the same,
+    apart from the creation time, the timings and the output path."""
+    first, _ = retrained_audit
+    again = tmp_path / "again"
+    result = control_audit(control_workspace, control_workspace["retrained_a"], again)
+    assert result.exit_code in (0, 4), result.output
+
+    def comparable(folder):
+        results = json.loads((folder / "results.json").read_text())
+        for key in ("created", "timings"):
+            results.pop(key)
+        results["config"].pop("out")
+        return results
+
+    assert comparable(again) == comparable(first)
+    for table in (first / "scores").glob("*.csv"):
+        assert (again / "scores" / table.name).read_text() == table.read_text(), table.name
