@@ -60,6 +60,8 @@ class AuditConfig:
     Attributes:
         model: the original model (diffusers folder or hf://owner/name); None = the built-in reference (cached).
         unlearned: an unlearned model to audit; None = run ``method`` now.
+        unverified_references: the user vouches that ``retrained`` models which record nothing (trained elsewhere)
+            were retrained without the forget set; without it they are refused, and with it the verdict says so.
         retrained: models retrained without the forget set (folders); empty with ``retrain`` = train
             ``retrain_references`` of them now, each with its own seed (cached by content).
         retrain_references: K, the number of references trained when none is given. 2 by measurement: on 2 CPU
@@ -84,6 +86,7 @@ class AuditConfig:
     model: str | None = None
     unlearned: str | None = None
     retrained: list[str] = field(default_factory=list)
+    unverified_references: bool = False
     retrain: bool = True
     retrain_references: int = 2
     preset: str = "default"

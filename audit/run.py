@@ -50,6 +50,7 @@ from .checks import Check, evaluate_checks, verdict
 from .config import AuditConfig, Thresholds
 from .images import save_grid, save_pairs
 from .membership import ScoredSets, exposed_forget_images, run_membership
+from .references import ReferenceCheck, check_reference
 from .schema import SCHEMA_VERSION, ResultsDocument
 from .seed_spread import priors_for, task_kind
 
@@ -183,6 +184,19 @@ def fill_reference(config: AuditConfig, index: int) -> dict:
     return source
 
 
+def _check_references(given: dict[str, DiffusionModel], paths: dict[str, str | None], spec: ForgetSpec,
+                      declared: bool) -> dict[str, ReferenceCheck]:
+    """Every given reference checked to be a retrain without ``spec`` (audit/references.py), before any work."""
+    seen = {f"the {role} model": given[role].fingerprint() for role in ("original", "unlearned") if role in given}
+    checks = {}
+    for role in (r for r in given if r.startswith(REFERENCE)):
+        fingerprint = given[role].fingerprint()
+        checks[role] = check_reference(paths[role], fingerprint, DiffusionModel.read_metadata(paths[role]), spec,
+                                       seen, declared)
+        seen[f"reference '{paths[role]}'"] = fingerprint
+    return checks
+
+
 def _recorded_unlearning(metadata: dict) -> dict | None:
     """The unlearning record of a model given by path (``erasediff unlearn`` writes one), else None."""
     if "method" not in metadata:
@@ -253,6 +267,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     dataset, splits, spec, task, stand_in = _forget_task(config, given.get("original"), recipe)
     for role, model in {"original": stand_in, **given}.items():
         _check_model(role, model, paths[role] if role in given else None, task, (dataset, splits), config, attacks)
+    reference_checks = _check_references(given, paths, spec, config.unverified_references)
     sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config,
                                                        model_view(stand_in, dataset, config.seed))
     if calibration is None and any(attack.needs_fit for attack in attacks):
@@ -280,7 +295,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
                       "seconds": result.seconds, "curves": result.curves}
     references = [role for role in given if role.startswith(REFERENCE)]
     for role in references:
-        models[role], sources[role] = given[role], {"source": paths[role]}
+        models[role], sources[role] = given[role], {"source": paths[role], **reference_checks[role].to_dict()}
     if retrain is not None:
         for k in range(config.retrain_references):
             role = f"{REFERENCE}_{k + 1}"
@@ -426,10 +441,11 @@ def _percent(fraction: dict) -> str:
 
 
 def power_statement(membership: dict, checks: list[Check], verdict_text: str, thresholds: Thresholds,
-                    max_forget: int) -> dict:
+                    max_forget: int, unverified: list[str]) -> dict:
     """What was certified, at what confidence, against how many references, how much of the original's signal
     remains, and what would turn an INCONCLUSIVE membership check into an answer (a number of forget images the
-    data can hold, up to ``max_forget``, or a number of references): the report's header, in plain words."""
+    data can hold, up to ``max_forget``, or a number of references), and which references (``unverified``) only the
+    user vouches for: the report's header, in plain words."""
     n, margin = membership["num_forget"], thresholds.mia_auc_margin
     has_power = any(c.name == "audit_power" and c.decision == "PASS" for c in checks)
     spread = membership["seed_spread"]
@@ -445,6 +461,10 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
     shares = [f"{conditioning}: {_percent(per['mean'])}" for conditioning, per in leakage.items() if per["mean"]]
     if shares:
         text += f" Share of the original's membership signal that remains (mean over attacks): {'; '.join(shares)}."
+    if unverified:
+        text += (f" {len(unverified)} reference(s) ({', '.join(unverified)}) were declared by the user as retrained "
+                 "without the forget set and could not be verified from their records: the verdict holds only if "
+                 "they were.")
     if not has_power:
         text += " The attacks could not tell the original model from the references, so this audit cannot certify."
     advice = []
@@ -557,7 +577,9 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
         results["verdict"] = verdict(checks)
         max_forget = (len(subjects.task.forget) if spec.classes or spec.concept
                       else len(subjects.splits.members) - config.calibration_images)
-        results["power"] = power_statement(membership, checks, results["verdict"], config.thresholds, max_forget)
+        unverified = [role for role, source in subjects.sources.items() if source.get("verified") is False]
+        results["power"] = power_statement(membership, checks, results["verdict"], config.thresholds, max_forget,
+                                           unverified)
         results["timings"] = {"prepare_seconds": prepared - started, "attacks_seconds": attacked - prepared,
                               "generation_seconds": time.perf_counter() - attacked,
                               "total_seconds": time.perf_counter() - started}

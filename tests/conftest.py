@@ -87,10 +87,13 @@ def control_workspace(tmp_path_factory, digits) -> dict[str, Path]:
     splits = make_splits(data.labels, seed=0, member_fraction=CONTROL_MEMBER_FRACTION)
     retain = ForgetSpec(classes=(CONTROL_CLASS,)).retain_ids(data.labels, splits)
     paths = {}
+    spec = ForgetSpec(classes=(CONTROL_CLASS,))
     for name, ids, seed in [("original", splits.members, 0), ("retrained_a", retain, 1), ("retrained_b", retain, 2),
                             ("retrained_c", retain, 3)]:
         recipe = TrainConfig(**{**CONTROL_RECIPE.to_dict(), "seed": seed})
-        trained = train_on_ids(data, ids, recipe, role=name, quiet=True)
+        retrained = name != "original"  # recorded as the audit's own references are: checked when given
+        trained = train_on_ids(data, ids, recipe, role="retrained" if retrained else name, quiet=True,
+                               extra={"forget_spec": spec.to_dict(), "splits": splits.to_dict()} if retrained else None)
         trained.model.save(root / name, trained.record)
         paths[name] = root / name
     config = root / "audit.yaml"

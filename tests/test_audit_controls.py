@@ -19,7 +19,7 @@ from audit.cli import main
 from audit.config import AuditConfig
 from audit.run import prepare_subjects
 
-from .conftest import CONTROL_CLASS, CONTROL_LABEL, CONTROL_MEMBER_FRACTION
+from .conftest import CONTROL_CLASS, CONTROL_LABEL, CONTROL_MEMBER_FRACTION, control_audit
 
 pytestmark = pytest.mark.slow  # trains four small models and runs two audits (about two minutes)
 

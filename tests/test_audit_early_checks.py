@@ -7,6 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from audit.cli import main
+from audit.config import AuditConfig
+from audit.references import check_reference
 from audit.run import retrained_model
 from diffusion.data import load_image_folder
 from diffusion.errors import UsageError
@@ -174,3 +176,59 @@ def test_too_few_images_to_calibrate_fail_before_training(tmp_path, no_training,
     result = invoke("audit", "--config", config, "--out", out, "--quiet")
     assert_one_line_usage_error(result, "too few images to fit the attacks on", "set calibration_images 0")
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def reference_candidates(tmp_path_factory, folder):
+    """Tiny models for the reference checks: an original, an EraseDiff erasure of class 1 made from it by the CLI,
+    a model recorded as retrained without class 2, one recorded as retrained without class 1, and one with no
+    record."""
+    root = tmp_path_factory.mktemp("references")
+    DiffusionModel.create(num_classes=3, seed=0, device="cpu", **TINY).save(root / "original")
+    result = invoke("unlearn", "--model", root / "original", "--data", folder, "--forget-class", 1, "--steps", 1,
+                    "--batch-size", 4, "--out", root / "erased", "--quiet")
+    assert result.exit_code == 0, result.output
+    splits = make_splits(load_image_folder(folder, 8).labels, 0)
+    for name, classes, seed in [("retrained_2", (2,), 1), ("retrained_1", (1,), 2)]:
+        DiffusionModel.create(num_classes=3, seed=seed, device="cpu", **TINY).save(
+            root / name, {"role": "retrained", "forget_spec": ForgetSpec(classes=classes).to_dict(),
+                          "splits": splits.to_dict()})
+    DiffusionModel.create(num_classes=3, seed=3, device="cpu", **TINY).save(root / "unrecorded")
+    (root / "unrecorded" / "erasediff.json").unlink()
+    return root
+
+
+@pytest.mark.parametrize("reference, message", [
+    ("erased", "has the same weights as the unlearned model"),
+    ("original", "has the same weights as the original model"),
+    ("retrained_2", "was retrained without class 2, not without this audit's forget set (class 1)"),
+    ("fine-tuned", "records that it was made by 'erasediff' from another model"),
+    ("unrecorded", "records no retraining without this forget set"),
+])
+def test_a_reference_that_is_not_a_retrain_without_this_forget_set_is_refused(
+        tmp_path, no_training, folder, reference_candidates, reference, message):
+    """Known answers for the audit's null: the unlearned model, the original, a model retrained for another forget
+    set and a fine-tuned model are refused as references before any work; a model with no record needs the user's
+    declaration."""
+    root = reference_candidates
+    unlearned = root / ("original" if reference == "fine-tuned" else "erased")
+    given = root / ("erased" if reference == "fine-tuned" else reference)
+    out = tmp_path / "out"
+    result = invoke("audit", "--model", root / "original", "--unlearned", unlearned, "--data", folder,
+                    "--forget-class", 1, "--retrained", given, "--retrained", root / "retrained_1", "--out", out,
+                    "--quiet")
+    assert_one_line_usage_error(result, message)
+    assert not out.exists()
+
+
+def test_references_given_twice_are_refused_and_a_declared_one_is_accepted(tmp_path, folder, reference_candidates):
+    root = reference_candidates
+    args = ["audit", "--model", root / "original", "--unlearned", root / "erased", "--data", folder,
+            "--forget-class", 1, "--out", tmp_path / "out", "--quiet"]
+    assert_one_line_usage_error(invoke(*args, "--retrained", root / "retrained_1", "--retrained",
+                                       root / "retrained_1"), "has the same weights as reference")
+    spec = ForgetSpec(classes=(1,))
+    declared = check_reference("x", "f", {}, spec, {}, declared=True)
+    assert not declared.verified and "declared" in declared.how
+    assert check_reference("x", "f", DiffusionModel.read_metadata(root / "retrained_1"), spec, {}, False).verified
+    assert AuditConfig().unverified_references is False

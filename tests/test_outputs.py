@@ -68,19 +68,20 @@ def workspace(tmp_path_factory, digits) -> dict[str, Path]:
             pixels = ((digits.images[i, 0].numpy() + 1) * 127.5).round().astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"digit{c}" / f"{i}.png")
     tiny_model(num_classes=3).save(root / "model")
+    tiny_model(seed=1, num_classes=3).save(root / "reference")  # records nothing: given as declared
     with pytest.MonkeyPatch.context() as patch:  # the cache of conftest's autouse fixture, set up after this one
         patch.setenv("ERASEDIFF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         load_or_train_judge(load_image_folder(folder, 8))
     config = root / "audit.yaml"
     config.write_text(f"data: {folder}\nforget_classes: [1]\nattacks: [loss]\nextraction_samples_per_class: 4\n"
                       "eval_samples_per_class: 4\neval_steps: 4\nresurrection: false\n")
-    return {"root": root, "data": folder, "model": root / "model", "config": config}
+    return {"root": root, "data": folder, "model": root / "model", "reference": root / "reference", "config": config}
 
 
 def audit_args(workspace: dict[str, Path], out: Path) -> list[str]:
     model = workspace["model"]
     return ["audit", "--config", str(workspace["config"]), "--model", str(model), "--unlearned", str(model),
-            "--retrained", str(model), "--out", str(out), "--quiet"]
+            "--retrained", str(workspace["reference"]), "--unverified-references", "--out", str(out), "--quiet"]
 
 
 # 1. exit codes

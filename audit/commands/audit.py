@@ -73,6 +73,9 @@ def task_overrides(model, preset, forget_classes, forget_ids, forget_concept, an
 @click.option("--retrained", multiple=True,
               help="A model retrained without the forget set (folder; repeatable: each is one reference). "
                    "Default: train --references of them.")
+@click.option("--unverified-references", is_flag=True, default=None,
+              help="Accept --retrained models that record no retraining (trained elsewhere): you vouch that they "
+                   "were retrained without the forget set, and the verdict says so.")
 @click.option("--references", "retrain_references", type=int,
               help=f"How many references to retrain when no --retrained is given [{DEFAULTS.retrain_references}].")
 @click.option("--retrain/--no-retrain", default=None, help="Train the references when none is given.")
@@ -85,7 +88,8 @@ def task_overrides(model, preset, forget_classes, forget_ids, forget_concept, an
 @click.option("--out", type=click.Path(path_type=Path), help=f"Output folder [{DEFAULTS.out}].")
 @click.option("--force", is_flag=True, default=None, help="Replace the output folder if it exists.")
 @handle_errors
-def audit_command(config_file, model, unlearned, retrained, retrain_references, retrain, preset, method,
+def audit_command(config_file, model, unlearned, retrained, unverified_references, retrain_references, retrain,
+                  preset, method,
                   forget_classes, forget_ids, forget_concept, anchor, forget_label, attacks, calibration_images, data,
                   split_seed, member_fraction, allow_other_data, out, seed, force, quiet, threads):
     """Audit an erasure: the unlearned model against models retrained without the forget set, under every attack.
@@ -101,7 +105,8 @@ def audit_command(config_file, model, unlearned, retrained, retrain_references, 
     overrides = {
         **task_overrides(model, preset, forget_classes, forget_ids, forget_concept, anchor, data, split_seed,
                          member_fraction, allow_other_data, seed, quiet, threads),
-        "unlearned": unlearned, "retrained": list(retrained) or None, "retrain_references": retrain_references,
+        "unlearned": unlearned, "retrained": list(retrained) or None, "unverified_references": unverified_references,
+        "retrain_references": retrain_references,
         "retrain": retrain, "method": method, "forget_label": forget_label, "attacks": _csv(attacks),
         "calibration_images": calibration_images, "out": str(out) if out else None, "force": force,
     }
