@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 
 import torch
 
+from .errors import UsageError
+
 PACKAGES = ("torch", "diffusers", "accelerate", "scikit-learn", "scipy", "numpy", "safetensors", "erasediff")
 
 
 def use_threads(threads: int | None) -> None:
-    """Run torch's CPU operators on ``threads`` threads (None: leave torch's default, one per core)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+    """Run torch's CPU operators on ``threads`` threads (None: leave torch's default, one per core).
+
+    More threads than the machine has cores only slow torch down (1000 threads on 2 cores ran for over ten minutes
+    what 2 do in seconds), so such a number is refused (:class:`UsageError`) before any work.
+    """
+    if threads is None:
+        return
+    cores = os.cpu_count() or 1
+    if threads > cores:
+        raise UsageError(f"--threads {threads} is more than this machine's {cores} CPU core(s); give at most {cores}")
+    torch.set_num_threads(threads)
 
 
 def environment_info() -> dict:

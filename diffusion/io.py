@@ -67,6 +67,10 @@ def check_output_dir(path: str | Path, force: bool, inputs: Inputs | None = None
     path = Path(path)
     if inputs is not None:
         _check_outside(path, "output folder", "--out", inputs)
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise UsageError(f"output folder '{path}' is the current folder or holds it; replacing it would pull the "
+                         "ground from under this command: choose a new folder for --out")
     if path.exists() and not force:
         raise UsageError(f"output folder '{path}' already exists; choose another --out or pass --force")
     if path.exists() and not path.is_dir():

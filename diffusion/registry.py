@@ -81,7 +81,7 @@ class Registry(Generic[T]):
             raise UsageError(f"unknown {self.kind} '{name}'; expected one of: {', '.join(self.names())}")
         return self._classes[name]
 
-    def make(self, name: str, **params) -> T:
+    def make(self, name: str, /, **params) -> T:
         """The entry ``name`` built with ``params``, every parameter checked against its constraints."""
         cls = self[name]
         allowed = cls.param_names()

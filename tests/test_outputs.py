@@ -130,6 +130,22 @@ def test_output_overlapping_an_input_is_refused_even_with_force(tmp_path, saved_
         assert snapshot(w) == before, args
 
 
+@pytest.mark.parametrize("out", [".", ".."])
+def test_the_current_folder_or_its_parent_as_output_is_refused_before_any_work(tmp_path, monkeypatch, out):
+    work = tmp_path / "here"
+    work.mkdir()
+    (work / "keep.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    assert_usage_error(invoke("train", "--out", out, "--force", *TINY_TRAIN), "is the current folder or holds it")
+    assert (work / "keep.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
+def test_more_threads_than_cores_are_refused_before_any_work(tmp_path):
+    out = tmp_path / "model"
+    assert_usage_error(invoke("train", "--threads", 1024, "--out", out, *TINY_TRAIN), "is more than this machine's")
+    assert not out.exists()
+
+
 def test_output_overlapping_the_cache_is_refused(tmp_path):
     cache = Path(os.environ["ERASEDIFF_CACHE"])
     cache.mkdir(parents=True, exist_ok=True)

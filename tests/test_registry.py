@@ -54,6 +54,9 @@ def test_bad_parameters_fail_on_creation_before_any_work():
         ATTACKS.make("loss", timesteps=[])
     with pytest.raises(UsageError, match="'nope' is not a parameter of attack 'secmi'"):
         ATTACKS.make("secmi", nope=1)
+    for clash in ("name", "self"):  # the registry's own argument names are parameters like any other
+        with pytest.raises(UsageError, match=f"'{clash}' is not a parameter of unlearning method 'erasediff'"):
+            METHODS.make("erasediff", **{clash: "x"})
 
 
 def test_attack_checks_against_the_model_before_scoring():

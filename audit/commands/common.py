@@ -108,7 +108,7 @@ def threads_option(command: Callable) -> Callable:
         use_threads(threads)
         return command(*args, **kwargs)
 
-    return wrapper
+    return handle_errors(wrapper)  # a refused --threads is a usage error like any other
 
 
 def handle_errors(command: Callable) -> Callable:
