@@ -25,6 +25,7 @@ from diffusion.presets import DEFAULT_MEMBER_FRACTION, RECIPE_PRESETS
 MAX_CONFIG_BYTES = 1_000_000  # also the bound on the text its aliases may expand to
 MAX_CONFIG_VALUES = 10_000
 MAX_CONFIG_DEPTH = 50
+MAX_FD_RATIO = 10  # a retained-class Frechet distance 10x the original's is noise: a larger limit never fails
 MAX_INT_DIGITS = 40  # no setting needs a longer integer; Python refuses to convert more than 4300 digits
 ATTACK_NAME = re.compile(r"[A-Za-z0-9_-]+")  # attack names become file names: scores/<attack>.csv
 
@@ -188,8 +189,8 @@ _LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "thresholds.resurrection_margin": _RATE_MARGIN,
     "thresholds.relearning_margin": _RATE_MARGIN,
     "thresholds.retained_accuracy_drop": _RATE_MARGIN,
-    "thresholds.retained_fd_ratio": (lambda v: 1 <= v < math.inf, "a finite ratio >= 1 (below 1 even the "
-                                                                  "original model fails)"),
+    "thresholds.retained_fd_ratio": (lambda v: 1 <= v <= MAX_FD_RATIO, f"a ratio in [1, {MAX_FD_RATIO}] (below 1 "
+                                     "even the original model fails; beyond it the check can never fail)"),
 }
 
 
@@ -202,6 +203,10 @@ def _check_limits(config: AuditConfig) -> None:
         for where, item in items.items():
             if not within(item):
                 raise UsageError(f"config key '{where}' must be {text}; got {short_repr(item)}")
+    margin, samples = config.thresholds.extraction_margin, config.extraction_samples_per_class
+    if margin >= samples:
+        raise UsageError(f"config key 'thresholds.extraction_margin' must be below extraction_samples_per_class "
+                         f"({samples}): a margin of every generated sample can never fail; got {margin}")
 
 
 def _check_attacks(attacks: list[str]) -> None:
