@@ -8,7 +8,6 @@ quote values cut short.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import stat
 from collections.abc import Callable
@@ -27,6 +26,7 @@ MAX_CONFIG_VALUES = 10_000
 MAX_CONFIG_DEPTH = 50
 MAX_FD_RATIO = 10  # a retained-class Frechet distance 10x the original's is noise: a larger limit never fails
 MAX_INT_DIGITS = 40  # no setting needs a longer integer; Python refuses to convert more than 4300 digits
+PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*|0x[0-9a-fA-F]+)")  # the integers YAML 1.1 and 1.2 read alike
 ATTACK_NAME = re.compile(r"[A-Za-z0-9_-]+")  # attack names become file names: scores/<attack>.csv
 
 
@@ -278,12 +278,22 @@ def _measure(node: yaml.Node, key: str, depth: int, memo: dict[int, tuple[int, i
             if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
                 raise _Refused(f"sets config key '{key}' to an integer of {len(node.value)} characters "
                                f"(no setting needs more than {MAX_INT_DIGITS})")
+            if node.tag == "tag:yaml.org,2002:int" and not PLAIN_INT.fullmatch(node.value):
+                where = f"config key '{key}'" if key else "a value"
+                raise _Refused(f"sets {where} to {cut_text(node.value, 40)}, an integer YAML 1.1 and 1.2 "
+                               "read differently (octal, sexagesimal, '_' or binary); write it in plain decimal "
+                               "digits without a leading zero, or as 0x...")
             memo[id(node)] = (1, len(node.value))
         else:
             children = [(child, f"{key}[{i}]") for i, child in enumerate(node.value)]
             if isinstance(node, yaml.MappingNode):
-                children = []
+                children, seen = [], {}
                 for name, value in node.value:
+                    if isinstance(name, yaml.ScalarNode):
+                        if name.value in seen:
+                            raise _Refused(f"gives the key '{cut_text(name.value, 40)}' twice (lines "
+                                           f"{seen[name.value]} and {name.start_mark.line + 1}): say it once")
+                        seen[name.value] = name.start_mark.line + 1
                     label = cut_text(name.value, 40) if isinstance(name, yaml.ScalarNode) else "?"
                     children += [(name, key), (value, f"{key}.{label}" if key else label)]
             sizes = [_measure(child, where, depth + 1, memo) for child, where in children]

@@ -1,10 +1,19 @@
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from audit.cli import main
-from audit.config import MAX_CONFIG_VALUES, AuditConfig, Thresholds, config_from_dict, load_config
+from audit.commands.unlearn import parse_params
+from audit.config import (
+    MAX_CONFIG_VALUES,
+    AuditConfig,
+    Thresholds,
+    config_from_dict,
+    load_config,
+    read_yaml_value,
+)
 from diffusion.errors import UsageError
 
 
@@ -184,3 +193,24 @@ def test_presets_name_reference_recipes():
     assert TrainConfig.preset("thorough").steps == 6000 > TrainConfig().steps
     with pytest.raises(UsageError, match="unknown preset 'fast'; expected one of: default, thorough"):
         TrainConfig.preset("fast")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("forget_classes: [012]\n", "sets config key 'forget_classes[0]' to 012, an integer YAML 1.1 and 1.2 read"),
+    ("seed: 1:30\n", "sets config key 'seed' to 1:30"),
+    ("seed: 1_000\n", "sets config key 'seed' to 1_000"),
+    ("seed: 1\nseed: 2\n", "gives the key 'seed' twice (lines 1 and 2)"),
+    ("thresholds:\n  confidence: 0.9\n  confidence: 0.8\n", "gives the key 'confidence' twice (lines 2 and 3)"),
+])
+def test_ambiguous_integers_and_repeated_keys_are_refused(tmp_path, text, message):
+    path = tmp_path / "audit.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load_config(path)
+
+
+def test_plain_integers_still_read_and_params_refuse_ambiguous_ones():
+    assert config_from_dict(read_yaml_value("seed: 10\nforget_classes: [0, 3]\n")).seed == 10
+    assert read_yaml_value("0x10") == 16 and read_yaml_value("-3") == -3
+    with pytest.raises(UsageError, match="--param steps: cannot read the value '010': sets a value to 010, an "):
+        parse_params(("steps=010",))

@@ -42,8 +42,8 @@ def parse_params(pairs: tuple[str, ...]) -> dict:
             raise UsageError(f"--param expects KEY=VALUE; got '{pair}'")
         try:
             params[key.replace("-", "_")] = read_yaml_value(value)
-        except yaml.YAMLError:
-            raise UsageError(f"--param {key}: cannot read the value '{value}'") from None
+        except yaml.YAMLError as error:
+            raise UsageError(f"--param {key}: cannot read the value '{value}': {str(error).splitlines()[0]}") from None
     return params
 
 
