@@ -117,6 +117,13 @@ def remove_stale_temporaries(path: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _umask() -> int:
+    """This process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_output_dir(path: str | Path, force: bool = False, inputs: Inputs | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` and rename it to ``path`` only when the block succeeds.
@@ -130,6 +137,7 @@ def atomic_output_dir(path: str | Path, force: bool = False, inputs: Inputs | No
     created_parents = [p for p in reversed(path.absolute().parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared cache or a filed report from colleagues
     try:
         yield tmp
         if path.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from audit.cli import main
 from audit.commands import common
 from audit.commands.common import ExitCode
 from diffusion.data import load_image_folder
+from diffusion.io import atomic_output_dir
 from diffusion.judge import load_or_train_judge
 
 from .conftest import tiny_model
@@ -294,3 +296,14 @@ def test_killed_audits_leave_nothing_the_next_run_does_not_clean(tmp_path, works
     assert result.exit_code in (ExitCode.OK, ExitCode.GATE_FAILED, ExitCode.INCONCLUSIVE), result.output
     assert temporaries(out) == [] and (out / "results.json").is_file()
     assert list(out.parent.iterdir()) == [out]
+
+
+def test_output_folders_follow_the_umask(tmp_path):
+    """A shared cache or a filed report is readable by colleagues as the user's umask says, not mkdtemp's 0700."""
+    previous = os.umask(0o022)
+    try:
+        with atomic_output_dir(tmp_path / "out") as tmp:
+            (tmp / "results.json").write_text("{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
