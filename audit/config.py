@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from diffusion.errors import UsageError
+from diffusion.io import read_text_file
 from diffusion.params import cut_text, short_repr
 from diffusion.presets import DEFAULT_MEMBER_FRACTION, RECIPE_PRESETS
 
@@ -309,25 +309,6 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return cut_text(str(error).splitlines()[0], 200)
 
 
-def _read_text(path: Path) -> str:
-    """The text of a config file: a regular file of UTF-8 text, at most MAX_CONFIG_BYTES long."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise UsageError(f"config file '{path}' is not a regular file")
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise UsageError(f"config file '{path}' not found") from None
-    except OSError as error:
-        raise UsageError(f"config file '{path}' cannot be read: {error.strerror}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise UsageError(f"config file '{path}' is larger than {MAX_CONFIG_BYTES} bytes (a config is a few lines)")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UsageError(f"config file '{path}' is not UTF-8 text (invalid byte at offset {error.start})") from None
-
-
 def _load_bounded(text: str) -> Any:
     """``yaml.safe_load(text)``, refusing documents beyond the bounds above before constructing anything."""
     loader = _BoundedLoader(text)
@@ -361,7 +342,7 @@ def read_yaml_value(text: str) -> Any:
 
 def read_yaml(path: Path) -> Any:
     """The YAML document in ``path`` (None if empty), read with ``safe_load``'s loader within the bounds above."""
-    text = _read_text(path)
+    text = read_text_file(path, "config file", MAX_CONFIG_BYTES, "a YAML mapping of settings (a few lines)")
     try:
         return _load_bounded(text)
     except _Refused as error:

@@ -10,13 +10,13 @@ has captions).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from .captions import ClassCaptions
 from .data import ImageDataset, LabeledImages
 from .errors import UsageError
+from .io import read_text_file
 from .model import DiffusionModel
 from .seeding import derive_seed
 from .splits import ForgetSpec, ForgetTask, Splits
@@ -136,12 +136,12 @@ def task_for_model(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, mode
     return ForgetTask.from_spec(dataset, splits, spec)
 
 
+MAX_PROMPTS_BYTES = 2**20  # a concept's prompts are a few lines
+
+
 def read_prompts(path: str) -> tuple[str, ...]:
     """The prompts of a text file, one per non-empty line; a :class:`UsageError` naming an unreadable file."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read the prompts file '{path}': {error}") from None
+    lines = read_text_file(path, "prompts file", MAX_PROMPTS_BYTES, "a text file of one prompt per line").splitlines()
     prompts = tuple(line.strip() for line in lines if line.strip())
     if not prompts:
         raise UsageError(f"the prompts file '{path}' holds no prompt; expected one prompt per line")

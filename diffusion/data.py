@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,11 @@ import torch
 
 from .captions import ClassCaptions, class_captions
 from .errors import UsageError
+from .io import read_text_file
 from .params import cut_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_CAPTIONS_BYTES = 64 * 2**20  # a caption per image: far more than any folder this project trains on
 CAPTIONS_FILE = "metadata.jsonl"  # the Hugging Face image-folder layout: {"file_name": ..., "text": ...} per line
 MAX_IMAGE_PIXELS = 8192 * 8192  # larger images are refused (a decompression bomb costs memory)
 
@@ -174,13 +177,11 @@ def _read_captions(root: Path, files: list[str]) -> tuple[str, ...] | None:
     """The caption of each of ``files`` (paths under ``root``) from ``root/metadata.jsonl``; None without that file.
     A :class:`UsageError` names a malformed line, a caption of no image, or the first image without a caption."""
     metadata = root / CAPTIONS_FILE
-    if not metadata.is_file():
+    if not os.path.lexists(metadata):
         return None
-    wanted, captions = set(files), {}
-    try:
-        lines = metadata.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read '{metadata}': {error}") from None
+    lines = read_text_file(metadata, "caption file", MAX_CAPTIONS_BYTES,
+                           'JSON lines {"file_name": ..., "text": ...}').splitlines()
+    wanted, captions, lines_of = set(files), {}, {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -194,7 +195,10 @@ def _read_captions(root: Path, files: list[str]) -> tuple[str, ...] | None:
         name = Path(row["file_name"]).as_posix()
         if name not in wanted:
             raise UsageError(f"'{metadata}' line {number}: '{cut_text(name, 80)}' is not an image of the folder")
-        captions[name] = " ".join(row["text"].split())
+        if name in captions:
+            raise UsageError(f"'{metadata}' captions '{cut_text(name, 80)}' twice (lines {lines_of[name]} and "
+                             f"{number}); give each image one caption")
+        captions[name], lines_of[name] = " ".join(row["text"].split()), number
     missing = [name for name in files if name not in captions]
     if missing:
         raise UsageError(f"'{metadata}' has no caption for '{missing[0]}' ({len(missing)} image(s) without one); "

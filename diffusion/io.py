@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +23,37 @@ import numpy as np
 from .errors import UsageError
 
 Inputs = Mapping[str, str | Path | None]
+
+
+def read_text_file(path: str | Path, what: str, max_bytes: int, expected: str) -> str:
+    """The UTF-8 text of the regular file ``path``, read through one bound: what every file the project reads
+    (configs, id, prompt and caption files, records, results documents) goes through.
+
+    A :class:`UsageError` in one line names the file as ``what`` and says what was ``expected`` when it is
+    missing, not a regular file (a folder, a FIFO that would block, a device such as /dev/zero, followed links
+    included), larger than ``max_bytes``, or not UTF-8 (a byte-order mark is dropped).
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{what} '{path}' not found; expected {expected}") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {what} '{path}': {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{what} '{path}' is not a regular file; expected {expected}")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise UsageError(f"cannot read {what} '{path}': {error.strerror or error}") from None
+    if len(data) > max_bytes:
+        raise UsageError(f"{what} '{path}' is larger than {max_bytes:,} bytes; expected {expected}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{what} '{path}' is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                         f"{error.start})") from None
 
 
 def cache_dir() -> Path:

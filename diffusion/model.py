@@ -19,7 +19,7 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DConditio
 from diffusers.utils import logging as diffusers_logging
 
 from .errors import UsageError
-from .io import write_json
+from .io import read_text_file, write_json
 from .seeding import seeded_generators, seeded_normal
 
 ImageBatch = torch.Tensor  # (B, C, H, W), values in [-1, 1]
@@ -327,11 +327,15 @@ def _looks_like_hub_id(text: str) -> bool:
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
 
 
+MAX_JSON_BYTES = 64 * 2**20  # a model's record holds loss curves: megabytes at most
+
+
 def _read_json_object(path: Path) -> dict:
     """The JSON object in ``path``; a :class:`UsageError` naming the file when it holds anything else."""
+    text = read_text_file(path, "model file", MAX_JSON_BYTES, "a JSON object")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:
         raise UsageError(f"'{path}' is not a readable JSON file: {error}") from None
     if not isinstance(data, dict):
         raise UsageError(f"'{path}' must hold a JSON object; got a {type(data).__name__}")

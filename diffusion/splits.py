@@ -12,6 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from .data import ImageDataset, LabeledImages
 from .errors import UsageError
+from .io import read_text_file
 from .model import DiffusionModel
 from .presets import DEFAULT_MEMBER_FRACTION
 
@@ -239,28 +240,7 @@ def read_sample_ids(path: str) -> tuple[int, ...]:
 
     The file is UTF-8 text of at most 10 MB; an id is a non-negative integer of at most 18 digits.
     """
-    from pathlib import Path
-
-    max_bytes = 10 * 2**20
-    file = Path(path)
-    if file.exists() and not file.is_file():
-        raise UsageError(f"forget-ids file '{path}' is not a regular file; expected a text file of integer sample ids")
-    if not file.is_file():
-        raise UsageError(f"forget-ids file '{path}' not found; expected a text file of integer sample ids")
-    try:
-        with open(file, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except OSError as error:
-        raise UsageError(f"cannot read forget-ids file '{path}': {error.strerror or error}") from None
-    if len(data) > max_bytes:
-        raise UsageError(f"forget-ids file '{path}' is larger than 10 MB; expected a short list of sample ids")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UsageError(
-            f"forget-ids file '{path}' is not UTF-8 text "
-            f"(byte {error.object[error.start]:#04x} at offset {error.start})"
-        ) from None
+    text = read_text_file(path, "forget-ids file", 10 * 2**20, "a text file of integer sample ids")
     ids = []
     for line in text.splitlines():
         for token in line.split("#", 1)[0].replace(",", " ").split():

@@ -24,8 +24,15 @@ from transformers.utils import logging as transformers_logging
 
 from .captions import CaptionDropout, token_ids
 from .errors import UsageError
-from .io import write_json
-from .model import HUB_PREFIX, DiffusionModel, ImageBatch, check_block_out_channels, check_noise_predictor
+from .io import read_text_file, write_json
+from .model import (
+    HUB_PREFIX,
+    MAX_JSON_BYTES,
+    DiffusionModel,
+    ImageBatch,
+    check_block_out_channels,
+    check_noise_predictor,
+)
 from .seeding import seeded_normal
 
 # Which UNet parameters an erasure trains (ESD, Gandikota et al. ICCV 2023: ESD-x = the cross-attention, ESD-u =
@@ -324,8 +331,8 @@ def read_model_index(location: str, local: bool) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        data = json.loads(read_text_file(path, "model index", MAX_JSON_BYTES, "a JSON object"))
+    except (ValueError, RecursionError) as error:
         raise UsageError(f"'{path}' is not a readable JSON file: {error}") from None
     return data if isinstance(data, dict) else {}
 

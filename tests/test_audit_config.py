@@ -162,9 +162,9 @@ def test_huge_integers_name_their_key(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("folder", "is not a regular file"),
     ("/dev/zero", "is not a regular file"),
-    (bytes(range(256)), r"is not UTF-8 text \(invalid byte at offset 128\)"),
+    (bytes(range(256)), r"is not UTF-8 text \(byte 0x80 at offset 128\)"),
     (b"seed: 1\x00\n", "is not valid YAML: unacceptable character #x0000"),
-    (b"#" * 1_000_001, "is larger than 1000000 bytes"),
+    (b"#" * 1_000_001, "is larger than 1,000,000 bytes"),
 ], ids=["folder", "dev-zero", "binary", "nul", "too-large"])
 def test_files_that_are_not_configs(tmp_path, content, message):
     path = Path(content) if content == "/dev/zero" else tmp_path / "c.yaml"

@@ -1,6 +1,7 @@
 """Bad inputs (models, image folders, id files, recipes) end in one-line UsageErrors that name the culprit."""
 
 import json
+import os
 import shutil
 import struct
 import zlib
@@ -15,6 +16,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from audit.cli import main
+from audit.config import load_config
+from diffusion.concepts import read_prompts
 from diffusion.data import ImageDataset, load_dataset, load_image_folder
 from diffusion.errors import UsageError
 from diffusion.judge import train_judge
@@ -269,7 +272,7 @@ def test_bad_id_files_are_named(tmp_path, content, message):
 def test_id_files_are_small_regular_files(tmp_path):
     big = tmp_path / "big.txt"
     big.write_bytes(b"1\n" * (5 * 2**20 + 1))
-    usage_error("is larger than 10 MB", read_sample_ids, str(big))
+    usage_error("is larger than 10,485,760 bytes", read_sample_ids, str(big))
     usage_error("is not a regular file", read_sample_ids, str(tmp_path))
     (tmp_path / "bom.txt").write_bytes("\ufeff+4, 5\n".encode())
     assert read_sample_ids(str(tmp_path / "bom.txt")) == (4, 5)
@@ -288,3 +291,22 @@ def test_id_files_are_small_regular_files(tmp_path):
 )
 def test_split_inputs_are_checked(digits, seed, fraction, message):
     usage_error(message, make_splits, digits.labels, seed, fraction)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "huge"])
+def test_every_file_the_project_reads_is_bounded_and_regular(tmp_path, kind):
+    """Prompts, ids, configs, records and results all go through one reader: a FIFO (which would block), /dev/zero
+    (which never ends), a folder or an oversized file is one line naming the file, at once."""
+    path = tmp_path / "prompts.txt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"three\n" * 2_100_000)  # 12.6 MB: beyond every bound (prompts 1 MB, ids 10 MB)
+    expected = "is larger than" if kind == "huge" else "is not a regular file"
+    for read in (read_prompts, read_sample_ids, lambda p: load_config(p)):
+        with pytest.raises(UsageError, match=expected):
+            read(str(path))

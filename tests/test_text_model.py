@@ -493,7 +493,16 @@ def test_a_folder_with_captions_gives_every_image_its_own(tmp_path, digits, spli
         (lines[:-1], "has no caption for 'digit2/"),
         ([*lines, '{"file_name": "digit0/none.png", "text": "x"}'], "'digit0/none.png' is not an image of the folder"),
         ([*lines, '["text"]'], f"line {len(lines) + 1}: expected a JSON object with string 'file_name' and 'text'"),
+        ([*lines, lines[0]], f"captions '{files[0]}' twice (lines 1 and {len(lines) + 1})"),
     ]:
         (folder / "metadata.jsonl").write_text("\n".join(broken))
         with pytest.raises(UsageError, match=re.escape(message)):
             load_dataset(str(folder))
+    (folder / "metadata.jsonl").unlink()
+    (folder / "metadata.jsonl").mkdir()  # a folder, then a link to a device: refused, never silently ignored
+    with pytest.raises(UsageError, match=r"metadata\.jsonl' has no PNG or JPEG images"):
+        load_dataset(str(folder))
+    (folder / "metadata.jsonl").rmdir()
+    (folder / "metadata.jsonl").symlink_to("/dev/zero")
+    with pytest.raises(UsageError, match=r"caption file .* is not a regular file"):
+        load_dataset(str(folder))

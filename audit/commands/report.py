@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from diffusion.errors import UsageError
-from diffusion.io import check_output_file
+from diffusion.io import check_output_file, read_text_file
 from reports import write_report
 
 from .common import configure_logging, handle_errors, quiet_option
@@ -29,15 +29,9 @@ def report_command(results: Path, out: Path | None, force: bool, quiet: bool):
     file is replaced only with --force.
     """
     configure_logging(quiet)
-    if not results.exists():
-        raise UsageError(f"results file '{results}' not found; expected an audit's results.json")
-    if not results.is_file():
-        raise UsageError(f"results file '{results}' is not a regular file; expected an audit's results.json")
-    if results.stat().st_size > MAX_RESULTS_BYTES:
-        raise UsageError(f"results file '{results}' is larger than {MAX_RESULTS_BYTES // 2**20} MB; "
-                         "not an erasediff results document")
+    text = read_text_file(results, "results file", MAX_RESULTS_BYTES, "an audit's results.json")
     try:
-        document = json.loads(results.read_text(encoding="utf-8"))
+        document = json.loads(text)
     except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, too deep, a number too long to read
         raise UsageError(f"'{results}' is not JSON: {str(error)[:120]}") from None
     if not isinstance(document, dict) or "schema_version" not in document:
