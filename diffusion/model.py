@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.utils import logging as diffusers_logging
+from safetensors import SafetensorError
 
 from .errors import UsageError
 from .io import read_text_file, write_json
@@ -300,9 +301,8 @@ class DiffusionModel:
                     low_cpu_mem_usage=False, ignore_mismatched_sizes=True, output_loading_info=True,
                 )
             scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler", local_files_only=local)
-        except (OSError, ValueError, RuntimeError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UsageError(f"could not load model '{name}': {first_line}") from error
+        except LOAD_ERRORS as error:
+            raise UsageError(f"could not load model '{name}': {first_line(error)}") from error
         finally:
             diffusers_logging.set_verbosity(verbosity)
         problems = [f"missing {key}" for key in info["missing_keys"]]
@@ -313,7 +313,7 @@ class DiffusionModel:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise UsageError(f"model '{name}': unet weights do not match its config: {problems[0]}{more}")
         check_noise_predictor(unet, scheduler, name)
-        return cls(unet, scheduler, device)
+        return check_record(cls(unet, scheduler, device), location, local, name)
 
     @staticmethod
     def read_metadata(directory: str | Path) -> dict:
@@ -357,6 +357,25 @@ def _check_model_folder(path: Path, name: str) -> None:
     DiffusionModel.read_metadata(path)
 
 
+def check_record(model: DiffusionModel, location: str, local: bool, name: str) -> DiffusionModel:
+    """``model`` if it is what its folder's record says it is (the fingerprint ``save`` wrote), else a
+    :class:`UsageError`: a file changed after saving (weights, a text model's tokenizer or VAE) is refused."""
+    recorded = DiffusionModel.read_metadata(location).get("fingerprint") if local else None
+    if recorded is not None and recorded != model.fingerprint():
+        raise UsageError(f"model '{name}' does not match its record (erasediff.json): a file was changed or replaced "
+                         f"after it was saved (fingerprint {model.fingerprint()[:12]}, recorded {str(recorded)[:12]})")
+    return model
+
+
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, OverflowError, SafetensorError)  # what a broken folder raises
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none), for one-line messages."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def check_noise_predictor(unet: UNet2DModel | UNet2DConditionModel, scheduler: DDPMScheduler, name: str) -> None:
     """Raise :class:`UsageError` unless ``unet`` predicts finite noise of its input's shape on a valid schedule."""
     prediction_type = scheduler.config.prediction_type
@@ -368,7 +387,12 @@ def check_noise_predictor(unet: UNet2DModel | UNet2DConditionModel, scheduler: D
     if unet.config.out_channels != unet.config.in_channels:
         raise UsageError(f"model '{name}' has {unet.config.in_channels} input channels but "
                          f"{unet.config.out_channels} output channels; expected a noise predictor (equal)")
-    for tensor_name, tensor in [*unet.named_parameters(), *unet.named_buffers()]:
+    check_finite(unet, name)
+
+
+def check_finite(module: torch.nn.Module, name: str, part: str = "") -> None:
+    """Raise :class:`UsageError` naming the first non-finite weight of ``module`` (a part of model ``name``)."""
+    for tensor_name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UsageError(f"model '{name}' has non-finite weights in {tensor_name}")
+            raise UsageError(f"model '{name}' has non-finite weights in {part}{tensor_name}")
 

@@ -27,12 +27,17 @@ from .errors import UsageError
 from .io import read_text_file, write_json
 from .model import (
     HUB_PREFIX,
+    LOAD_ERRORS,
     MAX_JSON_BYTES,
     DiffusionModel,
     ImageBatch,
     check_block_out_channels,
+    check_finite,
     check_noise_predictor,
+    check_record,
+    first_line,
 )
+from .params import cut_text
 from .seeding import seeded_normal
 
 # Which UNet parameters an erasure trains (ESD, Gandikota et al. ICCV 2023: ESD-x = the cross-attention, ESD-u =
@@ -284,11 +289,31 @@ class TextDiffusionModel(DiffusionModel):
                                                         local_files_only=local)
                 tokenizer = CLIPTokenizer.from_pretrained(location, subfolder="tokenizer", local_files_only=local)
                 scheduler = DDPMScheduler.from_pretrained(location, subfolder="scheduler", local_files_only=local)
-        except (OSError, ValueError, RuntimeError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UsageError(f"could not load text-to-image model '{name}': {first_line}") from error
+        except LOAD_ERRORS as error:
+            raise UsageError(f"could not load text-to-image model '{name}': {first_line(error)}") from error
         check_noise_predictor(unet, scheduler, name)
-        return cls(unet.eval(), text_encoder.eval(), tokenizer, scheduler, vae, device)
+        check_tokenizer(tokenizer, text_encoder, name)
+        check_finite(text_encoder, name, "text_encoder.")
+        if vae is not None:
+            check_finite(vae, name, "vae.")
+        return check_record(cls(unet.eval(), text_encoder.eval(), tokenizer, scheduler, vae, device), location, local,
+                            name)
+
+
+def check_tokenizer(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, name: str) -> None:
+    """Raise :class:`UsageError` unless the tokenizer can feed the text encoder: words beyond its special tokens
+    (a missing tokenizer folder loads as an empty one), ids within the encoder's table, and a length within its
+    positions (an absurd length would overflow)."""
+    size, table = len(tokenizer), text_encoder.config.vocab_size
+    if size <= len(tokenizer.all_special_tokens):
+        raise UsageError(f"model '{name}' has a tokenizer of {size} token(s), its special tokens only: the "
+                         "tokenizer folder is missing or empty")
+    if size > table:
+        raise UsageError(f"model '{name}' has a tokenizer of {size} tokens but a text encoder of {table}")
+    positions = text_encoder.config.max_position_embeddings
+    if not 1 <= tokenizer.model_max_length <= positions:
+        raise UsageError(f"model '{name}' has a tokenizer length of {cut_text(str(tokenizer.model_max_length), 30)}; "
+                         f"expected 1 to {positions} (the text encoder's positions)")
 
 
 @contextmanager

@@ -129,7 +129,7 @@ def _wrong_shape(tensors):
          r"unet weights do not match its config: conv_norm_out.bias has shape \(3,\), expected \(8,\)"),
         (lambda m: _edit_weights(m, lambda t: t.update(extra=torch.zeros(1))), "unexpected extra"),
         (lambda m: (m / "erasediff.json").write_text("{not json"), r"erasediff.json' is not a readable JSON file"),
-        (lambda m: (m / "erasediff.json").write_bytes(b"\xff\xfe"), r"erasediff.json' is not a readable JSON file"),
+        (lambda m: (m / "erasediff.json").write_bytes(b"\xff\xfe"), r"erasediff.json' is not UTF-8 text"),
         (lambda m: (m / "erasediff.json").write_text("[1, 2]"), "erasediff.json' must hold a JSON object; got a list"),
         (lambda m: (m / "unet" / "config.json").write_text("[1]"), "config.json' must hold a JSON object"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -431,6 +432,32 @@ def test_broken_text_model_folders_are_refused(tmp_path):
         part.unlink()
     with pytest.raises(UsageError, match=r"could not load text-to-image model '.*partial'"):
         DiffusionModel.load(tmp_path / "partial", device="cpu")
+    model = tiny_text_model()
+    with torch.no_grad():
+        next(model.unet.text_encoder.parameters()).fill_(float("nan"))
+    model.save(tmp_path / "nan-encoder")  # refused at load, not at step 0 of an erasure
+    with pytest.raises(UsageError, match=r"has non-finite weights in text_encoder\."):
+        DiffusionModel.load(tmp_path / "nan-encoder", device="cpu")
+    tiny_text_model().save(tmp_path / "truncated")
+    weights = next((tmp_path / "truncated" / "text_encoder").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UsageError, match=r"could not load text-to-image model '.*truncated'"):
+        DiffusionModel.load(tmp_path / "truncated", device="cpu")
+    tiny_text_model().save(tmp_path / "other-tokenizer")  # a replaced vocabulary: the record no longer matches
+    other = build_tokenizer(["one two"])
+    shutil.rmtree(tmp_path / "other-tokenizer" / "tokenizer")
+    other.save_pretrained(tmp_path / "other-tokenizer" / "tokenizer")
+    with pytest.raises(UsageError, match=r"does not match its record \(erasediff\.json\): a file was changed"):
+        DiffusionModel.load(tmp_path / "other-tokenizer", device="cpu")
+    shutil.rmtree(tmp_path / "other-tokenizer" / "tokenizer")  # no tokenizer at all
+    (tmp_path / "other-tokenizer" / "erasediff.json").unlink()  # nor a record to compare with
+    with pytest.raises(UsageError, match=r"has a tokenizer of 2 token\(s\), its special tokens only"):
+        DiffusionModel.load(tmp_path / "other-tokenizer", device="cpu")
+    model = tiny_text_model()
+    model.tokenizer.model_max_length = 10**30  # a tokenizer asking for an absurd length
+    model.save(tmp_path / "long")
+    with pytest.raises(UsageError, match=r"has a tokenizer length of 1000.*; expected 1 to 16"):
+        DiffusionModel.load(tmp_path / "long", device="cpu")
 
 
 def test_a_text_model_of_a_folder_erases_a_class_named_in_words(tmp_path, digits):
