@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import torch
 from transformers import CLIPTokenizer
 
+from .errors import UsageError
+from .params import cut_text
+
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # {word}: the class's name; {digit}: the numeral. Training and held-out wordings share no template.
 TRAIN_TEMPLATES = (
@@ -151,6 +154,23 @@ def token_ids(tokenizer: CLIPTokenizer, texts: Sequence[str]) -> torch.Tensor:
     """Token ids (B, L) of ``texts``, padded and cut to the tokenizer's length."""
     return tokenizer(list(texts), padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
                      return_tensors="pt").input_ids
+
+
+def check_survives_tokenization(tokenizer: CLIPTokenizer, text: str, what: str) -> None:
+    """Raise :class:`UsageError` unless the model will read ``text`` whole: no character its tokenizer maps to the
+    unknown token, and no token beyond its length (two places go to the start and end tokens)."""
+    tokens = tokenizer.tokenize(text)
+    unknown = tokenizer.unk_token
+    if unknown in tokens:
+        lost = [word for word in text.split() if unknown in tokenizer.tokenize(word)]
+        raise UsageError(f"{what} '{cut_text(text, 60)}' has characters this model's tokenizer does not know (in "
+                         f"{cut_text(', '.join(map(repr, lost)), 60)}): they would reach the model as "
+                         f"'{unknown}'; use words it knows")
+    room = tokenizer.model_max_length - 2
+    if len(tokens) > room:
+        cut = "".join(tokens[room:]).replace("</w>", " ").strip()
+        raise UsageError(f"{what} '{cut_text(text, 60)}' is {len(tokens)} tokens long but this model reads {room}: "
+                         f"'{cut_text(cut, 40)}' would be cut off; shorten it")
 
 
 class CaptionSampler:

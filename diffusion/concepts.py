@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .captions import ClassCaptions
+from .captions import ClassCaptions, check_survives_tokenization
 from .data import ImageDataset, LabeledImages
 from .errors import UsageError
 from .io import read_text_file
@@ -110,6 +110,9 @@ def text_task(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, model: Te
     """The :class:`ForgetTask` of ``spec`` for a text model: the concept's images under the concept prompts (a
     sample deletion: the images under their own captions), the rest under their captions, and the anchor."""
     spec.validate(dataset.labels, splits, dataset.num_classes)
+    for prompt in spec.concept:
+        check_survives_tokenization(model.tokenizer, prompt, "the concept prompt")
+    check_survives_tokenization(model.tokenizer, spec.anchor, "the anchor prompt")
     forget = dataset.select(spec.forget_ids(dataset.labels, splits))
     retain = dataset.select(spec.retain_ids(dataset.labels, splits))
     return ForgetTask(

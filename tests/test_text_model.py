@@ -146,6 +146,18 @@ def test_concept_requests_are_checked():
             concept_spec(prompts, DIGIT_CAPTIONS, anchor)
 
 
+@pytest.mark.parametrize("concept, anchor, message", [
+    ("please erase every three", "", "is 17 tokens long but this model reads 14: 'ry three' would be cut off"),
+    ("three ü", "", "has characters this model's tokenizer does not know (in 'ü')"),
+    ("three", "digit <5>", "the anchor prompt 'digit <5>' has characters"),
+])
+def test_prompts_that_do_not_survive_tokenization_are_refused(digits, splits, concept, anchor, message):
+    """The check reads the tokens the model will see, not the raw text: a prompt cut short or holding characters
+    the tokenizer maps to end-of-text is refused, naming what would be lost."""
+    with pytest.raises(UsageError, match=re.escape(message)):
+        task_for_model(digits, splits, concept_spec([concept], DIGIT_CAPTIONS, anchor), tiny_text_model())
+
+
 def test_text_task_conditions_the_concept_on_its_prompts(digits, splits):
     model = tiny_text_model()
     task = task_for_model(digits, splits, concept_spec(["three", "digit 3"], DIGIT_CAPTIONS, anchor="digit 5"), model)
@@ -351,11 +363,11 @@ def test_tiny_stable_diffusion_with_a_vae_is_audited_end_to_end(tmp_path, digits
     out = tmp_path / "audit"
     result = invoke("audit", "--config", config, "--model", tmp_path / "original", "--unlearned",
                     tmp_path / "unlearned", "--retrained", tmp_path / "retrained_1", "--retrained",
-                    tmp_path / "retrained_2", "--unverified-references", "--forget-concept", "three <b>", "--anchor",
-                    "digit 5", "--out", out, "--quiet")
+                    tmp_path / "retrained_2", "--unverified-references", "--forget-concept", "three", "--forget-label",
+                    "three <b>", "--anchor", "digit 5", "--out", out, "--quiet")
     assert result.exit_code in (0, 1, 4), result.output
     results = json.loads((out / "results.json").read_text())
-    assert results["forget_spec"]["concept"] == ["three <b>"] and results["forget_spec"]["classes"] == [3]
+    assert results["forget_spec"]["concept"] == ["three"] and results["forget_spec"]["classes"] == [3]
     assert set(results["membership"]["attacks"]) == {"loss", "secmi", "pia", "pian", "sima", "clid"}
     probes = results["resurrection"]["unlearned"]
     assert set(probes) == {"regeneration", "inversion", "adversarial_prompt", "relearning", "prompt_grid"}
@@ -365,7 +377,7 @@ def test_tiny_stable_diffusion_with_a_vae_is_audited_end_to_end(tmp_path, digits
     grids = {role: p["prompt_grid"] for role, p in results["resurrection"].items()}
     assert set(grids) == {"original", "unlearned", "reference_1", "reference_2"}
     rows = grids["unlearned"]
-    assert [r["prompt"] for r in rows[:2]] == ["three <b>", "a handwritten digit three"] and len(rows) == 11
+    assert [r["prompt"] for r in rows[:2]] == ["three", "a handwritten digit three"] and len(rows) == 11
     assert rows[-1]["prompt"] == probes["adversarial_prompt"]["prompt"] and not rows[-1]["same_for_every_model"]
     assert all([r["prompt"] for r in g[:-2]] == [r["prompt"] for r in rows[:-2]] for g in grids.values())
     assert rows[1]["judge_accuracy"] == probes["regeneration"]["per_prompt_accuracy"]["a handwritten digit three"]
