@@ -481,10 +481,13 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
         if options:
             advice.append(f"under {conditioning}, {' or '.join(options)} would likely give a {would['outcome']} "
                           "(estimate held fixed)")
-        elif would["outcome"] is not None:
+        elif would["outcome"] == "FAIL":
+            advice.append(f"under {conditioning}, the estimate {diff.estimate:+.3f} lies beyond +/-{margin:g}, but no "
+                          "feasible number of forget images or of references (up to 16) makes that a decisive FAIL")
+        elif would["outcome"] == "PASS":
             advice.append(f"under {conditioning}, no feasible number of forget images or of references (up to 16) "
-                          f"decides a difference of {diff.estimate:+.3f} at +/-{margin:g}: a wider margin, stated, "
-                          "or a larger forget set (several classes) would")
+                          f"certifies a difference of {diff.estimate:+.3f} at +/-{margin:g}: a larger forget set "
+                          "(several classes) or a wider margin, stated, would")
         else:
             advice.append(f"under {conditioning}, the difference sits on the margin: nothing decides it")
     if advice:

@@ -50,6 +50,7 @@ NAMED_HELDOUT_TEMPLATES = (
 START, END = "<|startoftext|>", "<|endoftext|>"
 CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
 MAX_TOKENS = 16  # the longest caption has 8 words: room for paraphrases and attack tokens
+MAX_VOCABULARY_WORDS = 2000  # the built-in tokenizer's build time grows with the square of its words
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,10 @@ def build_tokenizer(texts: Iterable[str], max_length: int = MAX_TOKENS) -> CLIPT
     unknown = sorted({char for word in words for char in word} - set(CHARACTERS))
     if unknown:
         raise ValueError(f"captions may hold only letters and digits; got {''.join(unknown)!r}")
+    if len(words) > MAX_VOCABULARY_WORDS:
+        raise ValueError(f"captions hold {len(words)} distinct words; the built-in tokenizer takes at most "
+                         f"{MAX_VOCABULARY_WORDS} (its build grows with the square of the words: 3,000 take ~20 s); "
+                         "for richer captions fine-tune a model with its own CLIP tokenizer")
     vocab = {START: 0, END: 1}
     for char in CHARACTERS:
         vocab[char], vocab[char + "</w>"] = len(vocab), len(vocab) + 1

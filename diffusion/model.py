@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from safetensors import SafetensorError
 
 from .errors import UsageError
 from .io import read_text_file, write_json
+from .params import cut_text
 from .seeding import seeded_generators, seeded_normal
 
 ImageBatch = torch.Tensor  # (B, C, H, W), values in [-1, 1]
@@ -351,10 +353,60 @@ def _check_model_folder(path: Path, name: str) -> None:
         raise UsageError(f"model '{name}' is not a folder; expected a diffusers model folder")
     if not (path / "unet" / "config.json").is_file() or not (path / "scheduler").is_dir():
         raise UsageError(f"'{name}' is not a diffusers model folder; expected unet/config.json and scheduler/ inside")
-    _read_json_object(path / "unet" / "config.json")
-    if (path / "scheduler" / "scheduler_config.json").is_file():
-        _read_json_object(path / "scheduler" / "scheduler_config.json")
+    configs = {"unet": _read_json_object(path / "unet" / "config.json")}
+    for part, file in (("scheduler", "scheduler_config.json"), ("text_encoder", "config.json"), ("vae", "config.json")):
+        if (path / part / file).is_file():
+            configs[part] = _read_json_object(path / part / file)
+    check_config_sizes(configs, name)
     DiffusionModel.read_metadata(path)
+
+
+MAX_PARAMETERS = 5 * 10**9  # twice SDXL's UNet: any larger config is a mistake or an attack (20 GB of weights)
+MAX_TIMESTEPS = 100_000
+MAX_SAMPLE_SIZE = 4096
+
+
+def _counts(config: dict, key: str, default: Any, part: str, name: str) -> list[int]:
+    """``config[key]`` (or ``default``) as a list, refused unless a positive int or a list of them."""
+    value = config.get(key, default)
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v for v in values):
+        raise UsageError(f"model '{name}': {part}/config {key} must be positive integers; got {cut_text(repr(value))}")
+    return values
+
+
+def check_config_sizes(configs: dict[str, dict], name: str) -> None:
+    """Refuse (:class:`UsageError`) a model folder whose configs ask for absurd sizes, before any tensor exists.
+
+    The parameter count is estimated from the widths and depths (3x3 convolutions of every block, embeddings and
+    the text encoder's layers, to within a small factor) and bounded by :data:`MAX_PARAMETERS`; timesteps and
+    sample sizes have bounds of their own.
+    """
+    unet = configs["unet"]
+    widths = _counts(unet, "block_out_channels", [64], "unet", name)
+    depth = max(_counts(unet, "layers_per_block", 2, "unet", name))
+    sample = max(_counts(unet, "sample_size", 32, "unet", name))
+    if sample > MAX_SAMPLE_SIZE:
+        raise UsageError(f"model '{name}': unet sample_size {sample} is beyond {MAX_SAMPLE_SIZE}")
+    estimate = sum(36 * (depth + 1) * w * w for w in widths)
+    if unet.get("num_class_embeds") is not None:
+        estimate += _counts(unet, "num_class_embeds", 1, "unet", name)[0] * widths[0] * 4
+    encoder = configs.get("text_encoder")
+    if encoder is not None:
+        hidden = _counts(encoder, "hidden_size", 512, "text_encoder", name)[0]
+        estimate += 12 * _counts(encoder, "num_hidden_layers", 12, "text_encoder", name)[0] * hidden * hidden
+        estimate += (_counts(encoder, "vocab_size", 49408, "text_encoder", name)[0]
+                     + _counts(encoder, "max_position_embeddings", 77, "text_encoder", name)[0]) * hidden
+    vae = configs.get("vae")
+    if vae is not None:
+        vae_depth = max(_counts(vae, "layers_per_block", 1, "vae", name))
+        estimate += sum(72 * (vae_depth + 1) * w * w for w in _counts(vae, "block_out_channels", [64], "vae", name))
+    if estimate > MAX_PARAMETERS:
+        raise UsageError(f"model '{name}': its configs ask for about {estimate:.2g} parameters; at most "
+                         f"{MAX_PARAMETERS:.0e} are loaded (check block_out_channels, layers and embedding sizes)")
+    timesteps = _counts(configs.get("scheduler", {}), "num_train_timesteps", 1000, "scheduler", name)[0]
+    if timesteps > MAX_TIMESTEPS:
+        raise UsageError(f"model '{name}': scheduler num_train_timesteps {timesteps} is beyond {MAX_TIMESTEPS}")
 
 
 def check_record(model: DiffusionModel, location: str, local: bool, name: str) -> DiffusionModel:

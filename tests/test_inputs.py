@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import shutil
 import struct
 import zlib
@@ -310,3 +311,22 @@ def test_every_file_the_project_reads_is_bounded_and_regular(tmp_path, kind):
     for read in (read_prompts, read_sample_ids, lambda p: load_config(p)):
         with pytest.raises(UsageError, match=expected):
             read(str(path))
+
+
+@pytest.mark.parametrize("part, edit, message", [
+    ("unet", {"block_out_channels": [4096, 8192, 8192, 8192], "layers_per_block": 64}, "ask for about"),
+    ("unet", {"num_class_embeds": 10**9}, "ask for about"),
+    ("unet", {"sample_size": 10**6}, "sample_size 1000000 is beyond 4096"),
+    ("unet", {"layers_per_block": -1}, "layers_per_block must be positive integers"),
+    ("scheduler", {"num_train_timesteps": 10**8}, "num_train_timesteps 100000000 is beyond 100000"),
+])
+def test_absurd_model_configs_are_refused_before_any_allocation(tmp_path, part, edit, message):
+    """A config asking for millions of channels, classes or timesteps: one line from the config alone, in
+    milliseconds, with no tensor allocated (peak memory stays where it was)."""
+    folder = tmp_path / "model"
+    tiny_model().save(folder)
+    config = folder / part / ("config.json" if part == "unet" else "scheduler_config.json")
+    config.write_text(json.dumps({**json.loads(config.read_text()), **edit}))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage_error(message, DiffusionModel.load, folder)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: under 100 MB more
