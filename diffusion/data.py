@@ -18,6 +18,7 @@ from .io import read_text_file
 from .params import cut_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_IMAGE_SIZE = 2048  # pixels a side: Stable Diffusion trains at 512-1024; beyond, the images alone fill memory
 MAX_CAPTIONS_BYTES = 64 * 2**20  # a caption per image: far more than any folder this project trains on
 CAPTIONS_FILE = "metadata.jsonl"  # the Hugging Face image-folder layout: {"file_name": ..., "text": ...} per line
 MAX_IMAGE_PIXELS = 8192 * 8192  # larger images are refused (a decompression bomb costs memory)
@@ -145,8 +146,8 @@ def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDa
     object per line with ``file_name`` (the path under ``root``) and ``text``.
     """
     root = Path(root)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise UsageError(f"image_size must be a positive int; got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
+        raise UsageError(f"image_size must be a whole number of pixels from 1 to {MAX_IMAGE_SIZE}; got {size!r}")
     if root.exists() and not root.is_dir():
         raise UsageError(f"image folder '{root}' is not a folder; expected a folder with one sub-folder per class")
     if not root.is_dir():

@@ -549,5 +549,5 @@ def test_a_folder_with_captions_gives_every_image_its_own(tmp_path, digits, spli
 
 def test_a_built_in_tokenizer_of_too_many_words_is_refused_at_once():
     words = [f"w{''.join(chr(97 + int(d)) for d in str(i))}" for i in range(2001)]
-    with pytest.raises(ValueError, match="captions hold 2001 distinct words; the built-in tokenizer takes at most 2000"):
+    with pytest.raises(ValueError, match="captions hold 2001 distinct words; the built-in tokenizer takes at most"):
         build_tokenizer([" ".join(words)])
