@@ -225,7 +225,8 @@ def test_unreadable_images_are_named(tmp_path, content, reason):
 def test_image_folder_root_and_size_are_checked(tmp_path):
     (tmp_path / "file").write_text("x")
     usage_error("is not a folder", load_image_folder, tmp_path / "file", size=8)
-    usage_error("image_size must be a whole number of pixels from 1 to 2048; got 0", load_image_folder, tmp_path, size=0)
+    usage_error("image_size must be a whole number of pixels from 1 to 2048; got 0", load_image_folder, tmp_path,
+                size=0)
     usage_error("from 1 to 2048; got 100000", load_image_folder, tmp_path, size=100_000)
 
 
