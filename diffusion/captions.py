@@ -164,10 +164,11 @@ def token_ids(tokenizer: CLIPTokenizer, texts: Sequence[str]) -> torch.Tensor:
 def check_survives_tokenization(tokenizer: CLIPTokenizer, text: str, what: str) -> None:
     """Raise :class:`UsageError` unless the model will read ``text`` whole: no character its tokenizer maps to the
     unknown token, and no token beyond its length (two places go to the start and end tokens)."""
-    tokens = tokenizer.tokenize(text)
+    per_word = {word: tokenizer.tokenize(word) for word in text.split()}  # word by word: CLIP splits on spaces
+    tokens = [token for word in text.split() for token in per_word[word]]  # first (and never warns on length)
     unknown = tokenizer.unk_token
     if unknown in tokens:
-        lost = [word for word in text.split() if unknown in tokenizer.tokenize(word)]
+        lost = [word for word, pieces in per_word.items() if unknown in pieces]
         raise UsageError(f"{what} '{cut_text(text, 60)}' has characters this model's tokenizer does not know (in "
                          f"{cut_text(', '.join(map(repr, lost)), 60)}): they would reach the model as "
                          f"'{unknown}'; use words it knows")
