@@ -1,6 +1,6 @@
 """Known answers for the audit at full size, over many retrain seeds: does the verdict say what is true?
 
-    python benchmarks/controls.py --forget-classes 0,3,8 --forget-samples 50 --retrains 3,3,2,3 \
+    python benchmarks/controls.py --forget-classes 0,3,8 --forget-samples 50 --retrains 3,3,2,2 \
         --json benchmarks/results/controls.json --seed-spread audit/seed_spread.json
 
 On the default reference model, for each task (each forget class, and one deletion of random member images), the
@@ -302,7 +302,8 @@ def main() -> None:
     parser.add_argument("--forget-classes", default="0,3,8", help="comma-separated classes, one task each")
     parser.add_argument("--forget-samples", type=int, default=50, help="member images of a sample deletion (0: none)")
     parser.add_argument("--references", type=int, default=AuditConfig().retrain_references)
-    parser.add_argument("--retrains", default="3", help="exact retrains per task: one number, or one per task")
+    parser.add_argument("--retrains", default="3", help="exact retrains per task: one number, or one per task in the "
+                        "order they run (the first class, the sample deletion, the other classes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--controls", default=",".join(CONTROLS),
                         help=f"comma-separated subset of {','.join(CONTROLS)} (default: all)")
@@ -322,10 +323,10 @@ def main() -> None:
     splits = make_splits(dataset.labels, 0)
     print(f"cache: {cache_dir()}  work: {work}", flush=True)
     tasks = [(f"class{c}", ForgetSpec(classes=(int(c),))) for c in args.forget_classes.split(",") if c.strip()]
-    if args.forget_samples:
+    if args.forget_samples:  # second, after the default audit's class: the kind of task that pairs best
         rng = np.random.default_rng(args.seed)
         ids = rng.choice(splits.members, size=args.forget_samples, replace=False)
-        tasks.append((f"samples{args.forget_samples}", ForgetSpec(sample_ids=tuple(int(i) for i in ids))))
+        tasks.insert(1, (f"samples{args.forget_samples}", ForgetSpec(sample_ids=tuple(int(i) for i in ids))))
     counts = [int(n) for n in args.retrains.split(",")]
     if len(counts) not in (1, len(tasks)):
         parser.error(f"--retrains: give one number or {len(tasks)} (one per task); got {args.retrains}")
