@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audit.checks import evaluate_checks, verdict
+from audit.checks import evaluate_checks, verdict, verdict_of
 from audit.config import AuditConfig
 from audit.membership import membership_from_scores
 from audit.run import reference_seed, retrained_model, run_audit
@@ -168,10 +168,13 @@ def priors_from(rows: list[dict], kind: str, leave_out: tuple[str, str] | None =
     return SeedPriors(variances, dof, f"controls, {kind} tasks {', '.join(tasks)}"), variances
 
 
-def redecide(results: dict, folder: Path, priors: SeedPriors) -> dict:
-    """The audit's checks and verdict again, membership re-decided from its score tables under ``priors``."""
+def redecide(results: dict, folder: Path, priors: SeedPriors, margin: float | None = None) -> dict:
+    """The audit's checks and verdict again, membership re-decided from its score tables under ``priors`` (and,
+    given, another membership ``margin``)."""
     config = AuditConfig(**{k: v for k, v in results["config"].items() if k != "thresholds"})
     config.thresholds = type(config.thresholds)(**results["config"]["thresholds"])
+    if margin is not None:
+        config.thresholds.mia_auc_margin = margin
     scores, is_member = read_scores(folder)
     references = results["membership"]["references"]
     comparisons, combined, _ = membership_from_scores(scores, is_member, references, config.thresholds,
@@ -260,6 +263,33 @@ def print_table(rows: list[dict]) -> None:
               f"{' '.join(cells)} | {others}{bad}", flush=True)
 
 
+def margin_sensitivity(rows: list[dict], margins: list[float]) -> dict:
+    """Verdicts per (kind of task, control) re-decided at each membership margin (leave-one-out seed spread):
+    the known answers that choose a margin, never EraseDiff's verdict."""
+    table: dict = {}
+    print("\nverdicts by membership margin (PASS / FAIL / INCONCLUSIVE), leave-one-out seed spread:")
+    for margin in margins:
+        counts: dict = defaultdict(lambda: {"PASS": 0, "FAIL": 0, "INCONCLUSIVE": 0})
+        for row in rows:
+            leave_out = (row["task"], row["control"]) if row["control"].startswith("retrain_") else None
+            priors, _ = priors_from(rows, row["kind"], leave_out)
+            results = json.loads((Path(row["folder"]) / "results.json").read_text())
+            decided = redecide(results, Path(row["folder"]), priors, margin)
+            counts[f"{row['kind']}/{row['control'].split('_')[0]}"][decided["verdict"]] += 1
+            counts[f"{row['kind']}/{row['control'].split('_')[0]} membership"][
+                verdict_of_membership(decided)] += 1
+        table[str(margin)] = dict(counts)
+        print(f"  margin {margin:g}: " + "  ".join(f"{k} {v['PASS']}/{v['FAIL']}/{v['INCONCLUSIVE']}"
+                                                 for k, v in sorted(counts.items())))
+    return table
+
+
+def verdict_of_membership(decided: dict) -> str:
+    """The verdict of the membership checks alone (every conditioning and the power check)."""
+    return verdict_of([c["decision"] for name, c in decided["checks"].items()
+                       if name.startswith(("membership", "audit_power"))])
+
+
 def pass_rates(rows: list[dict]) -> dict:
     """Per control kind: runs, verdicts, and the PASS rate of every check."""
     table: dict = {}
@@ -305,6 +335,8 @@ def main() -> None:
     parser.add_argument("--retrains", default="3", help="exact retrains per task: one number, or one per task in the "
                         "order they run (the first class, the sample deletion, the other classes)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--margins", default="0.1,0.15,0.2",
+                        help="membership margins to re-decide every audit at (the known answers choose one)")
     parser.add_argument("--controls", default=",".join(CONTROLS),
                         help=f"comma-separated subset of {','.join(CONTROLS)} (default: all)")
     parser.add_argument("--work", type=Path, default=None, help="where models and audits go (default: a temp dir)")
@@ -314,6 +346,7 @@ def main() -> None:
                         help="write the measured seed spread here (the audit ships audit/seed_spread.json)")
     args = parser.parse_args()
     args.argv = sys.argv[1:]
+    args.margins = [float(m) for m in args.margins.split(",")]
     unknown = sorted(set(args.controls.split(",")) - set(CONTROLS))
     if unknown:
         parser.error(f"--controls: unknown {', '.join(unknown)}; expected a subset of {','.join(CONTROLS)}")
@@ -345,7 +378,7 @@ def main() -> None:
         row["decided"] = redecide(results, Path(row["folder"]), priors)
     print_table(rows)
     summary = {"rows": rows, "pass_rates": pass_rates(rows), "coverage": coverage(rows),
-               "total_seconds": time.perf_counter() - started}
+               "margins": margin_sensitivity(rows, args.margins), "total_seconds": time.perf_counter() - started}
     wrong = [r for r in rows if MUST_NOT.get(r["control"].split("_")[0]) == r["decided"]["verdict"]]
     print("\nper control: runs, verdicts, PASS rate of each check")
     for control, rates in summary["pass_rates"].items():
