@@ -1,0 +1,43 @@
+"""The shipped seed spread: applied only to the model and kind of task it was measured on, pooled and checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.seed_spread import NO_PRIORS, SeedPriors, load_measurements, mean_statistic, priors_for, task_kind
+
+MEASURED = {"provenance": {"date": "2026-12-04"}, "tasks": [
+    {"kind": "class", "original_fingerprint": "abc", "num_forget": 45, "num_retrains": 12, "dof": 9,
+     "description": "test", "variances": {"label": {"loss": 0.002, mean_statistic(["loss", "pia"]): 0.001}}},
+    {"kind": "samples", "original_fingerprint": "abc", "num_forget": 50, "num_retrains": 5, "dof": 4,
+     "description": "test", "variances": {"label": {"loss": 0.0004}}},
+]}
+
+
+def test_a_measurement_applies_to_its_model_and_kind_of_task_only():
+    prior = priors_for("abc", "class", 45, MEASURED).spread("label", "loss")
+    assert prior.variance == 0.002 and prior.dof == 9 and "12 retrains measured on this model" in prior.source
+    assert priors_for("other", "class", 45, MEASURED) is NO_PRIORS
+    assert priors_for("abc", None, 45, MEASURED) is NO_PRIORS
+    assert priors_for("abc", "class", 45, MEASURED).spread("inverted", "loss") is None
+    # an AUC's variance over image pairs shrinks with the images: 100 deleted images, half the variance of 50
+    assert priors_for("abc", "samples", 100, MEASURED).spread("label", "loss").variance == pytest.approx(0.0002)
+
+
+def test_task_kinds_and_the_mean_statistic():
+    assert task_kind((0,), (), False) == "class" and task_kind((), (1, 2), False) == "samples"
+    assert task_kind((0, 1), (), False) is None and task_kind((3,), (), True) is None
+    assert mean_statistic(["pia", "loss"]) == mean_statistic(["loss", "pia"]) == "mean:loss,pia"
+
+
+def test_priors_round_trip_through_a_results_document():
+    priors = priors_for("abc", "class", 45, MEASURED)
+    assert SeedPriors.from_dict(priors.describe()) == priors and SeedPriors.from_dict({}) == NO_PRIORS
+
+
+def test_the_shipped_measurement_is_well_formed():
+    shipped = load_measurements()
+    for task in shipped["tasks"]:
+        assert task["kind"] in ("class", "samples") and task["dof"] >= 4 and task["num_retrains"] >= 5
+        for per in task["variances"].values():
+            assert all(0 <= v < 0.05 for v in per.values())
