@@ -45,6 +45,7 @@ class Thresholds:
 
     confidence: float = 0.90
     mia_auc_margin: float = 0.1
+    class_mia_auc_margin: float = 0.1
     mia_tpr_margin: float = 0.1
     extraction_margin: int = 0
     forgotten_accuracy_margin: float = 0.1
@@ -52,6 +53,11 @@ class Thresholds:
     relearning_margin: float = 0.15
     retained_accuracy_drop: float = 0.03
     retained_fd_ratio: float = 1.3
+
+    def for_task(self, classes_erased: bool) -> Thresholds:
+        """The thresholds an audit decides with: erasing whole classes (or a concept), the membership margin is
+        ``class_mia_auc_margin``; deleting member images, ``mia_auc_margin``."""
+        return dataclasses.replace(self, mia_auc_margin=self.class_mia_auc_margin) if classes_erased else self
 
 
 @dataclass
@@ -167,6 +173,8 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
 
 
 _COUNT = (lambda v: 1 <= v < 2**31, "a positive integer below 2**31")
+_AUC_MARGIN = (lambda v: 0 < v < 0.5, "a margin in (0, 0.5) (0 can never pass; 0.5 or more lets any model match "
+                                     "chance)")
 _RATE_MARGIN = (lambda v: 0 < v < 1, "a margin in (0, 1) (0 can never pass, 1 or more can never fail)")
 _LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "forget_classes": (lambda v: 0 <= v < 2**31, "a class id in [0, 2**31)"),
@@ -181,8 +189,8 @@ _LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "calibration_images": (lambda v: 0 <= v < 2**31, "a number of images in [0, 2**31) (0: the attacks' fixed "
                                                      "paper defaults)"),
     "thresholds.confidence": (lambda v: 0.5 <= v < 1, "a confidence level in [0.5, 1)"),
-    "thresholds.mia_auc_margin": (lambda v: 0 < v < 0.5, "a margin in (0, 0.5) (0 can never pass; 0.5 or more "
-                                                         "lets any model match chance)"),
+    "thresholds.mia_auc_margin": _AUC_MARGIN,
+    "thresholds.class_mia_auc_margin": _AUC_MARGIN,
     "thresholds.mia_tpr_margin": _RATE_MARGIN,
     "thresholds.extraction_margin": (lambda v: 0 <= v < 2**31, "a number of images in [0, 2**31)"),
     "thresholds.forgotten_accuracy_margin": _RATE_MARGIN,

@@ -105,6 +105,7 @@ class AuditProbe:
             attack.fit(original, self.subjects.calibration, seed=config.seed, quiet=config.quiet)
         self.memo: dict[tuple[str, str, str], AttackScores] = {}
         spec = self.subjects.spec
+        self.thresholds = config.thresholds.for_task(bool(spec.classes))
         self.priors = priors_for(original.fingerprint(), task_kind(spec.classes, spec.sample_ids, bool(spec.concept)),
                                  self.subjects.sets.num_members)
         self.inversions = {role: self._inverted(model) for role, model in self.fixed.items()}
@@ -132,12 +133,12 @@ class AuditProbe:
         if subjects.inversion_images is not None:
             inversions = {**self.inversions, UNLEARNED: self._inverted(model)}
         _, comparisons, combined = run_membership(subjects.attacks, models, inversions, subjects.sets,
-                                                  subjects.references, config.thresholds, config.seed,
+                                                  subjects.references, self.thresholds, config.seed,
                                                   Path(self._scores_dir.name), memo=self.memo, priors=self.priors)
         utility = {**self.utility, UNLEARNED: self._utility(model)}
         results = {"membership": {"references": subjects.references, "attacks": comparisons, "combined": combined},
                    "utility": utility, "forget_spec": subjects.spec.to_dict()}
-        return ProbeResult(evaluate_checks(results, config.thresholds), comparisons, combined, utility[UNLEARNED])
+        return ProbeResult(evaluate_checks(results, self.thresholds), comparisons, combined, utility[UNLEARNED])
 
 
 def default_audit_config(

@@ -523,10 +523,11 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
             for attack in subjects.attacks:
                 attack.fit(subjects.models["original"], subjects.calibration, seed=config.seed, quiet=config.quiet)
         spec = subjects.spec
+        thresholds = config.thresholds.for_task(bool(spec.classes))
         priors = priors_for(subjects.models["original"].fingerprint(),
                             task_kind(spec.classes, spec.sample_ids, bool(spec.concept)), subjects.sets.num_members)
         attacks, comparisons, combined = run_membership(
-            subjects.attacks, subjects.models, inversions, subjects.sets, subjects.references, config.thresholds,
+            subjects.attacks, subjects.models, inversions, subjects.sets, subjects.references, thresholds,
             config.seed, out / "scores", priors=priors)
         exposed = exposed_forget_images(comparisons, subjects.sets)
         images = {}
@@ -548,8 +549,8 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
                 **subjects.calibration.summary(), "fitted_on": "original",
                 "attacks": {attack.name: {k: v for k, v in attack.calibration_.items() if not k.endswith("_ids")}
                             for attack in subjects.attacks}},
-            "confidence": config.thresholds.confidence,
-            "margin": config.thresholds.mia_auc_margin,
+            "confidence": thresholds.confidence,
+            "margin": thresholds.mia_auc_margin,
             "seed_spread": priors.describe(),
             "attacks": comparisons,
             "combined": combined,
@@ -575,13 +576,13 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
             **probes,
             "images": images,
         }
-        checks = evaluate_checks(results, config.thresholds)
+        checks = evaluate_checks(results, thresholds)
         results["checks"] = [c.to_dict() for c in checks]
         results["verdict"] = verdict(checks)
         max_forget = (len(subjects.task.forget) if spec.classes or spec.concept
                       else len(subjects.splits.members) - config.calibration_images)
         unverified = [role for role, source in subjects.sources.items() if source.get("verified") is False]
-        results["power"] = power_statement(membership, checks, results["verdict"], config.thresholds, max_forget,
+        results["power"] = power_statement(membership, checks, results["verdict"], thresholds, max_forget,
                                            unverified)
         results["timings"] = {"prepare_seconds": prepared - started, "attacks_seconds": attacked - prepared,
                               "generation_seconds": time.perf_counter() - attacked,

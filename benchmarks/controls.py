@@ -172,7 +172,8 @@ def redecide(results: dict, folder: Path, priors: SeedPriors, margin: float | No
     """The audit's checks and verdict again, membership re-decided from its score tables under ``priors`` (and,
     given, another membership ``margin``)."""
     config = AuditConfig(**{k: v for k, v in results["config"].items() if k != "thresholds"})
-    config.thresholds = type(config.thresholds)(**results["config"]["thresholds"])
+    config.thresholds = type(config.thresholds)(**results["config"]["thresholds"]).for_task(
+        bool(results["forget_spec"]["classes"]))
     if margin is not None:
         config.thresholds.mia_auc_margin = margin
     scores, is_member = read_scores(folder)
