@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # reuses the control workspace and runs the probe
 
 def _probed(results: dict) -> dict[str, str]:
     return {c["name"]: c["decision"] for c in results["checks"]
-            if c["name"].startswith(("mia_auc", "audit_power", "forgotten_generation", "retained_"))}
+            if c["name"].startswith(("membership", "audit_power", "forgotten_generation", "retained_"))}
 
 
 def test_probe_decides_as_the_full_audit_and_reuses_the_fixed_models_scores(
@@ -36,8 +36,8 @@ def test_probe_decides_as_the_full_audit_and_reuses_the_fixed_models_scores(
     for result, (out, _) in ((noop, noop_audit), (retrained, retrained_audit)):
         assert result.decisions() == _probed(json.loads((out / "results.json").read_text()))
     assert not noop.certified and not noop.unrefuted
-    assert retrained.unrefuted and not any(d == "FAIL" for d in retrained.decisions("mia_auc").values())
+    assert retrained.unrefuted and not any(d == "FAIL" for d in retrained.decisions("membership").values())
     # 5 attacks x 2 conditionings: the second probe scored only its own model (the no-op's was the original's)
     assert after_first == 5 * 2 * 3
     assert len(probe.memo) == after_first + 5 * 2
-    assert {cell["conditioning"] for cell in retrained.membership().values()} <= {"label", "inverted"}
+    assert set(retrained.membership()) == {"label", "inverted"}

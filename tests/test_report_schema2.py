@@ -79,7 +79,7 @@ def test_a_schema_1_document_is_refused_in_one_line(examples, tmp_path):
     result = _report(path)
     assert result.exit_code == 2
     assert result.output == (f"error: '{path}' is a schema 1 results document (erasediff before the three-valued "
-                             "verdict); this erasediff renders schema 2 only: re-run the audit\n")
+                             "verdict); this erasediff renders schema 3 only: re-run the audit\n")
 
 
 @pytest.mark.parametrize("name", ["noop", "retr"])
@@ -139,7 +139,10 @@ def test_the_histograms_use_the_label_rows_only(examples, tmp_path, monkeypatch)
 def test_user_text_stays_escaped(examples, tmp_path):
     path = _copy(examples, tmp_path, "retr")
     _edit(path, lambda r: (r["power"].update(statement="<img src=x onerror=alert(1)>"),
-                           r["membership"]["conditionings"].append("<b>x</b>")))
+                           r["membership"]["conditionings"].append("<b>x</b>"),
+                           r["membership"]["combined"].update({"<b>x</b>": {"decision": "INCONCLUSIVE",
+                                                                         "power": False, "vetoes": [],
+                                                                         "note": "<b>x</b>"}})))
     html = write_report(path).read_text()
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<b>x</b>" not in html

@@ -377,7 +377,8 @@ def test_tiny_stable_diffusion_with_a_vae_is_audited_end_to_end(tmp_path, digits
     grids = {role: p["prompt_grid"] for role, p in results["resurrection"].items()}
     assert set(grids) == {"original", "unlearned", "reference_1", "reference_2"}
     rows = grids["unlearned"]
-    assert [r["prompt"] for r in rows[:2]] == ["three", "a handwritten digit three"] and len(rows) == 11
+    # the prompt given to the erasure, then every training and held-out wording not given (not "three" again)
+    assert [r["prompt"] for r in rows[:2]] == ["three", "a handwritten digit three"] and len(rows) == 10
     assert rows[-1]["prompt"] == probes["adversarial_prompt"]["prompt"] and not rows[-1]["same_for_every_model"]
     assert all([r["prompt"] for r in g[:-2]] == [r["prompt"] for r in rows[:-2]] for g in grids.values())
     assert rows[1]["judge_accuracy"] == probes["regeneration"]["per_prompt_accuracy"]["a handwritten digit three"]
