@@ -37,7 +37,10 @@ class Thresholds:
     A check PASSes when the ``confidence`` interval of (unlearned - references) lies inside its margin, FAILs when
     it lies outside, and is INCONCLUSIVE otherwise; 0.90 is two one-sided tests at 5% each (TOST). Margins are
     finite and > 0, and small enough that a check can fail: AUC margins below 0.5, rate margins below 1.
-    ``mia_auc_margin`` 0.1: an attacker whose AUC is within 0.1 of a retrained model's gains at most ~0.07 in
+    ``class_mia_auc_margin`` 0.15 when whole classes or a concept are erased: the smallest margin at which exact
+    retrains certify on the default class tasks (45 forget images, K = 2; at 0.1 none did, at 0.25 EraseDiff's
+    membership passed too; benchmarks/results/controls.txt). ``mia_auc_margin`` 0.1 (member images deleted): an
+    attacker whose AUC is within 0.1 of a retrained model's gains at most ~0.07 in
     balanced accuracy over someone who never saw the erased data. ``relearning_margin`` bounds the relearning
     curve's mean judge accuracy above the references' as ``resurrection_margin`` bounds the inverted embedding's.
     ``retained_fd_ratio`` is >= 1 (below 1 even the unchanged original model would fail).
@@ -45,7 +48,7 @@ class Thresholds:
 
     confidence: float = 0.90
     mia_auc_margin: float = 0.1
-    class_mia_auc_margin: float = 0.1
+    class_mia_auc_margin: float = 0.15
     mia_tpr_margin: float = 0.1
     extraction_margin: int = 0
     forgotten_accuracy_margin: float = 0.1

@@ -303,8 +303,8 @@ def pass_rates(rows: list[dict]) -> dict:
             "runs": len(chosen),
             "verdicts": {v: sum(r["decided"]["verdict"] == v for r in chosen)
                          for v in ("PASS", "FAIL", "INCONCLUSIVE")},
-            "check_pass_rate": {k: float(np.mean([r["decided"]["checks"].get(k, {}).get("decision") == "PASS"
-                                                  for r in chosen])) for k in names},
+            "check_pass_rate": {k: float(np.mean([r["decided"]["checks"][k]["decision"] == "PASS"
+                                                  for r in chosen if k in r["decided"]["checks"]])) for k in names},
         }
     return table
 
