@@ -491,7 +491,8 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
         else:
             advice.append(f"under {conditioning}, the difference sits on the margin: nothing decides it")
     if advice:
-        text += " " + "; ".join(advice).capitalize() + "."
+        joined = "; ".join(advice)
+        text += f" {joined[0].upper()}{joined[1:]}."
     return {"statement": text, "has_power": has_power, "residual_leakage": leakage,
             "would_decide": advice}
 
