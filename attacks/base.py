@@ -16,7 +16,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 from accelerate.utils import gather_object
-from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from diffusion.data import LabeledImages
@@ -25,6 +24,8 @@ from diffusion.model import DiffusionModel
 from diffusion.params import Interval, Parameterized
 from diffusion.registry import Registry
 from diffusion.training import process_state
+
+from .metrics import auc
 
 
 @dataclass
@@ -106,12 +107,6 @@ class CalibrationSet:
         """Counts and ids, JSON-ready (recorded with every fitted attack)."""
         return {"num_members": len(self.members), "num_nonmembers": len(self.nonmembers),
                 "member_ids": self.members.ids.tolist(), "nonmember_ids": self.nonmembers.ids.tolist()}
-
-
-def calibration_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
-    """AUC of members over non-members on a calibration set (the criterion every fit maximises)."""
-    labels = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
-    return float(roc_auc_score(labels, np.r_[member_scores, nonmember_scores]))
 
 
 SCORE_COLUMNS = ("sample_id", "split", "is_member", "model", "conditioning", "score", "calibrated_score")
@@ -202,7 +197,7 @@ class Attack(Parameterized, ABC):
             candidate = type(self)(**{**self.get_params(), **dict(zip(names, values))})
             members = candidate.score(model, calibration.members, seed=seed).scores
             nonmembers = candidate.score(model, calibration.nonmembers, seed=seed).scores
-            table.append({**dict(zip(names, values)), "auc": calibration_auc(members, nonmembers)})
+            table.append({**dict(zip(names, values)), "auc": auc(members, nonmembers)})
         if table:
             best = max(table, key=lambda row: row["auc"])
             for name in names:

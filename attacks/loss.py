@@ -23,7 +23,8 @@ from diffusion.model import DiffusionModel
 from diffusion.params import Interval, SequenceOf
 from diffusion.seeding import seeded_normal
 
-from .base import ATTACKS, TIMESTEP_GRID, Attack, CalibrationSet, calibration_auc, check_timestep, matched_timestep
+from .base import ATTACKS, TIMESTEP_GRID, Attack, CalibrationSet, check_timestep, matched_timestep
+from .metrics import auc
 
 
 @ATTACKS.register
@@ -104,7 +105,7 @@ class LossAttack(Attack):
         grid = self.band_grid
         bands = [(i, j) for i in range(len(grid)) for j in range(i, len(grid))]
         table = [{"timesteps": list(grid[i:j + 1]),
-                  "auc": calibration_auc(-z_members[:, i:j + 1].mean(1), -z_nonmembers[:, i:j + 1].mean(1))}
+                  "auc": auc(-z_members[:, i:j + 1].mean(1), -z_nonmembers[:, i:j + 1].mean(1))}
                  for i, j in bands]
         best = max(table, key=lambda row: row["auc"])
         self.timesteps = tuple(best["timesteps"])
@@ -112,7 +113,7 @@ class LossAttack(Attack):
             **calibration.summary(),
             "grid": table,
             "chosen": {"timesteps": list(self.timesteps)},
-            "per_timestep_auc": {str(t): calibration_auc(-z_members[:, k], -z_nonmembers[:, k])
+            "per_timestep_auc": {str(t): auc(-z_members[:, k], -z_nonmembers[:, k])
                                  for k, t in enumerate(grid)},
             "scale": {str(t): [float(mean[k]), float(spread[k])] for k, t in enumerate(grid)},
         }

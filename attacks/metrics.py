@@ -7,11 +7,12 @@ Reporting follows Carlini et al., "Membership Inference Attacks From First Princ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from diffusion.errors import UsageError
 
@@ -25,11 +26,69 @@ def _as_scores(values, name: str) -> np.ndarray:
     return array
 
 
-def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> tuple[float, float]:
-    """The highest TPR on the ROC with FPR <= ``target``, and the FPR at that point (the one actually reached)."""
-    allowed = np.flatnonzero(fpr <= target)
-    best = allowed[np.argmax(tpr[allowed])]
-    return float(tpr[best]), float(fpr[best])
+def rowwise_aucs(members: np.ndarray, nonmembers: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC of each row: members (B, m) against non-members (B, n); ties count half (mid-ranks)."""
+    members = np.asarray(members, dtype=np.float64)
+    nonmembers = np.asarray(nonmembers, dtype=np.float64)
+    m, n = members.shape[1], nonmembers.shape[1]
+    if m == 0 or n == 0:
+        raise ValueError(f"AUC needs at least one member and one non-member, got {m} and {n}")
+    ranks = stats.rankdata(np.concatenate([members, nonmembers], axis=1), axis=1)
+    return (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
+
+
+def auc(member_scores: Sequence[float] | np.ndarray, nonmember_scores: Sequence[float] | np.ndarray) -> float:
+    """Mann-Whitney AUC: P(member score > non-member score) + 0.5 P(tie) (equal to sklearn's ``roc_auc_score``)."""
+    return float(rowwise_aucs(np.asarray(member_scores)[None, :], np.asarray(nonmember_scores)[None, :])[0])
+
+
+def resolvable_fpr(num_nonmembers: int, target: float) -> float:
+    """The lowest false-positive rate at or above ``target`` that ``num_nonmembers`` heldout samples can resolve.
+
+    With n non-members the smallest non-zero FPR is one false positive, 1/n, so a requested FPR below 1/n is raised
+    to 1/n: max(target, 1 / num_nonmembers). (FPR 0 is not measurable: it would need infinitely many non-members.)
+    """
+    if num_nonmembers < 1:
+        raise ValueError(f"num_nonmembers must be >= 1, got {num_nonmembers}")
+    return max(float(target), 1.0 / num_nonmembers)
+
+
+def rowwise_tprs_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float) -> tuple[np.ndarray, np.ndarray]:
+    """TPR at ``fpr`` and the FPR actually reached, for each row of members (B, m) / non-members (B, n).
+
+    The one tie rule of the project (the highest point of sklearn's ROC with FPR <= ``fpr``): a threshold admits at
+    most floor(fpr * n) non-members, so it sits just above the (floor(fpr * n) + 1)-th largest non-member score, and
+    members tied with that score are not detected. With n = 89 and fpr = 1/89 exactly one non-member may be above.
+    The FPR reached is that of the same TPR at the highest threshold giving it (at the lowest detected member).
+    """
+    members = np.asarray(members, dtype=np.float64)
+    nonmembers = np.asarray(nonmembers, dtype=np.float64)
+    n = nonmembers.shape[1]
+    if members.shape[1] == 0 or n == 0:
+        raise ValueError("TPR needs at least one member and one non-member")
+    if not 0.0 <= fpr <= 1.0:
+        raise ValueError(f"fpr must lie in [0, 1], got {fpr}")
+    allowed = math.floor(fpr * n + 1e-9)  # the tolerance keeps fpr = 1/n from rounding down to none allowed
+    if allowed >= n:
+        thresholds = np.full((members.shape[0], 1), -np.inf)
+    else:
+        thresholds = np.partition(nonmembers, n - 1 - allowed, axis=1)[:, n - 1 - allowed, None]
+    detected = members > thresholds
+    lowest_detected = np.where(detected, members, np.inf).min(axis=1, keepdims=True)
+    return detected.mean(axis=1), (nonmembers >= lowest_detected).mean(axis=1)
+
+
+def tpr_at_fpr(member_scores: Sequence[float] | np.ndarray, nonmember_scores: Sequence[float] | np.ndarray,
+               fpr: float) -> tuple[float, float]:
+    """(TPR, FPR reached) at the highest ROC point with FPR <= ``fpr``: see :func:`rowwise_tprs_at_fpr`."""
+    tprs, reached = rowwise_tprs_at_fpr(np.asarray(member_scores)[None, :], np.asarray(nonmember_scores)[None, :],
+                                        fpr)
+    return float(tprs[0]), float(reached[0])
+
+
+def tpr_key(fpr: float) -> str:
+    """The results' key of the TPR at ``fpr`` (``tpr_at_1pct_fpr`` for 0.01; ``fpr_at_...`` holds the FPR reached)."""
+    return f"tpr_at_{fpr * 100:g}pct_fpr"
 
 
 def best_threshold(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> tuple[float, float]:
@@ -47,10 +106,8 @@ def bootstrap_auc(
     """Percentile interval of the AUC over ``n_bootstrap`` resamples of members and non-members (each its own)."""
     rng = np.random.default_rng(seed)
     m, n = len(member_scores), len(nonmember_scores)
-    members = member_scores[rng.integers(0, m, (n_bootstrap, m))]
-    nonmembers = nonmember_scores[rng.integers(0, n, (n_bootstrap, n))]
-    ranks = stats.rankdata(np.concatenate([members, nonmembers], 1), axis=1)
-    aucs = (ranks[:, :m].sum(1) - m * (m + 1) / 2) / (m * n)  # Mann-Whitney U / (m n), ties counted half
+    aucs = rowwise_aucs(member_scores[rng.integers(0, m, (n_bootstrap, m))],
+                        nonmember_scores[rng.integers(0, n, (n_bootstrap, n))])
     tail = (1 - confidence) / 2 * 100
     return [float(np.percentile(aucs, tail)), float(np.percentile(aucs, 100 - tail))]
 
@@ -138,13 +195,13 @@ def membership_metrics(
     result = {
         "num_members": len(members),
         "num_nonmembers": len(nonmembers),
-        "auc": float(roc_auc_score(labels, scores)),
+        "auc": auc(members, nonmembers),
         "auc_ci": bootstrap_auc(members, nonmembers, seed=seed, n_bootstrap=n_bootstrap, confidence=confidence),
         "auc_ci_level": confidence,
     }
     for target in target_fprs:
-        key = f"{target * 100:g}pct_fpr"
-        result[f"tpr_at_{key}"], result[f"fpr_at_{key}"] = tpr_at_fpr(fpr, tpr, target)
+        key = tpr_key(target)
+        result[key], result[key.replace("tpr_at_", "fpr_at_", 1)] = tpr_at_fpr(members, nonmembers, target)
     mann_whitney = stats.mannwhitneyu(members, nonmembers, alternative="two-sided")
     ks = stats.ks_2samp(members, nonmembers)
     result.update(

@@ -22,7 +22,8 @@ from diffusion.model import DiffusionModel
 from diffusion.params import Interval
 from diffusion.seeding import derive_seed
 
-from .base import ATTACKS, CalibrationSet, calibration_auc
+from .base import ATTACKS, CalibrationSet
+from .metrics import auc
 from .secmi import SecMI
 
 
@@ -168,7 +169,7 @@ class SecMINN(SecMI):
             classifier.eval()
             with torch.no_grad():
                 logits = classifier(held_maps).squeeze(1).double().cpu().numpy()
-            aucs.append(calibration_auc(logits[held_targets], logits[~held_targets]))
+            aucs.append(auc(logits[held_targets], logits[~held_targets]))
             if aucs[-1] > best_auc:  # ties keep the earlier epoch
                 best_auc, best_epoch, best_state = aucs[-1], epoch, copy.deepcopy(classifier.state_dict())
         classifier.load_state_dict(best_state)

@@ -22,7 +22,7 @@ import torch
 from attacks import Attack, AttackScores
 from attacks.base import write_scores_csv
 from attacks.inversion import InvertedConditioning
-from attacks.metrics import membership_metrics
+from attacks.metrics import membership_metrics, resolvable_fpr
 from diffusion.data import LabeledImages
 from diffusion.model import DiffusionModel
 
@@ -101,7 +101,7 @@ def compare(
                      for subject, boot in per.items()}
              for scale, per in boots.items()}
     unlearned, original = diffs["raw"]["unlearned"], diffs["raw"]["original"]
-    fpr = statistics.resolvable_fpr(int((~is_member).sum()), 0.01)
+    fpr = resolvable_fpr(int((~is_member).sum()), 0.01)
     tpr = statistics.paired_difference(scores, is_member, "unlearned", references, metric=f"tpr@{fpr:.6g}",
                                        confidence=thresholds.confidence, seed=seed)
     comparison = {

@@ -32,7 +32,7 @@ The decision rule, and why (the README's "The audit's verdict" says it for users
 6. Coverage, pass rates and type-I errors of this rule are measured on known answers (retrains with unused seeds,
    no-ops, redirected classes, early-stopped erasures): benchmarks/controls.py, benchmarks/results/controls.txt.
 
-This module must not import torch: ``erasediff report`` imports it.
+The membership metrics themselves (AUC, TPR at FPR, their tie rule) are attacks/metrics.py's.
 """
 
 from __future__ import annotations
@@ -43,81 +43,26 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.stats import f as f_distribution
-from scipy.stats import norm, rankdata
+from scipy.stats import norm
 from scipy.stats import t as student_t
+
+from attacks.metrics import rowwise_aucs, rowwise_tprs_at_fpr
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 RESIDUAL_GUARD = 0.5  # a membership PASS keeps at most half of the original's mean AUC difference from the references
 
 
-def bootstrap_aucs(scores_2d_members: np.ndarray, scores_2d_nonmembers: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC of each row: members (B, m) against non-members (B, n); ties count half (mid-ranks)."""
-    members = np.asarray(scores_2d_members, dtype=np.float64)
-    nonmembers = np.asarray(scores_2d_nonmembers, dtype=np.float64)
-    m, n = members.shape[1], nonmembers.shape[1]
-    if m == 0 or n == 0:
-        raise ValueError(f"AUC needs at least one member and one non-member, got {m} and {n}")
-    ranks = rankdata(np.concatenate([members, nonmembers], axis=1), axis=1)
-    return (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
-
-
-def auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
-    """Mann-Whitney AUC: P(member score > non-member score) + 0.5 P(tie)."""
-    return float(bootstrap_aucs(np.asarray(member_scores)[None, :], np.asarray(nonmember_scores)[None, :])[0])
-
-
-def resolvable_fpr(num_nonmembers: int, target: float) -> float:
-    """The lowest false-positive rate at or above ``target`` that ``num_nonmembers`` heldout samples can resolve.
-
-    With n non-members the smallest non-zero FPR is one false positive, 1/n, so a requested FPR below 1/n is raised
-    to 1/n: max(target, 1 / num_nonmembers). (FPR 0 is not measurable: it would need infinitely many non-members.)
-    """
-    if num_nonmembers < 1:
-        raise ValueError(f"num_nonmembers must be >= 1, got {num_nonmembers}")
-    return max(float(target), 1.0 / num_nonmembers)
-
-
-def _allowed_false_positives(fpr: float, num_nonmembers: int) -> int:
-    if not 0.0 <= fpr <= 1.0:
-        raise ValueError(f"fpr must lie in [0, 1], got {fpr}")
-    # The tolerance keeps fpr = 1/n from rounding down to zero allowed false positives.
-    return math.floor(fpr * num_nonmembers + 1e-9)
-
-
-def _bootstrap_tprs(members: np.ndarray, nonmembers: np.ndarray, fpr: float) -> np.ndarray:
-    """TPR at ``fpr`` for each row of members (B, m) / non-members (B, n); see :func:`tpr_at_fpr`."""
-    n = nonmembers.shape[1]
-    if members.shape[1] == 0 or n == 0:
-        raise ValueError("TPR needs at least one member and one non-member")
-    allowed = _allowed_false_positives(fpr, n)
-    if allowed >= n:
-        return np.ones(members.shape[0])
-    # The (allowed+1)-th largest non-member score: at most `allowed` non-members lie strictly above it.
-    thresholds = np.partition(nonmembers, n - 1 - allowed, axis=1)[:, n - 1 - allowed]
-    return (members > thresholds[:, None]).mean(axis=1)
-
-
-def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: float) -> float:
-    """True-positive rate at the threshold that lets at most floor(fpr * n) non-members strictly above it.
-
-    The threshold is the (floor(fpr * n) + 1)-th largest non-member score; members tied with it do not count as
-    detected (ties resolved conservatively). With n = 89 and fpr = 1/89 exactly one non-member may be above.
-    """
-    members = np.asarray(member_scores, dtype=np.float64)[None, :]
-    nonmembers = np.asarray(nonmember_scores, dtype=np.float64)[None, :]
-    return float(_bootstrap_tprs(members, nonmembers, fpr)[0])
-
-
 def _metric_function(metric: str):
     if metric == "auc":
-        return bootstrap_aucs
+        return rowwise_aucs
     if metric.startswith("tpr@"):
         try:
             fpr = float(metric[4:])
         except ValueError:
             raise ValueError(f"bad metric {metric!r}: expected 'tpr@<fpr>', e.g. 'tpr@0.01'") from None
-        _allowed_false_positives(fpr, 1)
-        return lambda members, nonmembers: _bootstrap_tprs(members, nonmembers, fpr)
+        if not 0.0 <= fpr <= 1.0:
+            raise ValueError(f"fpr must lie in [0, 1], got {fpr}")
+        return lambda members, nonmembers: rowwise_tprs_at_fpr(members, nonmembers, fpr)[0]
     raise ValueError(f"unknown metric {metric!r}: expected 'auc' or 'tpr@<fpr>'")
 
 
@@ -217,7 +162,7 @@ def paired_bootstrap(
     Every resample draws member and non-member indices separately, with replacement, and uses the SAME indices for
     every model, so per-sample difficulty shared by the models cancels in the difference (a paired design, as in the
     per-example comparisons of Carlini et al. 2022 and Hayes et al. 2024). ``metric`` is ``"auc"`` or
-    ``"tpr@<fpr>"`` (:func:`tpr_at_fpr`). Deterministic for a given ``seed``.
+    ``"tpr@<fpr>"`` (:func:`attacks.metrics.tpr_at_fpr`). Deterministic for a given ``seed``.
     """
     references = list(references)
     if not references:

@@ -22,9 +22,8 @@ import torch
 from attacks import ATTACKS, CalibrationSet
 from attacks.extraction import extract_training_data
 from attacks.inversion import embedding_inversion
-from attacks.metrics import membership_metrics
+from attacks.metrics import membership_metrics, resolvable_fpr, tpr_at_fpr
 from attacks.regeneration import conditional_regeneration
-from audit.statistics import resolvable_fpr, tpr_at_fpr
 from diffusion.data import load_digits_dataset
 from diffusion.judge import load_or_train_judge
 from diffusion.reference import load_or_train_reference
@@ -54,7 +53,7 @@ def leakage(attack, model, members, nonmembers, seed: int) -> tuple[dict, float]
     metrics.pop("roc")
     lowest = resolvable_fpr(len(b.scores), 0.0)
     metrics["lowest_resolvable_fpr"] = lowest
-    metrics["tpr_at_lowest_resolvable_fpr"] = tpr_at_fpr(a.scores, b.scores, lowest)
+    metrics["tpr_at_lowest_resolvable_fpr"] = tpr_at_fpr(a.scores, b.scores, lowest)[0]
     return metrics, a.seconds + b.seconds
 
 

@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 from scipy import stats
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from attacks.metrics import membership_metrics, tpr_at_fpr
+from attacks.metrics import auc, membership_metrics, resolvable_fpr, rowwise_aucs, tpr_at_fpr
 from diffusion.errors import UsageError
 
 
@@ -34,8 +35,7 @@ def test_tpr_at_low_fpr_reports_the_fpr_reached():
     assert m["tpr_at_1pct_fpr"] == pytest.approx(2 / 3) and m["fpr_at_1pct_fpr"] == 0.0
     assert m["tpr_at_0.1pct_fpr"] == pytest.approx(2 / 3) and m["fpr_at_0.1pct_fpr"] == 0.0
     # with 10 non-members the smallest non-zero FPR is 0.1: at 1% only FPR 0 is allowed
-    tpr, fpr = tpr_at_fpr(np.array([0.0, 0.0, 0.1, 1.0]), np.array([0.0, 0.3, 0.9, 1.0]), 0.01)
-    assert (tpr, fpr) == (0.3, 0.0)
+    assert tpr_at_fpr(np.array([0.5, 0.95, 2.0]), np.linspace(0.0, 0.9, 10), 0.01) == (pytest.approx(2 / 3), 0.0)
     roc = m["roc"]
     assert roc["fpr"][0] == 0.0 and roc["tpr"][-1] == 1.0 and len(roc["fpr"]) == len(roc["tpr"])
 
@@ -73,3 +73,44 @@ def test_bad_input():
         membership_metrics([1.0], [float("nan")])
     with pytest.raises(UsageError, match="'calibration_fraction'"):
         membership_metrics([1.0], [0.0], calibration_fraction=1.5)
+
+
+def test_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.integers(0, 6, 70).astype(float), rng.integers(0, 5, 55).astype(float)
+    expected = roc_auc_score(np.r_[np.ones(70), np.zeros(55)], np.r_[members, nonmembers])
+    assert auc(members, nonmembers) == pytest.approx(expected, abs=1e-12)
+    assert auc([1.0, 1.0], [1.0]) == 0.5
+
+
+def test_rowwise_aucs_equals_auc_per_row():
+    rng = np.random.default_rng(1)
+    members, nonmembers = rng.integers(0, 10, (7, 30)).astype(float), rng.normal(4, 3, (7, 40)).round()
+    rows = rowwise_aucs(members, nonmembers)
+    assert rows.shape == (7,)
+    np.testing.assert_allclose(rows, [auc(m, n) for m, n in zip(members, nonmembers)], atol=1e-12)
+
+
+def test_tpr_at_fpr_and_resolvable_fpr_by_hand():
+    nonmembers = np.arange(89.0)  # 0 .. 88
+    members = np.array([87.5, 88.0, 88.5, 100.0, 10.0])
+    # fpr = 1/89 lets exactly one non-member (88) above the threshold 87: four members are strictly above it.
+    assert tpr_at_fpr(members, nonmembers, 1 / 89) == (pytest.approx(4 / 5), pytest.approx(1 / 89))
+    # fpr = 0: threshold 88; the member tied with it does not count (conservative).
+    assert tpr_at_fpr(members, nonmembers, 0.0) == (pytest.approx(2 / 5), 0.0)
+    assert tpr_at_fpr(members, nonmembers, 1.0)[0] == 1.0
+    assert resolvable_fpr(89, 0.001) == pytest.approx(1 / 89)
+    assert resolvable_fpr(89, 0.05) == 0.05
+
+
+def test_tpr_at_fpr_is_the_best_point_of_sklearns_roc_with_ties():
+    """One tie rule: the TPR (and the lowest FPR reaching it) of sklearn's ROC, read off the scores directly."""
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        m, n = rng.integers(1, 30, 2)
+        members, nonmembers = rng.integers(0, 8, m).astype(float), rng.integers(0, 8, n).astype(float)
+        target = float(rng.choice([0.0, 0.01, 1 / n, 0.1, 0.5, 1.0]))
+        fpr, tpr, _ = roc_curve(np.r_[np.ones(m), np.zeros(n)], np.r_[members, nonmembers], drop_intermediate=False)
+        allowed = np.flatnonzero(fpr <= target + 1e-12)
+        best = allowed[np.argmax(tpr[allowed])]
+        assert tpr_at_fpr(members, nonmembers, target) == (pytest.approx(tpr[best]), pytest.approx(fpr[best])), trial

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from attacks import ATTACKS
-from attacks.base import CalibrationSet, calibration_auc
-from attacks.metrics import membership_metrics
+from attacks.base import CalibrationSet
+from attacks.metrics import auc, membership_metrics
 from attacks.secmi_nn import ErrorMapClassifier
 from diffusion.errors import UsageError
 from diffusion.model import DiffusionModel
@@ -74,7 +74,7 @@ def test_fit_keeps_the_best_validation_epoch(overfit, fitted):
         mask = torch.as_tensor(fitted.validation_mask(samples.labels, 0, stream))
         with torch.no_grad():
             held.append(fitted.classifier_(fitted.error_maps(model, samples, params)[mask]).squeeze(1).numpy())
-    assert calibration_auc(*held) == pytest.approx(record["validation_auc"], abs=1e-9)
+    assert auc(*held) == pytest.approx(record["validation_auc"], abs=1e-9)
     assert not fitted.classifier_.training and fitted.is_fitted
 
 

@@ -1,4 +1,4 @@
-"""audit.statistics on synthetic scores: AUC/TPR, paired bootstrap, LiRA calibration, TOST decisions and power."""
+"""audit.statistics on synthetic scores: paired bootstrap, LiRA calibration, TOST decisions and power."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import time
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 
+from attacks.metrics import auc, rowwise_aucs, tpr_at_fpr
 from audit.statistics import (
     PairedDifference,
     SeedSpread,
-    auc,
-    bootstrap_aucs,
     calibrate,
     combine,
     decide,
@@ -23,9 +21,7 @@ from audit.statistics import (
     paired_difference,
     pooled_seed_spread,
     residual_fraction,
-    resolvable_fpr,
     seed_aware_difference,
-    tpr_at_fpr,
     what_would_decide,
 )
 
@@ -60,34 +56,6 @@ def _diff(estimate: float, low: float, high: float, num_members: int = 100, seed
                             seed_variance=seed_variance, seed_dof=seed_dof, seed_source="test")
 
 
-def test_auc_matches_sklearn_with_ties():
-    rng = np.random.default_rng(0)
-    members, nonmembers = rng.integers(0, 6, 70).astype(float), rng.integers(0, 5, 55).astype(float)
-    expected = roc_auc_score(np.r_[np.ones(70), np.zeros(55)], np.r_[members, nonmembers])
-    assert auc(members, nonmembers) == pytest.approx(expected, abs=1e-12)
-    assert auc([1.0, 1.0], [1.0]) == 0.5
-
-
-def test_bootstrap_aucs_equals_auc_per_row():
-    rng = np.random.default_rng(1)
-    members, nonmembers = rng.integers(0, 10, (7, 30)).astype(float), rng.normal(4, 3, (7, 40)).round()
-    rows = bootstrap_aucs(members, nonmembers)
-    assert rows.shape == (7,)
-    np.testing.assert_allclose(rows, [auc(m, n) for m, n in zip(members, nonmembers)], atol=1e-12)
-
-
-def test_tpr_at_fpr_and_resolvable_fpr_by_hand():
-    nonmembers = np.arange(89.0)  # 0 .. 88
-    members = np.array([87.5, 88.0, 88.5, 100.0, 10.0])
-    # fpr = 1/89 lets exactly one non-member (88) above the threshold 87: four members are strictly above it.
-    assert tpr_at_fpr(members, nonmembers, 1 / 89) == pytest.approx(4 / 5)
-    # fpr = 0: threshold 88; the member tied with it does not count (conservative).
-    assert tpr_at_fpr(members, nonmembers, 0.0) == pytest.approx(2 / 5)
-    assert tpr_at_fpr(members, nonmembers, 1.0) == 1.0
-    assert resolvable_fpr(89, 0.001) == pytest.approx(1 / 89)
-    assert resolvable_fpr(89, 0.05) == 0.05
-
-
 def test_paired_difference_deterministic_and_consistent():
     scores, is_member, references = _difficulty_models(seed=2, subject_shift=0.5)
     first = paired_difference(scores, is_member, "subject", references, n_bootstrap=300, seed=7)
@@ -105,8 +73,8 @@ def test_paired_difference_deterministic_and_consistent():
 
     fpr = 1 / 90
     tpr = paired_difference(scores, is_member, "subject", references, metric=f"tpr@{fpr}", n_bootstrap=300)
-    direct_tpr = tpr_at_fpr(scores["subject"][members], scores["subject"][nonmembers], fpr) - np.mean(
-        [tpr_at_fpr(scores[r][members], scores[r][nonmembers], fpr) for r in references])
+    direct_tpr = tpr_at_fpr(scores["subject"][members], scores["subject"][nonmembers], fpr)[0] - np.mean(
+        [tpr_at_fpr(scores[r][members], scores[r][nonmembers], fpr)[0] for r in references])
     assert tpr.estimate == pytest.approx(direct_tpr, abs=1e-12)
     assert tpr.low <= tpr.estimate <= tpr.high
     with pytest.raises(ValueError, match="metric"):
@@ -124,7 +92,7 @@ def test_paired_interval_narrower_than_unpaired_under_shared_difficulty():
     def independent_aucs(name: str) -> np.ndarray:
         m = member_idx[rng.integers(0, member_idx.size, (1000, member_idx.size))]
         n = nonmember_idx[rng.integers(0, nonmember_idx.size, (1000, nonmember_idx.size))]
-        return bootstrap_aucs(scores[name][m], scores[name][n])
+        return rowwise_aucs(scores[name][m], scores[name][n])
 
     unpaired = independent_aucs("subject") - np.mean([independent_aucs(r) for r in references], axis=0)
     unpaired_low, unpaired_high = np.quantile(unpaired, [0.05, 0.95])

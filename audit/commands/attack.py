@@ -10,7 +10,7 @@ import numpy as np
 
 from attacks import ATTACKS, CalibrationSet
 from attacks.base import write_scores_csv
-from attacks.metrics import membership_metrics
+from attacks.metrics import membership_metrics, tpr_key
 from diffusion.concepts import model_view
 from diffusion.data import data_folder
 from diffusion.errors import UsageError
@@ -112,7 +112,7 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
             **scored.to_dict(),
         }
         logger.info("%s: AUC %.3f, TPR@1%%FPR %.3f, %.1f s", attack.name, metrics[attack.name]["auc"],
-                    metrics[attack.name]["tpr_at_1pct_fpr"], scored.seconds)
+                    metrics[attack.name][tpr_key(0.01)], scored.seconds)
 
     def write() -> None:
         with atomic_output_dir(out, force, inputs) as tmp:
@@ -136,7 +136,7 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
         for name, entry in metrics.items():
             low, high = entry["auc_ci"]
             click.echo(f"{name:6s} AUC {entry['auc']:.3f} [{low:.3f}, {high:.3f}]  "
-                       f"TPR@1%FPR {entry['tpr_at_1pct_fpr']:.3f}  {entry['calls_per_sample']:.0f} calls/sample  "
+                       f"TPR@1%FPR {entry[tpr_key(0.01)]:.3f}  {entry['calls_per_sample']:.0f} calls/sample  "
                        f"{entry['seconds']:.1f} s")
         click.echo(f"scores and metrics written to {out}")
 
