@@ -34,6 +34,7 @@ from diffusion.environment import environment_info, use_threads
 from diffusion.errors import UsageError
 from diffusion.io import atomic_output_dir, write_json
 from diffusion.judge import Judge, load_or_train_judge
+from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.presets import RECIPE_PRESETS
 from diffusion.provenance import check_provenance, load_data_for_model
@@ -172,7 +173,7 @@ def fill_reference(config: AuditConfig, index: int) -> dict:
     if config.retrained:
         raise UsageError("references are given (retrained); there is nothing to train")
     use_threads(config.threads)
-    given = DiffusionModel.load(config.model) if config.model else None
+    given = load_model(config.model) if config.model else None
     recipe = _recipe(config, given)
     dataset, splits, spec, task, stand_in = _forget_task(config, given, recipe)
     _check_model("original", stand_in, config.model, task, (dataset, splits), config)
@@ -261,7 +262,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     unlearner = METHODS.make(config.method, **config.method_params) if config.unlearned is None else None
     paths = {"original": config.model, "unlearned": config.unlearned}
     paths.update({f"{REFERENCE}_{k + 1}": path for k, path in enumerate(config.retrained)})
-    given = {role: DiffusionModel.load(path) for role, path in paths.items() if path}
+    given = {role: load_model(path) for role, path in paths.items() if path}
     recipe = _recipe(config, given.get("original"))
     retrain = METHODS.make("retrain", steps=recipe.steps) if not config.retrained and config.retrain else None
     dataset, splits, spec, task, stand_in = _forget_task(config, given.get("original"), recipe)

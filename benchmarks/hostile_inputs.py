@@ -67,7 +67,7 @@ def setup(root: Path) -> dict[str, Path]:
     config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 10**30}))
     (root / "text-long" / "erasediff.json").unlink()
     subprocess.run([sys.executable, "-c", (
-        "import sys, torch; from diffusion.model import DiffusionModel; m = DiffusionModel.load(sys.argv[1]);"
+        "import sys, torch; from diffusion.loading import load_model; m = load_model(sys.argv[1]);"
         "next(m.unet.text_encoder.parameters()).data.fill_(float('nan')); m.save(sys.argv[2])"),
         root / "text", root / "text-nan"], check=True)
     paths["text-nan"] = root / "text-nan"

@@ -19,6 +19,7 @@ from accelerate.utils import broadcast_object_list
 from filelock import FileLock, Timeout
 
 from .io import atomic_output_dir, cache_dir, to_jsonable
+from .loading import load_model
 from .model import DiffusionModel
 from .training import process_state
 
@@ -47,7 +48,7 @@ def load_or_build_model(
     with building(directory, what, lambda: (directory / "erasediff.json").is_file()) as needed:
         if not needed:
             logger.info("reusing cached %s %s", what, directory)
-            return DiffusionModel.load(directory), False
+            return load_model(directory), False
         model, record = build()
         if process_state().is_main_process:
             with atomic_output_dir(directory, force=True) as tmp:

@@ -272,9 +272,8 @@ class DiffusionModel:
 
     @classmethod
     def load(cls, source: str | Path, device: torch.device | str | None = None) -> DiffusionModel:
-        """Load a diffusers DDPM pipeline folder, or a Hugging Face hub model written ``hf://owner/name``; a Stable
-        Diffusion layout folder (a ``text_encoder`` beside the UNet) loads as a
-        :class:`~diffusion.text_model.TextDiffusionModel`.
+        """Load a diffusers DDPM pipeline folder, or a Hugging Face hub model written ``hf://owner/name``
+        (:func:`diffusion.loading.load_model` chooses this class or the text model's for a folder of either layout).
 
         Weights are read from safetensors only, so a checkpoint from a stranger cannot run code. A
         :class:`UsageError` names what is wrong with a model that is not a noise predictor this project can use:
@@ -282,17 +281,7 @@ class DiffusionModel:
         an unreadable config or ``erasediff.json``.
         """
         name = str(source)
-        if name.startswith(HUB_PREFIX):
-            location, local = name[len(HUB_PREFIX) :], False
-            if not _looks_like_hub_id(location):
-                raise UsageError(f"'{name}' is not a hub model id; expected {HUB_PREFIX}owner/name")
-        else:
-            _check_model_folder(Path(name), name)
-            location, local = name, True
-        from .text_model import TextDiffusionModel, is_text_to_image  # a text pipeline folder loads as a text model
-
-        if cls is DiffusionModel and is_text_to_image(location, local):
-            return TextDiffusionModel.load(source, device)
+        location, local = model_location(source)
         verbosity = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()  # the weight mismatches it would log are raised below instead
         try:
@@ -322,6 +311,19 @@ class DiffusionModel:
         """The ``erasediff.json`` written beside a saved model ({} when absent, e.g. a hub model)."""
         path = Path(directory) / "erasediff.json"
         return _read_json_object(path) if path.is_file() else {}
+
+
+def model_location(source: str | Path) -> tuple[str, bool]:
+    """Where a model is read from, and whether that is a local folder: ``hf://owner/name`` is a hub id (checked to
+    look like one), anything else a folder that must exist and hold a model (a one-line :class:`UsageError`)."""
+    name = str(source)
+    if name.startswith(HUB_PREFIX):
+        location = name[len(HUB_PREFIX) :]
+        if not _looks_like_hub_id(location):
+            raise UsageError(f"'{name}' is not a hub model id; expected {HUB_PREFIX}owner/name")
+        return location, False
+    _check_model_folder(Path(name), name)
+    return name, True
 
 
 def _looks_like_hub_id(text: str) -> bool:

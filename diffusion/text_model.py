@@ -26,7 +26,6 @@ from .captions import CaptionDropout, token_ids
 from .errors import UsageError
 from .io import read_text_file, write_json
 from .model import (
-    HUB_PREFIX,
     LOAD_ERRORS,
     MAX_JSON_BYTES,
     DiffusionModel,
@@ -36,6 +35,7 @@ from .model import (
     check_noise_predictor,
     check_record,
     first_line,
+    model_location,
 )
 from .params import cut_text
 from .seeding import seeded_normal
@@ -276,7 +276,7 @@ class TextDiffusionModel(DiffusionModel):
         names a part that is missing or cannot be read.
         """
         name = str(source)
-        location, local = (name[len(HUB_PREFIX) :], False) if name.startswith(HUB_PREFIX) else (name, True)
+        location, local = model_location(source)
         try:
             with quiet_libraries(), torch.random.fork_rng(devices=[]):
                 unet = UNet2DConditionModel.from_pretrained(location, subfolder="unet", use_safetensors=True,

@@ -12,6 +12,7 @@ from audit.references import check_reference
 from audit.run import retrained_model
 from diffusion.data import load_image_folder
 from diffusion.errors import UsageError
+from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits
@@ -82,7 +83,7 @@ def test_data_takes_its_shape_from_a_16x16_model(tmp_path, folder):
     result = invoke("unlearn", "--model", tmp_path / "m16", "--data", folder, "--forget-class", 1,
                     "--steps", 2, "--batch-size", 8, "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
-    assert DiffusionModel.load(out).image_shape == (1, 16, 16)
+    assert load_model(out).image_shape == (1, 16, 16)
     bad = invoke("unlearn", "--model", tmp_path / "m16", "--forget-class", 1, "--out", tmp_path / "x", "--quiet")
     assert_one_line_usage_error(bad, "1x8x8")
     assert not (tmp_path / "x").exists()

@@ -8,7 +8,7 @@ import pytest
 
 from audit.config import load_config
 from audit.probe import AuditProbe
-from diffusion.model import DiffusionModel
+from diffusion.loading import load_model
 
 pytestmark = pytest.mark.slow  # reuses the control workspace and runs the probe twice (about a minute)
 
@@ -31,7 +31,7 @@ def test_probe_decides_as_the_full_audit_and_reuses_the_fixed_models_scores(
 
     noop = probe(probe.fixed["original"])
     after_first = len(probe.memo)
-    retrained = probe(DiffusionModel.load(workspace["retrained_a"]))
+    retrained = probe(load_model(workspace["retrained_a"]))
 
     for result, (out, _) in ((noop, noop_audit), (retrained, retrained_audit)):
         assert result.decisions() == _probed(json.loads((out / "results.json").read_text()))

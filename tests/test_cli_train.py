@@ -4,7 +4,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from audit.cli import main
-from diffusion.model import DiffusionModel
+from diffusion.loading import load_model
 
 TINY_ARGS = ["--steps", "3", "--batch-size", "16", "--block-out-channels", "8,16", "--quiet"]
 
@@ -18,7 +18,7 @@ def test_train_writes_a_diffusers_model(tmp_path):
     result = invoke("train", "--out", out, *TINY_ARGS)
     assert result.exit_code == 0, result.output
     assert str(out) in result.output
-    model = DiffusionModel.load(out, device="cpu")
+    model = load_model(out, device="cpu")
     record = json.loads((out / "erasediff.json").read_text())
     assert record["steps"] == 3 and record["splits"]["seed"] == 0
     assert record["fingerprint"] == model.fingerprint()

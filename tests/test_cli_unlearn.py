@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from audit.cli import main
-from diffusion.model import DiffusionModel
+from diffusion.loading import load_model
 from diffusion.splits import ForgetSpec
 
 from .conftest import tiny_model
@@ -45,9 +45,9 @@ def test_unlearn_writes_a_new_model_and_its_record(saved, tmp_path):
     assert result.exit_code == 0, result.output
     assert folder_hash(saved) == before, "the input model folder changed"
     record = json.loads((out / "erasediff.json").read_text())
-    unlearned = DiffusionModel.load(out, device="cpu")
+    unlearned = load_model(out, device="cpu")
     assert record["fingerprint"] == unlearned.fingerprint() != record["parent_model"]["fingerprint"]
-    assert record["parent_model"]["fingerprint"] == DiffusionModel.load(saved, device="cpu").fingerprint()
+    assert record["parent_model"]["fingerprint"] == load_model(saved, device="cpu").fingerprint()
     assert record["method"] == "erasediff" and record["steps"] == 3 and record["wall_seconds"] > 0
     assert record["params"]["fixed_lambda"] == 0.5 and record["params"]["inner_steps"] == 1
     assert record["params"]["inner_lr"] == 1e-5  # YAML 1.1 would leave "1e-5" a string
@@ -113,7 +113,7 @@ def test_evaluate_writes_the_metrics(saved, tmp_path, judge, monkeypatch):
     for key in ("forgotten_accuracy", "forgotten_entropy", "retained_accuracy", "retained_fd", "per_class_accuracy"):
         assert key in metrics
     assert len(metrics["per_class_accuracy"]) == 10 and 0 <= metrics["forgotten_accuracy"] <= 1
-    assert metrics["model"]["fingerprint"] == DiffusionModel.load(saved, device="cpu").fingerprint()
+    assert metrics["model"]["fingerprint"] == load_model(saved, device="cpu").fingerprint()
     assert "forgotten classes [3]" in result.output
     again = invoke("evaluate", "--model", saved, "--forget-class", 3, "--json", tmp_path / "again.json",
                    "--per-class", 4, "--sample-steps", 2, "--quiet")

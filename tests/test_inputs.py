@@ -22,6 +22,7 @@ from diffusion.concepts import read_prompts
 from diffusion.data import ImageDataset, load_dataset, load_image_folder
 from diffusion.errors import UsageError
 from diffusion.judge import train_judge
+from diffusion.loading import load_model
 from diffusion.model import DiffusionModel, build_unet
 from diffusion.splits import make_splits, read_sample_ids
 from diffusion.training import TrainConfig
@@ -89,7 +90,7 @@ def test_load_keeps_the_global_random_state(saved):
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    DiffusionModel.load(saved, device="cpu")
+    load_model(saved, device="cpu")
     assert torch.equal(torch.rand(3), expected)
 
 

@@ -24,7 +24,7 @@ import psutil
 import pytest
 import torch
 
-from diffusion.model import DiffusionModel
+from diffusion.loading import load_model
 
 from .conftest import CONTROL_LABEL
 
@@ -61,7 +61,7 @@ def predictions(path: Path) -> torch.Tensor:
     t = torch.randint(0, 1000, (32,), generator=generator)
     c = torch.randint(0, 10, (32,), generator=generator)
     with torch.no_grad():
-        return DiffusionModel.load(path, device="cpu").predict_noise(x, t, c)
+        return load_model(path, device="cpu").predict_noise(x, t, c)
 
 
 def test_two_processes_train_and_unlearn_as_one_and_only_the_first_writes(tmp_path):

@@ -27,7 +27,7 @@ from diffusion.captions import (
 from diffusion.concepts import captioned, concept_spec, task_for_model, text_task, unused_wordings
 from diffusion.data import ImageDataset, load_dataset
 from diffusion.errors import UsageError
-from diffusion.model import DiffusionModel
+from diffusion.loading import load_model
 from diffusion.seeding import seeded_normal
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits
 from diffusion.text_model import TextDiffusionModel, build_text_components
@@ -83,7 +83,7 @@ def test_saved_in_stable_diffusion_layout_and_loaded_back(tmp_path):
     assert index["text_encoder"] == ["transformers", "CLIPTextModel"] and index["vae"] == [None, None]
     assert (tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "m" / "text_encoder" / "model.safetensors").is_file()
-    loaded = DiffusionModel.load(tmp_path / "m", device="cpu")
+    loaded = load_model(tmp_path / "m", device="cpu")
     assert isinstance(loaded, TextDiffusionModel) and loaded.conditioning == "text"
     assert loaded.fingerprint() == model.fingerprint()
     prompts = ["digit 3", "a handwritten digit seven"]
@@ -236,7 +236,7 @@ def test_tiny_stable_diffusion_with_a_vae_saves_loads_samples_and_unlearns(tmp_p
     model = tiny_text_model(vae=True)
     assert model.image_shape == (4, 8, 8) and model.pixel_shape == (3, 16, 16)
     model.save(tmp_path / "sd")
-    loaded = DiffusionModel.load(tmp_path / "sd", device="cpu")
+    loaded = load_model(tmp_path / "sd", device="cpu")
     assert isinstance(loaded, TextDiffusionModel) and loaded.vae is not None
     assert loaded.fingerprint() == model.fingerprint()
     images = loaded.sample(["digit 3", "digit 4"], seed=0, steps=2)
@@ -254,7 +254,7 @@ def test_tiny_stable_diffusion_with_a_vae_saves_loads_samples_and_unlearns(tmp_p
         result = METHODS.make(name, **TEXT_FAST[name]).unlearn(loaded, task, quiet=True)
         assert result.model.fingerprint() != loaded.fingerprint()
         result.model.save(tmp_path / name)
-        assert DiffusionModel.load(tmp_path / name, device="cpu").fingerprint() == result.model.fingerprint()
+        assert load_model(tmp_path / name, device="cpu").fingerprint() == result.model.fingerprint()
 
 
 @pytest.fixture(scope="module")
@@ -439,38 +439,38 @@ def test_broken_text_model_folders_are_refused(tmp_path):
         next(model.unet.unet.parameters()).fill_(float("nan"))
     model.save(tmp_path / "nan")
     with pytest.raises(UsageError, match=r"model '.*nan' has non-finite weights in conv_in\.weight"):
-        DiffusionModel.load(tmp_path / "nan", device="cpu")
+        load_model(tmp_path / "nan", device="cpu")
     tiny_text_model().save(tmp_path / "partial")
     for part in (tmp_path / "partial" / "text_encoder").iterdir():
         part.unlink()
     with pytest.raises(UsageError, match=r"could not load text-to-image model '.*partial'"):
-        DiffusionModel.load(tmp_path / "partial", device="cpu")
+        load_model(tmp_path / "partial", device="cpu")
     model = tiny_text_model()
     with torch.no_grad():
         next(model.unet.text_encoder.parameters()).fill_(float("nan"))
     model.save(tmp_path / "nan-encoder")  # refused at load, not at step 0 of an erasure
     with pytest.raises(UsageError, match=r"has non-finite weights in text_encoder\."):
-        DiffusionModel.load(tmp_path / "nan-encoder", device="cpu")
+        load_model(tmp_path / "nan-encoder", device="cpu")
     tiny_text_model().save(tmp_path / "truncated")
     weights = next((tmp_path / "truncated" / "text_encoder").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(UsageError, match=r"could not load text-to-image model '.*truncated'"):
-        DiffusionModel.load(tmp_path / "truncated", device="cpu")
+        load_model(tmp_path / "truncated", device="cpu")
     tiny_text_model().save(tmp_path / "other-tokenizer")  # a replaced vocabulary: the record no longer matches
     other = build_tokenizer(["one two"])
     shutil.rmtree(tmp_path / "other-tokenizer" / "tokenizer")
     other.save_pretrained(tmp_path / "other-tokenizer" / "tokenizer")
     with pytest.raises(UsageError, match=r"does not match its record \(erasediff\.json\): a file was changed"):
-        DiffusionModel.load(tmp_path / "other-tokenizer", device="cpu")
+        load_model(tmp_path / "other-tokenizer", device="cpu")
     shutil.rmtree(tmp_path / "other-tokenizer" / "tokenizer")  # no tokenizer at all
     (tmp_path / "other-tokenizer" / "erasediff.json").unlink()  # nor a record to compare with
     with pytest.raises(UsageError, match=r"has a tokenizer of 2 token\(s\), its special tokens only"):
-        DiffusionModel.load(tmp_path / "other-tokenizer", device="cpu")
+        load_model(tmp_path / "other-tokenizer", device="cpu")
     model = tiny_text_model()
     model.tokenizer.model_max_length = 10**30  # a tokenizer asking for an absurd length
     model.save(tmp_path / "long")
     with pytest.raises(UsageError, match=r"has a tokenizer length of 1000.*; expected 1 to 16"):
-        DiffusionModel.load(tmp_path / "long", device="cpu")
+        load_model(tmp_path / "long", device="cpu")
 
 
 def test_a_text_model_of_a_folder_erases_a_class_named_in_words(tmp_path, digits):
@@ -483,7 +483,7 @@ def test_a_text_model_of_a_folder_erases_a_class_named_in_words(tmp_path, digits
     result = invoke("train", "--kind", "text", "--data", folder, "--steps", 3, "--batch-size", 8, "--out", model,
                     "--quiet")
     assert result.exit_code == 0, result.output
-    tokenizer = DiffusionModel.load(model).tokenizer
+    tokenizer = load_model(model).tokenizer
     assert len(tokenizer.tokenize("a snapshot of the golden retriever")) == 6  # held-out wordings: whole words
     refused = invoke("unlearn", "--model", model, "--data", folder, "--forget-concept", "three", "--out",
                      tmp_path / "refused", "--quiet")
@@ -517,7 +517,7 @@ def test_a_folder_with_captions_gives_every_image_its_own(tmp_path, digits, spli
     result = invoke("train", "--kind", "text", "--data", folder, "--steps", 2, "--batch-size", 8, "--out", model,
                     "--quiet")
     assert result.exit_code == 0, result.output
-    text_model = DiffusionModel.load(model)
+    text_model = load_model(model)
     words = ["a", "sketch", "number", "5", "of", "digit", "0"]  # CLIP splits letters from digits
     assert text_model.tokenizer.tokenize("a sketch number 5 of digit0") == [w + "</w>" for w in words]
     folder_splits = make_splits(dataset.labels, seed=0)

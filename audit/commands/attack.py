@@ -15,6 +15,7 @@ from diffusion.concepts import model_view
 from diffusion.data import data_folder
 from diffusion.errors import UsageError
 from diffusion.io import atomic_output_dir, check_output_dir, write_json
+from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, make_splits, read_sample_ids, set_aside
@@ -68,7 +69,7 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
     inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids}
     check_output_dir(out, force, inputs)
     names = ATTACKS.parse_names(attack_names, "--attacks") if attack_names is not None else None
-    model = DiffusionModel.load(model_dir)
+    model = load_model(model_dir)
     names = names or [name for name in ATTACKS if model.conditioning in ATTACKS[name].conditionings]
     attacks = [ATTACKS.make(name, batch_size=batch_size) for name in names]
     for attack in attacks:

@@ -11,6 +11,7 @@ from diffusion.data import data_folder
 from diffusion.errors import UsageError
 from diffusion.io import check_output_file, write_json
 from diffusion.judge import load_or_train_judge
+from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.quality import evaluate_generation
@@ -58,7 +59,7 @@ def evaluate_command(model_dir: Path, forget_classes, concept, json_path: Path |
         check_output_file(json_path, force, {"model folder": model_dir, "data folder": data_folder(data)}, "--json")
     if concept and forget_classes:
         raise UsageError("give --forget-concept (a text-to-image model) or --forget-class, not both")
-    model = DiffusionModel.load(model_dir)
+    model = load_model(model_dir)
     if concept and model.conditioning != "text":
         raise UsageError("--forget-concept names a concept of a text-to-image model; this model is conditioned on "
                          f"{model.conditioning} (use --forget-class)")

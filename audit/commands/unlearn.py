@@ -13,6 +13,7 @@ from diffusion.data import data_folder
 from diffusion.environment import environment_info
 from diffusion.errors import RunError, UsageError
 from diffusion.io import check_output_dir
+from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
@@ -129,7 +130,7 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
              "forget_target": forget_target}
     params = {key: value for key, value in given.items() if value is not None} | parse_params(extra)
     unlearner = METHODS.make(method, **params)
-    model = DiffusionModel.load(model_dir)
+    model = load_model(model_dir)
     dataset = load_data_for_model(data, model)
     splits = make_splits(dataset.labels, split_seed, member_fraction)
     check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, splits,
