@@ -9,43 +9,21 @@ test (TOST, Schuirmann 1987): PASS when the interval of the difference lies with
 outside, INCONCLUSIVE otherwise. The audit also checks its own power: if the attacks cannot tell the ORIGINAL model
 from the references, no PASS is possible. Utility checks compare with the original model.
 
-This module must not import torch: ``erasediff report`` re-checks verdicts with :func:`verdict_of`.
+The checks and the verdict rule (:func:`reports.results.verdict_of`) are records of the results document.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 from scipy.stats import norm
+
+from reports.results import FAIL, INCONCLUSIVE, PASS, Check, verdict_of
 
 from . import statistics
 from .config import Thresholds
 from .seed_spread import GENERATION, RELEARNING, SeedPriors
-from .statistics import FAIL, INCONCLUSIVE, PASS, RESIDUAL_GUARD, combine
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the verdict.
-
-    Attributes:
-        decision: PASS, FAIL or INCONCLUSIVE.
-        estimate: the measured difference (or value) the decision is about.
-        interval: [low, high] of ``estimate`` at the audit's confidence; None for a point check.
-        rule: the decision rule in words.
-    """
-
-    name: str
-    description: str
-    decision: str
-    estimate: float | None
-    interval: list[float] | None
-    rule: str
-    detail: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .statistics import RESIDUAL_GUARD
 
 
 def _signed(value: float) -> str:
@@ -195,12 +173,6 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
         f"<= original x {ratio:g}", f"{unlearned['retained_fd']:.3f} vs limit {limit:.3f} (a point estimate: the "
         "Frechet distance has no per-sample interval)"))
     return checks
-
-
-def verdict_of(decisions: list[str]) -> str:
-    """The verdict rule on the decisions alone (reports re-check a results.json with it): FAIL if any check
-    fails, INCONCLUSIVE if any is inconclusive (or there is none), else PASS."""
-    return combine(decisions)
 
 
 def verdict(checks: list[Check]) -> str:

@@ -20,6 +20,7 @@ from diffusion.errors import UsageError
 from diffusion.io import read_text_file
 from diffusion.params import cut_text, short_repr
 from diffusion.presets import DEFAULT_MEMBER_FRACTION, RECIPE_PRESETS
+from reports.results import ATTACK_NAME
 
 MAX_CONFIG_BYTES = 1_000_000  # also the bound on the text its aliases may expand to
 MAX_CONFIG_VALUES = 10_000
@@ -27,7 +28,6 @@ MAX_CONFIG_DEPTH = 50
 MAX_FD_RATIO = 10  # a retained-class Frechet distance 10x the original's is noise: a larger limit never fails
 MAX_INT_DIGITS = 40  # no setting needs a longer integer; Python refuses to convert more than 4300 digits
 PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*|0x[0-9a-fA-F]+)")  # the integers YAML 1.1 and 1.2 read alike
-ATTACK_NAME = re.compile(r"[A-Za-z0-9_-]+")  # attack names become file names: scores/<attack>.csv
 
 
 @dataclass

@@ -106,8 +106,8 @@ def compare(
                                        confidence=thresholds.confidence, seed=seed)
     comparison = {
         "scale": "raw",
-        "auc": {name: {subject: diff.to_dict() for subject, diff in per.items()} for name, per in diffs.items()},
-        "tpr_at_resolvable_fpr": {"fpr": fpr, "unlearned": tpr.to_dict()},
+        "auc": {name: {subject: diff.to_json() for subject, diff in per.items()} for name, per in diffs.items()},
+        "tpr_at_resolvable_fpr": {"fpr": fpr, "unlearned": tpr.to_json()},
         "decision": statistics.decide(unlearned, thresholds.mia_auc_margin),
         "power": statistics.has_power(original, thresholds.mia_auc_margin),
         "residual_fraction": statistics.residual_fraction(unlearned, original),
@@ -149,7 +149,7 @@ def combine_attacks(
         decision = statistics.INCONCLUSIVE
     original_decision = statistics.decide(original, margin)
     power = original_decision == statistics.FAIL or any(cell.get("power") for cell in cells.values())
-    result = {"attacks": sorted(boots), "unlearned": unlearned.to_dict(), "original": original.to_dict(),
+    result = {"attacks": sorted(boots), "unlearned": unlearned.to_json(), "original": original.to_json(),
               "decision": decision, "power": power, "vetoes": vetoes, "residual_guard": guard,
               "residual_fraction": statistics.residual_fraction(unlearned, original)}
     return result

@@ -24,8 +24,9 @@ from diffusion.quality import evaluate_generation
 from diffusion.reference import load_or_train_reference
 from diffusion.splits import make_splits
 from diffusion.training import TrainConfig
+from reports.results import Check
 
-from .checks import Check, evaluate_checks, verdict
+from .checks import evaluate_checks, verdict
 from .config import AuditConfig
 from .membership import run_membership
 from .run import INVERSION_IMAGES_PER_CLASS, AuditSubjects, prepare_subjects

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ from diffusion.concepts import concept_spec, model_view, task_for_model, unused_
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info, use_threads
 from diffusion.errors import UsageError
-from diffusion.io import atomic_output_dir, write_json
+from diffusion.io import as_json, atomic_output_dir, write_json
 from diffusion.judge import Judge, load_or_train_judge
 from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
@@ -43,16 +43,15 @@ from diffusion.reference import load_or_train_reference, untrained_model
 from diffusion.seeding import derive_seed
 from diffusion.splits import ForgetSpec, ForgetTask, Splits, make_splits, read_sample_ids, set_aside
 from diffusion.training import TrainConfig, process_state
-from reports import write_report
+from reports.results import SCHEMA_VERSION, AuditResults, Check, PairedDifference
 from unlearn import METHODS, Unlearner
 
 from . import statistics
-from .checks import Check, evaluate_checks, verdict
+from .checks import evaluate_checks, verdict
 from .config import AuditConfig, Thresholds
 from .images import save_grid, save_pairs
 from .membership import ScoredSets, exposed_forget_images, run_membership
 from .references import ReferenceCheck, check_reference
-from .schema import SCHEMA_VERSION, ResultsDocument
 from .seed_spread import priors_for, task_kind
 
 logger = logging.getLogger(__name__)
@@ -472,7 +471,7 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
     for conditioning, combined in membership["combined"].items():
         if combined["decision"] != "INCONCLUSIVE" or "unlearned" not in combined:
             continue
-        diff = statistics.PairedDifference(**combined["unlearned"])
+        diff = PairedDifference.from_json(combined["unlearned"])
         would = statistics.what_would_decide(diff, margin, max_forget)
         options = []
         if would["forget_images"] is not None:
@@ -510,8 +509,13 @@ def _output_dir(config: AuditConfig) -> Iterator[Path]:
             yield Path(scratch)
 
 
-def run_audit(config: AuditConfig) -> ResultsDocument:
-    """Run the whole audit and write the output folder atomically; returns the results document (schema 2)."""
+def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = None) -> AuditResults:
+    """Run the whole audit and write the output folder atomically; returns the results (the typed tree of
+    ``results.json``: the document is built into it before it is written, so what is written parses).
+
+    ``render`` (the command line passes :func:`reports.write_report`) is called with the path of ``results.json``
+    before the folder is published, so a report is part of the same atomic write.
+    """
     started = time.perf_counter()
     use_threads(config.threads)
     with _output_dir(config) as out:
@@ -558,7 +562,7 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
             "combined": combined,
             "exposed_forget_images": exposed,
         }
-        results: ResultsDocument = {
+        results = {
             "schema_version": SCHEMA_VERSION,
             "verdict": None,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -579,7 +583,7 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
             "images": images,
         }
         checks = evaluate_checks(results, thresholds)
-        results["checks"] = [c.to_dict() for c in checks]
+        results["checks"] = [c.to_json() for c in checks]
         results["verdict"] = verdict(checks)
         max_forget = (len(subjects.task.forget) if spec.classes or spec.concept
                       else len(subjects.splits.members) - config.calibration_images)
@@ -589,6 +593,8 @@ def run_audit(config: AuditConfig) -> ResultsDocument:
         results["timings"] = {"prepare_seconds": prepared - started, "attacks_seconds": attacked - prepared,
                               "generation_seconds": time.perf_counter() - attacked,
                               "total_seconds": time.perf_counter() - started}
-        write_json(out / "results.json", results)
-        write_report(out / "results.json")
-    return results
+        typed = AuditResults.from_json(as_json(results))
+        write_json(out / "results.json", typed.to_json())
+        if render is not None:
+            render(out / "results.json")
+    return typed

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import f as f_distribution
@@ -47,8 +47,8 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from attacks.metrics import rowwise_aucs, rowwise_tprs_at_fpr
+from reports.results import FAIL, INCONCLUSIVE, PASS, PairedDifference
 
-PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 RESIDUAL_GUARD = 0.5  # a membership PASS keeps at most half of the original's mean AUC difference from the references
 
 
@@ -99,43 +99,6 @@ class PairedBootstrap:
     @property
     def estimate(self) -> float:
         return self.subject_value - float(np.mean(self.reference_values))
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """A subject model's metric minus the mean of the retrained references', with an interval that counts both the
-    images (paired bootstrap) and the retrains' seeds.
-
-    ``low``/``high``: estimate -/+ q sqrt(bootstrap_se^2 + seed_variance (1 + 1/K)), q the Student-t quantile at
-    ``confidence`` with the Welch-Satterthwaite degrees of freedom (``seed_dof`` for the seed term, the bootstrap
-    term treated as known); see :func:`seed_aware_difference`. ``bootstrap_low``/``bootstrap_high`` are the
-    percentile interval of the images alone (the models held fixed). ``standard_error`` is the total,
-    ``bootstrap_standard_error`` the images' part. ``reference_spread`` is the SD of the references' own values
-    (0.0 with one reference). ``seed_dof`` 0 means the seed spread is unknown (one reference and no shipped
-    measurement): then the interval holds the images only and :func:`decide` gives no PASS.
-    """
-
-    metric: str
-    estimate: float
-    low: float
-    high: float
-    confidence: float
-    standard_error: float
-    subject_value: float
-    reference_values: list[float]
-    reference_spread: float
-    num_members: int
-    num_nonmembers: int
-    n_bootstrap: int
-    bootstrap_low: float
-    bootstrap_high: float
-    bootstrap_standard_error: float
-    seed_variance: float
-    seed_dof: float
-    seed_source: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _as_scores(scores: Mapping[str, np.ndarray], name: str, size: int) -> np.ndarray:
@@ -422,20 +385,6 @@ def decide(diff: PairedDifference, margin: float) -> str:
     if -margin <= diff.low and diff.high <= margin and diff.seed_dof > 0:
         return PASS
     return INCONCLUSIVE
-
-
-def combine(decisions: Sequence[str]) -> str:
-    """FAIL if any check fails, else INCONCLUSIVE if any is inconclusive (or there are none), else PASS."""
-    unknown = set(decisions) - {PASS, FAIL, INCONCLUSIVE}
-    if unknown:
-        raise ValueError(f"unknown decisions: {sorted(unknown)}")
-    if not decisions:
-        return INCONCLUSIVE
-    if FAIL in decisions:
-        return FAIL
-    if INCONCLUSIVE in decisions:
-        return INCONCLUSIVE
-    return PASS
 
 
 def has_power(original_vs_references: PairedDifference, margin: float) -> bool:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audit.checks import evaluate_checks, verdict, verdict_of
+from audit.checks import evaluate_checks, verdict
 from audit.config import AuditConfig
 from audit.membership import membership_from_scores
 from audit.run import reference_seed, retrained_model, run_audit
@@ -49,6 +49,7 @@ from diffusion.model import DiffusionModel
 from diffusion.reference import load_or_train_reference
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits
 from diffusion.training import TrainConfig
+from reports.results import verdict_of
 from unlearn import METHODS
 
 NEGATIVE = ("noop", "redirect", "early")
@@ -217,7 +218,7 @@ def run_task(name: str, spec: ForgetSpec, args, dataset, splits, work: Path, row
             results = json.loads((out / "results.json").read_text())
             wall = results["timings"]["total_seconds"]
         else:
-            results = run_audit(AuditConfig(**base, **extra, out=str(out)))
+            results = run_audit(AuditConfig(**base, **extra, out=str(out))).to_json()
             wall = time.perf_counter() - start
         row = {"task": name, "kind": kind, "control": control, "folder": str(out), "wall_seconds": wall,
                "audit_verdict": results["verdict"],

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ERASEDIFF = [sys.executable, "-c", "from audit.cli import main; main()"]
+ERASEDIFF = [sys.executable, "-c", "from erasediff.cli import main; main()"]
 TINY_TRAIN = ["--steps", "2", "--batch-size", "8", "--block-out-channels", "8,16", "--quiet", "--threads", "1"]
 
 

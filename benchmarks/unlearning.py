@@ -48,7 +48,6 @@ import torch
 from attacks.adversarial_prompt import adversarial_prompt_attack
 from attacks.concept_inversion import concept_inversion
 from attacks.prompt_regeneration import prompt_regeneration
-from audit.commands.unlearn import parse_params
 from audit.probe import AuditProbe, default_audit_config
 from diffusion.concepts import captioned, concept_spec, task_for_model, unused_wordings
 from diffusion.data import load_digits_dataset
@@ -59,6 +58,7 @@ from diffusion.quality import evaluate_generation, generate_per_class, judged_co
 from diffusion.reference import load_or_train_reference
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits
 from diffusion.training import TrainConfig
+from erasediff.cli.unlearn import parse_params
 from unlearn import METHODS
 from unlearn.stopping import denoising_losses, internal_membership_auc
 

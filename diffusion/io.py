@@ -198,6 +198,12 @@ def to_jsonable(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def as_json(data):
+    """``data`` as JSON reads it back: numpy values made plain (:func:`to_jsonable`), tuples made lists, and
+    mapping keys made strings (e.g. class ids)."""
+    return json.loads(json.dumps(data, default=to_jsonable, allow_nan=True))
+
+
 def write_json(path: str | Path, data) -> None:
     """Write ``data`` as indented JSON through a temporary file and a rename."""
     path = Path(path)

@@ -1,6 +1,6 @@
-"""``python -m erasediff ...``: the ``erasediff`` command line (see audit/cli.py)."""
+"""``python -m erasediff ...``: the ``erasediff`` command line (see erasediff/cli/)."""
 
-from audit.cli import main
+from erasediff.cli import main
 
 if __name__ == "__main__":
     main(prog_name="erasediff")

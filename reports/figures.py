@@ -12,6 +12,8 @@ from matplotlib import rc_context
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
+from .results import AttackMetrics, Resurrection, Utility
+
 DECISION_COLORS = {"PASS": "#229954", "FAIL": "#c0392b", "INCONCLUSIVE": "#d68910"}
 _REFERENCE = re.compile(r"reference_([1-9][0-9]*)")
 
@@ -83,16 +85,16 @@ def forest_figure(rows: list[ForestRow], margin: float, xlabel: str) -> str:
     return to_svg(figure)
 
 
-def roc_figure(per_model: dict, attack: str) -> str:
+def roc_figure(per_model: dict[str, AttackMetrics], attack: str) -> str:
     """ROC curves of one attack for each model on log-log axes, with the chance diagonal."""
     figure = Figure(figsize=(4.2, 4.4))
     ax = figure.add_subplot()
     floor = 1e-3
     for role, metrics in per_model.items():
-        fpr = np.maximum(np.asarray(metrics["roc"]["fpr"], dtype=float), floor)
-        tpr = np.maximum(np.asarray(metrics["roc"]["tpr"], dtype=float), floor)
+        fpr = np.maximum(np.asarray(metrics.roc.fpr, dtype=float), floor)
+        tpr = np.maximum(np.asarray(metrics.roc.tpr, dtype=float), floor)
         ax.plot(fpr, tpr, color=ROLE_COLORS[role], linewidth=1.0 if _is_reference(role) else 1.6,
-                label=f"{role} (AUC {metrics['auc']:.2f})")
+                label=f"{role} (AUC {metrics.auc:.2f})")
     ax.plot([floor, 1], [floor, 1], color="grey", linestyle=":", label="chance")
     ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.05),
            xlabel="false positive rate", ylabel="true positive rate", title=f"{attack}: ROC (log axes)")
@@ -144,14 +146,14 @@ def curves_figure(curves: dict[str, list[float]]) -> str:
     return to_svg(figure)
 
 
-def relearning_figure(resurrection: dict) -> str:
+def relearning_figure(resurrection: dict[str, Resurrection]) -> str:
     """Judge accuracy on the erased class(es) against fine-tuning steps, one line per model (the relearning
-    probe: ``resurrection[role]["relearning"]``)."""
+    probe of each model's resurrection record)."""
     figure = Figure(figsize=(4.8, 2.8))
     ax = figure.add_subplot()
     for role, probes in resurrection.items():
-        curve = probes["relearning"]
-        ax.plot(curve["checkpoints"], curve["judge_accuracy"], marker="o", markersize=3, linewidth=1.2,
+        curve = probes.relearning
+        ax.plot(curve.checkpoints, curve.judge_accuracy, marker="o", markersize=3, linewidth=1.2,
                 color=ROLE_COLORS[role], label=role)
     ax.set(ylim=(-0.02, 1.02))
     ax.set_xlabel("fine-tuning steps on held-out images of the erased class", fontsize=8)
@@ -162,18 +164,16 @@ def relearning_figure(resurrection: dict) -> str:
     return to_svg(figure)
 
 
-def per_class_accuracy_figure(utility: dict, forgotten: list[int]) -> str:
-    """Grouped bars: the judge's accuracy on generated samples of each class, for each model.
-
-    ``utility`` is as read back from results.json, so class ids are string keys.
-    """
+def per_class_accuracy_figure(utility: dict[str, Utility], forgotten: list[int]) -> str:
+    """Grouped bars: the judge's accuracy on generated samples of each class, for each model (class ids are the
+    string keys of the results document)."""
     roles = list(utility)
-    classes = sorted(int(c) for c in utility[roles[0]]["per_class_accuracy"])
+    classes = sorted(int(c) for c in utility[roles[0]].per_class_accuracy)
     width = 0.8 / len(roles)
     figure = Figure(figsize=(7.5, 2.8))
     ax = figure.add_subplot()
     for k, role in enumerate(roles):
-        values = [utility[role]["per_class_accuracy"][str(c)] for c in classes]
+        values = [utility[role].per_class_accuracy[str(c)] for c in classes]
         ax.bar(np.arange(len(classes)) + (k - (len(roles) - 1) / 2) * width, values, width,
                color=ROLE_COLORS[role], label=role)
     ax.set_xticks(np.arange(len(classes)), [f"{c}{' (forgotten)' if c in forgotten else ''}" for c in classes],

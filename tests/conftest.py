@@ -10,13 +10,13 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from audit.cli import main
 from diffusion.data import load_digits_dataset, load_image_folder
 from diffusion.judge import train_judge
 from diffusion.model import DiffusionModel
 from diffusion.reference import train_on_ids
 from diffusion.splits import ForgetSpec, make_splits
 from diffusion.training import TrainConfig
+from erasediff.cli import main
 
 # One thread: the tiny models gain nothing from two, and a busy 2-core machine slows two threads 5-10x.
 torch.set_num_threads(1)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit.checks import evaluate_checks, proportion_difference, verdict, verdict_of
+from audit.checks import evaluate_checks, proportion_difference, verdict
 from audit.config import Thresholds
 from audit.membership import compare, membership_from_scores
+from reports.results import verdict_of
 
 N_FORGET, N_HELDOUT = 200, 200
 IS_MEMBER = np.r_[np.ones(N_FORGET, bool), np.zeros(N_HELDOUT, bool)]

@@ -4,8 +4,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from audit.cli import main
-from audit.commands.unlearn import parse_params
 from audit.config import (
     MAX_CONFIG_VALUES,
     AuditConfig,
@@ -15,6 +13,8 @@ from audit.config import (
     read_yaml_value,
 )
 from diffusion.errors import UsageError
+from erasediff.cli import main
+from erasediff.cli.unlearn import parse_params
 
 
 def test_defaults_round_trip():

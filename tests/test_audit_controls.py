@@ -15,9 +15,9 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from audit.cli import main
 from audit.config import AuditConfig
 from audit.run import prepare_subjects
+from erasediff.cli import main
 
 from .conftest import CONTROL_CLASS, CONTROL_LABEL, CONTROL_MEMBER_FRACTION, control_audit
 

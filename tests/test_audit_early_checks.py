@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from audit.cli import main
 from audit.config import AuditConfig
 from audit.references import check_reference
 from audit.run import retrained_model
@@ -16,6 +15,7 @@ from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits
+from erasediff.cli import main
 from unlearn import METHODS
 
 from .conftest import TINY, write_digit_folder

@@ -3,8 +3,8 @@ import json
 
 from click.testing import CliRunner
 
-from audit.cli import main
 from diffusion.splits import ForgetSpec
+from erasediff.cli import main
 
 from .conftest import tiny_model
 

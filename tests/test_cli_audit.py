@@ -2,7 +2,7 @@
 
 from click.testing import CliRunner
 
-from audit.cli import main
+from erasediff.cli import main
 
 from .conftest import tiny_model
 

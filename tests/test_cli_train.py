@@ -3,8 +3,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from audit.cli import main
 from diffusion.loading import load_model
+from erasediff.cli import main
 
 TINY_ARGS = ["--steps", "3", "--batch-size", "16", "--block-out-channels", "8,16", "--quiet"]
 

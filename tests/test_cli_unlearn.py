@@ -10,9 +10,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from audit.cli import main
 from diffusion.loading import load_model
 from diffusion.splits import ForgetSpec
+from erasediff.cli import main
 
 from .conftest import tiny_model
 
@@ -104,7 +104,7 @@ def test_non_finite_weights_are_refused_at_load(tmp_path):
 
 def test_evaluate_writes_the_metrics(saved, tmp_path, judge, monkeypatch):
     # the session's real (briefly trained) judge stands in for the cached one, which takes a minute to train
-    monkeypatch.setattr("audit.commands.evaluate.load_or_train_judge", lambda dataset: judge)
+    monkeypatch.setattr("erasediff.cli.evaluate.load_or_train_judge", lambda dataset: judge)
     path = tmp_path / "metrics.json"
     result = invoke("evaluate", "--model", saved, "--forget-class", 3, "--json", path, "--per-class", 4,
                     "--sample-steps", 2, "--quiet")

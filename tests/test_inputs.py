@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from audit.cli import main
 from audit.config import load_config
 from diffusion.concepts import read_prompts
 from diffusion.data import ImageDataset, load_dataset, load_image_folder
@@ -26,6 +25,7 @@ from diffusion.loading import load_model
 from diffusion.model import DiffusionModel, build_unet
 from diffusion.splits import make_splits, read_sample_ids
 from diffusion.training import TrainConfig
+from erasediff.cli import main
 
 from .conftest import tiny_model
 

@@ -20,12 +20,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from audit.cli import main
-from audit.commands import common
-from audit.commands.common import ExitCode
 from diffusion.data import load_image_folder
 from diffusion.io import atomic_output_dir
 from diffusion.judge import load_or_train_judge
+from erasediff.cli import common, main
+from erasediff.cli.common import ExitCode
 
 from .conftest import tiny_model
 
@@ -251,8 +250,8 @@ def test_symlinked_output_is_refused_with_force(tmp_path):
 
 def start_audit(workspace: dict[str, Path], out: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", "from audit.cli import main; main()", *audit_args(workspace, out)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-c", "from erasediff.cli import main; main()", *audit_args(workspace, out)]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def temporaries(out: Path) -> list[Path]:

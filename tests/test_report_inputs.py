@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from audit.checks import evaluate_checks, verdict
-from audit.cli import main
 from audit.config import Thresholds
-from audit.schema import SCHEMA_VERSION
+from erasediff.cli import main
 from reports.html import render_report
+from reports.results import SCHEMA_VERSION
 
 # role: (label AUC, forgotten-class accuracy)
 ROLES = {"original": (0.9, 0.95), "unlearned": (0.5, 0.04), "reference_1": (0.48, 0.03), "reference_2": (0.52, 0.03)}
@@ -55,7 +55,7 @@ def _membership() -> dict:
     return {"references": ["reference_1", "reference_2"], "conditionings": ["label"], "num_forget": 4,
             "num_heldout": 4, "inversion_image_ids": [], "confidence": 0.9, "margin": 0.1,
             "attacks": {"loss": {"label": comparison}}, "combined": {"label": combined},
-            "seed_spread": {"dof": 0, "source": "none", "scale": 1.0, "statistics": []},
+            "seed_spread": {"variances": {}, "dof": 0, "source": "none", "scale": 1.0}, "calibration": None,
             "exposed_forget_images": [{"sample_id": 2, "label": 0, "attack": "loss", "conditioning": "label",
                                        "z": 2.5, "p_value": 0.006}]}
 
@@ -81,7 +81,7 @@ def _document() -> dict:
         "timings": {"total_seconds": 1.0},
     }
     checks = evaluate_checks(results, Thresholds())
-    results["checks"] = [c.to_dict() for c in checks]
+    results["checks"] = [c.to_json() for c in checks]
     results["verdict"] = verdict(checks)
     results["power"] = {"statement": "PASS: every check within its margin.", "has_power": True,
                         "residual_leakage": {"label": {"mean": None, "loss": None}}, "would_decide": []}
@@ -198,9 +198,9 @@ def _comparison(results: dict) -> dict:
     (lambda r: _without(r, "membership"), "lacks the key 'membership'"),
     (lambda r: _without(r, "power"), "lacks the key 'power'"),
     (lambda r: _without(r, "utility", "original"), "key 'utility' lacks the model 'original'"),
-    (lambda r: _without(r, "attacks", "loss", "unlearned", "roc"), "attacks.loss.unlearned.roc"),
+    (lambda r: _without(r, "attacks", "loss", "unlearned", "roc"), "key 'attacks.loss.unlearned' lacks 'roc'"),
     (lambda r: _without(r, "checks", 0, "decision"), "key 'checks[0]' lacks 'decision'"),
-    (lambda r: _without(r, "environment", "packages"), "environment.packages"),
+    (lambda r: _without(r, "environment", "packages"), "key 'environment' lacks 'packages'"),
     (lambda r: r.update(attacks={}), "holds no membership attack"),
     (lambda r: r.update(attacks=[1, 2]), "key 'attacks' must be dict"),
     (lambda r: r["utility"].update(judge={}), "has the model 'judge'"),
@@ -262,10 +262,10 @@ def test_older_schemas_are_refused_with_a_pointer_to_the_audit(tmp_path):
     results = _document()
     results["schema_version"] = 1
     _refused(_report(_write_run(tmp_path / "1", results)), "is a schema 1 results document (erasediff before the "
-             "three-valued verdict); this erasediff renders schema 3 only: re-run the audit")
+             "three-valued verdict); this erasediff reads schema 3 only: re-run the audit")
     results["schema_version"] = 2
     _refused(_report(_write_run(tmp_path / "2", results)), "is a schema 2 results document",
-             "renders schema 3 only: re-run the audit")
+             "reads schema 3 only: re-run the audit")
 
 
 @pytest.mark.parametrize("version", [4, 0, "3", True, 3.0, 1.0])
@@ -273,7 +273,7 @@ def test_other_schema_versions_are_refused(tmp_path, version):
     results = _document()
     results["schema_version"] = version
     _refused(_report(_write_run(tmp_path, results)), f"has schema_version {version!r}",
-             f"renders schema {SCHEMA_VERSION} only")
+             f"reads schema {SCHEMA_VERSION} only")
 
 
 def test_a_number_too_long_to_parse(tmp_path):
@@ -314,5 +314,5 @@ def test_render_report_names_its_source(tmp_path):
 
 
 def test_reports_need_no_torch():
-    code = "import sys, reports, audit.commands.report; sys.exit('torch' in sys.modules)"
+    code = "import sys, reports, erasediff.cli.report; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

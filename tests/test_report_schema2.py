@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from markupsafe import escape
 
-from audit.cli import main
+from erasediff.cli import main
 from reports import figures, write_report
 
 pytestmark = pytest.mark.slow  # the example audits train four small models (shared with test_audit_controls)
@@ -79,7 +79,7 @@ def test_a_schema_1_document_is_refused_in_one_line(examples, tmp_path):
     result = _report(path)
     assert result.exit_code == 2
     assert result.output == (f"error: '{path}' is a schema 1 results document (erasediff before the three-valued "
-                             "verdict); this erasediff renders schema 3 only: re-run the audit\n")
+                             "verdict); this erasediff reads schema 3 only: re-run the audit\n")
 
 
 @pytest.mark.parametrize("name", ["noop", "retr"])

@@ -12,10 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from audit.cli import main
-from audit.commands.common import ExitCode
 from audit.config import config_from_dict
 from diffusion.errors import UsageError
+from erasediff.cli import main
+from erasediff.cli.common import ExitCode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_two_processes_needing_one_cache_entry_build_it_once(tmp_path):
 
 
 def test_python_m_entries_run_the_command_line():
-    for module in ("erasediff", "audit.cli"):
+    for module in ("erasediff", "erasediff.cli"):
         result = subprocess.run([sys.executable, "-m", module, "--version"], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("erasediff, version")

@@ -9,10 +9,8 @@ import pytest
 
 from attacks.metrics import auc, rowwise_aucs, tpr_at_fpr
 from audit.statistics import (
-    PairedDifference,
     SeedSpread,
     calibrate,
-    combine,
     decide,
     has_power,
     leakage,
@@ -24,6 +22,7 @@ from audit.statistics import (
     seed_aware_difference,
     what_would_decide,
 )
+from reports.results import PairedDifference, verdict_of
 
 
 def _difficulty_models(seed: int, num_members: int = 90, num_nonmembers: int = 90, num_references: int = 4,
@@ -69,7 +68,7 @@ def test_paired_difference_deterministic_and_consistent():
     assert first.low <= first.estimate <= first.high
     assert first.standard_error > 0 and first.reference_spread > 0
     assert (first.num_members, first.num_nonmembers, first.n_bootstrap) == (90, 90, 300)
-    assert first.to_dict()["reference_values"] == first.reference_values
+    assert first.to_json()["reference_values"] == first.reference_values
 
     fpr = 1 / 90
     tpr = paired_difference(scores, is_member, "subject", references, metric=f"tpr@{fpr}", n_bootstrap=300)
@@ -142,7 +141,7 @@ def test_leakage_is_one_sided_normal_p_value():
     np.testing.assert_allclose(leakage(np.array([0.0, 1.6448536269514722, -np.inf])), [0.5, 0.05, 1.0])
 
 
-def test_decide_and_combine():
+def test_decide_and_the_verdict_rule():
     margin = 0.05
     assert decide(_diff(0.0, -0.03, 0.04), margin) == "PASS"
     assert decide(_diff(0.0, -0.05, 0.05), margin) == "PASS"  # edges inclusive
@@ -151,12 +150,12 @@ def test_decide_and_combine():
     assert decide(_diff(-0.1, -0.2, -0.05), margin) == "INCONCLUSIVE"  # touching -margin is not outside
     assert decide(_diff(0.04, -0.01, 0.09), margin) == "INCONCLUSIVE"
 
-    assert combine(["PASS", "PASS"]) == "PASS"
-    assert combine(["PASS", "INCONCLUSIVE"]) == "INCONCLUSIVE"
-    assert combine(["INCONCLUSIVE", "FAIL", "PASS"]) == "FAIL"
-    assert combine([]) == "INCONCLUSIVE"
+    assert verdict_of(["PASS", "PASS"]) == "PASS"
+    assert verdict_of(["PASS", "INCONCLUSIVE"]) == "INCONCLUSIVE"
+    assert verdict_of(["INCONCLUSIVE", "FAIL", "PASS"]) == "FAIL"
+    assert verdict_of([]) == "INCONCLUSIVE"
     with pytest.raises(ValueError):
-        combine(["MAYBE"])
+        verdict_of(["MAYBE"])
 
 
 def test_has_power():
@@ -173,7 +172,7 @@ def test_no_pass_without_any_estimate_of_the_seed_spread():
 def test_what_would_decide_by_hand():
     # images only (no seed spread): half-width 1.645 * 0.06 / 1.645 = 0.06, room 0.03 -> 4x the images
     diff = _diff(0.02, -0.04, 0.08, num_members=100)
-    diff = PairedDifference(**{**diff.to_dict(), "standard_error": 0.06 / 1.645,
+    diff = PairedDifference(**{**diff.to_json(), "standard_error": 0.06 / 1.645,
                                 "bootstrap_standard_error": 0.06 / 1.645})
     would = what_would_decide(diff, 0.05, max_forget=1000)
     assert 400 <= would["forget_images"] <= 401 and would["references"] is None and would["outcome"] == "PASS"

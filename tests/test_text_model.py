@@ -16,7 +16,6 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from attacks.adversarial_prompt import adversarial_prompt_attack, search_prompt
 from attacks.concept_inversion import concept_inversion, fit_concept_token
 from attacks.prompt_regeneration import prompt_regeneration
-from audit.cli import main
 from diffusion.captions import (
     DIGIT_CAPTIONS,
     NAMED_HELDOUT_TEMPLATES,
@@ -31,6 +30,7 @@ from diffusion.loading import load_model
 from diffusion.seeding import seeded_normal
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits
 from diffusion.text_model import TextDiffusionModel, build_text_components
+from erasediff.cli import main
 from unlearn import METHODS
 
 from .conftest import tiny_model, write_digit_folder

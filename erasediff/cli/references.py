@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..config import load_config
+from audit.config import load_config
+
 from .audit import task_options, task_overrides
 from .common import configure_logging, handle_errors, on_main_process
 
@@ -32,7 +33,7 @@ def references_command(config_file, model, preset, forget_classes, forget_ids, f
                  "retrain_references": count}
     config = load_config(config_file, overrides)
     configure_logging(config.quiet)
-    from ..run import fill_reference  # heavy imports only when a reference is really trained or found
+    from audit.run import fill_reference  # heavy imports only when a reference is really trained or found
 
     source = fill_reference(config, index)
     state = "found in the cache" if source["cached"] else "trained"

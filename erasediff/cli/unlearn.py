@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import yaml
 
+from audit.config import read_yaml_value
 from diffusion.captions import ClassCaptions
 from diffusion.concepts import concept_spec, read_prompts, task_for_model
 from diffusion.data import data_folder
@@ -20,7 +21,6 @@ from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
 from diffusion.training import MIXED_PRECISIONS
 from unlearn import METHODS
 
-from ..config import read_yaml_value
 from .common import (
     configure_logging,
     handle_errors,

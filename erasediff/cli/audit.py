@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
+from audit.config import AuditConfig, load_config
 from diffusion.io import check_output_dir
 from diffusion.presets import RECIPE_PRESETS
+from reports import write_report
 
-from ..config import AuditConfig, load_config
 from .common import THREADS_HELP, ExitCode, configure_logging, handle_errors, on_main_process
 
 DEFAULTS = AuditConfig()
@@ -113,19 +114,19 @@ def audit_command(config_file, model, unlearned, retrained, unverified_reference
     config = load_config(config_file, overrides)
     configure_logging(config.quiet)
     check_output_dir(config.out, config.force, config.input_paths(config_file))
-    from ..run import run_audit  # heavy imports (attacks, unlearning) only when an audit really runs
+    from audit.run import run_audit  # heavy imports (attacks, unlearning) only when an audit really runs
 
-    results = run_audit(config)
+    results = run_audit(config, render=write_report)
 
     def summary() -> None:
-        passed = sum(c["decision"] == "PASS" for c in results["checks"])
-        click.echo(f"verdict: {results['verdict']} ({passed}/{len(results['checks'])} checks passed); "
+        passed = sum(c.decision == "PASS" for c in results.checks)
+        click.echo(f"verdict: {results.verdict} ({passed}/{len(results.checks)} checks passed); "
                    f"report: {Path(config.out) / 'report.html'}")
-        for check in results["checks"]:
-            if check["decision"] != "PASS":
-                click.echo(f"  {check['decision'].lower()} {check['name']}: {check['detail']}")
-        click.echo(results["power"]["statement"])
+        for check in results.checks:
+            if check.decision != "PASS":
+                click.echo(f"  {check.decision.lower()} {check.name}: {check.detail}")
+        click.echo(results.power.statement)
 
     on_main_process(summary)
     codes = {"PASS": ExitCode.OK, "FAIL": ExitCode.GATE_FAILED, "INCONCLUSIVE": ExitCode.INCONCLUSIVE}
-    raise SystemExit(codes[results["verdict"]])
+    raise SystemExit(codes[results.verdict])
