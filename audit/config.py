@@ -74,23 +74,21 @@ class AuditConfig:
             were retrained without the forget set; without it they are refused, and with it the verdict says so.
         retrained: models retrained without the forget set (folders); empty with ``retrain`` = train
             ``retrain_references`` of them now, each with its own seed (cached by content).
-        retrain_references: K, the number of references trained when none is given. 2 by measurement: on 2 CPU
-            cores one takes about 4 minutes, and K = 2 keeps the default audit within 20 minutes from nothing;
-            per-example calibration (decisions on a deletion of member images) gains with more (use 4-8 on a GPU).
+        retrain_references: K, the number of references trained when none is given (use 4-8 on a GPU; why 2:
+            benchmarks/results/defaults.md).
         preset: the recipe of the built-in reference model and of the references retrained by the audit
             (diffusion.training.RECIPE_PRESETS): ``default`` (2000 steps) or ``thorough`` (6000 steps: a
             reference that remembers, membership AUC ~1.0, three times the training time).
         forget_concept: prompts naming a concept to erase from a text-to-image model (then ``forget_classes`` is
             not given; the built-in model, when ``model`` is None, is the text model of the digits). anchor: the
             prompt the concept is mapped to (None: the empty prompt).
-        attacks: membership attacks; the default adds SimA (one model call, the strongest with PIA on the
-            reference model: benchmarks/results/attacks.txt) to the four papers' attacks; ``secmi_nn`` is left out
-            (weaker than SecMI_stat on 100 calibration images there).
+        attacks: membership attacks: the four papers' attacks and SimA by default (``secmi_nn`` is left out; why:
+            benchmarks/results/defaults.md).
         calibration_images: up to this many retained members and heldout non-members, never scored, on which
             every attack fits its free choices against the original model before scoring (0: the attacks' fixed
-            paper defaults). 100 per side resolves calibration AUCs to about +/-0.04.
+            paper defaults).
         threads: CPU threads of torch's operators (None: torch's default, one per core); recorded in the results'
-            environment block. Measured in benchmarks/results/threads.txt.
+            environment block (benchmarks/results/threads.txt).
     """
 
     model: str | None = None

@@ -68,7 +68,8 @@ def bome_multiplier(
 @METHODS.register
 @dataclass
 class EraseDiff(GradientUnlearner):
-    """EraseDiff (arXiv 2401.05779): min L_r(theta) s.t. q(theta) = L_f(theta) - min_phi L_f(phi) <= 0.
+    """EraseDiff (Wu, Le, Hayat, Harandi, arXiv 2401.05779): min L_r(theta) s.t. q(theta) = L_f(theta) -
+    min_phi L_f(phi) <= 0, solved first-order.
 
     Each outer step draws a forget batch and a remain batch, each with its own timesteps and noise, then:
 
@@ -79,51 +80,38 @@ class EraseDiff(GradientUnlearner):
     4. theta <- Adam(theta, grad L_r + lambda * grad q), the outer gradient clipped to norm ``grad_clip``,
        and an EMA of the weights (decay ``ema_decay`` from step ``ema_start`` on) is what is returned.
 
-    ``barrier``: BOME's default ``gradient`` (phi = eta ||grad q||^2) does not depend on f_hat, so the inner steps
-    only feed the logged q: ``inner_steps`` 0 (the default) gives the same model 14-29% faster (class 0, 300 steps,
-    two runs: 70 s vs 81 s and 58 s vs 83 s; identical weights). ``value`` (phi = eta q, BOME's alternative, f_hat
-    matters; needs inner_steps >= 1) forgot more slowly per second: judged 50% (eta 1) and 26% (eta 10) after 300
-    steps vs 6% (benchmarks/results/erasediff_objectives.txt).
-
     Text-to-image models: the relabel target is the official SD form, the forget prompt's prediction regressed on the
-    anchor prompt's (stop-gradient, same noisy input; the task's ``anchor``).
-
-    ``forget_target``: ``uniform`` noises the forget images with u ~ U[0, 1) and regresses the prediction on u
-    (the paper's form); ``relabel`` (the default, as in the authors' later code) regresses it on the model's own
-    detached prediction under another class, drawn from the classes not being forgotten; ``match`` drives each
-    forget image's loss to what the original would give it as a non-member (:func:`membership_matching_loss`,
-    two-sided) while the task's non-member images keep the original's predictions. ``match`` needs
-    ``task.nonmembers``: images from the same distribution that were never trained on (a user's validation set).
-    ``adversarial_embedding``: an attacker's class embedding is fitted alongside (one Adam step per step on the
-    forget images, :class:`~unlearn.adversarial_embedding.AdversarialEmbedding`) and the relabel loss is applied
-    under it too, so the class cannot be brought back by embedding inversion. On class 0 it turned the audit's
-    membership FAILs under the inverted embedding (PIA +0.21, SimA +0.19) into INCONCLUSIVE (at most +0.17) but
-    raised the retained FD x1.68 (the audit allows x1.3), so it is off by default.
-    Defaults, each chosen by measurement on the 8x8 digits reference (numbers in benchmarks/results/defaults.md):
-    ``relabel`` (``uniform`` leaves the class generated and lowers the forget images' loss; ``match`` removed less
-    of the membership signal than ``relabel`` on a 50-image deletion and does not stop a class being generated);
-    lr 1e-4 (1e-3 collapses utility); EMA 0.98 from step 50 over 300 steps (raw weights wander, 0.995 averages
-    too slowly); ``eta=None``: 0.2 when the task names a class, 0.05 when it deletes images only (0.2 hurts
-    retained classes). Logged per step: loss_retain, loss_forget, q, lambda, cos_grad.
+    anchor prompt's (stop-gradient, same noisy input; the task's ``anchor``). Logged per step: loss_retain,
+    loss_forget, q, lambda, cos_grad. Why each default is what it is: benchmarks/results/defaults.md.
 
     Args:
-        steps: outer steps. lr: Adam learning rate. batch_size: forget and remain images per step (the forget
-            batch is the whole forget set when it is smaller). inner_steps, inner_lr: the K SGD steps of 1.
-        eta: BOME's rate (None: by kind of deletion, see above). barrier: ``gradient`` or ``value`` (above).
-            adversarial_embedding: train against an attacker's embedding (above; relabel target only).
-            repair_steps: steps of plain DDPM training on the remaining data after the erasure (0: none).
-            stop_every, stop_margin: every ``stop_every`` steps, stop once the forget images' loss-attack AUC
-            against the task's non-members is at most 0.5 + ``stop_margin`` (unlearn/stopping.py; None: run all
-            ``steps``). Needs non-members of the forget set's distribution (for a class: unseen images of it).
-            batched_forward: with the relabel target and no inner step, both losses come from one forward of the
-            UNet over the stacked forget and remain batches (two backward passes through it) instead of two
-            forwards: the same steps up to summation order. Off by default: on 2 CPU cores it is 1.30-1.44x
-            SLOWER per step (each backward runs through both batches; benchmarks/results/erasediff_step.txt); it
-            may pay where kernel launches, not arithmetic, bound a step (small batches on a GPU: measure it there).
-            fixed_lambda: a constant lambda instead of BOME's rule (None: adaptive). grad_clip: outer gradient
-            norm bound (None: off). modules: a text model's UNet parameters that train
-            (:data:`~diffusion.text_model.TRAINABLE_MODULES`; the text encoder stays frozen).
-        ema_decay: EMA of the weights (None: off). ema_start: steps before the averaging starts.
+        steps: outer steps.
+        lr: Adam learning rate.
+        batch_size: forget and remain images per step (the forget batch is the whole forget set when smaller).
+        inner_steps: the K SGD steps of step 1 (0: none; the ``gradient`` barrier does not use f_hat).
+        inner_lr: their learning rate.
+        eta: BOME's rate; None: 0.2 when the task names a class, 0.05 when it deletes member images only.
+        fixed_lambda: a constant lambda instead of BOME's rule (None: adaptive).
+        forget_target: what the forget images' predictions are regressed on: ``relabel`` (the model's own detached
+            prediction under another class, drawn from the classes not being forgotten, as in the authors' later
+            code), ``uniform`` (u ~ U[0, 1) noise, the paper's form) or ``match`` (each forget image's loss driven
+            to what the original gives it as a non-member, :func:`membership_matching_loss`; needs
+            ``task.nonmembers``, images of the same distribution never trained on).
+        barrier: BOME's ``gradient`` (phi = eta ||grad q||^2) or ``value`` (phi = eta q; needs inner_steps >= 1).
+        adversarial_embedding: also fit an attacker's class embedding (one Adam step per step on the forget images,
+            :class:`~unlearn.adversarial_embedding.AdversarialEmbedding`) and apply the relabel loss under it, so
+            the class cannot be brought back by embedding inversion (relabel target only).
+        repair_steps: steps of plain DDPM training on the remaining data after the erasure (0: none).
+        stop_every: every ``stop_every`` steps, stop once the forget images' loss-attack AUC against the task's
+            non-members is at most 0.5 + ``stop_margin`` (unlearn/stopping.py; None: run all ``steps``).
+        stop_margin: that margin.
+        batched_forward: with the relabel target and no inner step, both losses from one forward of the UNet over
+            the stacked forget and remain batches (the same steps up to summation order).
+        modules: a text model's UNet parameters that train (:data:`~diffusion.text_model.TRAINABLE_MODULES`; the
+            text encoder stays frozen).
+        grad_clip: outer gradient norm bound (None: off).
+        ema_decay: EMA of the weights (None: off).
+        ema_start: steps before the averaging starts.
     """
 
     name = "erasediff"
