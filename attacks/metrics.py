@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Integral, Real
 
 import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_curve
 
 from diffusion.errors import UsageError
+from diffusion.params import Interval, checks_arguments
 
 
 def _as_scores(values, name: str) -> np.ndarray:
@@ -153,6 +155,8 @@ def calibrated_threshold(
     return result
 
 
+@checks_arguments({"confidence": [Interval(Real, 0, 1, closed="neither")], "n_bootstrap": [Interval(Integral, 2, None)],
+                   "calibration_fraction": [Interval(Real, 0, 1, closed="neither")]})
 def membership_metrics(
     member_scores: Sequence[float] | np.ndarray,
     nonmember_scores: Sequence[float] | np.ndarray,
@@ -182,12 +186,6 @@ def membership_metrics(
     """
     members = _as_scores(member_scores, "member_scores")
     nonmembers = _as_scores(nonmember_scores, "nonmember_scores")
-    if not 0 < confidence < 1:
-        raise UsageError(f"The 'confidence' parameter of membership_metrics must be in (0, 1). Got {confidence}.")
-    if not 0 < calibration_fraction < 1:
-        raise UsageError(
-            f"The 'calibration_fraction' parameter of membership_metrics must be in (0, 1). Got {calibration_fraction}."
-        )
     labels = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
     scores = np.r_[members, nonmembers]
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)

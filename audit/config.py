@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -18,7 +18,7 @@ import yaml
 
 from diffusion.errors import UsageError
 from diffusion.io import read_text_file
-from diffusion.params import cut_text, short_repr
+from diffusion.params import Interval, cut_text, short_repr
 from diffusion.presets import DEFAULT_MEMBER_FRACTION, RECIPE_PRESETS
 from reports.results import ATTACK_NAME
 
@@ -173,45 +173,47 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-_COUNT = (lambda v: 1 <= v < 2**31, "a positive integer below 2**31")
-_AUC_MARGIN = (lambda v: 0 < v < 0.5, "a margin in (0, 0.5) (0 can never pass; 0.5 or more lets any model match "
-                                     "chance)")
-_RATE_MARGIN = (lambda v: 0 < v < 1, "a margin in (0, 1) (0 can never pass, 1 or more can never fail)")
-_LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "forget_classes": (lambda v: 0 <= v < 2**31, "a class id in [0, 2**31)"),
-    "split_seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
-    "member_fraction": (lambda v: 0 < v < 1, "a fraction in (0, 1)"),
-    "seed": (lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)"),
+_COUNT = ("a positive integer", Interval(Integral, 1, 2**31, closed="left"), "")
+_AUC_MARGIN = ("a margin", Interval(Real, 0, 0.5, closed="neither"),
+               " (0 can never pass; 0.5 or more lets any model match chance)")
+_RATE_MARGIN = ("a margin", Interval(Real, 0, 1, closed="neither"), " (0 can never pass, 1 or more can never fail)")
+# config key -> (what it is, its interval, why, in words); a list's items are checked one by one, None is allowed
+_LIMITS: dict[str, tuple[str, Interval, str]] = {
+    "forget_classes": ("a class id", Interval(Integral, 0, 2**31, closed="left"), ""),
+    "split_seed": ("an integer", Interval(Integral, 0, 2**32, closed="left"), ""),
+    "member_fraction": ("a fraction", Interval(Real, 0, 1, closed="neither"), ""),
+    "seed": ("an integer", Interval(Integral, 0, 2**63, closed="left"), ""),
     "extraction_samples_per_class": _COUNT,
     "eval_samples_per_class": _COUNT,
     "eval_steps": _COUNT,
-    "retrain_references": (lambda v: 1 <= v <= 64, "a number of references in [1, 64]"),
-    "threads": (lambda v: v is None or 1 <= v <= 1024, "a number of CPU threads in [1, 1024]"),
-    "calibration_images": (lambda v: 0 <= v < 2**31, "a number of images in [0, 2**31) (0: the attacks' fixed "
-                                                     "paper defaults)"),
-    "thresholds.confidence": (lambda v: 0.5 <= v < 1, "a confidence level in [0.5, 1)"),
+    "retrain_references": ("a number of references", Interval(Integral, 1, 64), ""),
+    "threads": ("a number of CPU threads", Interval(Integral, 1, 1024), ""),
+    "calibration_images": ("a number of images", Interval(Integral, 0, 2**31, closed="left"),
+                           " (0: the attacks' fixed paper defaults)"),
+    "thresholds.confidence": ("a confidence level", Interval(Real, 0.5, 1, closed="left"), ""),
     "thresholds.mia_auc_margin": _AUC_MARGIN,
     "thresholds.class_mia_auc_margin": _AUC_MARGIN,
     "thresholds.mia_tpr_margin": _RATE_MARGIN,
-    "thresholds.extraction_margin": (lambda v: 0 <= v < 2**31, "a number of images in [0, 2**31)"),
+    "thresholds.extraction_margin": ("a number of images", Interval(Integral, 0, 2**31, closed="left"), ""),
     "thresholds.forgotten_accuracy_margin": _RATE_MARGIN,
     "thresholds.resurrection_margin": _RATE_MARGIN,
     "thresholds.relearning_margin": _RATE_MARGIN,
     "thresholds.retained_accuracy_drop": _RATE_MARGIN,
-    "thresholds.retained_fd_ratio": (lambda v: 1 <= v <= MAX_FD_RATIO, f"a ratio in [1, {MAX_FD_RATIO}] (below 1 "
-                                     "even the original model fails; beyond it the check can never fail)"),
+    "thresholds.retained_fd_ratio": ("a ratio", Interval(Real, 1, MAX_FD_RATIO),
+                                     " (below 1 even the original model fails; beyond it the check can never fail)"),
 }
 
 
 def _check_limits(config: AuditConfig) -> None:
-    """Every numeric setting within its range (NaN and infinities are in none); list items one by one."""
-    for key, (within, text) in _LIMITS.items():
+    """Every numeric setting within its interval (NaN and infinities are in none); list items one by one."""
+    for key, (what, interval, why) in _LIMITS.items():
         owner, _, name = key.rpartition(".")
         value = getattr(config.thresholds if owner else config, name)
         items = {f"{key}[{i}]": v for i, v in enumerate(value)} if isinstance(value, list) else {key: value}
         for where, item in items.items():
-            if not within(item):
-                raise UsageError(f"config key '{where}' must be {text}; got {short_repr(item)}")
+            if item is not None and not interval.is_satisfied_by(item):
+                raise UsageError(f"config key '{where}' must be {what} in {interval.bounds()}{why}; got "
+                                 f"{short_repr(item)}")
     margin, samples = config.thresholds.extraction_margin, config.extraction_samples_per_class
     if margin >= samples:
         raise UsageError(f"config key 'thresholds.extraction_margin' must be below extraction_samples_per_class "

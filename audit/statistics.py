@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.stats import f as f_distribution
@@ -47,8 +48,12 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from attacks.metrics import rowwise_aucs, rowwise_tprs_at_fpr
+from diffusion.params import Interval, checks_arguments
 from reports.results import FAIL, INCONCLUSIVE, PASS, PairedDifference
 
+UNIT_OPEN = [Interval(Real, 0, 1, closed="neither")]  # a confidence level
+MARGIN = [Interval(Real, 0, None)]
+REPLICATES = [Interval(Integral, 2, None)]
 RESIDUAL_GUARD = 0.5  # a membership PASS keeps at most half of the original's mean AUC difference from the references
 
 
@@ -110,6 +115,7 @@ def _as_scores(scores: Mapping[str, np.ndarray], name: str, size: int) -> np.nda
     return values
 
 
+@checks_arguments({"n_bootstrap": REPLICATES})
 def paired_bootstrap(
     scores: Mapping[str, np.ndarray],
     is_member: np.ndarray,
@@ -132,8 +138,6 @@ def paired_bootstrap(
         raise ValueError("paired_difference needs at least one reference model")
     if subject in references:
         raise ValueError(f"subject {subject!r} is also listed among the references")
-    if n_bootstrap < 2:
-        raise ValueError(f"n_bootstrap must be >= 2, got {n_bootstrap}")
     compute = _metric_function(metric)
     member_mask = np.asarray(is_member, dtype=bool)
     if member_mask.ndim != 1:
@@ -220,6 +224,7 @@ def pooled_seed_spread(reference_values: Sequence[float], prior: SeedSpread | No
     return SeedSpread(variance, dof, f"{prior.source}, pooled with the {k} references' spread")
 
 
+@checks_arguments({"confidence": UNIT_OPEN})
 def seed_aware_difference(boot: PairedBootstrap, confidence: float = 0.90, prior: SeedSpread | None = None
                           ) -> PairedDifference:
     """The interval of (subject - references' mean) with the retrains' seeds counted, not only the images.
@@ -231,8 +236,6 @@ def seed_aware_difference(boot: PairedBootstrap, confidence: float = 0.90, prior
     (sigma^2 carries ``seed.dof``, the bootstrap term is treated as known). Without any estimate of sigma^2
     (``dof`` 0) the interval holds the images alone and is marked so (``seed_dof`` 0).
     """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     k = len(boot.reference_values)
     seed = pooled_seed_spread(boot.reference_values, prior)
     boot_variance = float(np.var(boot.differences, ddof=1))
@@ -269,6 +272,7 @@ def seed_aware_difference(boot: PairedBootstrap, confidence: float = 0.90, prior
     )
 
 
+@checks_arguments({"confidence": UNIT_OPEN, "n_bootstrap": REPLICATES})
 def paired_difference(
     scores: Mapping[str, np.ndarray],
     is_member: np.ndarray,
@@ -283,8 +287,6 @@ def paired_difference(
 ) -> PairedDifference:
     """Subject's ``metric`` minus the references' mean, with an interval over images and seeds: a
     :func:`paired_bootstrap` turned into a :func:`seed_aware_difference`. Deterministic for a given ``seed``."""
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     boot = paired_bootstrap(scores, is_member, subject, references, metric=metric, n_bootstrap=n_bootstrap, seed=seed)
     return seed_aware_difference(boot, confidence, seed_prior)
 
@@ -372,14 +374,13 @@ def leakage(z: np.ndarray) -> np.ndarray:
     return norm.sf(np.asarray(z, dtype=np.float64))
 
 
+@checks_arguments({"margin": MARGIN})
 def decide(diff: PairedDifference, margin: float) -> str:
     """TOST verdict: PASS if the interval lies inside [-margin, margin], FAIL if entirely outside, else INCONCLUSIVE.
 
     No PASS when the seeds' spread is unknown (``seed_dof`` 0): an interval of the images alone would certify
     what may be one retrain's luck.
     """
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
     if diff.high < -margin or diff.low > margin:
         return FAIL
     if -margin <= diff.low and diff.high <= margin and diff.seed_dof > 0:
@@ -400,6 +401,7 @@ def _half_width(diff: PairedDifference, forget_scale: float, references: int) ->
     return quantile * math.sqrt((diff.bootstrap_standard_error**2 + seed_term) / forget_scale)
 
 
+@checks_arguments({"margin": MARGIN})
 def what_would_decide(diff: PairedDifference, margin: float, max_forget: int, max_references: int = 16) -> dict:
     """What would make an INCONCLUSIVE difference decisive, with the estimate held where it is.
 
@@ -409,8 +411,6 @@ def what_would_decide(diff: PairedDifference, margin: float, max_forget: int, ma
     answer the estimate points to (None when it sits on the margin). Both variance terms are assumed to shrink as
     1 / images (an AUC is a mean over image pairs) and the seed term as (1 + 1/K).
     """
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
     gap = margin - abs(diff.estimate)
     if gap == 0.0:
         return {"forget_images": None, "references": None, "outcome": None}

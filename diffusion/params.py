@@ -2,20 +2,24 @@
 
 The shape is scikit-learn's ``_parameter_constraints``: a table ``{name: [constraint, ...]}`` where a value
 is valid when it satisfies ANY constraint of its list; ``None`` in a list allows ``None``. A failure reads
-"The 'lr' parameter of EraseDiff must be a float in (0, inf). Got -1.0 instead.".
+"The 'lr' parameter of EraseDiff must be a float in (0, inf). Got -1.0 instead.". Functions declare theirs with
+:func:`checks_arguments`; the audit's config checks its limits with the same :class:`Interval`.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import reprlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral, Real
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .errors import UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _ShortRepr(reprlib.Repr):
@@ -76,13 +80,22 @@ class Interval(Constraint):
         )
         return left_ok and right_ok
 
-    def __str__(self) -> str:
-        kind = "an int" if self.kind is Integral else "a float"
-        left = "-inf" if self.left is None else f"{self.left:g}"
-        right = "inf" if self.right is None else f"{self.right:g}"
+    def bounds(self) -> str:
+        """The interval in words, e.g. ``[0, 2**31)`` (a large power of two written as one)."""
+
+        def text(bound: float | None, unbounded: str) -> str:
+            if bound is None:
+                return unbounded
+            if isinstance(bound, int) and bound >= 2**16 and bound & (bound - 1) == 0:
+                return f"2**{bound.bit_length() - 1}"
+            return f"{bound:g}"
+
         opening = "[" if self.closed in ("both", "left") and self.left is not None else "("
         closing = "]" if self.closed in ("both", "right") and self.right is not None else ")"
-        return f"{kind} in {opening}{left}, {right}{closing}"
+        return f"{opening}{text(self.left, '-inf')}, {text(self.right, 'inf')}{closing}"
+
+    def __str__(self) -> str:
+        return f"{'an int' if self.kind is Integral else 'a float'} in {self.bounds()}"
 
 
 class Options(Constraint):
@@ -128,6 +141,28 @@ def validate_params(
             raise UsageError(
                 f"The '{name}' parameter of {owner} must be {_describe(allowed)}. Got {short_repr(value)} instead."
             )
+
+
+def checks_arguments(constraints: Mapping[str, Sequence[Constraint | None]]) -> Callable[[F], F]:
+    """Decorator: the named arguments of a function checked against ``constraints`` (defaults included) before it
+    runs, with :func:`validate_params`'s message ("The 'confidence' parameter of decide must be ...")."""
+
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+        unknown = set(constraints) - set(signature.parameters)
+        if unknown:
+            raise TypeError(f"{function.__name__} has no parameter(s) {sorted(unknown)}")
+
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            validate_params(constraints, {name: bound.arguments[name] for name in constraints}, function.__name__)
+            return function(*args, **kwargs)
+
+        return checked  # type: ignore[return-value]
+
+    return decorate
 
 
 class Parameterized:
