@@ -22,6 +22,7 @@ from reports.results import FAIL, INCONCLUSIVE, PASS, Check, verdict_of
 
 from . import statistics
 from .config import Thresholds
+from .probes import PROBES
 from .seed_spread import GENERATION, RELEARNING, SeedPriors
 from .statistics import RESIDUAL_GUARD
 
@@ -120,19 +121,15 @@ def _relearning_check(resurrection: dict, references: list[str], thresholds: Thr
 
 
 def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
-    """Every check of the audit from a results document: its ``membership`` comparisons, and its ``extraction``,
-    ``resurrection`` and ``utility`` sections keyed by model role (original, unlearned, reference_1..K)."""
+    """Every check of the audit from a results document: its ``membership`` comparisons, every probe's section
+    (audit/probes/), and its ``resurrection`` and ``utility`` sections, keyed by model role (original, unlearned,
+    reference_1..K)."""
     confidence = thresholds.confidence
     references = results["membership"]["references"]
     checks = _membership_checks(results["membership"], thresholds)
     utility = results["utility"]
-    if results.get("extraction") and references:
-        extracted = results["extraction"]["unlearned"]["num_forget_extracted"]
-        limit = max(results["extraction"][r]["num_forget_extracted"] for r in references) + thresholds.extraction_margin
-        checks.append(Check("extraction", "forget images regenerated (extracted) no more often than by any reference",
-                            PASS if extracted <= limit else FAIL, float(extracted), None,
-                            f"<= the references' most + {thresholds.extraction_margin}",
-                            f"{extracted} forget images extracted vs limit {limit} (a count: no interval)"))
+    for name in PROBES:  # each registered probe's own checks (audit/probes/)
+        checks += PROBES.make(name).checks(results, thresholds)
     forgotten = utility["unlearned"].get("forgotten_accuracy")
     if forgotten is not None and references:
         n = utility["unlearned"]["samples_per_class"] * len(results["forget_spec"]["classes"])

@@ -29,8 +29,9 @@ from reports.results import Check
 from .checks import evaluate_checks, verdict
 from .config import AuditConfig
 from .membership import run_membership
-from .run import INVERSION_IMAGES_PER_CLASS, AuditSubjects, prepare_subjects
+from .run import INVERSION_IMAGES_PER_CLASS, prepare_subjects
 from .seed_spread import priors_for, task_kind
+from .subjects import AuditSubjects
 
 UNLEARNED = "unlearned"
 

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +21,6 @@ import torch
 from attacks import ATTACKS, Attack, CalibrationSet
 from attacks.adversarial_prompt import adversarial_prompt_attack
 from attacks.concept_inversion import concept_inversion
-from attacks.extraction import extract_training_data
 from attacks.inversion import InvertedConditioning, embedding_inversion, fit_class_embedding
 from attacks.prompt_regeneration import prompt_regeneration
 from attacks.regeneration import ResurrectionResult, conditional_regeneration
@@ -33,7 +32,7 @@ from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info, use_threads
 from diffusion.errors import UsageError
 from diffusion.io import as_json, atomic_output_dir, write_json
-from diffusion.judge import Judge, load_or_train_judge
+from diffusion.judge import load_or_train_judge
 from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.presets import RECIPE_PRESETS
@@ -49,10 +48,12 @@ from unlearn import METHODS, Unlearner
 from . import statistics
 from .checks import evaluate_checks, verdict
 from .config import AuditConfig, Thresholds
-from .images import save_grid, save_pairs
+from .images import save_grid
 from .membership import ScoredSets, exposed_forget_images, run_membership
+from .probes import PROBES
 from .references import ReferenceCheck, check_reference
 from .seed_spread import priors_for, task_kind
+from .subjects import AuditSubjects
 
 logger = logging.getLogger(__name__)
 
@@ -60,32 +61,6 @@ REFERENCE = "reference"  # reference roles: reference_1 .. reference_K
 MIN_CALIBRATION_IMAGES = 10  # fewer members or non-members than this cannot rank a grid of choices
 INVERSION_IMAGES_PER_CLASS = 8  # heldout images per erased class kept aside (never scored) to fit an embedding
 PROMPT_GRID_IMAGES = 8  # images per prompt in a text model's prompt -> samples grid (one row of the report)
-
-
-
-@dataclass
-class AuditSubjects:
-    """The data, the forget task, the attacks and the models under audit, keyed by role.
-
-    Roles: ``original``, ``unlearned`` and ``reference_1`` .. ``reference_K`` (retrained without the forget set).
-    ``sets`` are the images every attack scores; ``inversion_images`` (heldout images of the erased classes, never
-    scored) are what an attacker fits a new class embedding on; ``calibration`` (retained members and heldout
-    non-members, never scored) is what the attacks fit their free choices on.
-    """
-
-    dataset: ImageDataset
-    splits: Splits
-    spec: ForgetSpec
-    task: ForgetTask
-    attacks: list[Attack]
-    judge: Judge
-    models: dict[str, DiffusionModel]
-    references: list[str]
-    sources: dict[str, dict]
-    unlearning: dict | None
-    sets: ScoredSets
-    inversion_images: LabeledImages | None
-    calibration: CalibrationSet | None
 
 
 def _forget_spec(config: AuditConfig, wordings: ClassCaptions) -> ForgetSpec:
@@ -322,15 +297,13 @@ def _inversions(subjects: AuditSubjects, config: AuditConfig) -> dict[str, Inver
 def _generation(
     subjects: AuditSubjects, config: AuditConfig, inversions: dict[str, InvertedConditioning], images_dir: Path
 ) -> tuple[dict, dict, dict]:
-    """Utility, extraction and resurrection (regeneration, embedding inversion, relearning) on every model, with
-    the images the report shows. Inversion and relearning learn from the held-out images kept aside."""
+    """Utility and resurrection (regeneration, embedding inversion, relearning) on every model, with the images the
+    report shows. Inversion and relearning learn from the held-out images kept aside."""
     classes = subjects.spec.classes
-    utility, extraction, resurrection, images = {}, {}, {}, {}
+    utility, resurrection, images = {}, {}, {}
     retained_show = subjects.task.retained_classes[:4]
-    train_set = subjects.dataset.select(subjects.splits.members)
-    forget_ids = set(subjects.task.forget.ids.tolist())
     forget_pixels = subjects.dataset.select(subjects.task.forget.ids)  # class labels, pixels (for a VAE model too)
-    target_classes = list(classes) if classes else sorted(set(forget_pixels.labels.tolist()))
+    target_classes = subjects.forgotten_classes()
     wordings = subjects.dataset.class_wordings
     for role, model in subjects.models.items():
         utility[role] = evaluate_generation(model, subjects.judge, subjects.dataset, forget_classes=classes,
@@ -339,16 +312,6 @@ def _generation(
         for kind, show in {"forgotten": target_classes, "retained": retained_show}.items():
             grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps, wordings=wordings)
             images[f"{role}_{kind}"] = save_grid(grid, images_dir / f"{role}_{kind}.png", columns=8).name
-        found = extract_training_data(model, train_set, target_classes, per_class=config.extraction_samples_per_class,
-                                      seed=config.seed, steps=config.eval_steps, wordings=wordings)
-        extraction[role] = found.to_dict()
-        extraction[role]["num_forget_extracted"] = len(forget_ids & set(found.extracted_training_ids))
-        at_paper = extraction[role]["at_paper_alpha"]
-        at_paper["num_forget_extracted"] = len(forget_ids & set(at_paper["extracted_training_ids"]))
-        copies, originals = found.pairs()
-        if len(copies):
-            images[f"{role}_extraction"] = save_pairs(copies[:16], originals[:16],
-                                                      images_dir / f"{role}_extraction.png").name
         if role in inversions:
             regenerated = conditional_regeneration(model, subjects.judge, subjects.task.forget, classes,
                                                    seed=config.seed, per_class=config.eval_samples_per_class,
@@ -369,7 +332,7 @@ def _generation(
             for kind, generated in shown.items():
                 images[f"{role}_{kind}"] = save_grid(generated[:16], images_dir / f"{role}_{kind}.png",
                                                      columns=8).name
-    return utility, {"extraction": extraction, "resurrection": resurrection}, images
+    return utility, {"resurrection": resurrection}, images
 
 
 def _concept_resurrection(
@@ -543,6 +506,13 @@ def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = Non
         attacked = time.perf_counter()
         utility, probes, generated = _generation(subjects, config, inversions, images_dir)
         images.update(generated)
+        for name in PROBES:
+            probe = PROBES.make(name)
+            if probe.applies(subjects, config):
+                probes[name] = {}
+                for role, model in subjects.models.items():
+                    probes[name][role], shown = probe.run(role, model, subjects, config, images_dir)
+                    images.update(shown)
         sets = subjects.sets
         membership = {
             "references": subjects.references,

@@ -522,8 +522,9 @@ class Unlearning(Record):
 @dataclass
 class AuditResults(Record):
     """results.json. ``attacks[attack][role]``: every membership metric of one model under the label;
-    ``utility``, ``extraction``, ``resurrection`` and ``models`` are keyed by role; ``images`` maps a key to a PNG
-    file name in ``images/``; ``verdict`` follows from ``checks`` (:func:`verdict_of`)."""
+    ``utility``, ``extraction``, ``resurrection`` and ``models`` are keyed by role, and so is the section of a probe
+    another package adds (kept in ``extra``); ``images`` maps a key to a PNG file name in ``images/``; ``verdict``
+    follows from ``checks`` (:func:`verdict_of`)."""
 
     schema_version: int
     verdict: str
@@ -544,6 +545,9 @@ class AuditResults(Record):
     checks: list[Check]
     power: Power
     timings: dict[str, float]
+    extra: dict[str, Json] = field(default_factory=dict)  # a plug-in probe's section: model role -> its record
+
+    OPEN = True
 
     @classmethod
     def from_json(cls, value: Any, where: str = "") -> Self:
@@ -564,6 +568,10 @@ class AuditResults(Record):
         return super().from_json(value, where)
 
     def validate(self, where: str) -> None:
+        for key, section in self.extra.items():  # only a probe's section may be a key the tree does not declare
+            if not isinstance(section, dict) or not all(ROLE.fullmatch(r) and isinstance(v, dict)
+                                                         for r, v in section.items()):
+                _fail(key, "is not a key of the results document, nor a probe's section (model role -> record)")
         _check_decision(self.verdict, "verdict")
         if not self.attacks:
             _fail("attacks", "holds no membership attack")

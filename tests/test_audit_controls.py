@@ -16,8 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from audit.config import AuditConfig
+from audit.probes import PROBES, Probe
 from audit.run import prepare_subjects
 from erasediff.cli import main
+from reports.results import FAIL, PASS, Check
 
 from .conftest import CONTROL_CLASS, CONTROL_LABEL, CONTROL_MEMBER_FRACTION, control_audit
 
@@ -110,10 +112,28 @@ def test_methods_get_the_calibration_non_members_which_are_never_scored(control_
     assert given.isdisjoint(subjects.splits.members.tolist())
 
 
-def test_the_same_seed_gives_the_same_results(control_workspace, retrained_audit, tmp_path):
-    """The audit run again with the same config and seed: every key of results.json and every score table the same,
-    apart from the creation time, the timings and the output path."""
+class ForgetCountProbe(Probe):
+    """A probe another package could add: each model's section counts the forget images; its check always PASSes."""
+
+    name = "forget_count"
+
+    def run(self, role, model, subjects, config, images_dir):
+        return {"num_forget": len(subjects.task.forget), "fingerprint": model.fingerprint()}, {}
+
+    def checks(self, results, thresholds):
+        counts = {section["num_forget"] for section in results[self.name].values()}
+        return [Check("forget_count", "every model saw the same forget set", PASS if len(counts) == 1 else FAIL,
+                      None, None, "one count", f"counts {sorted(counts)}")]
+
+
+def test_the_same_seed_gives_the_same_results_and_a_probe_plugin_adds_only_its_own(control_workspace,
+                                                                                   retrained_audit, tmp_path,
+                                                                                   monkeypatch):
+    """The audit run again with the same config and seed, a plug-in probe registered: every key of results.json
+    and every score table the same, apart from the creation time, the timings, the output path and the probe's own
+    section and check (one per model, and one line of the verdict)."""
     first, _ = retrained_audit
+    monkeypatch.setitem(PROBES._classes, ForgetCountProbe.name, ForgetCountProbe)
     again = tmp_path / "again"
     result = control_audit(control_workspace, control_workspace["retrained_a"], again)
     assert result.exit_code in (0, 4), result.output
@@ -130,6 +150,13 @@ def test_the_same_seed_gives_the_same_results(control_workspace, retrained_audit
         results["config"].pop("out")
         return results
 
-    assert comparable(again) == comparable(first)
+    repeated = comparable(again)
+    section = repeated.pop(ForgetCountProbe.name)
+    assert set(section) == set(repeated["models"]) and {s["num_forget"] for s in section.values()} == {
+        repeated["data"]["num_forget"]}
+    added = [c for c in repeated["checks"] if c["name"] == "forget_count"]
+    assert [c["decision"] for c in added] == ["PASS"]
+    repeated["checks"].remove(added[0])
+    assert repeated == comparable(first)
     for table in (first / "scores").glob("*.csv"):
         assert (again / "scores" / table.name).read_text() == table.read_text(), table.name
