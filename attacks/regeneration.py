@@ -79,10 +79,7 @@ def check_class_ids(model: DiffusionModel, classes: Sequence[int], what: str,
                     wordings: ClassCaptions | None = None) -> list[int]:
     """The class ids as ints; raise :class:`UsageError` for an unconditional model, a bad id or no id (a text
     model's classes are those its data's ``wordings`` name)."""
-    if model.conditioning == "text":
-        num_classes = wordings.num_classes if wordings is not None else None  # generating asks for the wordings
-    else:
-        num_classes = model.require_class_conditioning(what)
+    num_classes = model.classes_known(wordings, what)
     classes = [int(c) for c in classes]
     if not classes:
         raise UsageError(f"{what} needs at least one class id")

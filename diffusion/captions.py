@@ -79,6 +79,11 @@ class ClassCaptions:
         names = self.names[label]
         return [t.format(word=names[0], digit=names[-1]) for t in templates or self.train_templates]
 
+    def heldout_prompts(self, labels: Sequence[int]) -> list[str]:
+        """A prompt per class label: the class's held-out wordings, cycled (never a training one)."""
+        templates = self.heldout_templates
+        return [self.captions(label, templates)[i % len(templates)] for i, label in enumerate(labels)]
+
     @property
     def every_template(self) -> tuple[str, ...]:
         """The training wordings, then the held-out ones."""

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,9 @@ from .errors import UsageError
 from .io import read_text_file, write_json
 from .params import cut_text
 from .seeding import seeded_generators, seeded_normal
+
+if TYPE_CHECKING:
+    from .captions import ClassCaptions
 
 ImageBatch = torch.Tensor  # (B, C, H, W), values in [-1, 1]
 HUB_PREFIX = "hf://"  # marks a Hugging Face hub model id, e.g. hf://google/ddpm-cifar10-32
@@ -149,6 +152,23 @@ class DiffusionModel:
         if self.num_classes is None:
             raise UsageError(f"{what} needs a class-conditional model; this UNet has no class embedding")
         return self.num_classes
+
+    def train_only(self, modules: str) -> None:
+        """Let only ``modules`` of the model require gradients: a class-conditional UNet trains whole (``full``);
+        a text model chooses among its UNet's parts (:meth:`TextDiffusionModel.train_only`)."""
+        if modules != "full":
+            raise UsageError(f"modules '{modules}' choose among a text-to-image UNet's parameters; this model is "
+                             f"conditioned on {self.conditioning} (leave modules 'full')")
+
+    def classes_known(self, wordings: ClassCaptions | None, what: str) -> int | None:
+        """How many classes this model can be asked for: its class labels (a :class:`UsageError` naming ``what``
+        for an unconditional model). ``wordings`` are how a text model asks for them (unused here)."""
+        return self.require_class_conditioning(what)
+
+    def conditions_for(self, labels: torch.Tensor, wordings: ClassCaptions | None = None) -> torch.Tensor | list[str]:
+        """How this model is asked for an image of each class in ``labels`` (N,): the labels themselves (a text
+        model: a prompt per label in the data's ``wordings``)."""
+        return labels
 
     # ------------------------------------------------------------------ diffusion
     def add_noise(self, x0: ImageBatch, noise: torch.Tensor, t: torch.Tensor) -> ImageBatch:

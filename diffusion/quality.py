@@ -15,7 +15,6 @@ from scipy import linalg
 
 from .captions import ClassCaptions
 from .data import ImageDataset
-from .errors import UsageError
 from .judge import Judge
 from .model import DiffusionModel
 
@@ -55,27 +54,15 @@ def per_class_noise_ids(classes: Sequence[int], per_class: int) -> list[int]:
     return [int(c) * 100_000 + j for c in classes for j in range(per_class)]
 
 
-def class_prompts(labels: Sequence[int], wordings: ClassCaptions) -> list[str]:
-    """A prompt per class label for a text model: the class's held-out wordings, cycled (never a training one)."""
-    templates = wordings.heldout_templates
-    return [wordings.captions(label, templates)[i % len(templates)] for i, label in enumerate(labels)]
-
-
 def generate_per_class(
     model: DiffusionModel, classes: Sequence[int], per_class: int, *, seed: int, steps: int = 50,
     wordings: ClassCaptions | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` DDIM samples for each class: images (K * per_class, C, H, W) and labels (K * per_class,),
-    with the noises of :func:`per_class_noise_ids`; a text model is prompted with :func:`class_prompts` of the
-    data's ``wordings`` (required for a text model)."""
+    with the noises of :func:`per_class_noise_ids`, each class asked for as the model takes it
+    (:meth:`DiffusionModel.conditions_for`; a text model needs the data's ``wordings``)."""
     labels = torch.tensor([c for c in classes for _ in range(per_class)], dtype=torch.long)
-    if model.conditioning == "text":
-        if wordings is None:
-            raise UsageError("a text-to-image model is asked for a class in words: give the data's class wordings "
-                             "(ImageDataset.class_wordings)")
-        conditioning = class_prompts(labels.tolist(), wordings)
-    else:
-        conditioning = labels
+    conditioning = model.conditions_for(labels, wordings)
     return model.sample(conditioning, seed=seed, ids=per_class_noise_ids(classes, per_class), steps=steps), labels
 
 
@@ -95,11 +82,7 @@ def evaluate_generation(
     ``forgotten_accuracy``, ``forgotten_entropy`` (None without forgotten classes), ``retained_accuracy``,
     ``retained_fd`` and the sampling settings.
     """
-    if model.conditioning == "text":  # every class of the data, prompted with held-out wordings
-        num_classes = dataset.num_classes
-    else:
-        num_classes = model.require_class_conditioning("generation quality")
-    classes = list(range(num_classes))
+    classes = list(range(model.classes_known(dataset.class_wordings, "generation quality") or dataset.num_classes))
     images, labels = generate_per_class(model, classes, per_class, seed=seed, steps=steps,
                                         wordings=dataset.class_wordings)
     probs = judge.probabilities(images)

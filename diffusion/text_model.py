@@ -22,7 +22,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
-from .captions import CaptionDropout, token_ids
+from .captions import CaptionDropout, ClassCaptions, token_ids
 from .errors import UsageError
 from .io import read_text_file, write_json
 from .model import (
@@ -176,6 +176,17 @@ class TextDiffusionModel(DiffusionModel):
         return self.vae.decode(latents.to(self.device) / self.vae.config.scaling_factor).sample.clamp(-1, 1).cpu()
 
     @torch.no_grad()
+    def classes_known(self, wordings: ClassCaptions | None, what: str) -> int | None:
+        """How many classes the data's ``wordings`` name (None without them: generating then asks for them)."""
+        return None if wordings is None else wordings.num_classes
+
+    def conditions_for(self, labels: torch.Tensor, wordings: ClassCaptions | None = None) -> list[str]:
+        """A prompt per class label: the class's held-out wordings in the data's ``wordings`` (required)."""
+        if wordings is None:
+            raise UsageError("a text-to-image model is asked for a class in words: give the data's class wordings "
+                             "(ImageDataset.class_wordings)")
+        return wordings.heldout_prompts(labels.tolist())
+
     def sample(
         self,
         labels: torch.Tensor | Sequence[str] | None,

@@ -19,7 +19,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from diffusion.data import LabeledImages
-from diffusion.errors import RunError, UsageError
+from diffusion.errors import RunError
 from diffusion.model import DiffusionModel
 from diffusion.params import Interval
 from diffusion.seeding import derive_seed
@@ -135,11 +135,7 @@ class GradientUnlearner(Unlearner):
         start = time.perf_counter()
         paused = 0.0
         work = model.copy()
-        if work.conditioning == "text":
-            work.train_only(self.modules)
-        elif self.modules != "full":
-            raise UsageError(f"{self.name}: modules '{self.modules}' choose among a text-to-image UNet's parameters; "
-                             "this model is class-conditional (leave modules 'full')")
+        work.train_only(self.modules)
         if options.gradient_checkpointing:
             work.enable_gradient_checkpointing()
         work.unet.train()
