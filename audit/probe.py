@@ -17,10 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from attacks import AttackScores
-from attacks.inversion import InvertedConditioning, fit_class_embedding
 from diffusion.data import load_digits_dataset
 from diffusion.model import DiffusionModel
-from diffusion.quality import evaluate_generation
 from diffusion.reference import load_or_train_reference
 from diffusion.splits import make_splits
 from diffusion.training import TrainConfig
@@ -29,7 +27,7 @@ from reports.results import Check
 from .checks import evaluate_checks, verdict
 from .config import AuditConfig
 from .membership import run_membership
-from .run import INVERSION_IMAGES_PER_CLASS, prepare_subjects
+from .run import prepare_subjects
 from .seed_spread import priors_for, task_kind
 from .subjects import AuditSubjects
 
@@ -110,34 +108,20 @@ class AuditProbe:
         self.thresholds = config.thresholds.for_task(bool(spec.classes))
         self.priors = priors_for(original.fingerprint(), task_kind(spec.classes, spec.sample_ids, bool(spec.concept)),
                                  self.subjects.sets.num_members)
-        self.inversions = {role: self._inverted(model) for role, model in self.fixed.items()}
-        self.utility = {role: self._utility(model) for role, model in self.fixed.items()}
+        self.inversions = {role: self.subjects.inversion(model, config) for role, model in self.fixed.items()}
+        self.utility = {role: self.subjects.utility(model, config) for role, model in self.fixed.items()}
         self._scores_dir = tempfile.TemporaryDirectory(prefix="erasediff-probe-")  # the CSVs are not kept
-
-    def _inverted(self, model: DiffusionModel) -> InvertedConditioning | None:
-        subjects = self.subjects
-        if subjects.inversion_images is None:
-            return None
-        return fit_class_embedding(model, subjects.inversion_images, subjects.spec.classes, seed=self.config.seed,
-                                   images_per_class=INVERSION_IMAGES_PER_CLASS)
-
-    def _utility(self, model: DiffusionModel) -> dict:
-        return evaluate_generation(model, self.subjects.judge, self.subjects.dataset,
-                                   forget_classes=self.subjects.spec.classes,
-                                   per_class=self.config.eval_samples_per_class, seed=self.config.seed,
-                                   steps=self.config.eval_steps)
 
     def __call__(self, model: DiffusionModel) -> ProbeResult:
         """The probed checks of the audit with ``model`` as the unlearned model."""
         subjects, config = self.subjects, self.config
         models = {**self.fixed, UNLEARNED: model}
-        inversions = {}
-        if subjects.inversion_images is not None:
-            inversions = {**self.inversions, UNLEARNED: self._inverted(model)}
+        every = {**self.inversions, UNLEARNED: subjects.inversion(model, config)}
+        inversions = {role: inversion for role, inversion in every.items() if inversion is not None}
         _, comparisons, combined = run_membership(subjects.attacks, models, inversions, subjects.sets,
                                                   subjects.references, self.thresholds, config.seed,
                                                   Path(self._scores_dir.name), memo=self.memo, priors=self.priors)
-        utility = {**self.utility, UNLEARNED: self._utility(model)}
+        utility = {**self.utility, UNLEARNED: subjects.utility(model, config)}
         results = {"membership": {"references": subjects.references, "attacks": comparisons, "combined": combined},
                    "utility": utility, "forget_spec": subjects.spec.to_dict()}
         return ProbeResult(evaluate_checks(results, self.thresholds), comparisons, combined, utility[UNLEARNED])

@@ -21,7 +21,7 @@ import torch
 from attacks import ATTACKS, Attack, CalibrationSet
 from attacks.adversarial_prompt import adversarial_prompt_attack
 from attacks.concept_inversion import concept_inversion
-from attacks.inversion import InvertedConditioning, embedding_inversion, fit_class_embedding
+from attacks.inversion import InvertedConditioning, embedding_inversion
 from attacks.prompt_regeneration import prompt_regeneration
 from attacks.regeneration import ResurrectionResult, conditional_regeneration
 from attacks.relearning import relearning_curve
@@ -37,7 +37,7 @@ from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.presets import RECIPE_PRESETS
 from diffusion.provenance import check_provenance, load_data_for_model
-from diffusion.quality import evaluate_generation, generate_per_class
+from diffusion.quality import generate_per_class
 from diffusion.reference import load_or_train_reference, untrained_model
 from diffusion.seeding import derive_seed
 from diffusion.splits import ForgetSpec, ForgetTask, Splits, make_splits, read_sample_ids, set_aside
@@ -53,13 +53,12 @@ from .membership import ScoredSets, exposed_forget_images, run_membership
 from .probes import PROBES
 from .references import ReferenceCheck, check_reference
 from .seed_spread import priors_for, task_kind
-from .subjects import AuditSubjects
+from .subjects import INVERSION_IMAGES_PER_CLASS, AuditSubjects
 
 logger = logging.getLogger(__name__)
 
 REFERENCE = "reference"  # reference roles: reference_1 .. reference_K
 MIN_CALIBRATION_IMAGES = 10  # fewer members or non-members than this cannot rank a grid of choices
-INVERSION_IMAGES_PER_CLASS = 8  # heldout images per erased class kept aside (never scored) to fit an embedding
 PROMPT_GRID_IMAGES = 8  # images per prompt in a text model's prompt -> samples grid (one row of the report)
 
 
@@ -283,17 +282,6 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
                          inversion_images, calibration)
 
 
-def _inversions(subjects: AuditSubjects, config: AuditConfig) -> dict[str, InvertedConditioning]:
-    """For every model, a class embedding per erased class fitted on the images kept aside (none for a
-    sample-level deletion, whose images keep their own classes, nor for a text model: it has no class embedding,
-    its concept inversion learns a word instead)."""
-    if subjects.inversion_images is None or subjects.task.anchor is not None:
-        return {}
-    return {role: fit_class_embedding(model, subjects.inversion_images, subjects.spec.classes, seed=config.seed,
-                                      images_per_class=INVERSION_IMAGES_PER_CLASS, quiet=config.quiet)
-            for role, model in subjects.models.items()}
-
-
 def _generation(
     subjects: AuditSubjects, config: AuditConfig, inversions: dict[str, InvertedConditioning], images_dir: Path
 ) -> tuple[dict, dict, dict]:
@@ -306,9 +294,7 @@ def _generation(
     target_classes = subjects.forgotten_classes()
     wordings = subjects.dataset.class_wordings
     for role, model in subjects.models.items():
-        utility[role] = evaluate_generation(model, subjects.judge, subjects.dataset, forget_classes=classes,
-                                            per_class=config.eval_samples_per_class, seed=config.seed,
-                                            steps=config.eval_steps)
+        utility[role] = subjects.utility(model, config)
         for kind, show in {"forgotten": target_classes, "retained": retained_show}.items():
             grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps, wordings=wordings)
             images[f"{role}_{kind}"] = save_grid(grid, images_dir / f"{role}_{kind}.png", columns=8).name
@@ -487,7 +473,8 @@ def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = Non
         images_dir = out / "images"
         images_dir.mkdir()
         (out / "scores").mkdir()
-        inversions = _inversions(subjects, config)
+        inversions = {role: inversion for role, model in subjects.models.items()
+                      if (inversion := subjects.inversion(model, config)) is not None}
         if subjects.calibration is not None:
             for attack in subjects.attacks:
                 attack.fit(subjects.models["original"], subjects.calibration, seed=config.seed, quiet=config.quiet)

@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attacks import Attack, CalibrationSet
+from attacks.inversion import InvertedConditioning, fit_class_embedding
 from diffusion.data import ImageDataset, LabeledImages
 from diffusion.judge import Judge
 from diffusion.model import DiffusionModel
+from diffusion.quality import evaluate_generation
 from diffusion.splits import ForgetSpec, ForgetTask, Splits
 
+from .config import AuditConfig
 from .membership import ScoredSets
+
+INVERSION_IMAGES_PER_CLASS = 8  # heldout images per erased class kept aside (never scored) to fit an embedding
 
 
 @dataclass
@@ -43,3 +48,18 @@ class AuditSubjects:
         if self.spec.classes:
             return list(self.spec.classes)
         return sorted(set(self.dataset.labels[self.task.forget.ids].tolist()))
+
+    def inversion(self, model: DiffusionModel, config: AuditConfig) -> InvertedConditioning | None:
+        """A class embedding per erased class fitted for ``model`` on the images kept aside; None for a deletion of
+        member images (they keep their own classes) and for a text model (its concept inversion learns a word)."""
+        if self.inversion_images is None or self.task.anchor is not None:
+            return None
+        return fit_class_embedding(model, self.inversion_images, self.spec.classes, seed=config.seed,
+                                   images_per_class=INVERSION_IMAGES_PER_CLASS, quiet=config.quiet)
+
+    def utility(self, model: DiffusionModel, config: AuditConfig) -> dict:
+        """``model``'s generation quality: every class judged, forgotten and retained apart
+        (:func:`diffusion.quality.evaluate_generation`)."""
+        return evaluate_generation(model, self.judge, self.dataset, forget_classes=self.spec.classes,
+                                   per_class=config.eval_samples_per_class, seed=config.seed,
+                                   steps=config.eval_steps)
