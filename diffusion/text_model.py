@@ -175,7 +175,6 @@ class TextDiffusionModel(DiffusionModel):
             return latents.clamp(-1, 1)
         return self.vae.decode(latents.to(self.device) / self.vae.config.scaling_factor).sample.clamp(-1, 1).cpu()
 
-    @torch.no_grad()
     def classes_known(self, wordings: ClassCaptions | None, what: str) -> int | None:
         """How many classes the data's ``wordings`` name (None without them: generating then asks for them)."""
         return None if wordings is None else wordings.num_classes
@@ -187,6 +186,7 @@ class TextDiffusionModel(DiffusionModel):
                              "(ImageDataset.class_wordings)")
         return wordings.heldout_prompts(labels.tolist())
 
+    @torch.no_grad()
     def sample(
         self,
         labels: torch.Tensor | Sequence[str] | None,
