@@ -42,7 +42,3 @@ def main() -> None:
 
     Exit codes: 0 ok (audit PASS), 1 audit FAIL, 2 usage or config error, 3 runtime error, 4 audit INCONCLUSIVE.
     """
-
-
-if __name__ == "__main__":  # ``python -m erasediff.cli``
-    main(prog_name="erasediff")
