@@ -40,7 +40,7 @@ from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.quality import generate_per_class
 from diffusion.reference import load_or_train_reference, untrained_model
 from diffusion.seeding import derive_seed
-from diffusion.splits import ForgetSpec, ForgetTask, Splits, make_splits, read_sample_ids, set_aside
+from diffusion.splits import ForgetSpec, ForgetTask, Splits, calibration_ids, make_splits, read_sample_ids
 from diffusion.training import TrainConfig, process_state
 from reports.results import SCHEMA_VERSION, AuditResults, Check, PairedDifference
 from unlearn import METHODS, Unlearner
@@ -205,9 +205,10 @@ def _scored_sets(
     if config.calibration_images:
         wanted, seed = config.calibration_images, derive_seed(config.seed, "calibration") % 2**32
         unscored = np.setdiff1d(splits.heldout, spec.heldout_ids(dataset.labels, splits))
-        # heldout images the audit does not score first; at most a quarter of the scored ones otherwise
-        nonmembers = set_aside(unscored, heldout_ids, min(wanted, len(unscored) + len(heldout_ids) // 4), seed)
-        members = set_aside(task.retain.ids.numpy(), [], wanted, seed)
+        # retained members (never scored); heldout images the audit does not score, then at most a quarter of those
+        # it scores
+        members, nonmembers = calibration_ids((task.retain.ids.numpy(), np.array([], np.int64)),
+                                              (unscored, heldout_ids), wanted, seed, scored_share=0.25)
         if min(len(members), len(nonmembers)) < MIN_CALIBRATION_IMAGES:
             raise UsageError(f"too few images to fit the attacks on: {len(members)} retained members and "
                              f"{len(nonmembers)} spare heldout images (at least {MIN_CALIBRATION_IMAGES} of each); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -233,6 +234,17 @@ def set_aside(preferred: np.ndarray, fallback: np.ndarray, size: int, seed: int)
         rest = np.setdiff1d(np.asarray(fallback, dtype=np.int64), preferred)
         picked = np.r_[picked, rng.permutation(rest)[:size - len(picked)]]
     return np.sort(picked)
+
+
+def calibration_ids(members: tuple[np.ndarray, np.ndarray], nonmembers: tuple[np.ndarray, np.ndarray], size: int,
+                    seed: int, *, scored_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of a calibration set: up to ``size`` members and ``size`` non-members, each drawn by :func:`set_aside`
+    from its (unscored, scored) pair: ids nothing scores first, then at most ``scored_share`` of the scored ones."""
+
+    def draw(unscored: np.ndarray, scored: np.ndarray) -> np.ndarray:
+        return set_aside(unscored, scored, min(size, len(unscored) + math.floor(len(scored) * scored_share)), seed)
+
+    return draw(*members), draw(*nonmembers)
 
 
 def read_sample_ids(path: str) -> tuple[int, ...]:

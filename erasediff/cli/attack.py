@@ -18,7 +18,7 @@ from diffusion.io import atomic_output_dir, check_output_dir, write_json
 from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
-from diffusion.splits import ForgetSpec, make_splits, read_sample_ids, set_aside
+from diffusion.splits import ForgetSpec, calibration_ids, make_splits, read_sample_ids
 
 from .common import (
     configure_logging,
@@ -88,8 +88,8 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
     # a text model scores (image, caption) pairs
     calibration, view = None, model_view(model, dataset, seed)
     if calibration_images:
-        picked = [set_aside(np.setdiff1d(pool, scored), scored, calibration_images, seed)
-                  for pool, scored in ((splits.members, member_ids), (splits.heldout, nonmember_ids))]
+        picked = calibration_ids((np.setdiff1d(splits.members, member_ids), member_ids),
+                                 (np.setdiff1d(splits.heldout, nonmember_ids), nonmember_ids), calibration_images, seed)
         member_ids, nonmember_ids = np.setdiff1d(member_ids, picked[0]), np.setdiff1d(nonmember_ids, picked[1])
         if not len(member_ids) or not len(nonmember_ids):
             raise UsageError(f"--calibration-images {calibration_images} leaves no member or no heldout image to "
