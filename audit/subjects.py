@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from attacks import Attack, CalibrationSet
 from attacks.inversion import InvertedConditioning, fit_class_embedding
@@ -41,6 +42,11 @@ class AuditSubjects:
     sets: ScoredSets
     inversion_images: LabeledImages | None
     calibration: CalibrationSet | None
+
+    @cached_property
+    def training_members(self) -> LabeledImages:
+        """The original model's training members (what extraction matches generated images against)."""
+        return self.dataset.select(self.splits.members)
 
     def forgotten_classes(self) -> list[int]:
         """The classes the probes generate as the forgotten ones: the erased classes, or for a deletion of member

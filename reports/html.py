@@ -25,27 +25,22 @@ from diffusion.errors import UsageError
 from diffusion.params import cut_text, short_repr
 
 from . import figures
-from .results import DECISIONS, ROLE, AuditResults, Comparison, DocumentError
+from .results import DECISIONS, ROLE, AuditResults, Comparison, DocumentError, is_number
 
 LABEL = "label"  # the conditioning the per-model metrics and the score histograms are under
-_NUMBER = (int, float)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, _NUMBER) and not isinstance(value, bool)
 
 
 def _signed(value: Any, digits: int = 3) -> str:
-    return f"{value:+.{digits}f}" if _is_number(value) else "n/a"
+    return f"{value:+.{digits}f}" if is_number(value) else "n/a"
 
 
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("reports", "templates"), autoescape=select_autoescape(default=True),
                       undefined=ChainableUndefined)
-    env.filters["num"] = lambda v, digits=3: f"{v:.{digits}f}" if _is_number(v) else "n/a"
+    env.filters["num"] = lambda v, digits=3: f"{v:.{digits}f}" if is_number(v) else "n/a"
     env.filters["signed"] = _signed
-    env.filters["pct"] = lambda v: f"{100 * v:.1f}%" if _is_number(v) else "n/a"
-    env.filters["sig"] = lambda v: f"{v:.2g}" if _is_number(v) else "n/a"
+    env.filters["pct"] = lambda v: f"{100 * v:.1f}%" if is_number(v) else "n/a"
+    env.filters["sig"] = lambda v: f"{v:.2g}" if is_number(v) else "n/a"
     return env
 
 

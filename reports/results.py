@@ -89,7 +89,8 @@ def _fail(where: str, problem: str) -> typing.NoReturn:
     raise DocumentError(f"key '{cut_text(where, 80)}' {cut_text(problem, 200)}" if where else cut_text(problem, 200))
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A JSON number: an int or a float, never a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -129,7 +130,7 @@ def _parse(kind: Any, value: Any, where: str) -> Any:
         return kind.from_json(value, where)
     if origin is list:
         (item,) = typing.get_args(kind)
-        if not isinstance(value, list) or (item is float and not all(_is_number(v) for v in value)):
+        if not isinstance(value, list) or (item is float and not all(is_number(v) for v in value)):
             _fail(where, f"must be {expected}; got {short_repr(value)}")
         return [_parse(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
@@ -138,7 +139,7 @@ def _parse(kind: Any, value: Any, where: str) -> Any:
             _fail(where, f"must be {expected}; got {short_repr(value)}")
         return {k: _parse(item, v, f"{where}.{k}") for k, v in value.items()}
     if kind is float:
-        if not _is_number(value):
+        if not is_number(value):
             _fail(where, f"must be {expected}; got {short_repr(value)}")
         return value
     if kind in (int, str, bool) and type(value) is not kind:
@@ -372,7 +373,7 @@ class FittedAttack(Record):
     extra: dict[str, Json] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
-        if not all(_is_number(row.get("auc")) for row in self.grid):
+        if not all(is_number(row.get("auc")) for row in self.grid):
             _fail(f"{where}.grid", "must list candidates with an 'auc'")
 
 

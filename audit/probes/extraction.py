@@ -27,7 +27,7 @@ class ExtractionProbe(Probe):
     def run(self, role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig,
             images_dir: Path) -> tuple[dict, dict[str, str]]:
         forget_ids = set(subjects.task.forget.ids.tolist())
-        found = extract_training_data(model, subjects.dataset.select(subjects.splits.members),
+        found = extract_training_data(model, subjects.training_members,
                                       subjects.forgotten_classes(), per_class=config.extraction_samples_per_class,
                                       seed=config.seed, steps=config.eval_steps,
                                       wordings=subjects.dataset.class_wordings)
