@@ -60,6 +60,8 @@ def judge_generated(judge: Judge, images: torch.Tensor, target_classes: torch.Te
 
     ``nn_distance_to_forget`` is the mean L2 distance (pixels in [-1, 1]) from each image to its nearest forget
     image of the same class (of any class when the forget set holds none of it); lower = closer to D_f.
+    ``per_image_correct`` is the judge's 0/1 verdict on each image, in order (models sampled from the same noises
+    compare image by image).
     """
     probs = judge.probabilities(images)
     target_classes = target_classes.long()
@@ -72,7 +74,8 @@ def judge_generated(judge: Judge, images: torch.Tensor, target_classes: torch.Te
     for c in target_classes.unique().tolist():
         rows = target_classes == c
         per_class[int(c)] = _summary(probs[rows], target_classes[rows], nearest[rows])
-    return {**_summary(probs, target_classes, nearest), "per_class": per_class}
+    correct = [int(v) for v in judged_correct(probs, target_classes).tolist()]
+    return {**_summary(probs, target_classes, nearest), "per_image_correct": correct, "per_class": per_class}
 
 
 def check_class_ids(model: DiffusionModel, classes: Sequence[int], what: str,

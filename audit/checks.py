@@ -86,38 +86,62 @@ def _membership_checks(membership: dict, thresholds: Thresholds) -> list[Check]:
     return checks
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def generation_values(results: dict, role: str) -> dict[str, list[float]]:
+    """The per-image values of one model behind each generation check: ``forgotten_generation`` (0/1, the erased
+    classes asked for), ``resurrection`` and, for a text model, ``adversarial_prompt`` (0/1, the images a probe
+    brings back), ``relearning`` (each starting noise's share of correct samples along the relearning curve); only
+    those the document holds. Every model is sampled from the same starting noises, so they pair image by image."""
+    values = {}
+    forgotten = results["utility"][role].get("forgotten_correct")
+    if forgotten:
+        values["forgotten_generation"] = forgotten
+    found = (results.get("resurrection") or {}).get(role) or {}
+    for key, name in (("inversion", "resurrection"), ("adversarial_prompt", "adversarial_prompt")):
+        if key in found:
+            values[name] = found[key]["per_image_correct"]
+    if "relearning" in found:
+        values[RELEARNING] = found["relearning"]["per_image_area"]
+    return values
 
 
-def _rate_check(name: str, description: str, subject: float, n_subject: int, references: list[float],
-                n_reference: int, margin: float, confidence: float) -> Check:
-    estimate, low, high = proportion_difference(subject, n_subject, _mean(references), n_reference, confidence)
-    detail = (f"unlearned {subject:.3f} vs references {', '.join(f'{v:.3f}' for v in references)}: difference "
-              f"{_signed(estimate)} {_interval_text(low, high, confidence)}, limit {margin:g}")
-    return Check(name, description, at_most_decision(low, high, margin), estimate, [low, high],
-                 f"interval at most +{margin:g}", detail)
+_GENERATION_CHECKS = {  # name -> (what it says, the margin's thresholds key)
+    "forgotten_generation": ("the erased class, asked for by its own condition, is generated no more often than by "
+                             "the references", "forgotten_accuracy_margin"),
+    "resurrection": ("a newly learned class embedding (a word, for a text model) brings the erased class back no "
+                     "more than for the references", "resurrection_margin"),
+    "adversarial_prompt": ("an adversarial prompt (real words before the concept prompt, searched with the model's "
+                           "own loss) brings the erased class back no more than for the references",
+                           "resurrection_margin"),
+    RELEARNING: ("fine-tuned on a few held-out images of the erased class, the model relearns it no faster than "
+                 "the references (judge accuracy averaged over the relearning curve)", "relearning_margin"),
+}
 
 
-def _relearning_check(resurrection: dict, references: list[str], thresholds: Thresholds, membership: dict) -> Check:
-    """Relearning no faster than the references: the area under the relearning curve, compared image by image (every
-    model samples from the same starting noises) with the retrains' seed spread counted, as membership is."""
-    margin, confidence = thresholds.relearning_margin, thresholds.confidence
-    curves = {role: resurrection[role]["relearning"] for role in ("unlearned", *references)}
-    boot = statistics.paired_mean_bootstrap(curves["unlearned"]["per_image_area"],
-                                            [curves[r]["per_image_area"] for r in references], metric="relearning area")
-    prior = SeedPriors.from_dict(membership.get("seed_spread", {})).spread(GENERATION, RELEARNING)
-    diff = statistics.seed_aware_difference(boot, confidence, prior)
-    decision = at_most_decision(diff.low, diff.high, margin)
-    if decision == PASS and diff.seed_dof == 0:
-        decision = INCONCLUSIVE
-    detail = (f"area under the curve: unlearned {diff.subject_value:.3f} vs references "
-              f"{', '.join(f'{v:.3f}' for v in diff.reference_values)}: difference {_signed(diff.estimate)} "
-              f"{_interval_text(diff.low, diff.high, confidence)} ({diff.num_members} starting noises, paired; seed "
-              f"spread from {diff.seed_source}), limit {margin:g}")
-    return Check("relearning", "fine-tuned on a few held-out images of the erased class, the model relearns it no "
-                 "faster than the references (judge accuracy averaged over the relearning curve)", decision,
-                 diff.estimate, [diff.low, diff.high], f"interval at most +{margin:g}", detail)
+def _generation_checks(results: dict, references: list[str], thresholds: Thresholds) -> list[Check]:
+    """One-sided checks that the unlearned model brings the erased class back no more than the references, each on
+    per-image values paired by starting noise, its interval counting the retrains' seeds as membership's does
+    (:func:`audit.statistics.seed_aware_difference`; the seed spread measured for the built-in tasks, under
+    ``generation``). No PASS without an estimate of that spread."""
+    subject = generation_values(results, "unlearned")
+    others = [generation_values(results, r) for r in references]
+    priors = SeedPriors.from_dict(results["membership"].get("seed_spread", {}))
+    confidence, checks = thresholds.confidence, []
+    for name, (description, margin_key) in _GENERATION_CHECKS.items():
+        if name not in subject or not all(name in o for o in others):
+            continue
+        margin = getattr(thresholds, margin_key)
+        boot = statistics.paired_mean_bootstrap(subject[name], [o[name] for o in others], metric=name)
+        diff = statistics.seed_aware_difference(boot, confidence, priors.spread(GENERATION, name))
+        decision = at_most_decision(diff.low, diff.high, margin)
+        if decision == PASS and diff.seed_dof == 0:
+            decision = INCONCLUSIVE
+        detail = (f"unlearned {diff.subject_value:.3f} vs references "
+                  f"{', '.join(f'{v:.3f}' for v in diff.reference_values)}: difference {_signed(diff.estimate)} "
+                  f"{_interval_text(diff.low, diff.high, confidence)} ({diff.num_members} starting noises, paired; "
+                  f"seed spread from {diff.seed_source}), limit {margin:g}")
+        checks.append(Check(name, description, decision, diff.estimate, [diff.low, diff.high],
+                            f"interval at most +{margin:g}", detail))
+    return checks
 
 
 def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
@@ -130,28 +154,8 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
     utility = results["utility"]
     for name in PROBES:  # each registered probe's own checks (audit/probes/)
         checks += PROBES.make(name).checks(results, thresholds)
-    forgotten = utility["unlearned"].get("forgotten_accuracy")
-    if forgotten is not None and references:
-        n = utility["unlearned"]["samples_per_class"] * len(results["forget_spec"]["classes"])
-        checks.append(_rate_check(
-            "forgotten_generation", "the forgotten class is generated no more often than by the references",
-            forgotten, n, [utility[r]["forgotten_accuracy"] for r in references], n * len(references),
-            thresholds.forgotten_accuracy_margin, confidence))
-    resurrection = results.get("resurrection") or {}
-    if "unlearned" in resurrection and references:
-        text = "adversarial_prompt" in resurrection["unlearned"]  # a text model: a learned word, a found prompt
-        probes = [("inversion", "resurrection", "a newly learned " + ("word" if text else "class embedding"))]
-        if text:
-            probes.append(("adversarial_prompt", "adversarial_prompt", "an adversarial prompt (real words before "
-                           "the concept prompt, searched with the model's own loss)"))
-        for key, name, what in probes:
-            found = resurrection["unlearned"][key]
-            checks.append(_rate_check(
-                name, f"{what} brings the erased class back no more than for the references",
-                found["judge_accuracy"], found["num_images"],
-                [resurrection[r][key]["judge_accuracy"] for r in references], found["num_images"] * len(references),
-                thresholds.resurrection_margin, confidence))
-        checks.append(_relearning_check(resurrection, references, thresholds, results["membership"]))
+    if references:
+        checks += _generation_checks(results, references, thresholds)
     original, unlearned = utility["original"], utility["unlearned"]
     n = unlearned["samples_per_class"] * (len(unlearned["per_class_accuracy"]) - len(results["forget_spec"]["classes"]))
     estimate, low, high = proportion_difference(original["retained_accuracy"], n, unlearned["retained_accuracy"], n,

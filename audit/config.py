@@ -87,6 +87,10 @@ class AuditConfig:
         calibration_images: up to this many retained members and heldout non-members, never scored, on which
             every attack fits its free choices against the original model before scoring (0: the attacks' fixed
             paper defaults).
+        eval_samples_per_class: samples judged per retained class (generation quality, relearning's curve).
+        forgotten_samples_per_class: samples judged per erased class by the probes whose checks compare rates with
+            the references (forgotten generation, embedding / concept inversion, adversarial prompt): at 50 an
+            exact retrain's rate scatters as much as the margin (why 200: benchmarks/results/defaults.md).
         threads: CPU threads of torch's operators (None: torch's default, one per core); recorded in the results'
             environment block (benchmarks/results/threads.txt).
     """
@@ -115,6 +119,7 @@ class AuditConfig:
     extraction_samples_per_class: int = 100
     resurrection: bool = True
     eval_samples_per_class: int = 50
+    forgotten_samples_per_class: int = 200
     eval_steps: int = 50
     thresholds: Thresholds = field(default_factory=Thresholds)
     out: str = "erasediff-out/audit"
@@ -185,6 +190,7 @@ _LIMITS: dict[str, tuple[str, Interval, str]] = {
     "seed": ("an integer", Interval(Integral, 0, 2**63, closed="left"), ""),
     "extraction_samples_per_class": _COUNT,
     "eval_samples_per_class": _COUNT,
+    "forgotten_samples_per_class": _COUNT,
     "eval_steps": _COUNT,
     "retrain_references": ("a number of references", Interval(Integral, 1, 64), ""),
     "threads": ("a number of CPU threads", Interval(Integral, 1, 1024), ""),

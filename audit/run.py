@@ -6,6 +6,8 @@ model), ``images/*.png`` (sample grids, extraction pairs, resurrection samples) 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import tempfile
 import time
@@ -283,43 +285,94 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
                          inversion_images, calibration)
 
 
+GenerationMemo = dict[str, tuple[dict, dict | None, dict[str, dict], dict[str, tuple[str, bytes]]]]
+
+
+def _memo_key(role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig) -> str:
+    """What one model's generation results depend on: the model's weights, its role (image names), the task's
+    images and every setting that reaches a sampler, a judge or a probe."""
+    ignored = {"model", "unlearned", "retrained", "unverified_references", "retrain", "retrain_references", "method",
+               "method_params", "attacks", "calibration_images", "thresholds", "out", "force", "quiet", "threads"}
+    parts = {"role": role, "model": model.fingerprint(), "data": subjects.dataset.fingerprint(),
+             "forget": subjects.task.forget.ids.tolist(), "spec": subjects.spec.to_dict(),
+             "inversion": None if subjects.inversion_images is None else subjects.inversion_images.ids.tolist(),
+             "judge": {k: v for k, v in subjects.judge.record.items() if k != "test_ids"},
+             "config": {k: v for k, v in config.to_dict().items() if k not in ignored}}
+    return hashlib.sha256(json.dumps(as_json(parts), sort_keys=True).encode()).hexdigest()
+
+
 def _generation(
-    subjects: AuditSubjects, config: AuditConfig, inversions: dict[str, InvertedConditioning], images_dir: Path
+    subjects: AuditSubjects, config: AuditConfig, inversions: dict[str, InvertedConditioning], images_dir: Path,
+    memo: GenerationMemo | None = None,
 ) -> tuple[dict, dict, dict]:
-    """Utility and resurrection (regeneration, embedding inversion, relearning) on every model, with the images the
-    report shows. Inversion and relearning learn from the held-out images kept aside."""
-    classes = subjects.spec.classes
-    utility, resurrection, images = {}, {}, {}
-    retained_show = subjects.task.retained_classes[:4]
-    forget_pixels = subjects.dataset.select(subjects.task.forget.ids)  # class labels, pixels (for a VAE model too)
-    target_classes = subjects.forgotten_classes()
-    wordings = subjects.dataset.class_wordings
+    """Utility, resurrection (regeneration, embedding inversion, relearning) and every registered probe on every
+    model, with the images the report shows: (utility by role, sections by name and role, image key -> file name).
+
+    ``memo`` (optional, owned by the caller) keeps each model's results across audits in one process, keyed by
+    everything they depend on (:func:`_memo_key`): audits of several candidates against the same original and
+    references (benchmarks/controls.py) compute the fixed models' results once."""
+    utility, resurrection, probes, images = {}, {}, {}, {}
     for role, model in subjects.models.items():
-        utility[role] = subjects.utility(model, config)
-        for kind, show in {"forgotten": target_classes, "retained": retained_show}.items():
-            grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps, wordings=wordings)
-            images[f"{role}_{kind}"] = save_grid(grid, images_dir / f"{role}_{kind}.png", columns=8).name
-        if role in inversions:
-            regenerated = conditional_regeneration(model, subjects.judge, subjects.task.forget, classes,
-                                                   seed=config.seed, per_class=config.eval_samples_per_class,
-                                                   steps=config.eval_steps)
-            inverted = embedding_inversion(model, subjects.judge, subjects.task.forget, classes,
-                                           fit_images=subjects.inversion_images, fitted=inversions[role],
-                                           seed=config.seed, per_class=config.eval_samples_per_class,
-                                           sample_steps=config.eval_steps)
-            images[f"{role}_inversion"] = save_grid(inverted.images[:16], images_dir / f"{role}_inversion.png",
-                                                    columns=8).name
-            relearned = relearning_curve(model, subjects.judge, subjects.inversion_images, classes, seed=config.seed,
-                                         per_class=config.eval_samples_per_class, sample_steps=config.eval_steps,
-                                         quiet=config.quiet)
-            resurrection[role] = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict(),
-                                  "relearning": relearned.to_dict()}
-        elif subjects.task.anchor is not None and subjects.inversion_images is not None:
-            resurrection[role], shown = _concept_resurrection(model, subjects, config, forget_pixels)
-            for kind, generated in shown.items():
-                images[f"{role}_{kind}"] = save_grid(generated[:16], images_dir / f"{role}_{kind}.png",
-                                                     columns=8).name
-    return utility, {"resurrection": resurrection}, images
+        key = _memo_key(role, model, subjects, config) if memo is not None else None
+        if key is not None and key in memo:
+            utility[role], found, sections, files = memo[key]
+            for name, (file_name, data) in files.items():
+                (images_dir / file_name).write_bytes(data)
+                images[name] = file_name
+        else:
+            utility[role], found, sections, shown = _model_generation(role, model, subjects, config,
+                                                                      inversions.get(role), images_dir)
+            images.update(shown)
+            if key is not None:
+                memo[key] = (utility[role], found, sections,
+                             {name: (f, (images_dir / f).read_bytes()) for name, f in shown.items()})
+        if found is not None:
+            resurrection[role] = found
+        for name, section in sections.items():
+            probes.setdefault(name, {})[role] = section
+    return utility, {"resurrection": resurrection, **probes}, images
+
+
+def _model_generation(
+    role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig,
+    inversion: InvertedConditioning | None, images_dir: Path,
+) -> tuple[dict, dict | None, dict[str, dict], dict[str, str]]:
+    """One model's generation results: (utility, its resurrection section or None, its section of every probe that
+    applies, image key -> file name). Inversion and relearning learn from the held-out images kept aside."""
+    classes = subjects.spec.classes
+    images, resurrection, sections = {}, None, {}
+    forget_pixels = subjects.dataset.select(subjects.task.forget.ids)  # class labels, pixels (for a VAE model too)
+    wordings = subjects.dataset.class_wordings
+    utility = subjects.utility(model, config)
+    for kind, show in {"forgotten": subjects.forgotten_classes(),
+                       "retained": subjects.task.retained_classes[:4]}.items():
+        grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps, wordings=wordings)
+        images[f"{role}_{kind}"] = save_grid(grid, images_dir / f"{role}_{kind}.png", columns=8).name
+    if inversion is not None:
+        regenerated = conditional_regeneration(model, subjects.judge, subjects.task.forget, classes,
+                                               seed=config.seed, per_class=config.eval_samples_per_class,
+                                               steps=config.eval_steps)
+        inverted = embedding_inversion(model, subjects.judge, subjects.task.forget, classes,
+                                       fit_images=subjects.inversion_images, fitted=inversion,
+                                       seed=config.seed, per_class=config.forgotten_samples_per_class,
+                                       sample_steps=config.eval_steps)
+        images[f"{role}_inversion"] = save_grid(inverted.images[:16], images_dir / f"{role}_inversion.png",
+                                                columns=8).name
+        relearned = relearning_curve(model, subjects.judge, subjects.inversion_images, classes, seed=config.seed,
+                                     per_class=config.eval_samples_per_class, sample_steps=config.eval_steps,
+                                     quiet=config.quiet)
+        resurrection = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict(),
+                        "relearning": relearned.to_dict()}
+    elif subjects.task.anchor is not None and subjects.inversion_images is not None:
+        resurrection, shown = _concept_resurrection(model, subjects, config, forget_pixels)
+        for kind, generated in shown.items():
+            images[f"{role}_{kind}"] = save_grid(generated[:16], images_dir / f"{role}_{kind}.png", columns=8).name
+    for name in PROBES:
+        probe = PROBES.make(name)
+        if probe.applies(subjects, config):
+            sections[name], shown = probe.run(role, model, subjects, config, images_dir)
+            images.update(shown)
+    return utility, resurrection, sections, images
 
 
 def _concept_resurrection(
@@ -339,10 +392,12 @@ def _concept_resurrection(
     regenerated = prompt_regeneration(model, judge, unused, concept, forget_pixels, seed=config.seed,
                                       per_prompt=max(1, config.eval_samples_per_class // 5),
                                       sample_steps=config.eval_steps)
-    inverted = concept_inversion(model, judge, fit, concept, forget_pixels, per_class=config.eval_samples_per_class,
+    inverted = concept_inversion(model, judge, fit, concept, forget_pixels,
+                                 per_class=config.forgotten_samples_per_class,
                                  quiet=config.quiet, **common)
     adversarial = adversarial_prompt_attack(model, judge, fit, spec.concept[0], concept, forget_pixels,
-                                            per_class=config.eval_samples_per_class, quiet=config.quiet, **common)
+                                            per_class=config.forgotten_samples_per_class, quiet=config.quiet,
+                                            **common)
     relearned = relearning_curve(model, judge, fit, spec.classes, per_class=config.eval_samples_per_class,
                                  quiet=config.quiet, wordings=wordings, **common)
     grid, images = _prompt_grid(given, regenerated, inverted, adversarial)
@@ -459,12 +514,14 @@ def _output_dir(config: AuditConfig) -> Iterator[Path]:
             yield Path(scratch)
 
 
-def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = None) -> AuditResults:
+def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = None,
+              memo: GenerationMemo | None = None) -> AuditResults:
     """Run the whole audit and write the output folder atomically; returns the results (the typed tree of
     ``results.json``: the document is built into it before it is written, so what is written parses).
 
     ``render`` (the command line passes :func:`reports.write_report`) is called with the path of ``results.json``
-    before the folder is published, so a report is part of the same atomic write.
+    before the folder is published, so a report is part of the same atomic write. ``memo``: see
+    :func:`_generation`.
     """
     started = time.perf_counter()
     use_threads(config.threads)
@@ -492,15 +549,8 @@ def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = Non
             pictures = subjects.dataset.select([row["sample_id"] for row in exposed]).images
             images["exposed"] = save_grid(pictures, images_dir / "exposed.png", columns=len(exposed)).name
         attacked = time.perf_counter()
-        utility, probes, generated = _generation(subjects, config, inversions, images_dir)
+        utility, probes, generated = _generation(subjects, config, inversions, images_dir, memo)
         images.update(generated)
-        for name in PROBES:
-            probe = PROBES.make(name)
-            if probe.applies(subjects, config):
-                probes[name] = {}
-                for role, model in subjects.models.items():
-                    probes[name][role], shown = probe.run(role, model, subjects, config, images_dir)
-                    images.update(shown)
         sets = subjects.sets
         membership = {
             "references": subjects.references,

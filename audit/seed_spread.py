@@ -24,7 +24,7 @@ from importlib import resources
 from .statistics import SeedSpread
 
 SEED_SPREAD_FILE = "seed_spread.json"
-GENERATION, RELEARNING = "generation", "relearning"  # the relearning probe's area, recorded beside membership
+GENERATION, RELEARNING = "generation", "relearning"  # the generation checks' statistics, recorded beside membership
 
 
 def mean_statistic(attacks: list[str]) -> str:
@@ -47,9 +47,10 @@ def task_kind(classes: tuple[int, ...], sample_ids: tuple[int, ...], concept: bo
 class SeedPriors:
     """The measured between-retrain variances for one audit's task: conditioning -> statistic -> variance.
 
-    ``statistic`` is an attack's name or :func:`mean_statistic` (conditioning ``generation``: ``relearning``, the
-    relearning curve's area); ``dof`` the degrees of freedom of every variance
-    (retrains minus one, summed over the measured tasks), ``source`` the provenance in words.
+    ``statistic`` is an attack's name or :func:`mean_statistic` (conditioning ``generation``: a generation
+    check's name, e.g. ``relearning``, the relearning curve's area, or ``forgotten_generation``, a rate); ``dof``
+    the degrees of freedom of every variance (retrains minus one, summed over the measured tasks), ``source`` the
+    provenance in words.
     """
 
     variances: dict[str, dict[str, float]] = field(default_factory=dict)

@@ -12,10 +12,12 @@ The decision rule, and why (the README's "The audit's verdict" says it for users
 
 1. What varies. A user's images are fixed; what a retrain would score on them varies with the retrain's seed, and
    measured on the default task that spread is 1.6-4x what resampling the images predicts. So the interval of
-   (unlearned - references' mean) counts both: the paired bootstrap over images plus sigma^2 (1 + 1/K), sigma^2
-   the between-retrain variance (:func:`seed_aware_difference`). sigma^2 comes from the references (K - 1 degrees
-   of freedom) pooled with a measurement shipped for the built-in tasks (audit/seed_spread.py), which every audit
-   checks against its references' own spread (:func:`pooled_seed_spread`). With neither, no PASS is given.
+   (unlearned - references' mean) is sigma^2 (1 + 1/K), sigma^2 the between-retrain variance on fixed images, with
+   the paired bootstrap over images as a floor (:func:`seed_aware_difference`). sigma^2 comes from the references
+   (K - 1 degrees of freedom) pooled with a measurement shipped for the built-in tasks (audit/seed_spread.py),
+   which every audit checks against its references' own spread (:func:`pooled_seed_spread`). With neither, no PASS
+   is given. The generation checks (forgotten generation, resurrection, relearning) use the same interval on
+   per-image values paired by starting noise.
 2. How attacks combine. Requiring every attack to pass on its own makes a PASS nearly impossible even for an exact
    retrain (ten correlated cells at once), while a FAIL of one cell near the margin may be noise. The statistic is
    the mean over attacks of the AUC difference, per conditioning, its bootstrap averaged replicate by replicate so
@@ -227,23 +229,25 @@ def seed_aware_difference(boot: PairedBootstrap, confidence: float = 0.90, prior
                           ) -> PairedDifference:
     """The interval of (subject - references' mean) with the retrains' seeds counted, not only the images.
 
-    Under exact unlearning the subject is one more retrain: its difference from the mean of K references varies
-    with the seeds as sigma^2 (1 + 1/K) (sigma^2 the between-retrain variance on fixed images,
-    :func:`pooled_seed_spread`) and with the images as the paired bootstrap says. The interval is estimate
-    -/+ q sqrt(se_boot^2 + sigma^2 (1 + 1/K)), q the t quantile with Welch-Satterthwaite degrees of freedom
-    (sigma^2 carries ``seed.dof``, the bootstrap term is treated as known). Without any estimate of sigma^2
-    (``dof`` 0) the interval holds the images alone and is marked so (``seed_dof`` 0).
+    Under exact unlearning the subject is one more retrain: on the audit's fixed images its difference from the
+    mean of K references varies as sigma^2 (1 + 1/K), sigma^2 the between-retrain variance measured on fixed images
+    (:func:`pooled_seed_spread`). That sigma^2 already holds the part the paired bootstrap sees (how a retrain's
+    image-by-image outcomes scatter around its mean, which averages down with more images), so the two are not
+    added: the variance is max(se_boot^2, sigma^2 (1 + 1/K)), the bootstrap a floor for a subject whose own
+    difference varies from image to image more than a retrain's (a leak concentrated on a few images). The
+    interval is estimate -/+ q sqrt(variance), q the t quantile on sigma^2's ``seed.dof`` degrees of freedom when
+    the seed term is the larger, else the normal quantile. Without any estimate of sigma^2 (``dof`` 0) the interval
+    holds the images alone and is marked so (``seed_dof`` 0).
     """
     k = len(boot.reference_values)
     seed = pooled_seed_spread(boot.reference_values, prior)
     boot_variance = float(np.var(boot.differences, ddof=1))
     seed_term = seed.variance * (1.0 + 1.0 / k) if seed.dof > 0 else 0.0
-    total = boot_variance + seed_term
-    if seed_term > 0.0:
-        dof = total**2 / (seed_term**2 / seed.dof)
-        quantile = float(student_t.ppf((1.0 + confidence) / 2.0, dof))
+    total = max(boot_variance, seed_term)
+    if seed_term >= boot_variance and seed_term > 0.0:
+        quantile = float(student_t.ppf((1.0 + confidence) / 2.0, seed.dof))
     else:
-        dof, quantile = float(seed.dof), float(norm.ppf((1.0 + confidence) / 2.0))
+        quantile = float(norm.ppf((1.0 + confidence) / 2.0))
     tail = (1.0 - confidence) / 2.0
     boot_low, boot_high = np.quantile(boot.differences, [tail, 1.0 - tail])
     estimate = boot.estimate
@@ -265,7 +269,7 @@ def seed_aware_difference(boot: PairedBootstrap, confidence: float = 0.90, prior
         bootstrap_high=float(boot_high),
         bootstrap_standard_error=math.sqrt(boot_variance),
         seed_variance=seed.variance if seed.dof > 0 else 0.0,
-        seed_dof=dof if seed_term > 0.0 else 0.0,
+        seed_dof=float(seed.dof) if seed_term > 0.0 else 0.0,
         seed_source=seed.source,
     )
 
@@ -393,10 +397,11 @@ def has_power(original_vs_references: PairedDifference, margin: float) -> bool:
 
 def _half_width(diff: PairedDifference, forget_scale: float, references: int) -> float:
     """The interval's half-width with ``forget_scale`` times the forget (and heldout) images and ``references``
-    references, both variance terms shrinking as 1 / images and the seed term as (1 + 1/K), the t quantile kept."""
+    references, both variance terms shrinking as 1 / images and the seed term as (1 + 1/K), the t quantile kept
+    (the larger term counts, as in :func:`seed_aware_difference`)."""
     quantile = (diff.high - diff.estimate) / diff.standard_error if diff.standard_error > 0 else 0.0
     seed_term = diff.seed_variance * (1.0 + 1.0 / references)
-    return quantile * math.sqrt((diff.bootstrap_standard_error**2 + seed_term) / forget_scale)
+    return quantile * math.sqrt(max(diff.bootstrap_standard_error**2, seed_term) / forget_scale)
 
 
 @checks_arguments({"margin": MARGIN})

@@ -67,5 +67,6 @@ class AuditSubjects:
         """``model``'s generation quality: every class judged, forgotten and retained apart
         (:func:`diffusion.quality.evaluate_generation`)."""
         return evaluate_generation(model, self.judge, self.dataset, forget_classes=self.spec.classes,
-                                   per_class=config.eval_samples_per_class, seed=config.seed,
+                                   per_class=config.eval_samples_per_class,
+                                   forgotten_per_class=config.forgotten_samples_per_class, seed=config.seed,
                                    steps=config.eval_steps)

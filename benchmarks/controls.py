@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audit.checks import evaluate_checks, verdict
+from audit.checks import evaluate_checks, generation_values, verdict
 from audit.config import AuditConfig
 from audit.membership import membership_from_scores
 from audit.run import reference_seed, retrained_model, run_audit
-from audit.seed_spread import GENERATION, RELEARNING, SeedPriors, mean_statistic
+from audit.seed_spread import GENERATION, SeedPriors, mean_statistic
 from diffusion.data import load_digits_dataset
 from diffusion.io import cache_dir, write_json
 from diffusion.model import DiffusionModel
@@ -111,7 +111,8 @@ def read_scores(folder: Path) -> tuple[dict, np.ndarray]:
 
 def retrain_aucs(results: dict) -> dict[str, dict[str, list[float]]]:
     """conditioning -> statistic -> the raw AUCs of every model retrained without the forget set in one audit (the
-    references, and the unlearned model when it is a retrain): attacks by name, and their mean."""
+    references, and the unlearned model when it is a retrain): attacks by name, and their mean; under ``generation``
+    the mean of each generation check's per-image values (:func:`audit.checks.generation_values`)."""
     out: dict = defaultdict(dict)
     for attack, per_conditioning in results["membership"]["attacks"].items():
         for conditioning, comparison in per_conditioning.items():
@@ -119,10 +120,10 @@ def retrain_aucs(results: dict) -> dict[str, dict[str, list[float]]]:
             out[conditioning][attack] = [raw["subject_value"], *raw["reference_values"]]
     for per in out.values():
         per[mean_statistic(list(per))] = np.mean(list(per.values()), axis=0).tolist()
-    resurrection = results.get("resurrection") or {}
-    if "unlearned" in resurrection:
-        roles = ["unlearned", *results["membership"]["references"]]
-        out[GENERATION][RELEARNING] = [resurrection[role]["relearning"]["area"] for role in roles]
+    per_role = [generation_values(results, role) for role in ["unlearned", *results["membership"]["references"]]]
+    for statistic in per_role[0]:
+        if all(statistic in values for values in per_role):
+            out[GENERATION][statistic] = [float(np.mean(values[statistic])) for values in per_role]
     return out
 
 
@@ -218,7 +219,7 @@ def run_task(name: str, spec: ForgetSpec, args, dataset, splits, work: Path, row
             results = json.loads((out / "results.json").read_text())
             wall = results["timings"]["total_seconds"]
         else:
-            results = run_audit(AuditConfig(**base, **extra, out=str(out))).to_json()
+            results = run_audit(AuditConfig(**base, **extra, out=str(out)), memo=args.memo).to_json()
             wall = time.perf_counter() - start
         row = {"task": name, "kind": kind, "control": control, "folder": str(out), "wall_seconds": wall,
                "audit_verdict": results["verdict"],
@@ -350,6 +351,7 @@ def main() -> None:
                         help="write the measured seed spread here (the audit ships audit/seed_spread.json)")
     args = parser.parse_args()
     args.argv = sys.argv[1:]
+    args.memo = {}  # the original's and the references' generation results, computed once per task
     args.margins = [float(m) for m in args.margins.split(",")]
     unknown = sorted(set(args.controls.split(",")) - set(CONTROLS))
     if unknown:

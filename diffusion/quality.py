@@ -73,25 +73,31 @@ def evaluate_generation(
     *,
     forget_classes: Sequence[int] = (),
     per_class: int = 50,
+    forgotten_per_class: int | None = None,
     seed: int = 0,
     steps: int = 50,
 ) -> dict:
-    """Judge ``per_class`` samples of every class; split the numbers into forgotten and retained classes.
+    """Judge ``per_class`` samples of every retained class and ``forgotten_per_class`` (default ``per_class``) of
+    every forgotten one; split the numbers into forgotten and retained classes.
 
     Returns a JSON-ready dict: ``per_class_accuracy``, ``per_class_entropy``, ``overall_accuracy``,
-    ``forgotten_accuracy``, ``forgotten_entropy`` (None without forgotten classes), ``retained_accuracy``,
-    ``retained_fd`` and the sampling settings.
+    ``forgotten_accuracy``, ``forgotten_entropy`` and ``forgotten_correct`` (the 0/1 judgment of each forgotten
+    sample, in noise-id order, so models that share the noises compare image by image; None without forgotten
+    classes), ``retained_accuracy``, ``retained_fd`` and the sampling settings.
     """
     classes = list(range(model.classes_known(dataset.class_wordings, "generation quality") or dataset.num_classes))
-    images, labels = generate_per_class(model, classes, per_class, seed=seed, steps=steps,
-                                        wordings=dataset.class_wordings)
+    forgotten_classes = [c for c in classes if c in set(forget_classes)]
+    retained_classes = [c for c in classes if c not in set(forget_classes)]
+    forgotten_per_class = per_class if forgotten_per_class is None else forgotten_per_class
+    parts = [generate_per_class(model, group, count, seed=seed, steps=steps, wordings=dataset.class_wordings)
+             for group, count in ((forgotten_classes, forgotten_per_class), (retained_classes, per_class)) if group]
+    images, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     probs = judge.probabilities(images)
     correct = judged_correct(probs, labels)
     ent = entropy(probs)
     per_class_accuracy = {c: correct[labels == c].mean().item() for c in classes}
     per_class_entropy = {c: ent[labels == c].mean().item() for c in classes}
-    forgotten = torch.isin(labels, torch.tensor(list(forget_classes), dtype=torch.long))
-    retained_classes = [c for c in classes if c not in set(forget_classes)]
+    forgotten = torch.isin(labels, torch.tensor(forgotten_classes, dtype=torch.long))
     real = dataset.images[torch.isin(dataset.labels, torch.tensor(retained_classes))]
     fd = frechet_distance(judge.features(images[~forgotten]), judge.features(real))
     return {
@@ -100,9 +106,11 @@ def evaluate_generation(
         "overall_accuracy": correct.mean().item(),
         "forgotten_accuracy": correct[forgotten].mean().item() if forgotten.any() else None,
         "forgotten_entropy": ent[forgotten].mean().item() if forgotten.any() else None,
+        "forgotten_correct": [int(v) for v in correct[forgotten].tolist()] if forgotten.any() else None,
         "retained_accuracy": correct[~forgotten].mean().item(),
         "retained_fd": fd,
         "samples_per_class": per_class,
+        "forgotten_samples_per_class": forgotten_per_class if forgotten.any() else None,
         "sampler": f"ddim-{steps}",
         "seed": seed,
     }

@@ -249,9 +249,9 @@ class PairedDifference(Record):
     """A subject model's metric minus the mean of the retrained references', with an interval that counts both the
     images (paired bootstrap) and the retrains' seeds.
 
-    ``low``/``high``: estimate -/+ q sqrt(bootstrap_se^2 + seed_variance (1 + 1/K)), q the Student-t quantile at
-    ``confidence`` with the Welch-Satterthwaite degrees of freedom (``seed_dof`` for the seed term, the bootstrap
-    term treated as known); see :func:`audit.statistics.seed_aware_difference`. ``bootstrap_low``/``bootstrap_high``
+    ``low``/``high``: estimate -/+ q sqrt(max(bootstrap_se^2, seed_variance (1 + 1/K))), q the Student-t quantile
+    at ``confidence`` on ``seed_dof`` degrees of freedom when the seed term is the larger, else the normal one; see
+    :func:`audit.statistics.seed_aware_difference`. ``bootstrap_low``/``bootstrap_high``
     are the percentile interval of the images alone (the models held fixed). ``standard_error`` is the total,
     ``bootstrap_standard_error`` the images' part. ``reference_spread`` is the SD of the references' own values
     (0.0 with one reference). ``seed_dof`` 0 means the seed spread is unknown (one reference and no shipped

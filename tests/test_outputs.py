@@ -75,7 +75,7 @@ def workspace(tmp_path_factory, digits) -> dict[str, Path]:
         load_or_train_judge(load_image_folder(folder, 8))
     config = root / "audit.yaml"
     config.write_text(f"data: {folder}\nforget_classes: [1]\nattacks: [loss]\nextraction_samples_per_class: 4\n"
-                      "eval_samples_per_class: 4\neval_steps: 4\nresurrection: false\n")
+                      "eval_samples_per_class: 4\nforgotten_samples_per_class: 4\neval_steps: 4\nresurrection: false\n")
     return {"root": root, "data": folder, "model": root / "model", "reference": root / "reference", "config": config}
 
 

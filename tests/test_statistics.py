@@ -208,6 +208,23 @@ def test_seed_aware_interval_covers_a_retrain_where_the_bootstrap_alone_does_not
     assert covered_images_only / runs < covered / runs
 
 
+def test_seed_aware_interval_takes_the_larger_variance_not_their_sum():
+    """The between-retrain variance on fixed images already holds the scatter the bootstrap sees: the interval's
+    variance is the larger of the two terms (adding them counted the images twice and cost power)."""
+    from scipy.stats import norm
+    from scipy.stats import t as student_t
+
+    models, is_member = _retrain_world(3, 3, seed_sd=1.0)
+    boot = paired_bootstrap(models, is_member, "m0", ["m1", "m2"], n_bootstrap=300, seed=3)
+    boot_variance = float(np.var(boot.differences, ddof=1))
+    wide = seed_aware_difference(boot, 0.9, SeedSpread(10 * boot_variance, 12, "measured"))
+    pooled = pooled_seed_spread(boot.reference_values, SeedSpread(10 * boot_variance, 12, "measured"))
+    assert wide.high - wide.estimate == pytest.approx(student_t.ppf(0.95, pooled.dof) * np.sqrt(pooled.variance * 1.5))
+    narrow = seed_aware_difference(boot, 0.9, SeedSpread(0.01 * boot_variance, 1000, "measured"))
+    assert narrow.high - narrow.estimate == pytest.approx(norm.ppf(0.95) * np.sqrt(boot_variance))
+    assert narrow.seed_dof > 0  # the seed spread is known (a PASS is possible), only smaller than the images' part
+
+
 def test_pooled_seed_spread_uses_and_checks_the_prior():
     prior = SeedSpread(0.01**2, 10, "shipped")
     pooled = pooled_seed_spread([0.50, 0.51], prior)

@@ -363,8 +363,8 @@ def test_tiny_stable_diffusion_with_a_vae_is_audited_end_to_end(tmp_path, digits
                     "--anchor", "digit 5", "--steps", 3, "--batch-size", 8, "--out", tmp_path / "unlearned", "--quiet")
     assert result.exit_code == 0, result.output
     config = tmp_path / "audit.yaml"
-    config.write_text(f"data: {folder}\neval_samples_per_class: 3\neval_steps: 2\nextraction_samples_per_class: 3\n"
-                      "calibration_images: 10\n")
+    config.write_text(f"data: {folder}\neval_samples_per_class: 3\nforgotten_samples_per_class: 3\neval_steps: 2\n"
+                      "extraction_samples_per_class: 3\ncalibration_images: 10\n")
     out = tmp_path / "audit"
     result = invoke("audit", "--config", config, "--model", tmp_path / "original", "--unlearned",
                     tmp_path / "unlearned", "--retrained", tmp_path / "retrained_1", "--retrained",
