@@ -20,24 +20,10 @@ from scipy.stats import norm
 
 from reports.results import FAIL, INCONCLUSIVE, PASS, Check, verdict_of
 
-from . import statistics
 from .config import Thresholds
+from .generation_checks import at_most_decision, interval_text, paired_generation_check, signed
 from .probes import PROBES
-from .seed_spread import GENERATION, RELEARNING, SeedPriors
 from .statistics import RESIDUAL_GUARD
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.3f}"
-
-
-def _interval_text(low: float, high: float, confidence: float) -> str:
-    return f"[{_signed(low)}, {_signed(high)}] at {confidence:.0%}"
-
-
-def at_most_decision(low: float, high: float, limit: float) -> str:
-    """One-sided: PASS if the whole interval is at most ``limit``, FAIL if all of it is above, else INCONCLUSIVE."""
-    return PASS if high <= limit else FAIL if low > limit else INCONCLUSIVE
 
 
 def proportion_difference(p_subject: float, n_subject: int, p_reference: float, n_reference: int,
@@ -67,9 +53,9 @@ def _membership_checks(membership: dict, thresholds: Thresholds) -> list[Check]:
             checks.append(Check(name, description, INCONCLUSIVE, None, None, rule, combined["note"]))
             continue
         diff, original = combined["unlearned"], combined["original"]
-        detail = (f"mean AUC difference {_signed(diff['estimate'])} "
-                  f"{_interval_text(diff['low'], diff['high'], confidence)} (images and seeds; seed spread from "
-                  f"{diff['seed_source']}), margin +/-{margin:g}; original {_signed(original['estimate'])}")
+        detail = (f"mean AUC difference {signed(diff['estimate'])} "
+                  f"{interval_text(diff['low'], diff['high'], confidence)} (images and seeds; seed spread from "
+                  f"{diff['seed_source']}), margin +/-{margin:g}; original {signed(original['estimate'])}")
         if combined["vetoes"]:
             detail += f"; decisively outside the margin: {', '.join(combined['vetoes'])}"
         if not combined["residual_guard"]:
@@ -86,76 +72,22 @@ def _membership_checks(membership: dict, thresholds: Thresholds) -> list[Check]:
     return checks
 
 
-def generation_values(results: dict, role: str) -> dict[str, list[float]]:
-    """The per-image values of one model behind each generation check: ``forgotten_generation`` (0/1, the erased
-    classes asked for), ``resurrection`` and, for a text model, ``adversarial_prompt`` (0/1, the images a probe
-    brings back), ``relearning`` (each starting noise's share of correct samples along the relearning curve); only
-    those the document holds. Every model is sampled from the same starting noises, so they pair image by image."""
-    values = {}
-    forgotten = results["utility"][role].get("forgotten_correct")
-    if forgotten:
-        values["forgotten_generation"] = forgotten
-    found = (results.get("resurrection") or {}).get(role) or {}
-    for key, name in (("inversion", "resurrection"), ("adversarial_prompt", "adversarial_prompt")):
-        if key in found:
-            values[name] = found[key]["per_image_correct"]
-    if "relearning" in found:
-        values[RELEARNING] = found["relearning"]["per_image_area"]
-    return values
-
-
-_GENERATION_CHECKS = {  # name -> (what it says, the margin's thresholds key)
-    "forgotten_generation": ("the erased class, asked for by its own condition, is generated no more often than by "
-                             "the references", "forgotten_accuracy_margin"),
-    "resurrection": ("a newly learned class embedding (a word, for a text model) brings the erased class back no "
-                     "more than for the references", "resurrection_margin"),
-    "adversarial_prompt": ("an adversarial prompt (real words before the concept prompt, searched with the model's "
-                           "own loss) brings the erased class back no more than for the references",
-                           "resurrection_margin"),
-    RELEARNING: ("fine-tuned on a few held-out images of the erased class, the model relearns it no faster than "
-                 "the references (judge accuracy averaged over the relearning curve)", "relearning_margin"),
-}
-
-
-def _generation_checks(results: dict, references: list[str], thresholds: Thresholds) -> list[Check]:
-    """One-sided checks that the unlearned model brings the erased class back no more than the references, each on
-    per-image values paired by starting noise, its interval counting the retrains' seeds as membership's does
-    (:func:`audit.statistics.seed_aware_difference`; the seed spread measured for the built-in tasks, under
-    ``generation``). No PASS without an estimate of that spread."""
-    subject = generation_values(results, "unlearned")
-    others = [generation_values(results, r) for r in references]
-    priors = SeedPriors.from_dict(results["membership"].get("seed_spread", {}))
-    confidence, checks = thresholds.confidence, []
-    for name, (description, margin_key) in _GENERATION_CHECKS.items():
-        if name not in subject or not all(name in o for o in others):
-            continue
-        margin = getattr(thresholds, margin_key)
-        boot = statistics.paired_mean_bootstrap(subject[name], [o[name] for o in others], metric=name)
-        diff = statistics.seed_aware_difference(boot, confidence, priors.spread(GENERATION, name))
-        decision = at_most_decision(diff.low, diff.high, margin)
-        if decision == PASS and diff.seed_dof == 0:
-            decision = INCONCLUSIVE
-        detail = (f"unlearned {diff.subject_value:.3f} vs references "
-                  f"{', '.join(f'{v:.3f}' for v in diff.reference_values)}: difference {_signed(diff.estimate)} "
-                  f"{_interval_text(diff.low, diff.high, confidence)} ({diff.num_members} starting noises, paired; "
-                  f"seed spread from {diff.seed_source}), limit {margin:g}")
-        checks.append(Check(name, description, decision, diff.estimate, [diff.low, diff.high],
-                            f"interval at most +{margin:g}", detail))
-    return checks
+def _forgotten_generation_check(results: dict, thresholds: Thresholds) -> list[Check]:
+    check = paired_generation_check(
+        "forgotten_generation", "the erased class, asked for by its own condition, is generated no more often than "
+        "by the references", results, thresholds.forgotten_accuracy_margin, thresholds.confidence)
+    return [] if check is None else [check]
 
 
 def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
-    """Every check of the audit from a results document: its ``membership`` comparisons, every probe's section
-    (audit/probes/), and its ``resurrection`` and ``utility`` sections, keyed by model role (original, unlearned,
-    reference_1..K)."""
+    """Every check of the audit from a results document: its ``membership`` comparisons, its ``utility`` section and
+    every probe's section (audit/probes/), keyed by model role (original, unlearned, reference_1..K)."""
     confidence = thresholds.confidence
-    references = results["membership"]["references"]
     checks = _membership_checks(results["membership"], thresholds)
     utility = results["utility"]
+    checks += _forgotten_generation_check(results, thresholds)
     for name in PROBES:  # each registered probe's own checks (audit/probes/)
         checks += PROBES.make(name).checks(results, thresholds)
-    if references:
-        checks += _generation_checks(results, references, thresholds)
     original, unlearned = utility["original"], utility["unlearned"]
     n = unlearned["samples_per_class"] * (len(unlearned["per_class_accuracy"]) - len(results["forget_spec"]["classes"]))
     estimate, low, high = proportion_difference(original["retained_accuracy"], n, unlearned["retained_accuracy"], n,
@@ -165,7 +97,7 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
         "retained_accuracy", "retained classes are still generated correctly (accuracy drop from the original)",
         at_most_decision(low, high, drop), estimate, [low, high], f"drop at most {drop:g}",
         f"original {original['retained_accuracy']:.3f}, unlearned {unlearned['retained_accuracy']:.3f}: drop "
-        f"{_signed(estimate)} {_interval_text(low, high, confidence)}, limit {drop:g}"))
+        f"{signed(estimate)} {interval_text(low, high, confidence)}, limit {drop:g}"))
     ratio = thresholds.retained_fd_ratio
     limit = original["retained_fd"] * ratio
     checks.append(Check(

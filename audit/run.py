@@ -21,15 +21,9 @@ import numpy as np
 import torch
 
 from attacks import ATTACKS, Attack, CalibrationSet
-from attacks.adversarial_prompt import adversarial_prompt_attack
-from attacks.concept_inversion import concept_inversion
-from attacks.inversion import InvertedConditioning, embedding_inversion
-from attacks.prompt_regeneration import prompt_regeneration
-from attacks.regeneration import ResurrectionResult, conditional_regeneration
-from attacks.relearning import relearning_curve
 from diffusion.cache import cache_entry, load_or_build_model
 from diffusion.captions import ClassCaptions
-from diffusion.concepts import concept_spec, model_view, task_for_model, unused_wordings
+from diffusion.concepts import concept_spec, model_view, task_for_model
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info, use_threads
 from diffusion.errors import UsageError
@@ -61,7 +55,6 @@ logger = logging.getLogger(__name__)
 
 REFERENCE = "reference"  # reference roles: reference_1 .. reference_K
 MIN_CALIBRATION_IMAGES = 10  # fewer members or non-members than this cannot rank a grid of choices
-PROMPT_GRID_IMAGES = 8  # images per prompt in a text model's prompt -> samples grid (one row of the report)
 
 
 def _forget_spec(config: AuditConfig, wordings: ClassCaptions) -> ForgetSpec:
@@ -74,8 +67,8 @@ def _forget_spec(config: AuditConfig, wordings: ClassCaptions) -> ForgetSpec:
 def _recipe(config: AuditConfig, original: DiffusionModel | None) -> TrainConfig:
     """The recipe of the built-in reference and of the retrained references: the preset's, for the kind of model
     audited (a given original's, else text when a concept is erased)."""
-    text = original.conditioning == "text" if original is not None else bool(config.forget_concept)
-    return TrainConfig.for_kind("text" if text else "class", **RECIPE_PRESETS[config.preset])
+    kind = original.recipe_kind if original is not None else "text" if config.forget_concept else "class"
+    return TrainConfig.for_kind(kind, **RECIPE_PRESETS[config.preset])
 
 
 def reference_seed(seed: int, index: int) -> int:
@@ -285,7 +278,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
                          inversion_images, calibration)
 
 
-GenerationMemo = dict[str, tuple[dict, dict | None, dict[str, dict], dict[str, tuple[str, bytes]]]]
+GenerationMemo = dict[str, tuple[dict, dict[str, dict], dict[str, tuple[str, bytes]]]]
 
 
 def _memo_key(role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig) -> str:
@@ -301,134 +294,50 @@ def _memo_key(role: str, model: DiffusionModel, subjects: AuditSubjects, config:
     return hashlib.sha256(json.dumps(as_json(parts), sort_keys=True).encode()).hexdigest()
 
 
-def _generation(
-    subjects: AuditSubjects, config: AuditConfig, inversions: dict[str, InvertedConditioning], images_dir: Path,
-    memo: GenerationMemo | None = None,
-) -> tuple[dict, dict, dict]:
-    """Utility, resurrection (regeneration, embedding inversion, relearning) and every registered probe on every
-    model, with the images the report shows: (utility by role, sections by name and role, image key -> file name).
+def _generation(subjects: AuditSubjects, config: AuditConfig, images_dir: Path,
+                memo: GenerationMemo | None = None) -> tuple[dict, dict, dict]:
+    """Utility and every registered probe (audit/probes/) on every model, with the images the report shows:
+    (utility by role, each probe's sections by role, image key -> file name).
 
     ``memo`` (optional, owned by the caller) keeps each model's results across audits in one process, keyed by
     everything they depend on (:func:`_memo_key`): audits of several candidates against the same original and
     references (benchmarks/controls.py) compute the fixed models' results once."""
-    utility, resurrection, probes, images = {}, {}, {}, {}
+    utility, probes, images = {}, {name: {} for name in PROBES}, {}
     for role, model in subjects.models.items():
         key = _memo_key(role, model, subjects, config) if memo is not None else None
         if key is not None and key in memo:
-            utility[role], found, sections, files = memo[key]
+            utility[role], sections, files = memo[key]
             for name, (file_name, data) in files.items():
                 (images_dir / file_name).write_bytes(data)
                 images[name] = file_name
         else:
-            utility[role], found, sections, shown = _model_generation(role, model, subjects, config,
-                                                                      inversions.get(role), images_dir)
+            utility[role], sections, shown = _model_generation(role, model, subjects, config, images_dir)
             images.update(shown)
             if key is not None:
-                memo[key] = (utility[role], found, sections,
+                memo[key] = (utility[role], sections,
                              {name: (f, (images_dir / f).read_bytes()) for name, f in shown.items()})
-        if found is not None:
-            resurrection[role] = found
         for name, section in sections.items():
-            probes.setdefault(name, {})[role] = section
-    return utility, {"resurrection": resurrection, **probes}, images
+            probes[name][role] = section
+    return utility, probes, images
 
 
-def _model_generation(
-    role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig,
-    inversion: InvertedConditioning | None, images_dir: Path,
-) -> tuple[dict, dict | None, dict[str, dict], dict[str, str]]:
-    """One model's generation results: (utility, its resurrection section or None, its section of every probe that
-    applies, image key -> file name). Inversion and relearning learn from the held-out images kept aside."""
-    classes = subjects.spec.classes
-    images, resurrection, sections = {}, None, {}
-    forget_pixels = subjects.dataset.select(subjects.task.forget.ids)  # class labels, pixels (for a VAE model too)
-    wordings = subjects.dataset.class_wordings
+def _model_generation(role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig,
+                      images_dir: Path) -> tuple[dict, dict[str, dict], dict[str, str]]:
+    """One model's generation results: (utility, its section of every probe that applies, image key -> file
+    name)."""
+    images, sections = {}, {}
     utility = subjects.utility(model, config)
     for kind, show in {"forgotten": subjects.forgotten_classes(),
                        "retained": subjects.task.retained_classes[:4]}.items():
-        grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps, wordings=wordings)
+        grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps,
+                                     wordings=subjects.dataset.class_wordings)
         images[f"{role}_{kind}"] = save_grid(grid, images_dir / f"{role}_{kind}.png", columns=8).name
-    if inversion is not None:
-        regenerated = conditional_regeneration(model, subjects.judge, subjects.task.forget, classes,
-                                               seed=config.seed, per_class=config.eval_samples_per_class,
-                                               steps=config.eval_steps)
-        inverted = embedding_inversion(model, subjects.judge, subjects.task.forget, classes,
-                                       fit_images=subjects.inversion_images, fitted=inversion,
-                                       seed=config.seed, per_class=config.forgotten_samples_per_class,
-                                       sample_steps=config.eval_steps)
-        images[f"{role}_inversion"] = save_grid(inverted.images[:16], images_dir / f"{role}_inversion.png",
-                                                columns=8).name
-        relearned = relearning_curve(model, subjects.judge, subjects.inversion_images, classes, seed=config.seed,
-                                     per_class=config.eval_samples_per_class, sample_steps=config.eval_steps,
-                                     quiet=config.quiet)
-        resurrection = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict(),
-                        "relearning": relearned.to_dict()}
-    elif subjects.task.anchor is not None and subjects.inversion_images is not None:
-        resurrection, shown = _concept_resurrection(model, subjects, config, forget_pixels)
-        for kind, generated in shown.items():
-            images[f"{role}_{kind}"] = save_grid(generated[:16], images_dir / f"{role}_{kind}.png", columns=8).name
     for name in PROBES:
         probe = PROBES.make(name)
         if probe.applies(subjects, config):
             sections[name], shown = probe.run(role, model, subjects, config, images_dir)
             images.update(shown)
-    return utility, resurrection, sections, images
-
-
-def _concept_resurrection(
-    model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig, forget_pixels: LabeledImages
-) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The resurrection probes of a text model (attacks/): every caption wording of the concept's class not given
-    to the erasure, and the held-out images' own captions when the data has them (``regeneration``), a word
-    learned by concept inversion (``inversion``), an adversarial prompt (``adversarial_prompt``) and relearning,
-    the last three fitted on the held-out images kept aside; with the report's prompt -> samples rows
-    (``prompt_grid``) and their images, keyed ``prompt_<row>``."""
-    spec, judge, fit = subjects.spec, subjects.judge, subjects.inversion_images
-    concept, wordings = spec.classes[0], subjects.dataset.class_wordings
-    common = {"seed": config.seed, "sample_steps": config.eval_steps}
-    given = prompt_regeneration(model, judge, spec.concept, concept, forget_pixels, seed=config.seed,
-                                per_prompt=PROMPT_GRID_IMAGES, sample_steps=config.eval_steps)
-    unused = unused_wordings(spec, subjects.dataset, fit.ids.tolist())
-    regenerated = prompt_regeneration(model, judge, unused, concept, forget_pixels, seed=config.seed,
-                                      per_prompt=max(1, config.eval_samples_per_class // 5),
-                                      sample_steps=config.eval_steps)
-    inverted = concept_inversion(model, judge, fit, concept, forget_pixels,
-                                 per_class=config.forgotten_samples_per_class,
-                                 quiet=config.quiet, **common)
-    adversarial = adversarial_prompt_attack(model, judge, fit, spec.concept[0], concept, forget_pixels,
-                                            per_class=config.forgotten_samples_per_class, quiet=config.quiet,
-                                            **common)
-    relearned = relearning_curve(model, judge, fit, spec.classes, per_class=config.eval_samples_per_class,
-                                 quiet=config.quiet, wordings=wordings, **common)
-    grid, images = _prompt_grid(given, regenerated, inverted, adversarial)
-    probes = {"regeneration": regenerated.to_dict(), "inversion": inverted.to_dict(),
-              "adversarial_prompt": adversarial.to_dict(), "relearning": relearned.to_dict(), "prompt_grid": grid}
-    return probes, images
-
-
-def _prompt_grid(given: ResurrectionResult, regenerated: ResurrectionResult, inverted: ResurrectionResult,
-                 adversarial: ResurrectionResult) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """One model's prompt -> samples rows: each prompt the erasure was given, each wording it was not, the word
-    learned by concept inversion and the adversarial prompt found for this model (the last two differ between
-    models), with the first :data:`PROMPT_GRID_IMAGES` images of each (the same starting noises in every row and
-    model) and the judged accuracy of all the prompt's images."""
-    rows, images = [], {}
-
-    def add(source: str, prompt: str, accuracy: float, shown: torch.Tensor, same_for_every_model: bool) -> None:
-        images[f"prompt_{len(rows)}"] = shown[:PROMPT_GRID_IMAGES]
-        rows.append({"source": source, "prompt": prompt, "judge_accuracy": accuracy,
-                     "same_for_every_model": same_for_every_model, "image": f"prompt_{len(rows)}"})
-
-    for source, result in (("prompt given to the erasure", given), ("wording not given to the erasure", regenerated)):
-        per_prompt, accuracy = result.metrics["per_prompt_images"], result.metrics["per_prompt_accuracy"]
-        for prompt in dict.fromkeys(result.metrics["prompts"]):
-            first = result.metrics["prompts"].index(prompt) * per_prompt
-            add(source, prompt, accuracy[prompt], result.images[first:first + per_prompt], True)
-    add("word learned by concept inversion", inverted.metrics["prompt"], inverted.metrics["judge_accuracy"],
-        inverted.images, False)
-    add("adversarial prompt", adversarial.metrics["prompt"], adversarial.metrics["judge_accuracy"],
-        adversarial.images, False)
-    return rows, images
+    return utility, sections, images
 
 
 def residual_leakage(membership: dict) -> dict:
@@ -549,7 +458,7 @@ def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = Non
             pictures = subjects.dataset.select([row["sample_id"] for row in exposed]).images
             images["exposed"] = save_grid(pictures, images_dir / "exposed.png", columns=len(exposed)).name
         attacked = time.perf_counter()
-        utility, probes, generated = _generation(subjects, config, inversions, images_dir, memo)
+        utility, probes, generated = _generation(subjects, config, images_dir, memo)
         images.update(generated)
         sets = subjects.sets
         membership = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from attacks import Attack, CalibrationSet
@@ -42,6 +42,7 @@ class AuditSubjects:
     sets: ScoredSets
     inversion_images: LabeledImages | None
     calibration: CalibrationSet | None
+    _inversions: dict[tuple[str, int], InvertedConditioning] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
     def training_members(self) -> LabeledImages:
@@ -57,11 +58,17 @@ class AuditSubjects:
 
     def inversion(self, model: DiffusionModel, config: AuditConfig) -> InvertedConditioning | None:
         """A class embedding per erased class fitted for ``model`` on the images kept aside; None for a deletion of
-        member images (they keep their own classes) and for a text model (its concept inversion learns a word)."""
+        member images (they keep their own classes) and for a text model (its concept inversion learns a word).
+        Fitted once per model (by its weights' fingerprint): the inverted membership conditioning and the
+        resurrection probe use the same one."""
         if self.inversion_images is None or self.task.anchor is not None:
             return None
-        return fit_class_embedding(model, self.inversion_images, self.spec.classes, seed=config.seed,
-                                   images_per_class=INVERSION_IMAGES_PER_CLASS, quiet=config.quiet)
+        key = (model.fingerprint(), config.seed)
+        if key not in self._inversions:
+            self._inversions[key] = fit_class_embedding(model, self.inversion_images, self.spec.classes,
+                                                        seed=config.seed, images_per_class=INVERSION_IMAGES_PER_CLASS,
+                                                        quiet=config.quiet)
+        return self._inversions[key]
 
     def utility(self, model: DiffusionModel, config: AuditConfig) -> dict:
         """``model``'s generation quality: every class judged, forgotten and retained apart

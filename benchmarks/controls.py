@@ -38,8 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audit.checks import evaluate_checks, generation_values, verdict
+from audit.checks import evaluate_checks, verdict
 from audit.config import AuditConfig
+from audit.generation_checks import generation_values
 from audit.membership import membership_from_scores
 from audit.run import reference_seed, retrained_model, run_audit
 from audit.seed_spread import GENERATION, SeedPriors, mean_statistic
@@ -112,7 +113,7 @@ def read_scores(folder: Path) -> tuple[dict, np.ndarray]:
 def retrain_aucs(results: dict) -> dict[str, dict[str, list[float]]]:
     """conditioning -> statistic -> the raw AUCs of every model retrained without the forget set in one audit (the
     references, and the unlearned model when it is a retrain): attacks by name, and their mean; under ``generation``
-    the mean of each generation check's per-image values (:func:`audit.checks.generation_values`)."""
+    the mean of each generation check's per-image values (:func:`audit.generation_checks.generation_values`)."""
     out: dict = defaultdict(dict)
     for attack, per_conditioning in results["membership"]["attacks"].items():
         for conditioning, comparison in per_conditioning.items():

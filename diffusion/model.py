@@ -136,6 +136,11 @@ class DiffusionModel:
         return "none" if self.num_classes is None else "class"
 
     @property
+    def recipe_kind(self) -> str:
+        """The kind of training recipe a model like this one is trained with (:meth:`TrainConfig.for_kind`)."""
+        return "class"
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)

@@ -128,6 +128,10 @@ class TextDiffusionModel(DiffusionModel):
         return "text"
 
     @property
+    def recipe_kind(self) -> str:
+        return "text"
+
+    @property
     def pixel_shape(self) -> tuple[int, int, int]:
         if self.vae is None:
             return self.image_shape

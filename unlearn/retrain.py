@@ -38,7 +38,7 @@ class Retrain(Unlearner):
     def run(self, model: DiffusionModel, task: ForgetTask, options: RunOptions) -> UnlearnResult:
         start = time.perf_counter()
         fresh = model.reinitialized(options.seed)
-        recipe = TrainConfig.for_kind("text" if model.conditioning == "text" else "class", seed=options.seed)
+        recipe = TrainConfig.for_kind(model.recipe_kind, seed=options.seed)
         config = dataclasses.replace(recipe, steps=self.steps or recipe.steps)
         record = train_denoiser(fresh, task.retain.images, task.retain.labels, config,
                                 accelerator=options.accelerator, quiet=options.quiet, desc=self.name,

@@ -1,7 +1,8 @@
-"""The audit's probes beyond membership inference (:class:`Probe`, registry ``PROBES``): extraction so far; the
-generation, resurrection and relearning probes still run in audit/run.py."""
+"""The audit's probes beyond membership inference (:class:`Probe`, registry ``PROBES``): training-data extraction,
+and resurrection (regeneration, inversion, relearning; an adversarial prompt for a text model)."""
 
 from .base import PROBES, Probe
 from .extraction import ExtractionProbe
+from .resurrection import ResurrectionProbe
 
-__all__ = ["PROBES", "ExtractionProbe", "Probe"]
+__all__ = ["PROBES", "ExtractionProbe", "Probe", "ResurrectionProbe"]

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "evaluate": "evaluate:evaluate_command",
     "attack": "attack:attack_command",
     "references": "references:references_command",
+    "canaries": "canaries:canaries_command",
 }
 
 

@@ -13,6 +13,8 @@ from diffusion.splits import make_splits
 from diffusion.training import MODEL_KINDS, TrainConfig
 
 from .common import (
+    canaries_option,
+    canary_split,
     configure_logging,
     data_option,
     handle_errors,
@@ -48,12 +50,13 @@ DEFAULTS = TrainConfig()
               help="Side of the images (image folders are resized to it; the bundled digits are 8).")
 @click.option("--image-channels", type=click.Choice(["1", "3"]), default="1", show_default=True,
               help="Image channels: 1 grey, 3 RGB (image folders are converted; the bundled digits are grey).")
+@canaries_option
 @seed_option
 @quiet_option
 @threads_option
 @handle_errors
 def train_command(data, split_seed, member_fraction, out: Path, force, kind, steps, batch_size, lr, ema_decay,
-                  block_out_channels, image_size, image_channels, seed, quiet):
+                  block_out_channels, image_size, image_channels, canary_dir, seed, quiet):
     """Train the reference diffusion model on the training members and save it (EMA weights).
 
     With --kind text: a text-to-image model of the bundled digits, trained on several paraphrased captions per
@@ -63,7 +66,7 @@ def train_command(data, split_seed, member_fraction, out: Path, force, kind, ste
     saved as a DDPM pipeline folder (safetensors) with erasediff.json beside it (split, recipe, time, versions).
     """
     configure_logging(quiet)
-    inputs = {"data folder": data_folder(data)}
+    inputs = {"data folder": data_folder(data), "canary folder": canary_dir}
     check_output_dir(out, force, inputs)
     try:
         widths = tuple(int(w) for w in block_out_channels.split(","))
@@ -75,8 +78,11 @@ def train_command(data, split_seed, member_fraction, out: Path, force, kind, ste
                                   block_out_channels=widths, seed=seed, **given)
     dataset = load_dataset(data, image_size=image_size, channels=int(image_channels))
     splits = make_splits(dataset.labels, split_seed, member_fraction)
+    extra = {}
+    if canary_dir is not None:
+        splits, extra["canaries"] = canary_split(canary_dir, dataset, splits)
     trained = train_on_ids(dataset, splits.members, config, role="reference",
-                           extra={"splits": splits.to_dict()}, quiet=quiet)
+                           extra={"splits": splits.to_dict(), **extra}, quiet=quiet)
     save_model_once(trained.model, trained.record, out, force, inputs,
                     f"reference model written to {out} ({trained.record['steps']} steps, "
                     f"{trained.record['wall_seconds']:.0f} s)")

@@ -8,6 +8,7 @@ import click
 import yaml
 
 from audit.config import read_yaml_value
+from diffusion.canaries import check_model_commitment, read_canaries, read_included
 from diffusion.captions import ClassCaptions
 from diffusion.concepts import concept_spec, read_prompts, task_for_model
 from diffusion.data import data_folder
@@ -22,6 +23,8 @@ from diffusion.training import MIXED_PRECISIONS
 from unlearn import METHODS
 
 from .common import (
+    canaries_option,
+    canary_split,
     configure_logging,
     handle_errors,
     model_data_options,
@@ -51,11 +54,13 @@ def parse_params(pairs: tuple[str, ...]) -> dict:
 def forget_spec_from_options(
     forget_classes: tuple[int, ...], forget_ids: str | None, label: str, wordings: ClassCaptions,
     concept: tuple[str, ...] = (), prompts_file: str | None = None, anchor: str | None = None,
+    canary_ids: tuple[int, ...] = (),
 ) -> ForgetSpec:
     """The :class:`ForgetSpec` given by ``--forget-class`` (repeatable) and ``--forget-ids FILE``, or for a text
     model by ``--forget-concept TEXT`` (repeatable), ``--forget-prompts FILE`` and ``--anchor TEXT`` (naming a
-    class as the data's captions ``wordings`` do)."""
+    class as the data's captions ``wordings`` do); the included ``canary_ids`` are deleted with it."""
     sample_ids = read_sample_ids(forget_ids) if forget_ids else ()
+    sample_ids = tuple(sorted({*sample_ids, *canary_ids})) if canary_ids else sample_ids
     prompts = tuple(concept) + (read_prompts(prompts_file) if prompts_file else ())
     if prompts or concept or prompts_file is not None:
         if forget_classes:
@@ -108,6 +113,7 @@ def concept_options(command):
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute activations in the backward pass: less memory for a large UNet, slower steps.")
 @model_data_options
+@canaries_option
 @out_option()
 @seed_option
 @quiet_option
@@ -116,7 +122,7 @@ def concept_options(command):
 def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_label, concept, prompts_file, anchor,
                     steps, lr, batch_size,
                     fixed_lambda, forget_target, extra, mixed_precision, gradient_checkpointing, data, split_seed,
-                    member_fraction, allow_other_data, out: Path, force, seed, quiet):
+                    member_fraction, allow_other_data, canary_dir, out: Path, force, seed, quiet):
     """Erase a forget set from a model and save the unlearned model with a record of how it was made.
 
     The output folder holds a diffusers model and erasediff.json: method, parameters, the forget spec and its
@@ -124,7 +130,7 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     """
     configure_logging(quiet)
     inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids,
-              "prompts file": prompts_file}
+              "prompts file": prompts_file, "canary folder": canary_dir}
     check_output_dir(out, force, inputs)
     given = {"steps": steps, "lr": lr, "batch_size": batch_size, "fixed_lambda": fixed_lambda,
              "forget_target": forget_target}
@@ -133,10 +139,15 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     model = load_model(model_dir)
     dataset = load_data_for_model(data, model)
     splits = make_splits(dataset.labels, split_seed, member_fraction)
-    check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, splits,
-                     allow_other_data=allow_other_data)
+    metadata = DiffusionModel.read_metadata(model_dir)
+    canaries, included = {}, ()
+    if canary_dir is not None:  # the included canaries are members, deleted with the forget set in one request
+        splits, canaries = canary_split(canary_dir, dataset, splits)
+        check_model_commitment(metadata, read_canaries(canary_dir), f"the model {model_dir}")
+        included = tuple(read_included(canary_dir, read_canaries(canary_dir)).tolist())
+    check_provenance(metadata, str(model_dir), dataset, splits, allow_other_data=allow_other_data)
     spec = forget_spec_from_options(forget_classes, forget_ids, forget_label, dataset.class_wordings, concept,
-                                    prompts_file, anchor)
+                                    prompts_file, anchor, included)
     task = task_for_model(dataset, splits, spec, model, seed)
     unlearner.check(task, model)
     parent = model.fingerprint()
@@ -154,6 +165,7 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
         "parent_model": {"path": str(model_dir), "fingerprint": parent},
         "data": {"name": dataset.name, "fingerprint": dataset.fingerprint()},
         "splits": splits.to_dict(),
+        **({"canaries": canaries} if canaries else {}),
         "seed": seed,
         "mixed_precision": mixed_precision,
         "gradient_checkpointing": gradient_checkpointing,

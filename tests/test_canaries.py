@@ -1,0 +1,77 @@
+"""Canaries end to end on tiny real models: make, train with them, delete them with a request, audit them; and the
+refusals (another canary file, a changed assignment)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from diffusion.canaries import read_canaries, read_included, read_sealed
+from diffusion.model import DiffusionModel
+from erasediff.cli import main
+
+TINY = ["--steps", "3", "--batch-size", "16", "--block-out-channels", "8,16", "--quiet"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("canaries")
+    assert invoke("canaries", "make", "--count", 40, "--seed", 3, "--out", root / "c", "--quiet").exit_code == 0
+    assert invoke("canaries", "make", "--count", 40, "--seed", 4, "--out", root / "other", "--quiet").exit_code == 0
+    result = invoke("train", "--canaries", root / "c", "--out", root / "original", *TINY)
+    assert result.exit_code == 0, result.output
+    result = invoke("unlearn", "--model", root / "original", "--canaries", root / "c", "--method", "erasediff",
+                    "--steps", 2, "--out", root / "erased", "--quiet")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_the_assignment_is_sealed_and_the_models_record_only_its_commitment(planted):
+    canaries = read_canaries(planted / "c")
+    sealed = read_sealed(planted / "c", canaries)
+    included = read_included(planted / "c", canaries)
+    assert np.array_equal(sealed.included, included) and 0 < included.size < 40
+    original = DiffusionModel.read_metadata(planted / "original")
+    assert original["canaries"] == {"commitment": canaries.commitment, "num_canaries": 40}
+    assert "included" not in json.dumps(original)
+    erased = DiffusionModel.read_metadata(planted / "erased")
+    assert erased["canaries"]["commitment"] == canaries.commitment
+    assert set(included.tolist()) <= set(erased["forget_spec"]["sample_ids"])  # deleted in the same request
+    assert erased["num_forget"] == included.size
+
+
+def test_the_canary_audit_never_passes_a_noop_and_writes_its_test(planted, tmp_path):
+    result = invoke("canaries", "audit", "--canaries", planted / "c", "--model", planted / "original",
+                    "--unlearned", planted / "original", "--attacks", "loss", "--out", tmp_path / "audit", "--quiet")
+    assert result.exit_code in (1, 4), result.output  # FAIL (found) or INCONCLUSIVE (a 3-step model: no power)
+    results = json.loads((tmp_path / "audit" / "canary_results.json").read_text())
+    assert results["verdict"] in ("FAIL", "INCONCLUSIVE") and results["verdict"] in result.output
+    for role in ("unlearned", "original"):
+        section = results[role]
+        assert 0.0 < section["p_value"] <= 1.0 and section["test_auc"] <= section["auc_upper_bound"] <= 1.0
+        assert 20 <= section["num_deleted"] + section["num_never_included"] <= 21  # the test half only
+    assert results["unlearned"] == results["original"]  # the same model, the same canaries, the same numbers
+
+
+def test_a_model_trained_with_other_canaries_or_a_changed_assignment_is_refused(planted, tmp_path):
+    result = invoke("canaries", "audit", "--canaries", planted / "other", "--model", planted / "original",
+                    "--unlearned", planted / "erased", "--out", tmp_path / "a", "--quiet")
+    assert result.exit_code == 2 and "trained with other canaries" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+    tampered = tmp_path / "tampered"
+    (tampered / "sealed").mkdir(parents=True)
+    for name in ("canaries.json", "included_ids.txt"):
+        (tampered / name).write_text((planted / "c" / name).read_text())
+    sealed = json.loads((planted / "c" / "sealed" / "assignment.json").read_text())
+    sealed["included"] = sealed["included"][1:]
+    (tampered / "sealed" / "assignment.json").write_text(json.dumps(sealed))
+    result = invoke("canaries", "audit", "--canaries", tampered, "--model", planted / "original",
+                    "--unlearned", planted / "erased", "--out", tmp_path / "b", "--quiet")
+    assert result.exit_code == 2 and "assignment was changed" in result.output
