@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -121,9 +123,10 @@ def _score_all(models: dict[str, DiffusionModel], config: CanaryAuditConfig, can
     return scores
 
 
-def run_canary_audit(config: CanaryAuditConfig) -> dict:
-    """Run the canary audit and write ``config.out`` atomically (``canary_results.json``, ``scores/canaries.csv``);
-    returns the results document."""
+def run_canary_audit(config: CanaryAuditConfig, render: Callable[[Path], object] | None = None) -> dict:
+    """Run the canary audit and write ``config.out`` atomically (``canary_results.json``, ``scores/canaries.csv``,
+    and what ``render`` makes of the results, e.g. :func:`reports.html.write_canary_report`); returns the results
+    document."""
     started = time.perf_counter()
     canaries = read_canaries(config.canaries)
     sealed = read_sealed(config.canaries, canaries)
@@ -154,4 +157,6 @@ def run_canary_audit(config: CanaryAuditConfig) -> dict:
                    "unlearned": sections["unlearned"], "original": sections["original"],
                    "environment": environment_info(), "seconds": time.perf_counter() - started}
         write_json(out / "canary_results.json", results)
+        if render is not None:
+            render(out / "canary_results.json")
     return results

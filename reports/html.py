@@ -176,3 +176,20 @@ def write_report(results_path: str | Path, out_path: str | Path | None = None) -
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(out_path)
     return out_path
+
+
+def write_canary_report(results_path: str | Path) -> Path:
+    """Render a canary audit's ``canary_results.json`` to ``report.html`` beside it, atomically (every value
+    escaped: paths and names are the user's)."""
+    results_path = Path(results_path)
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    out_path = results_path.with_name("report.html")
+    try:
+        html = _environment().get_template("canary.html.j2").render(r=results)
+    except (UndefinedError, TypeError, KeyError) as error:
+        raise UsageError(f"'{results_path}' is not a canary audit's results: {short_repr(str(error))}") from None
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out_path)
+    return out_path
+

@@ -58,6 +58,8 @@ def test_the_canary_audit_never_passes_a_noop_and_writes_its_test(planted, tmp_p
         assert 0.0 < section["p_value"] <= 1.0 and section["test_auc"] <= section["auc_upper_bound"] <= 1.0
         assert 20 <= section["num_deleted"] + section["num_never_included"] <= 21  # the test half only
     assert results["unlearned"] == results["original"]  # the same model, the same canaries, the same numbers
+    html = (tmp_path / "audit" / "report.html").read_text()
+    assert results["verdict"] in html and "What this certifies" in html
 
 
 def test_a_model_trained_with_other_canaries_or_a_changed_assignment_is_refused(planted, tmp_path):

@@ -49,7 +49,8 @@ def make_command(data, split_seed, member_fraction, count, out: Path, force, see
     from diffusion.splits import make_splits
 
     dataset = load_dataset(data)
-    canaries, sealed = draw_canaries(data, dataset, make_splits(dataset.labels, split_seed, member_fraction), count, seed)
+    splits = make_splits(dataset.labels, split_seed, member_fraction)
+    canaries, sealed = draw_canaries(data, dataset, splits, count, seed)
     write_canaries(out, canaries, sealed, force)
     click.echo(f"{count} canaries written to {out} ({sealed.included.size} included in training; commitment "
                f"{canaries.commitment[:16]}...)")
@@ -81,11 +82,12 @@ def audit_command(canary_dir: Path, model: Path, unlearned: Path, attacks, alpha
     """
     configure_logging(quiet)
     from audit.canary import CanaryAuditConfig, run_canary_audit
+    from reports.html import write_canary_report
 
     names = [a.strip() for a in attacks.split(",") if a.strip()]
     config = CanaryAuditConfig(str(canary_dir), str(model), str(unlearned), attacks=names, alpha=alpha,
                                auc_margin=auc_margin, seed=seed, out=str(out), force=force, quiet=quiet)
-    results = run_canary_audit(config)
-    click.echo(f"canary verdict: {results['verdict']}: {results['why']}")
+    results = run_canary_audit(config, render=write_canary_report)
+    click.echo(f"canary verdict: {results['verdict']}: {results['why']}; report: {out / 'report.html'}")
     codes = {"PASS": ExitCode.OK, "FAIL": ExitCode.GATE_FAILED, "INCONCLUSIVE": ExitCode.INCONCLUSIVE}
     raise SystemExit(codes[results["verdict"]])
