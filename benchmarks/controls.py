@@ -172,11 +172,11 @@ def priors_from(rows: list[dict], kind: str, leave_out: tuple[str, str] | None =
 
 
 def redecide(results: dict, folder: Path, priors: SeedPriors, margin: float | None = None) -> dict:
-    """The audit's checks and verdict again, membership re-decided from its score tables under ``priors`` (and,
-    given, another membership ``margin``)."""
+    """The audit's checks and verdict again under the current rule (today's default thresholds, so a reused audit
+    is decided as a new one would be), membership re-decided from its score tables under ``priors`` (and, given,
+    another membership ``margin``)."""
     config = AuditConfig(**{k: v for k, v in results["config"].items() if k != "thresholds"})
-    config.thresholds = type(config.thresholds)(**results["config"]["thresholds"]).for_task(
-        bool(results["forget_spec"]["classes"]))
+    config.thresholds = type(config.thresholds)().for_task(bool(results["forget_spec"]["classes"]))
     if margin is not None:
         config.thresholds.mia_auc_margin = margin
     scores, is_member = read_scores(folder)
