@@ -4,13 +4,14 @@ A benchmark that probes an unlearning method at intervals ("time to a certified 
 it asks the same question many times: what would the audit decide if this model were the unlearned one? The
 original and the K retrained references do not change between questions, so their attack fits, attack scores,
 inverted class embeddings and generations are computed once; each question costs one model's share of the audit.
-Extraction and the resurrection checks (inversion, relearning) are left to the full audit: the probe answers with
-the membership checks, the audit's power, the forgetting check and the two utility checks.
+By default extraction and the resurrection checks (inversion, relearning) are left to the full audit: the probe
+answers with the membership checks, the audit's power, the forgetting check and the two utility checks.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +25,9 @@ from diffusion.splits import make_splits
 from diffusion.training import TrainConfig
 from reports.results import Check
 
-from .checks import evaluate_checks, verdict
+from .checks import verdict
 from .config import AuditConfig
-from .membership import run_membership
-from .run import prepare_subjects
-from .seed_spread import priors_for, task_kind
+from .run import GenerationMemo, examine, prepare_subjects
 from .subjects import AuditSubjects
 
 UNLEARNED = "unlearned"
@@ -91,40 +90,35 @@ class AuditProbe:
 
     ``config`` is an audit configuration whose original model and references are loaded or trained (cached) once;
     its ``unlearned`` must name a model folder (e.g. the original itself) so that no method runs here. The attacks
-    are fitted on the calibration split against the original, as the audit does.
+    are fitted on the calibration split against the original, as the audit does. Each question runs the audit's own
+    loop (:func:`audit.run.examine`) with the fixed models' attack scores and generation results kept, and with the
+    probes in ``probes`` only (default none: extraction and resurrection are left to the full audit).
     """
 
-    def __init__(self, config: AuditConfig):
+    def __init__(self, config: AuditConfig, probes: Sequence[str] = ()):
         if config.unlearned is None:
             raise ValueError("AuditProbe needs config.unlearned set (e.g. to the original), so no method runs")
         self.config = config
+        self.probes = list(probes)
         self.subjects: AuditSubjects = prepare_subjects(config)
         self.fixed = {role: m for role, m in self.subjects.models.items() if role != UNLEARNED}
-        original = self.fixed["original"]
-        for attack in self.subjects.attacks:
-            attack.fit(original, self.subjects.calibration, seed=config.seed, quiet=config.quiet)
+        if self.subjects.calibration is not None:
+            for attack in self.subjects.attacks:
+                attack.fit(self.fixed["original"], self.subjects.calibration, seed=config.seed, quiet=config.quiet)
         self.memo: dict[tuple[str, str, str], AttackScores] = {}
-        spec = self.subjects.spec
-        self.thresholds = config.thresholds.for_task(bool(spec.classes))
-        self.priors = priors_for(original.fingerprint(), task_kind(spec.classes, spec.sample_ids, bool(spec.concept)),
-                                 self.subjects.sets.num_members)
-        self.inversions = {role: self.subjects.inversion(model, config) for role, model in self.fixed.items()}
-        self.utility = {role: self.subjects.utility(model, config) for role, model in self.fixed.items()}
-        self._scores_dir = tempfile.TemporaryDirectory(prefix="erasediff-probe-")  # the CSVs are not kept
+        self.generation_memo: GenerationMemo = {}
+        self._scratch = tempfile.TemporaryDirectory(prefix="erasediff-probe-")  # score tables and images not kept
 
     def __call__(self, model: DiffusionModel) -> ProbeResult:
         """The probed checks of the audit with ``model`` as the unlearned model."""
-        subjects, config = self.subjects, self.config
-        models = {**self.fixed, UNLEARNED: model}
-        every = {**self.inversions, UNLEARNED: subjects.inversion(model, config)}
-        inversions = {role: inversion for role, inversion in every.items() if inversion is not None}
-        _, comparisons, combined = run_membership(subjects.attacks, models, inversions, subjects.sets,
-                                                  subjects.references, self.thresholds, config.seed,
-                                                  Path(self._scores_dir.name), memo=self.memo, priors=self.priors)
-        utility = {**self.utility, UNLEARNED: subjects.utility(model, config)}
-        results = {"membership": {"references": subjects.references, "attacks": comparisons, "combined": combined},
-                   "utility": utility, "forget_spec": subjects.spec.to_dict()}
-        return ProbeResult(evaluate_checks(results, self.thresholds), comparisons, combined, utility[UNLEARNED])
+        self.subjects.models[UNLEARNED] = model
+        scratch = Path(self._scratch.name)
+        for folder in ("scores", "images"):
+            (scratch / folder).mkdir(exist_ok=True)
+        examined = examine(self.subjects, self.config, scratch / "scores", scratch / "images", scores_memo=self.memo,
+                           generation_memo=self.generation_memo, probes=self.probes)
+        membership, utility = examined.sections["membership"], examined.sections["utility"]
+        return ProbeResult(examined.checks, membership["attacks"], membership["combined"], utility[UNLEARNED])
 
 
 def default_audit_config(

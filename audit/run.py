@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -281,12 +281,14 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
 GenerationMemo = dict[str, tuple[dict, dict[str, dict], dict[str, tuple[str, bytes]]]]
 
 
-def _memo_key(role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig) -> str:
+def _memo_key(role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig,
+              probes: Sequence[str]) -> str:
     """What one model's generation results depend on: the model's weights, its role (image names), the task's
-    images and every setting that reaches a sampler, a judge or a probe."""
+    images, the probes run and every setting that reaches a sampler, a judge or a probe."""
     ignored = {"model", "unlearned", "retrained", "unverified_references", "retrain", "retrain_references", "method",
                "method_params", "attacks", "calibration_images", "thresholds", "out", "force", "quiet", "threads"}
-    parts = {"role": role, "model": model.fingerprint(), "data": subjects.dataset.fingerprint(),
+    parts = {"role": role, "model": model.fingerprint(), "probes": list(probes),
+             "data": subjects.dataset.fingerprint(),
              "forget": subjects.task.forget.ids.tolist(), "spec": subjects.spec.to_dict(),
              "inversion": None if subjects.inversion_images is None else subjects.inversion_images.ids.tolist(),
              "judge": {k: v for k, v in subjects.judge.record.items() if k != "test_ids"},
@@ -294,36 +296,39 @@ def _memo_key(role: str, model: DiffusionModel, subjects: AuditSubjects, config:
     return hashlib.sha256(json.dumps(as_json(parts), sort_keys=True).encode()).hexdigest()
 
 
-def _generation(subjects: AuditSubjects, config: AuditConfig, images_dir: Path,
-                memo: GenerationMemo | None = None) -> tuple[dict, dict, dict]:
-    """Utility and every registered probe (audit/probes/) on every model, with the images the report shows:
-    (utility by role, each probe's sections by role, image key -> file name).
+def model_generation(subjects: AuditSubjects, config: AuditConfig, images_dir: Path,
+                     memo: GenerationMemo | None = None, probes: Sequence[str] | None = None
+                     ) -> tuple[dict, dict, dict]:
+    """Utility and the probes (audit/probes/; ``probes`` names a subset, default every registered one) on every
+    model, with the images the report shows: (utility by role, each probe's sections by role, image key -> file
+    name).
 
     ``memo`` (optional, owned by the caller) keeps each model's results across audits in one process, keyed by
     everything they depend on (:func:`_memo_key`): audits of several candidates against the same original and
-    references (benchmarks/controls.py) compute the fixed models' results once."""
-    utility, probes, images = {}, {name: {} for name in PROBES}, {}
+    references (benchmarks/controls.py, :class:`audit.probe.AuditProbe`) compute the fixed models' results once."""
+    names = list(PROBES) if probes is None else list(probes)
+    utility, sections_by_probe, images = {}, {name: {} for name in names}, {}
     for role, model in subjects.models.items():
-        key = _memo_key(role, model, subjects, config) if memo is not None else None
+        key = _memo_key(role, model, subjects, config, names) if memo is not None else None
         if key is not None and key in memo:
             utility[role], sections, files = memo[key]
             for name, (file_name, data) in files.items():
                 (images_dir / file_name).write_bytes(data)
                 images[name] = file_name
         else:
-            utility[role], sections, shown = _model_generation(role, model, subjects, config, images_dir)
+            utility[role], sections, shown = _model_generation(role, model, subjects, config, images_dir, names)
             images.update(shown)
             if key is not None:
                 memo[key] = (utility[role], sections,
                              {name: (f, (images_dir / f).read_bytes()) for name, f in shown.items()})
         for name, section in sections.items():
-            probes[name][role] = section
-    return utility, probes, images
+            sections_by_probe[name][role] = section
+    return utility, sections_by_probe, images
 
 
 def _model_generation(role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig,
-                      images_dir: Path) -> tuple[dict, dict[str, dict], dict[str, str]]:
-    """One model's generation results: (utility, its section of every probe that applies, image key -> file
+                      images_dir: Path, probes: Sequence[str]) -> tuple[dict, dict[str, dict], dict[str, str]]:
+    """One model's generation results: (utility, its section of each of ``probes`` that applies, image key -> file
     name)."""
     images, sections = {}, {}
     utility = subjects.utility(model, config)
@@ -332,7 +337,7 @@ def _model_generation(role: str, model: DiffusionModel, subjects: AuditSubjects,
         grid, _ = generate_per_class(model, show, 8, seed=config.seed, steps=config.eval_steps,
                                      wordings=subjects.dataset.class_wordings)
         images[f"{role}_{kind}"] = save_grid(grid, images_dir / f"{role}_{kind}.png", columns=8).name
-    for name in PROBES:
+    for name in probes:
         probe = PROBES.make(name)
         if probe.applies(subjects, config):
             sections[name], shown = probe.run(role, model, subjects, config, images_dir)
@@ -411,6 +416,77 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
             "would_decide": advice}
 
 
+@dataclass
+class Examination:
+    """What the audit's attacks and probes found on its models, and the checks decided on it.
+
+    Attributes:
+        sections: the measured sections of the results document (``forget_spec``, ``membership``, ``attacks``,
+            ``utility``, one per probe run, ``images``).
+        checks: every check decided on them (:func:`audit.checks.evaluate_checks`).
+        thresholds: the thresholds they were decided at (the configured ones for the kind of task).
+        seconds: ``attacks_seconds`` and ``generation_seconds``.
+    """
+
+    sections: dict
+    checks: list[Check]
+    thresholds: Thresholds
+    seconds: dict[str, float]
+
+
+def examine(subjects: AuditSubjects, config: AuditConfig, scores_dir: Path, images_dir: Path,
+            scores_memo: dict | None = None, generation_memo: GenerationMemo | None = None,
+            probes: Sequence[str] | None = None) -> Examination:
+    """Every membership attack (fitted already) and every probe (``probes``: a subset of the registered ones, by
+    name) on every model of ``subjects``, and the checks: the audit's one loop. The score tables go to
+    ``scores_dir``, the images to ``images_dir``.
+
+    ``run_audit`` examines its models once; :class:`audit.probe.AuditProbe` once per candidate unlearned model,
+    keeping the fixed models' attack scores (``scores_memo``, :func:`audit.membership.run_membership`) and
+    generation results (``generation_memo``, :func:`model_generation`) between candidates."""
+    started = time.perf_counter()
+    inversions = {role: inversion for role, model in subjects.models.items()
+                  if (inversion := subjects.inversion(model, config)) is not None}
+    spec = subjects.spec
+    thresholds = config.thresholds.for_task(bool(spec.classes))
+    priors = priors_for(subjects.models["original"].fingerprint(),
+                        task_kind(spec.classes, spec.sample_ids, bool(spec.concept)), subjects.sets.num_members)
+    attacks, comparisons, combined = run_membership(
+        subjects.attacks, subjects.models, inversions, subjects.sets, subjects.references, thresholds,
+        config.seed, scores_dir, memo=scores_memo, priors=priors)
+    exposed = exposed_forget_images(comparisons, subjects.sets)
+    images = {}
+    if exposed:
+        pictures = subjects.dataset.select([row["sample_id"] for row in exposed]).images
+        images["exposed"] = save_grid(pictures, images_dir / "exposed.png", columns=len(exposed)).name
+    attacked = time.perf_counter()
+    utility, probe_sections, generated = model_generation(subjects, config, images_dir, generation_memo, probes)
+    images.update(generated)
+    sets = subjects.sets
+    membership = {
+        "references": subjects.references,
+        "conditionings": list(next(iter(comparisons.values()))) if comparisons else [],
+        "num_forget": sets.num_members,
+        "num_heldout": sets.num_nonmembers,
+        "inversion_image_ids": ([] if subjects.inversion_images is None
+                                else subjects.inversion_images.ids.tolist()),
+        "calibration": None if subjects.calibration is None else {
+            **subjects.calibration.summary(), "fitted_on": "original",
+            "attacks": {attack.name: {k: v for k, v in attack.calibration_.items() if not k.endswith("_ids")}
+                        for attack in subjects.attacks}},
+        "confidence": thresholds.confidence,
+        "margin": thresholds.mia_auc_margin,
+        "seed_spread": priors.describe(),
+        "attacks": comparisons,
+        "combined": combined,
+        "exposed_forget_images": exposed,
+    }
+    sections = {"forget_spec": subjects.spec.to_dict(), "membership": membership, "attacks": attacks,
+                "utility": utility, **probe_sections, "images": images}
+    return Examination(sections, evaluate_checks(sections, thresholds), thresholds,
+                       {"attacks_seconds": attacked - started, "generation_seconds": time.perf_counter() - attacked})
+
+
 @contextmanager
 def _output_dir(config: AuditConfig) -> Iterator[Path]:
     """The audit's output folder, written atomically by the main process; the other processes of an Accelerate
@@ -430,7 +506,7 @@ def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = Non
 
     ``render`` (the command line passes :func:`reports.write_report`) is called with the path of ``results.json``
     before the folder is published, so a report is part of the same atomic write. ``memo``: see
-    :func:`_generation`.
+    :func:`model_generation`.
     """
     started = time.perf_counter()
     use_threads(config.threads)
@@ -440,45 +516,12 @@ def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = Non
         images_dir = out / "images"
         images_dir.mkdir()
         (out / "scores").mkdir()
-        inversions = {role: inversion for role, model in subjects.models.items()
-                      if (inversion := subjects.inversion(model, config)) is not None}
         if subjects.calibration is not None:
             for attack in subjects.attacks:
                 attack.fit(subjects.models["original"], subjects.calibration, seed=config.seed, quiet=config.quiet)
-        spec = subjects.spec
-        thresholds = config.thresholds.for_task(bool(spec.classes))
-        priors = priors_for(subjects.models["original"].fingerprint(),
-                            task_kind(spec.classes, spec.sample_ids, bool(spec.concept)), subjects.sets.num_members)
-        attacks, comparisons, combined = run_membership(
-            subjects.attacks, subjects.models, inversions, subjects.sets, subjects.references, thresholds,
-            config.seed, out / "scores", priors=priors)
-        exposed = exposed_forget_images(comparisons, subjects.sets)
-        images = {}
-        if exposed:
-            pictures = subjects.dataset.select([row["sample_id"] for row in exposed]).images
-            images["exposed"] = save_grid(pictures, images_dir / "exposed.png", columns=len(exposed)).name
-        attacked = time.perf_counter()
-        utility, probes, generated = _generation(subjects, config, images_dir, memo)
-        images.update(generated)
-        sets = subjects.sets
-        membership = {
-            "references": subjects.references,
-            "conditionings": list(next(iter(comparisons.values()))) if comparisons else [],
-            "num_forget": sets.num_members,
-            "num_heldout": sets.num_nonmembers,
-            "inversion_image_ids": ([] if subjects.inversion_images is None
-                                    else subjects.inversion_images.ids.tolist()),
-            "calibration": None if subjects.calibration is None else {
-                **subjects.calibration.summary(), "fitted_on": "original",
-                "attacks": {attack.name: {k: v for k, v in attack.calibration_.items() if not k.endswith("_ids")}
-                            for attack in subjects.attacks}},
-            "confidence": thresholds.confidence,
-            "margin": thresholds.mia_auc_margin,
-            "seed_spread": priors.describe(),
-            "attacks": comparisons,
-            "combined": combined,
-            "exposed_forget_images": exposed,
-        }
+        fitted = time.perf_counter()
+        examined = examine(subjects, config, out / "scores", images_dir, generation_memo=memo)
+        spec, sets, thresholds = subjects.spec, subjects.sets, examined.thresholds
         results = {
             "schema_version": SCHEMA_VERSION,
             "verdict": None,
@@ -493,22 +536,19 @@ def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = Non
             "judge": {k: v for k, v in subjects.judge.record.items() if k != "test_ids"},
             "models": subjects.sources,
             "unlearning": subjects.unlearning,
-            "membership": membership,
-            "attacks": attacks,
-            "utility": utility,
-            **probes,
-            "images": images,
+            **examined.sections,
         }
-        checks = evaluate_checks(results, thresholds)
+        checks = examined.checks
         results["checks"] = [c.to_json() for c in checks]
         results["verdict"] = verdict(checks)
         max_forget = (len(subjects.task.forget) if spec.classes or spec.concept
                       else len(subjects.splits.members) - config.calibration_images)
         unverified = [role for role, source in subjects.sources.items() if source.get("verified") is False]
-        results["power"] = power_statement(membership, checks, results["verdict"], thresholds, max_forget,
-                                           unverified)
-        results["timings"] = {"prepare_seconds": prepared - started, "attacks_seconds": attacked - prepared,
-                              "generation_seconds": time.perf_counter() - attacked,
+        results["power"] = power_statement(results["membership"], checks, results["verdict"], thresholds,
+                                           max_forget, unverified)
+        results["timings"] = {"prepare_seconds": prepared - started,
+                              "attacks_seconds": fitted - prepared + examined.seconds["attacks_seconds"],
+                              "generation_seconds": examined.seconds["generation_seconds"],
                               "total_seconds": time.perf_counter() - started}
         typed = AuditResults.from_json(as_json(results))
         write_json(out / "results.json", typed.to_json())
