@@ -98,14 +98,24 @@ def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:
         at_most_decision(low, high, drop), estimate, [low, high], f"drop at most {drop:g}",
         f"original {original['retained_accuracy']:.3f}, unlearned {unlearned['retained_accuracy']:.3f}: drop "
         f"{signed(estimate)} {interval_text(low, high, confidence)}, limit {drop:g}"))
-    ratio = thresholds.retained_fd_ratio
-    limit = original["retained_fd"] * ratio
-    checks.append(Check(
-        "retained_fd", "retained-class image quality (Frechet distance in judge features) kept",
-        PASS if unlearned["retained_fd"] <= limit else FAIL, unlearned["retained_fd"], None,
-        f"<= original x {ratio:g}", f"{unlearned['retained_fd']:.3f} vs limit {limit:.3f} (a point estimate: the "
-        "Frechet distance has no per-sample interval)"))
+    checks.append(_retained_fd_check(utility, results["membership"]["references"], thresholds.retained_fd_ratio))
     return checks
+
+
+def _retained_fd_check(utility: dict, references: list[str], ratio: float) -> Check:
+    """The unlearned model's retained-class Frechet distance at most ``ratio`` times the larger of the original's
+    and the references' mean: the quality of a model retrained without the forget set is what an erasure may cost
+    (why: benchmarks/results/defaults.md)."""
+    original, unlearned = utility["original"]["retained_fd"], utility["unlearned"]["retained_fd"]
+    retrained = [utility[role]["retained_fd"] for role in references]
+    baseline = max(original, sum(retrained) / len(retrained)) if retrained else original
+    source = "original" if baseline == original else f"references' mean ({len(retrained)})"
+    limit = baseline * ratio
+    return Check("retained_fd", "retained-class image quality (Frechet distance in judge features) kept",
+                 PASS if unlearned <= limit else FAIL, unlearned, None,
+                 f"<= max(original, references' mean) x {ratio:g}",
+                 f"{unlearned:.3f} vs limit {limit:.3f} = {ratio:g} x {baseline:.3f} ({source}; original "
+                 f"{original:.3f}) (a point estimate: the Frechet distance has no per-sample interval)")
 
 
 def verdict(checks: list[Check]) -> str:

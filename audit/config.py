@@ -44,7 +44,8 @@ class Thresholds:
     balanced accuracy over someone who never saw the erased data. ``relearning_margin`` bounds the relearning
     curve's mean judge accuracy above the references' as ``resurrection_margin`` bounds the inverted embedding's
     (0.2: retrains of one class differ by up to 0.14 among themselves there; why: benchmarks/results/defaults.md).
-    ``retained_fd_ratio`` is >= 1 (below 1 even the unchanged original model would fail).
+    ``retained_fd_ratio`` is >= 1 (below 1 even the unchanged original model would fail); it multiplies the larger
+    of the original's and the references' mean Frechet distance (a retrain's quality is what an erasure may cost).
     """
 
     confidence: float = 0.90

@@ -235,23 +235,22 @@ def seed_aware_difference(boot: PairedBootstrap, confidence: float = 0.90, prior
     image-by-image outcomes scatter around its mean, which averages down with more images), so the two are not
     added: the variance is max(se_boot^2, sigma^2 (1 + 1/K)), the bootstrap a floor for a subject whose own
     difference varies from image to image more than a retrain's (a leak concentrated on a few images). The
-    interval is estimate -/+ q sqrt(variance), q the t quantile on sigma^2's ``seed.dof`` degrees of freedom when
-    the seed term is the larger, else the normal quantile. Without any estimate of sigma^2 (``dof`` 0) the interval
-    holds the images alone and is marked so (``seed_dof`` 0).
+    interval is estimate -/+ the larger of the two terms' own half-widths: z se_boot (normal quantile) and
+    t sqrt(sigma^2 (1 + 1/K)) (t quantile on sigma^2's ``seed.dof`` degrees of freedom, which carries the
+    uncertainty of an estimated sigma^2), so a noisier subject never gets a narrower interval. Without any estimate
+    of sigma^2 (``dof`` 0) the interval holds the images alone and is marked so (``seed_dof`` 0).
     """
     k = len(boot.reference_values)
     seed = pooled_seed_spread(boot.reference_values, prior)
     boot_variance = float(np.var(boot.differences, ddof=1))
     seed_term = seed.variance * (1.0 + 1.0 / k) if seed.dof > 0 else 0.0
     total = max(boot_variance, seed_term)
-    if seed_term >= boot_variance and seed_term > 0.0:
-        quantile = float(student_t.ppf((1.0 + confidence) / 2.0, seed.dof))
-    else:
-        quantile = float(norm.ppf((1.0 + confidence) / 2.0))
+    half = float(norm.ppf((1.0 + confidence) / 2.0)) * math.sqrt(boot_variance)
+    if seed_term > 0.0:
+        half = max(half, float(student_t.ppf((1.0 + confidence) / 2.0, seed.dof)) * math.sqrt(seed_term))
     tail = (1.0 - confidence) / 2.0
     boot_low, boot_high = np.quantile(boot.differences, [tail, 1.0 - tail])
     estimate = boot.estimate
-    half = quantile * math.sqrt(total)
     return PairedDifference(
         metric=boot.metric,
         estimate=estimate,

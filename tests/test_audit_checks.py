@@ -117,6 +117,17 @@ def test_generation_and_utility_checks_are_three_valued():
     assert decisions(document(scores(), fd=(3.0, 5.0)))["retained_fd"] == "FAIL"
 
 
+def test_retained_fd_is_limited_by_the_worse_of_the_original_and_the_retrains():
+    doc = document(scores(), fd=(3.0, 5.0))  # original and references at 3.0: limit 3.9
+    assert decisions(doc)["retained_fd"] == "FAIL"
+    references = doc["membership"]["references"]
+    for role, fd in zip(references, [4.0, 5.0, 4.5]):  # retrains worse than the original: their mean, 4.5 x 1.3
+        doc["utility"][role]["retained_fd"] = fd
+    assert decisions(doc)["retained_fd"] == "PASS"
+    doc["utility"]["unlearned"]["retained_fd"] = 5.9
+    assert decisions(doc)["retained_fd"] == "FAIL"
+
+
 def test_proportion_difference_keeps_a_width_at_zero():
     estimate, low, high = proportion_difference(0.0, 50, 0.0, 100, 0.9)
     assert estimate == 0.0 and low < 0 < high

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -223,6 +224,25 @@ def test_seed_aware_interval_takes_the_larger_variance_not_their_sum():
     narrow = seed_aware_difference(boot, 0.9, SeedSpread(0.01 * boot_variance, 1000, "measured"))
     assert narrow.high - narrow.estimate == pytest.approx(norm.ppf(0.95) * np.sqrt(boot_variance))
     assert narrow.seed_dof > 0  # the seed spread is known (a PASS is possible), only smaller than the images' part
+
+
+def test_seed_aware_interval_never_narrows_as_the_images_scatter_more():
+    """With the seed spread estimated from 2 references (1 degree of freedom, t quantile 6.3), a subject whose
+    bootstrap variance just passes the seed term must not drop to the normal quantile (which gave the EraseDiff text
+    audit an interval 2.8x narrower than the exact retrain's, on the same references)."""
+    from dataclasses import replace
+
+    models, is_member = _retrain_world(5, 3, seed_sd=1.0)
+    boot = paired_bootstrap(models, is_member, "m0", ["m1", "m2"], n_bootstrap=300, seed=5)
+    seed_term = pooled_seed_spread(boot.reference_values, None).variance * 1.5
+    halves = []
+    for ratio in (0.5, 0.9, 1.1, 2.0, 50.0):  # bootstrap variance / seed term
+        spread = boot.differences.mean() + (boot.differences - boot.differences.mean()) * np.sqrt(
+            ratio * seed_term / np.var(boot.differences, ddof=1))
+        diff = seed_aware_difference(replace(boot, differences=spread), 0.9)
+        halves.append(diff.high - diff.estimate)
+    assert all(b >= a - 1e-12 for a, b in pairwise(halves)), halves
+    assert halves[2] == pytest.approx(halves[0])  # the seed term's t interval still holds just past the switch
 
 
 def test_pooled_seed_spread_uses_and_checks_the_prior():
