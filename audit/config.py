@@ -81,6 +81,9 @@ class AuditConfig:
         preset: the recipe of the built-in reference model and of the references retrained by the audit
             (diffusion.training.RECIPE_PRESETS): ``default`` (2000 steps) or ``thorough`` (6000 steps: a
             reference that remembers, membership AUC ~1.0, three times the training time).
+        canaries: a canary folder (``erasediff canaries make``) the original was trained with: its included
+            canaries are members and join the forget set, no canary is scored as heldout, and the canary test
+            (audit/probes/canary.py) runs on every model beside the references.
         forget_concept: prompts naming a concept to erase from a text-to-image model (then ``forget_classes`` is
             not given; the built-in model, when ``model`` is None, is the text model of the digits). anchor: the
             prompt the concept is mapped to (None: the empty prompt).
@@ -108,6 +111,7 @@ class AuditConfig:
     method_params: dict = field(default_factory=dict)
     forget_classes: list[int] = field(default_factory=lambda: [0])
     forget_ids: str | None = None
+    canaries: str | None = None
     forget_concept: list[str] = field(default_factory=list)
     anchor: str | None = None
     forget_label: str = ""
@@ -138,7 +142,8 @@ class AuditConfig:
 
         references = {f"retrained model {k + 1}": path for k, path in enumerate(self.retrained)}
         return {"original model": self.model, "unlearned model": self.unlearned, **references,
-                "data folder": data_folder(self.data), "forget-ids file": self.forget_ids, "config file": config_file}
+                "data folder": data_folder(self.data), "forget-ids file": self.forget_ids,
+                "canary folder": self.canaries, "config file": config_file}
 
 
 def _check_type(name: str, value: Any, annotation: Any) -> Any:
@@ -253,8 +258,8 @@ def config_from_dict(data: dict) -> AuditConfig:
             config.attacks = [*config.attacks, "clid"]
     elif config.anchor is not None:
         raise UsageError("anchor is the prompt a concept is mapped to; it needs forget_concept")
-    if not config.forget_classes and not config.forget_ids and not config.forget_concept:
-        raise UsageError("the forget set is empty; set forget_classes, forget_ids or forget_concept")
+    if not config.forget_classes and not config.forget_ids and not config.forget_concept and not config.canaries:
+        raise UsageError("the forget set is empty; set forget_classes, forget_ids, forget_concept or canaries")
     if config.unlearned is None and not config.method:
         raise UsageError("give either 'unlearned' (a model to audit) or 'method' (an unlearning method to run)")
     _check_limits(config)

@@ -22,6 +22,7 @@ import torch
 
 from attacks import ATTACKS, Attack, CalibrationSet
 from diffusion.cache import cache_entry, load_or_build_model
+from diffusion.canaries import canary_split, check_model_commitment, read_canaries
 from diffusion.captions import ClassCaptions
 from diffusion.concepts import concept_spec, model_view, task_for_model
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
@@ -57,8 +58,12 @@ REFERENCE = "reference"  # reference roles: reference_1 .. reference_K
 MIN_CALIBRATION_IMAGES = 10  # fewer members or non-members than this cannot rank a grid of choices
 
 
-def _forget_spec(config: AuditConfig, wordings: ClassCaptions) -> ForgetSpec:
+def _forget_spec(config: AuditConfig, wordings: ClassCaptions, canary_ids: tuple[int, ...] = ()) -> ForgetSpec:
+    """The deletion request: the configured classes, images or concept, and the included canaries in the same
+    request (so no method can treat them apart)."""
     sample_ids = read_sample_ids(config.forget_ids) if config.forget_ids else ()
+    if canary_ids:
+        sample_ids = tuple(sorted({*sample_ids, *canary_ids}))
     if config.forget_concept:
         return concept_spec(config.forget_concept, wordings, config.anchor or "", config.forget_label, sample_ids)
     return ForgetSpec(classes=tuple(config.forget_classes), sample_ids=sample_ids, label=config.forget_label)
@@ -105,7 +110,16 @@ def _forget_task(
     or, before the built-in reference is trained, an untrained model of its architecture standing in for it."""
     dataset = load_data_for_model(config.data, original) if original is not None else load_dataset(config.data)
     splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
-    spec = _forget_spec(config, dataset.class_wordings)
+    included = ()
+    if config.canaries:  # the original's split holds the included canaries, and the request deletes them
+        if original is None:
+            raise UsageError("canaries are tested on a model trained with them: give it with --model (erasediff "
+                             "train --canaries)")
+        splits, canaries, included_ids = canary_split(config.canaries, dataset, splits)
+        check_model_commitment(DiffusionModel.read_metadata(config.model), canaries,
+                               f"the original model {config.model}")
+        included = tuple(included_ids.tolist())
+    spec = _forget_spec(config, dataset.class_wordings, included)
     stand_in = original or untrained_model(dataset, recipe, device="cpu")
     return dataset, splits, spec, task_for_model(dataset, splits, spec, stand_in, config.seed), stand_in
 
@@ -238,6 +252,9 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     for role, model in {"original": stand_in, **given}.items():
         _check_model(role, model, paths[role] if role in given else None, task, (dataset, splits), config, attacks)
     reference_checks = _check_references(given, paths, spec, config.unverified_references)
+    if config.canaries and "unlearned" in given:  # erased from the model trained with these canaries
+        check_model_commitment(DiffusionModel.read_metadata(config.unlearned), read_canaries(config.canaries),
+                               f"the unlearned model {config.unlearned}")
     sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config,
                                                        model_view(stand_in, dataset, config.seed))
     if calibration is None and any(attack.needs_fit for attack in attacks):
@@ -461,6 +478,8 @@ def examine(subjects: AuditSubjects, config: AuditConfig, scores_dir: Path, imag
         images["exposed"] = save_grid(pictures, images_dir / "exposed.png", columns=len(exposed)).name
     attacked = time.perf_counter()
     utility, probe_sections, generated = model_generation(subjects, config, images_dir, generation_memo, probes)
+    declared = AuditResults.__dataclass_fields__  # a section the results tree declares is always written
+    probe_sections = {name: by_role for name, by_role in probe_sections.items() if by_role or name in declared}
     images.update(generated)
     sets = subjects.sets
     membership = {

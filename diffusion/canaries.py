@@ -151,3 +151,16 @@ def check_model_commitment(metadata: dict, canaries: Canaries, where: str) -> No
     if recorded != canaries.commitment:
         raise UsageError(f"{where} was trained with other canaries (commitment {recorded[:12]}...); the canary file "
                          f"given commits to {canaries.commitment[:12]}...")
+
+
+def canary_split(folder: str | Path, dataset: ImageDataset, splits: Splits) -> tuple[Splits, Canaries, np.ndarray]:
+    """(the split of a model trained with the canaries of ``folder``: its included canaries are members and no
+    canary is heldout; the canaries; the included ids). A :class:`UsageError` when the canaries were drawn from
+    other data or for another split."""
+    canaries = read_canaries(folder)
+    canaries.check_data(dataset)
+    if (canaries.split_seed, canaries.member_fraction) != (splits.seed, splits.member_fraction):
+        raise UsageError(f"the canaries were drawn for split seed {canaries.split_seed} and member fraction "
+                         f"{canaries.member_fraction:g}; got {splits.seed} and {splits.member_fraction:g}")
+    included = read_included(folder, canaries)
+    return splits.with_canaries(included, canaries.ids), canaries, included

@@ -77,3 +77,34 @@ def test_a_model_trained_with_other_canaries_or_a_changed_assignment_is_refused(
     result = invoke("canaries", "audit", "--canaries", tampered, "--model", planted / "original",
                     "--unlearned", planted / "erased", "--out", tmp_path / "b", "--quiet")
     assert result.exit_code == 2 and "assignment was changed" in result.output
+
+
+def test_the_audit_tests_the_canaries_beside_the_references(planted, tmp_path):
+    """``erasediff audit --canaries``: the included canaries join the deletion request, the canary test runs on
+    every model as a probe (its section equal to the canary audit's own), and its check joins the verdict."""
+    for k in (1, 2):  # references: retrained without the request (the included canaries), tiny
+        result = invoke("unlearn", "--model", planted / "original", "--canaries", planted / "c", "--method",
+                        "retrain", "--steps", 3, "--seed", k, "--out", tmp_path / f"reference{k}", "--quiet")
+        assert result.exit_code == 0, result.output
+    config = tmp_path / "audit.yaml"
+    config.write_text("eval_samples_per_class: 4\nforgotten_samples_per_class: 4\nextraction_samples_per_class: 4\n"
+                      "eval_steps: 4\nattacks: [loss, sima]\n")
+    common = ["--model", planted / "original", "--unlearned", planted / "erased", "--quiet"]
+    result = invoke("audit", "--config", config, "--canaries", planted / "c", "--retrained", tmp_path / "reference1",
+                    "--retrained", tmp_path / "reference2", "--out", tmp_path / "audit", *common)
+    assert result.exit_code in (0, 1, 4), result.output
+    results = json.loads((tmp_path / "audit" / "results.json").read_text())
+    assert set(results["canary"]) == {"original", "unlearned", "reference_1", "reference_2"}
+    included = read_included(planted / "c", read_canaries(planted / "c")).tolist()
+    assert results["forget_spec"]["sample_ids"] == sorted(included)  # the request: the included canaries
+    check = next(c for c in results["checks"] if c["name"] == "canary")
+    standalone = invoke("canaries", "audit", "--canaries", planted / "c", "--out", tmp_path / "alone", *common)
+    alone = json.loads((tmp_path / "alone" / "canary_results.json").read_text())
+    assert results["canary"]["unlearned"] == alone["unlearned"] and results["canary"]["original"] == alone["original"]
+    assert check["decision"] == alone["verdict"] and standalone.exit_code in (0, 1, 4)
+    assert "Canaries: deleted vs never included" in (tmp_path / "audit" / "report.html").read_text()
+
+    result = invoke("audit", "--config", config, "--canaries", planted / "other", "--retrained",
+                    tmp_path / "reference1", "--out", tmp_path / "refused", *common)
+    assert result.exit_code == 2 and "trained with other canaries" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()

@@ -35,6 +35,9 @@ def task_options(command: Callable) -> Callable:
         click.option("--forget-class", "forget_classes", type=int, multiple=True,
                      help=f"Class id to forget (repeatable) [{DEFAULTS.forget_classes[0]}]."),
         click.option("--forget-ids", type=click.Path(path_type=Path), help="Text file of member sample ids to forget."),
+        click.option("--canaries", type=click.Path(path_type=Path),
+                     help="Canary folder ('erasediff canaries make') the original was trained with: its included "
+                          "canaries join the forget set, and the canary test runs beside the references."),
         click.option("--forget-concept", "forget_concept", multiple=True,
                      help="Text-to-image models: a prompt naming the concept to erase (repeatable); without --model "
                           "the built-in text model of the digits is audited."),
@@ -54,14 +57,14 @@ def task_options(command: Callable) -> Callable:
     return command
 
 
-def task_overrides(model, preset, forget_classes, forget_ids, forget_concept, anchor, data, split_seed,
+def task_overrides(model, preset, forget_classes, forget_ids, canaries, forget_concept, anchor, data, split_seed,
                    member_fraction, allow_other_data, seed, quiet, threads) -> dict:
     """The config keys of :func:`task_options`' values (None where a flag was not given)."""
     return {
         "model": model, "preset": preset,
-        # --forget-ids alone means "these samples only", not "these samples plus the default class"
-        "forget_classes": list(forget_classes) or ([] if forget_ids and not forget_concept else None),
-        "forget_ids": str(forget_ids) if forget_ids else None,
+        # --forget-ids or --canaries alone mean "these samples only", not "these samples plus the default class"
+        "forget_classes": list(forget_classes) or ([] if (forget_ids or canaries) and not forget_concept else None),
+        "forget_ids": str(forget_ids) if forget_ids else None, "canaries": str(canaries) if canaries else None,
         "forget_concept": list(forget_concept) or None, "anchor": anchor,
         "data": data, "split_seed": split_seed, "member_fraction": member_fraction,
         "allow_other_data": allow_other_data, "seed": seed, "quiet": quiet, "threads": threads,
@@ -91,7 +94,8 @@ def task_overrides(model, preset, forget_classes, forget_ids, forget_concept, an
 @handle_errors
 def audit_command(config_file, model, unlearned, retrained, unverified_references, retrain_references, retrain,
                   preset, method,
-                  forget_classes, forget_ids, forget_concept, anchor, forget_label, attacks, calibration_images, data,
+                  forget_classes, forget_ids, canaries, forget_concept, anchor, forget_label, attacks,
+                  calibration_images, data,
                   split_seed, member_fraction, allow_other_data, out, seed, force, quiet, threads):
     """Audit an erasure: the unlearned model against models retrained without the forget set, under every attack.
 
@@ -104,7 +108,7 @@ def audit_command(config_file, model, unlearned, retrained, unverified_reference
     Exit code 0 = PASS, 1 = FAIL, 4 = INCONCLUSIVE, 2 = usage or config error (nothing written), 3 = runtime error.
     """
     overrides = {
-        **task_overrides(model, preset, forget_classes, forget_ids, forget_concept, anchor, data, split_seed,
+        **task_overrides(model, preset, forget_classes, forget_ids, canaries, forget_concept, anchor, data, split_seed,
                          member_fraction, allow_other_data, seed, quiet, threads),
         "unlearned": unlearned, "retrained": list(retrained) or None, "unverified_references": unverified_references,
         "retrain_references": retrain_references,

@@ -189,23 +189,9 @@ def canaries_option(command: Callable) -> Callable:
     """--canaries: the canary folder of ``erasediff canaries make`` (the included canaries are members)."""
     return click.option(
         "--canaries", "canary_dir", type=click.Path(path_type=Path), default=None,
-        help="A canary folder ('erasediff canaries make'): its included canaries are training members (train) or "
-             "are deleted with the forget set (unlearn).",
+        help="A canary folder ('erasediff canaries make'): its included canaries are training members (train), "
+             "are deleted with the forget set (unlearn), and are tested beside the references (audit).",
     )(command)
-
-
-def canary_split(canary_dir: Path, dataset, splits) -> tuple:
-    """(the split with the canary folder's included canaries as members, what the model records of them); a
-    :class:`UsageError` when the canaries were drawn from other data or another split."""
-    from diffusion.canaries import read_canaries, read_included
-
-    canaries = read_canaries(canary_dir)
-    canaries.check_data(dataset)
-    if (canaries.split_seed, canaries.member_fraction) != (splits.seed, splits.member_fraction):
-        raise UsageError(f"the canaries were drawn for split seed {canaries.split_seed} and member fraction "
-                         f"{canaries.member_fraction:g}; got {splits.seed} and {splits.member_fraction:g}")
-    included = read_included(canary_dir, canaries)
-    return splits.with_canaries(included, canaries.ids), canaries.record()
 
 
 def out_option(required: bool = True, default: str | None = None) -> Callable:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from diffusion.canaries import canary_split
 from diffusion.data import data_folder, load_dataset
 from diffusion.io import check_output_dir
 from diffusion.reference import train_on_ids
@@ -14,7 +15,6 @@ from diffusion.training import MODEL_KINDS, TrainConfig
 
 from .common import (
     canaries_option,
-    canary_split,
     configure_logging,
     data_option,
     handle_errors,
@@ -80,7 +80,8 @@ def train_command(data, split_seed, member_fraction, out: Path, force, kind, ste
     splits = make_splits(dataset.labels, split_seed, member_fraction)
     extra = {}
     if canary_dir is not None:
-        splits, extra["canaries"] = canary_split(canary_dir, dataset, splits)
+        splits, canaries, _ = canary_split(canary_dir, dataset, splits)
+        extra["canaries"] = canaries.record()
     trained = train_on_ids(dataset, splits.members, config, role="reference",
                            extra={"splits": splits.to_dict(), **extra}, quiet=quiet)
     save_model_once(trained.model, trained.record, out, force, inputs,

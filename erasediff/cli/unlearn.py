@@ -8,7 +8,7 @@ import click
 import yaml
 
 from audit.config import read_yaml_value
-from diffusion.canaries import check_model_commitment, read_canaries, read_included
+from diffusion.canaries import canary_split, check_model_commitment
 from diffusion.captions import ClassCaptions
 from diffusion.concepts import concept_spec, read_prompts, task_for_model
 from diffusion.data import data_folder
@@ -24,7 +24,6 @@ from unlearn import METHODS
 
 from .common import (
     canaries_option,
-    canary_split,
     configure_logging,
     handle_errors,
     model_data_options,
@@ -142,9 +141,9 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     metadata = DiffusionModel.read_metadata(model_dir)
     canaries, included = {}, ()
     if canary_dir is not None:  # the included canaries are members, deleted with the forget set in one request
-        splits, canaries = canary_split(canary_dir, dataset, splits)
-        check_model_commitment(metadata, read_canaries(canary_dir), f"the model {model_dir}")
-        included = tuple(read_included(canary_dir, read_canaries(canary_dir)).tolist())
+        splits, drawn, included_ids = canary_split(canary_dir, dataset, splits)
+        check_model_commitment(metadata, drawn, f"the model {model_dir}")
+        canaries, included = drawn.record(), tuple(included_ids.tolist())
     check_provenance(metadata, str(model_dir), dataset, splits, allow_other_data=allow_other_data)
     spec = forget_spec_from_options(forget_classes, forget_ids, forget_label, dataset.class_wordings, concept,
                                     prompts_file, anchor, included)

@@ -1,0 +1,64 @@
+"""The canary test as an audit probe: deleted canaries against never-included ones, on every model of the audit.
+
+When the original was trained with canaries (``config.canaries``: :mod:`diffusion.canaries`), the audit deletes the
+included ones with the user's forget set, and this probe runs the canary audit's exact test (:mod:`audit.canary`;
+Zhang, Das, Kamath, Tramer, SaTML 2025; Steinke, Nasr, Jagielski, NeurIPS 2023) on each model: the unlearned model
+is decided, the original shows the test's power, and every reference (retrained without them) shows the test's
+null at work. Its check stands beside the retrained-reference checks and needs no reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from attacks import ATTACKS
+from diffusion.canaries import read_canaries, read_sealed
+from diffusion.concepts import model_view
+from diffusion.model import DiffusionModel
+from reports.results import Check
+
+from ..canary import CanaryAuditConfig, calibration_half, canary_test, canary_verdict
+from ..config import AuditConfig, Thresholds
+from ..subjects import AuditSubjects
+from .base import PROBES, Probe
+
+
+@PROBES.register
+class CanaryProbe(Probe):
+    """Every canary scored by the canary audit's attacks (their paper defaults) on one model; the section is
+    :func:`audit.canary.canary_test`'s, the check :func:`audit.canary.canary_verdict` on the unlearned model and the
+    original. Runs when the audit is given ``canaries``."""
+
+    name = "canary"
+
+    def applies(self, subjects: AuditSubjects, config: AuditConfig) -> bool:
+        return config.canaries is not None
+
+    def run(self, role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig,
+            images_dir: Path) -> tuple[dict, dict[str, str]]:
+        canaries = read_canaries(config.canaries)
+        is_deleted = np.isin(canaries.ids, read_sealed(config.canaries, canaries).included)
+        test = _test_config(config.seed, config.quiet)
+        images = model_view(model, subjects.dataset, config.seed)(subjects.dataset.select(canaries.ids))
+        scores = {name: ATTACKS.make(name).score(model, images, seed=config.seed, quiet=config.quiet).scores
+                  for name in test.attacks}
+        return canary_test(scores, is_deleted, calibration_half(canaries.ids.size, is_deleted, config.seed), test), {}
+
+    def checks(self, results: dict, thresholds: Thresholds) -> list[Check]:
+        sections = results.get(self.name)
+        if not sections:
+            return []
+        test = _test_config(0, True)
+        decision, why = canary_verdict(sections, test)
+        return [Check("canary", "the deleted canaries are not found on the unlearned model (an exact randomisation "
+                      "test against the never-included ones; no reference needed)", decision,
+                      sections["unlearned"]["test_auc"], None,
+                      f"p >= {test.alpha:g} on the unlearned model, p < {test.alpha:g} on the original, AUC bound "
+                      f"<= {0.5 + test.auc_margin:g} at {test.confidence:.0%}", why)]
+
+
+def _test_config(seed: int, quiet: bool) -> CanaryAuditConfig:
+    """The canary audit's defaults (attacks, alpha, margin, permutations) with the audit's seed."""
+    return CanaryAuditConfig("", "", "", seed=seed, quiet=quiet)
