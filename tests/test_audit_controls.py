@@ -34,7 +34,10 @@ def test_noop_unlearning_fails_the_audit(noop_audit):
     results = json.loads((out / "results.json").read_text())
     assert results["verdict"] == "FAIL"
     failed = {c["name"] for c in results["checks"] if c["decision"] == "FAIL"}
-    assert {"forgotten_generation", "resurrection"} <= failed
+    assert {"forgotten_generation", "relearning"} <= failed
+    # resurrection: +0.5 above the references, but 2 references and no measured seed spread give its interval 1 dof
+    # (t 6.31): it may stay INCONCLUSIVE, never PASS
+    assert next(c for c in results["checks"] if c["name"] == "resurrection")["decision"] != "PASS"
     assert results["forget_spec"]["label"] == CONTROL_LABEL
 
 
