@@ -25,8 +25,9 @@ import numpy as np
 
 from attacks import ATTACKS
 from attacks.metrics import auc
-from diffusion.canaries import check_model_commitment, read_canaries, read_sealed
+from diffusion.canaries import Canaries, check_model_commitment, read_canaries, read_sealed
 from diffusion.concepts import model_view
+from diffusion.data import ImageDataset
 from diffusion.environment import environment_info
 from diffusion.io import atomic_output_dir, write_json
 from diffusion.loading import load_model
@@ -114,13 +115,22 @@ def canary_verdict(sections: dict[str, dict], config: CanaryAuditConfig) -> tupl
                           f"{limit:g}: more canaries would decide")
 
 
-def _score_all(models: dict[str, DiffusionModel], config: CanaryAuditConfig, canary_images) -> dict:
-    scores: dict = {role: {} for role in models}
-    for name in config.attacks:
-        attack = ATTACKS.make(name)
-        for role, model in models.items():
-            scores[role][name] = attack.score(model, canary_images(model), seed=config.seed, quiet=config.quiet).scores
-    return scores
+def score_canaries(model: DiffusionModel, dataset: ImageDataset, canaries: Canaries, config: CanaryAuditConfig
+                   ) -> dict[str, np.ndarray]:
+    """Every attack of ``config`` (its paper defaults) on every canary as ``model`` takes them: attack -> (N,)
+    scores."""
+    images = model_view(model, dataset, config.seed)(dataset.select(canaries.ids))
+    return {name: ATTACKS.make(name).score(model, images, seed=config.seed, quiet=config.quiet).scores
+            for name in config.attacks}
+
+
+def canary_section(model: DiffusionModel, dataset: ImageDataset, config: CanaryAuditConfig) -> dict:
+    """One model's canary section (:func:`canary_test`) for the canaries and sealed assignment of
+    ``config.canaries``: what the audit's canary probe records per model."""
+    canaries = read_canaries(config.canaries)
+    is_deleted = np.isin(canaries.ids, read_sealed(config.canaries, canaries).included)
+    calibration = calibration_half(canaries.ids.size, is_deleted, config.seed)
+    return canary_test(score_canaries(model, dataset, canaries, config), is_deleted, calibration, config)
 
 
 def run_canary_audit(config: CanaryAuditConfig, render: Callable[[Path], object] | None = None) -> dict:
@@ -139,7 +149,7 @@ def run_canary_audit(config: CanaryAuditConfig, render: Callable[[Path], object]
     calibration = calibration_half(canaries.ids.size, is_deleted, config.seed)
     with atomic_output_dir(config.out, config.force, {"canary folder": config.canaries, "original model":
                                                       config.model, "unlearned model": config.unlearned}) as out:
-        scores = _score_all(models, config, lambda m: model_view(m, dataset, config.seed)(dataset.select(canaries.ids)))
+        scores = {role: score_canaries(model, dataset, canaries, config) for role, model in models.items()}
         sections = {role: canary_test(scores[role], is_deleted, calibration, config) for role in ROLES}
         verdict, why = canary_verdict(sections, config)
         (out / "scores").mkdir()

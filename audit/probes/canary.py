@@ -11,15 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from attacks import ATTACKS
-from diffusion.canaries import read_canaries, read_sealed
-from diffusion.concepts import model_view
 from diffusion.model import DiffusionModel
 from reports.results import Check
 
-from ..canary import CanaryAuditConfig, calibration_half, canary_test, canary_verdict
+from ..canary import CanaryAuditConfig, canary_section, canary_verdict
 from ..config import AuditConfig, Thresholds
 from ..subjects import AuditSubjects
 from .base import PROBES, Probe
@@ -38,19 +33,13 @@ class CanaryProbe(Probe):
 
     def run(self, role: str, model: DiffusionModel, subjects: AuditSubjects, config: AuditConfig,
             images_dir: Path) -> tuple[dict, dict[str, str]]:
-        canaries = read_canaries(config.canaries)
-        is_deleted = np.isin(canaries.ids, read_sealed(config.canaries, canaries).included)
-        test = _test_config(config.seed, config.quiet)
-        images = model_view(model, subjects.dataset, config.seed)(subjects.dataset.select(canaries.ids))
-        scores = {name: ATTACKS.make(name).score(model, images, seed=config.seed, quiet=config.quiet).scores
-                  for name in test.attacks}
-        return canary_test(scores, is_deleted, calibration_half(canaries.ids.size, is_deleted, config.seed), test), {}
+        return canary_section(model, subjects.dataset, _test_config(config.canaries, config.seed, config.quiet)), {}
 
     def checks(self, results: dict, thresholds: Thresholds) -> list[Check]:
         sections = results.get(self.name)
         if not sections:
             return []
-        test = _test_config(0, True)
+        test = _test_config("", 0, True)
         decision, why = canary_verdict(sections, test)
         return [Check("canary", "the deleted canaries are not found on the unlearned model (an exact randomisation "
                       "test against the never-included ones; no reference needed)", decision,
@@ -59,6 +48,6 @@ class CanaryProbe(Probe):
                       f"<= {0.5 + test.auc_margin:g} at {test.confidence:.0%}", why)]
 
 
-def _test_config(seed: int, quiet: bool) -> CanaryAuditConfig:
-    """The canary audit's defaults (attacks, alpha, margin, permutations) with the audit's seed."""
-    return CanaryAuditConfig("", "", "", seed=seed, quiet=quiet)
+def _test_config(canaries: str, seed: int, quiet: bool) -> CanaryAuditConfig:
+    """The canary audit's defaults (attacks, alpha, margin, permutations) on ``canaries`` with the audit's seed."""
+    return CanaryAuditConfig(canaries, "", "", seed=seed, quiet=quiet)
