@@ -26,7 +26,6 @@ import numpy as np
 from attacks import ATTACKS
 from attacks.metrics import auc
 from diffusion.canaries import Canaries, check_model_commitment, read_canaries, read_sealed
-from diffusion.concepts import model_view
 from diffusion.data import ImageDataset
 from diffusion.environment import environment_info
 from diffusion.io import atomic_output_dir, write_json
@@ -119,7 +118,7 @@ def score_canaries(model: DiffusionModel, dataset: ImageDataset, canaries: Canar
                    ) -> dict[str, np.ndarray]:
     """Every attack of ``config`` (its paper defaults) on every canary as ``model`` takes them: attack -> (N,)
     scores."""
-    images = model_view(model, dataset, config.seed)(dataset.select(canaries.ids))
+    images = model.data_view(dataset, config.seed)(dataset.select(canaries.ids))
     return {name: ATTACKS.make(name).score(model, images, seed=config.seed, quiet=config.quiet).scores
             for name in config.attacks}
 

@@ -24,7 +24,7 @@ from attacks import ATTACKS, Attack, CalibrationSet
 from diffusion.cache import cache_entry, load_or_build_model
 from diffusion.canaries import canary_split, check_model_commitment, read_canaries
 from diffusion.captions import ClassCaptions
-from diffusion.concepts import concept_spec, model_view, task_for_model
+from diffusion.concepts import concept_spec
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info, use_threads
 from diffusion.errors import UsageError
@@ -121,7 +121,7 @@ def _forget_task(
         included = tuple(included_ids.tolist())
     spec = _forget_spec(config, dataset.class_wordings, included)
     stand_in = original or untrained_model(dataset, recipe, device="cpu")
-    return dataset, splits, spec, task_for_model(dataset, splits, spec, stand_in, config.seed), stand_in
+    return dataset, splits, spec, stand_in.forget_task(dataset, splits, spec, config.seed), stand_in
 
 
 def _original_model(
@@ -139,7 +139,7 @@ def _check_model(
     config: AuditConfig, attacks: Sequence[Attack] = (),
 ) -> None:
     """A model of the audit fits the task and the attacks, and (given by ``path``) was trained on this data."""
-    task.check_model(model, f"the audit's {role} model")
+    model.check_task(task, f"the audit's {role} model")
     for attack in attacks:
         attack.check(model)
     if path:
@@ -193,7 +193,8 @@ def _scored_sets(
 ) -> tuple[ScoredSets, LabeledImages | None, CalibrationSet | None]:
     """The forget set and the heldout images of its classes, minus the images kept aside (never scored): a few
     heldout images per erased class for fitting an inverted class embedding (a text model: a word or a prompt),
-    and the calibration set; every set as the models take it (``view``: :func:`~diffusion.concepts.model_view`).
+    and the calibration set; every set as the models take it (``view``:
+    :meth:`~diffusion.model.DiffusionModel.data_view`).
 
     Calibration: up to ``config.calibration_images`` retained members and as many heldout non-members, drawn from
     the heldout images the audit does not score (other classes) first, then from the scored ones, at most a quarter
@@ -256,7 +257,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
         check_model_commitment(DiffusionModel.read_metadata(config.unlearned), read_canaries(config.canaries),
                                f"the unlearned model {config.unlearned}")
     sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config,
-                                                       model_view(stand_in, dataset, config.seed))
+                                                       stand_in.data_view(dataset, config.seed))
     if calibration is None and any(attack.needs_fit for attack in attacks):
         needing = ", ".join(attack.name for attack in attacks if attack.needs_fit)
         raise UsageError(f"attack(s) {needing} learn from a calibration set; set calibration_images > 0")

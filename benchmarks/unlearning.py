@@ -49,7 +49,7 @@ from attacks.adversarial_prompt import adversarial_prompt_attack
 from attacks.concept_inversion import concept_inversion
 from attacks.prompt_regeneration import prompt_regeneration
 from audit.probe import AuditProbe, default_audit_config
-from diffusion.concepts import captioned, concept_spec, task_for_model, unused_wordings
+from diffusion.concepts import concept_spec, unused_wordings
 from diffusion.data import load_digits_dataset
 from diffusion.errors import UsageError
 from diffusion.io import write_json
@@ -57,6 +57,7 @@ from diffusion.judge import load_or_train_judge
 from diffusion.quality import evaluate_generation, generate_per_class, judged_correct
 from diffusion.reference import load_or_train_reference
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits
+from diffusion.text_model import captioned
 from diffusion.training import TrainConfig
 from erasediff.cli.unlearn import parse_params
 from unlearn import METHODS
@@ -128,7 +129,7 @@ def run_class_mode(args, dataset, splits, model, judge) -> list[dict]:
         spec = concept_spec(args.forget_concept, dataset.class_wordings, args.anchor)
     else:
         spec = ForgetSpec(classes=tuple(args.forget_class))
-    task = task_for_model(dataset, splits, spec, model, args.seed)
+    task = model.forget_task(dataset, splits, spec, args.seed)
     resurrect = resurrection_probes(args, dataset, splits, spec, model, judge) if args.forget_concept else None
     original = evaluate_generation(model, judge, dataset, forget_classes=spec.classes, seed=args.seed,
                                    per_class=args.per_class)

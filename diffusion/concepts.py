@@ -1,4 +1,5 @@
-"""Deletion requests for text-to-image models: a concept named by prompts, an anchor, and the captioned task.
+"""Deletion requests for text-to-image models: a concept named by prompts and an anchor (the captioned task they
+make is :meth:`~diffusion.text_model.TextDiffusionModel.forget_task`).
 
 A concept prompt names one class of the data, in the words its captions use (:class:`~diffusion.captions.ClassCaptions`:
 "three" or "3" for the digits, a folder's class name otherwise); the concept's images are that class's member images.
@@ -11,16 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
-from .captions import ClassCaptions, check_survives_tokenization
-from .data import ImageDataset, LabeledImages
+from .captions import ClassCaptions
+from .data import ImageDataset
 from .errors import UsageError
 from .io import read_text_file
-from .model import DiffusionModel
-from .seeding import derive_seed
-from .splits import ForgetSpec, ForgetTask, Splits
-from .text_model import TextDiffusionModel
+from .splits import ForgetSpec
 
 HELDOUT_CAPTIONS = 8  # captions of held-out concept images a regeneration probe tries, besides the class's wordings
 
@@ -70,73 +66,6 @@ def unused_wordings(spec: ForgetSpec, dataset: ImageDataset, heldout_ids: Sequen
     if dataset.captions is not None:
         prompts += list(dict.fromkeys(dataset.captions[i] for i in heldout_ids))[:HELDOUT_CAPTIONS]
     return [p for p in dict.fromkeys(prompts) if p not in spec.concept]
-
-
-def training_captions(dataset: ImageDataset, ids: torch.Tensor, model: TextDiffusionModel, seed: int) -> torch.Tensor:
-    """The training caption of each image ``ids`` of ``dataset``: token ids (N, L). Its own caption when the data
-    has captions, else one training wording of its class drawn from (``seed``, sample id)."""
-    if dataset.captions is not None:
-        return model.tokenize([dataset.captions[i] for i in ids.tolist()])
-    wordings, texts = dataset.class_wordings, []
-    for label, sample_id in zip(dataset.labels[ids].tolist(), ids.tolist()):
-        generator = torch.Generator().manual_seed(derive_seed(seed, "caption", sample_id))
-        choice = int(torch.randint(len(wordings.train_templates), (1,), generator=generator))
-        texts.append(wordings.captions(label)[choice])
-    return model.tokenize(texts)
-
-
-def captioned(subset: LabeledImages, model: TextDiffusionModel, dataset: ImageDataset, seed: int,
-              prompts: Sequence[str] | None = None) -> LabeledImages:
-    """``subset`` (images of ``dataset``) as the text model sees it: images encoded
-    (:meth:`TextDiffusionModel.encode`), labels replaced by token ids (N, L) of ``prompts`` (cycled) or, without
-    prompts, of each image's training caption (:func:`training_captions`)."""
-    if prompts:
-        tokens = model.tokenize([prompts[i % len(prompts)] for i in range(len(subset))])
-    else:
-        tokens = training_captions(dataset, subset.ids, model, seed)
-    return LabeledImages(model.encode(subset.images), tokens, subset.ids)
-
-
-def model_view(model: DiffusionModel, dataset: ImageDataset, seed: int):
-    """A function giving images of ``dataset`` as ``model`` takes them: a text model's captioned
-    (:func:`captioned`), a class model's as they are."""
-    if model.conditioning == "text":
-        return lambda subset: captioned(subset, model, dataset, seed)
-    return lambda subset: subset
-
-
-def text_task(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, model: TextDiffusionModel,
-              seed: int = 0) -> ForgetTask:
-    """The :class:`ForgetTask` of ``spec`` for a text model: the concept's images under the concept prompts (a
-    sample deletion: the images under their own captions), the rest under their captions, and the anchor."""
-    spec.validate(dataset.labels, splits, dataset.num_classes)
-    for prompt in spec.concept:
-        check_survives_tokenization(model.tokenizer, prompt, "the concept prompt")
-    check_survives_tokenization(model.tokenizer, spec.anchor, "the anchor prompt")
-    forget = dataset.select(spec.forget_ids(dataset.labels, splits))
-    retain = dataset.select(spec.retain_ids(dataset.labels, splits))
-    return ForgetTask(
-        forget=captioned(forget, model, dataset, seed, spec.concept),
-        retain=captioned(retain, model, dataset, seed),
-        forget_classes=spec.classes,
-        num_classes=dataset.num_classes,
-        anchor=model.tokenize([spec.anchor])[0],
-    )
-
-
-def task_for_model(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, model: DiffusionModel,
-                   seed: int = 0) -> ForgetTask:
-    """The :class:`ForgetTask` of ``spec`` as ``model`` takes it: captioned for a text model (:func:`text_task`),
-    class-labelled otherwise; a :class:`UsageError` when the request does not fit the model's conditioning."""
-    if model.conditioning == "text":
-        if spec.classes and not spec.concept:
-            raise UsageError("a text-to-image model erases a concept: name it with --forget-concept TEXT (or delete "
-                             "images with --forget-ids); --forget-class is for class-conditional models")
-        return text_task(dataset, splits, spec, model, seed)
-    if spec.concept:
-        raise UsageError("--forget-concept erases a concept from a text-to-image model; this model is conditioned on "
-                         f"{model.conditioning} (use --forget-class or --forget-ids)")
-    return ForgetTask.from_spec(dataset, splits, spec)
 
 
 MAX_PROMPTS_BYTES = 2**20  # a concept's prompts are a few lines

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +24,11 @@ from .errors import UsageError
 from .io import read_text_file, write_json
 from .params import cut_text
 from .seeding import seeded_generators, seeded_normal
+from .splits import ForgetSpec, ForgetTask, Splits
 
 if TYPE_CHECKING:
     from .captions import ClassCaptions
+    from .data import ImageDataset, LabeledImages
 
 ImageBatch = torch.Tensor  # (B, C, H, W), values in [-1, 1]
 HUB_PREFIX = "hf://"  # marks a Hugging Face hub model id, e.g. hf://google/ddpm-cifar10-32
@@ -174,6 +176,37 @@ class DiffusionModel:
         """How this model is asked for an image of each class in ``labels`` (N,): the labels themselves (a text
         model: a prompt per label in the data's ``wordings``)."""
         return labels
+
+    # ------------------------------------------------------------------ deletion requests
+    def check_request(self, classes: Sequence[int], concept: Sequence[str]) -> None:
+        """Raise :class:`UsageError` unless a request naming ``classes`` or ``concept`` prompts fits this model: a
+        class-conditional model erases classes or images, not a concept."""
+        if concept:
+            raise UsageError("--forget-concept erases a concept from a text-to-image model; this model is conditioned "
+                             f"on {self.conditioning} (use --forget-class or --forget-ids)")
+
+    def forget_task(self, dataset: ImageDataset, splits: Splits, spec: ForgetSpec, seed: int = 0) -> ForgetTask:
+        """The :class:`ForgetTask` of ``spec`` as this model takes it: class-labelled images (a text model's are
+        captioned, :meth:`TextDiffusionModel.forget_task`); ``seed`` draws a text model's captions."""
+        self.check_request(spec.classes, spec.concept)
+        return ForgetTask.from_spec(dataset, splits, spec)
+
+    def data_view(self, dataset: ImageDataset, seed: int) -> Callable[[LabeledImages], LabeledImages]:
+        """A function giving images of ``dataset`` as this model takes them: as they are (a text model's are
+        captioned and encoded)."""
+        return lambda subset: subset
+
+    def check_task(self, task: ForgetTask, what: str = "unlearning") -> None:
+        """Raise :class:`UsageError` unless ``task`` fits this model: conditioned on the task's classes and taking
+        its images; ``what`` names the job in the message ("unlearning", "the audit's retrained model")."""
+        if task.anchor is not None:
+            raise UsageError(f"{what}: a concept (prompts) is erased from a text-to-image model; this model is "
+                             f"conditioned on {self.conditioning} (use --forget-class or --forget-ids)")
+        num_classes = self.require_class_conditioning(what)
+        if num_classes != task.num_classes:
+            raise UsageError(f"{what}: the model has {num_classes} class labels but the forget task has "
+                             f"{task.num_classes}; use the data the model was trained on")
+        task.check_shape(self.image_shape, what)
 
     # ------------------------------------------------------------------ diffusion
     def add_noise(self, x0: ImageBatch, noise: torch.Tensor, t: torch.Tensor) -> ImageBatch:

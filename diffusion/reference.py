@@ -13,13 +13,12 @@ from diffusers import DDPMScheduler
 
 from .cache import cache_entry, load_or_build_model
 from .captions import CaptionSampler, build_tokenizer
-from .concepts import training_captions
 from .data import ImageDataset
 from .environment import environment_info
 from .errors import UsageError
 from .model import DiffusionModel
 from .splits import Splits
-from .text_model import TextDiffusionModel, build_text_components
+from .text_model import TextDiffusionModel, build_text_components, training_captions
 from .training import TrainConfig, train_denoiser
 
 

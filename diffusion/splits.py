@@ -14,7 +14,6 @@ from sklearn.model_selection import train_test_split
 from .data import ImageDataset, LabeledImages
 from .errors import UsageError
 from .io import read_text_file
-from .model import DiffusionModel
 from .presets import DEFAULT_MEMBER_FRACTION
 
 
@@ -207,27 +206,12 @@ class ForgetTask:
     def retained_classes(self) -> tuple[int, ...]:
         return tuple(c for c in range(self.num_classes) if c not in self.forget_classes)
 
-    def check_model(self, model: DiffusionModel, what: str = "unlearning") -> None:
-        """Raise :class:`UsageError` unless ``model`` is conditioned on this task's classes and takes its images;
-        ``what`` names the job in the message ("unlearning", "the audit's retrained model")."""
-        if self.anchor is not None:
-            if model.conditioning != "text":
-                raise UsageError(f"{what}: a concept (prompts) is erased from a text-to-image model; this model is "
-                                 f"conditioned on {model.conditioning} (use --forget-class or --forget-ids)")
-            self._check_shape(model, what)
-            return
-        num_classes = model.require_class_conditioning(what)
-        if num_classes != self.num_classes:
-            raise UsageError(
-                f"{what}: the model has {num_classes} class labels but the forget task has {self.num_classes}; "
-                "use the data the model was trained on"
-            )
-        self._check_shape(model, what)
-
-    def _check_shape(self, model: DiffusionModel, what: str) -> None:
+    def check_shape(self, image_shape: tuple[int, ...], what: str) -> None:
+        """Raise :class:`UsageError` unless the task's images have the (C, H, W) ``image_shape`` a model takes;
+        ``what`` names the job in the message."""
         shape = tuple(self.forget.images.shape[1:])
-        if shape != model.image_shape:
-            raise UsageError(f"{what}: the model takes images of shape {model.image_shape} but the data's are "
+        if shape != tuple(image_shape):
+            raise UsageError(f"{what}: the model takes images of shape {tuple(image_shape)} but the data's are "
                              f"{shape}")
 
 

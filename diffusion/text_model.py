@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +22,8 @@ from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
-from .captions import CaptionDropout, ClassCaptions, token_ids
+from .captions import CaptionDropout, ClassCaptions, check_survives_tokenization, token_ids
+from .data import ImageDataset, LabeledImages
 from .errors import UsageError
 from .io import read_text_file, write_json
 from .model import (
@@ -38,7 +39,8 @@ from .model import (
     model_location,
 )
 from .params import cut_text
-from .seeding import seeded_normal
+from .seeding import derive_seed, seeded_normal
+from .splits import ForgetSpec, ForgetTask, Splits
 
 # Which UNet parameters an erasure trains (ESD, Gandikota et al. ICCV 2023: ESD-x = the cross-attention, ESD-u =
 # everything else). Cross-attention modules are diffusers' ``attn2``; the text encoder is never trained by them.
@@ -51,9 +53,9 @@ DEFAULT_GUIDANCE = 2.0
 class TextConditionedUNet(torch.nn.Module):
     """The trainable denoiser of a text model: the text encoder and the UNet as one module.
 
-    ``forward(sample (B, C, H, W), timestep (B,), class_labels=token ids (B, L))`` encodes the tokens (B, L, D) and
-    returns the UNet's output; the token ids take the keyword a class-conditional UNet takes its class ids by, so
-    training, copying and fingerprinting treat both models alike.
+    ``forward(sample (B, C, H, W), timestep (B,), token_ids (B, L))`` encodes the tokens (B, L, D) and returns the
+    UNet's output; the token ids come third, where a class-conditional UNet takes its class ids, so training (which
+    calls the denoiser positionally), copying and fingerprinting treat both models alike.
     """
 
     def __init__(self, unet: UNet2DConditionModel, text_encoder: CLIPTextModel):
@@ -66,8 +68,8 @@ class TextConditionedUNet(torch.nn.Module):
         """The UNet's config (sample size, channels): what a caller reads off a noise predictor."""
         return self.unet.config
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor):
-        states = self.text_encoder(class_labels)[0]
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, token_ids: torch.Tensor):
+        states = self.text_encoder(token_ids)[0]
         return self.unet(sample, timestep, encoder_hidden_states=states)
 
 
@@ -151,7 +153,7 @@ class TextDiffusionModel(DiffusionModel):
         """eps_theta(z_t, t, tokens): (B, C, H, W) from z_t (B, C, H, W), t (B,) and token ids ``labels`` (B, L)."""
         if labels is None or labels.ndim != 2:
             raise UsageError("a text-to-image model is conditioned on prompts; give token ids of shape (B, L)")
-        return self.unet(x_t, t, class_labels=labels.to(self.device)).sample
+        return self.unet(x_t, t, labels.to(self.device)).sample
 
     def guided_noise(self, x_t: ImageBatch, t: torch.Tensor, tokens: torch.Tensor, scale: float) -> torch.Tensor:
         """Classifier-free guidance: eps_u + ``scale`` (eps_c - eps_u), eps_u under the empty prompt, from one
@@ -189,6 +191,30 @@ class TextDiffusionModel(DiffusionModel):
             raise UsageError("a text-to-image model is asked for a class in words: give the data's class wordings "
                              "(ImageDataset.class_wordings)")
         return wordings.heldout_prompts(labels.tolist())
+
+    def check_request(self, classes: Sequence[int], concept: Sequence[str]) -> None:
+        """Raise :class:`UsageError` for classes named without a concept: a text model erases a concept (or
+        images)."""
+        if classes and not concept:
+            raise UsageError("a text-to-image model erases a concept: name it with --forget-concept TEXT (or delete "
+                             "images with --forget-ids); --forget-class is for class-conditional models")
+
+    def forget_task(self, dataset: ImageDataset, splits: Splits, spec: ForgetSpec, seed: int = 0) -> ForgetTask:
+        """The captioned :class:`ForgetTask` of ``spec`` (:func:`text_task`)."""
+        self.check_request(spec.classes, spec.concept)
+        return text_task(dataset, splits, spec, self, seed)
+
+    def data_view(self, dataset: ImageDataset, seed: int) -> Callable[[LabeledImages], LabeledImages]:
+        """Images of ``dataset`` encoded, labelled by their training captions' token ids
+        (:func:`captioned`)."""
+        return lambda subset: captioned(subset, self, dataset, seed)
+
+    def check_task(self, task: ForgetTask, what: str = "unlearning") -> None:
+        """Raise :class:`UsageError` unless ``task`` is a captioned one (a concept's, with its anchor) of images
+        this model takes."""
+        if task.anchor is None:
+            self.require_class_conditioning(what)
+        task.check_shape(self.image_shape, what)
 
     @torch.no_grad()
     def sample(
@@ -313,6 +339,50 @@ class TextDiffusionModel(DiffusionModel):
             check_finite(vae, name, "vae.")
         return check_record(cls(unet.eval(), text_encoder.eval(), tokenizer, scheduler, vae, device), location, local,
                             name)
+
+
+def training_captions(dataset: ImageDataset, ids: torch.Tensor, model: TextDiffusionModel, seed: int) -> torch.Tensor:
+    """The training caption of each image ``ids`` of ``dataset``: token ids (N, L). Its own caption when the data
+    has captions, else one training wording of its class drawn from (``seed``, sample id)."""
+    if dataset.captions is not None:
+        return model.tokenize([dataset.captions[i] for i in ids.tolist()])
+    wordings, texts = dataset.class_wordings, []
+    for label, sample_id in zip(dataset.labels[ids].tolist(), ids.tolist()):
+        generator = torch.Generator().manual_seed(derive_seed(seed, "caption", sample_id))
+        choice = int(torch.randint(len(wordings.train_templates), (1,), generator=generator))
+        texts.append(wordings.captions(label)[choice])
+    return model.tokenize(texts)
+
+
+def captioned(subset: LabeledImages, model: TextDiffusionModel, dataset: ImageDataset, seed: int,
+              prompts: Sequence[str] | None = None) -> LabeledImages:
+    """``subset`` (images of ``dataset``) as the text model sees it: images encoded
+    (:meth:`TextDiffusionModel.encode`), labels replaced by token ids (N, L) of ``prompts`` (cycled) or, without
+    prompts, of each image's training caption (:func:`training_captions`)."""
+    if prompts:
+        tokens = model.tokenize([prompts[i % len(prompts)] for i in range(len(subset))])
+    else:
+        tokens = training_captions(dataset, subset.ids, model, seed)
+    return LabeledImages(model.encode(subset.images), tokens, subset.ids)
+
+
+def text_task(dataset: ImageDataset, splits: Splits, spec: ForgetSpec, model: TextDiffusionModel,
+              seed: int = 0) -> ForgetTask:
+    """The :class:`ForgetTask` of ``spec`` for a text model: the concept's images under the concept prompts (a
+    sample deletion: the images under their own captions), the rest under their captions, and the anchor."""
+    spec.validate(dataset.labels, splits, dataset.num_classes)
+    for prompt in spec.concept:
+        check_survives_tokenization(model.tokenizer, prompt, "the concept prompt")
+    check_survives_tokenization(model.tokenizer, spec.anchor, "the anchor prompt")
+    forget = dataset.select(spec.forget_ids(dataset.labels, splits))
+    retain = dataset.select(spec.retain_ids(dataset.labels, splits))
+    return ForgetTask(
+        forget=captioned(forget, model, dataset, seed, spec.concept),
+        retain=captioned(retain, model, dataset, seed),
+        forget_classes=spec.classes,
+        num_classes=dataset.num_classes,
+        anchor=model.tokenize([spec.anchor])[0],
+    )
 
 
 def check_tokenizer(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, name: str) -> None:

@@ -199,7 +199,7 @@ def train_denoiser(
         c = None
         if labels is not None:
             c = (labels[idx] if conditions is None else conditions(labels[idx], generator))[rows].to(device)
-        loss = F.mse_loss(unet(model.add_noise(x0, noise, t), t, class_labels=c).sample, noise)
+        loss = F.mse_loss(unet(model.add_noise(x0, noise, t), t, c).sample, noise)
         accelerator.backward(loss)
         global_loss = accelerator.reduce(loss.detach(), reduction="mean").item() if processes > 1 else loss.item()
         if not math.isfinite(global_loss):

@@ -10,8 +10,8 @@ import torch
 from attacks import ATTACKS
 from attacks.clid import drop_words
 from attacks.metrics import membership_metrics
-from diffusion.concepts import captioned
 from diffusion.errors import UsageError
+from diffusion.text_model import captioned
 from diffusion.training import TrainConfig, train_denoiser
 
 from .conftest import tiny_model

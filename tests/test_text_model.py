@@ -23,13 +23,13 @@ from diffusion.captions import (
     CaptionSampler,
     build_tokenizer,
 )
-from diffusion.concepts import captioned, concept_spec, task_for_model, text_task, unused_wordings
+from diffusion.concepts import concept_spec, unused_wordings
 from diffusion.data import ImageDataset, load_dataset
 from diffusion.errors import UsageError
 from diffusion.loading import load_model
 from diffusion.seeding import seeded_normal
 from diffusion.splits import ForgetSpec, ForgetTask, make_splits
-from diffusion.text_model import TextDiffusionModel, build_text_components
+from diffusion.text_model import TextDiffusionModel, build_text_components, captioned, text_task
 from erasediff.cli import main
 from unlearn import METHODS
 
@@ -160,12 +160,12 @@ def test_prompts_that_do_not_survive_tokenization_are_refused(digits, splits, co
     """The check reads the tokens the model will see, not the raw text: a prompt cut short or holding characters
     the tokenizer maps to end-of-text is refused, naming what would be lost."""
     with pytest.raises(UsageError, match=re.escape(message)):
-        task_for_model(digits, splits, concept_spec([concept], DIGIT_CAPTIONS, anchor), tiny_text_model())
+        tiny_text_model().forget_task(digits, splits, concept_spec([concept], DIGIT_CAPTIONS, anchor))
 
 
 def test_text_task_conditions_the_concept_on_its_prompts(digits, splits):
     model = tiny_text_model()
-    task = task_for_model(digits, splits, concept_spec(["three", "digit 3"], DIGIT_CAPTIONS, anchor="digit 5"), model)
+    task = model.forget_task(digits, splits, concept_spec(["three", "digit 3"], DIGIT_CAPTIONS, anchor="digit 5"))
     assert task.forget_classes == (3,) and bool((digits.labels[task.forget.ids] == 3).all())
     assert task.forget.labels.shape == (len(task.forget), model.tokenizer.model_max_length)
     assert {tuple(r) for r in task.forget.labels.tolist()} == {tuple(r) for r in model.tokenize(["three", "digit 3"])
@@ -173,12 +173,12 @@ def test_text_task_conditions_the_concept_on_its_prompts(digits, splits):
     train_wordings = {tuple(r) for c in range(10) for r in model.tokenize(DIGIT_CAPTIONS.captions(c)).tolist()}
     assert {tuple(r) for r in task.retain.labels.tolist()} <= train_wordings
     assert task.anchor.tolist() == model.tokenize(["digit 5"])[0].tolist()
-    again = task_for_model(digits, splits, concept_spec(["three", "digit 3"], DIGIT_CAPTIONS, anchor="digit 5"), model)
+    again = model.forget_task(digits, splits, concept_spec(["three", "digit 3"], DIGIT_CAPTIONS, anchor="digit 5"))
     assert torch.equal(again.retain.labels, task.retain.labels)  # one caption per image, from the seed
     with pytest.raises(UsageError, match="--forget-class is for class-conditional models"):
-        task_for_model(digits, splits, ForgetSpec(classes=(3,)), model)
+        model.forget_task(digits, splits, ForgetSpec(classes=(3,)))
     with pytest.raises(UsageError, match="--forget-concept erases a concept from a text-to-image model"):
-        task_for_model(digits, splits, concept_spec(["three"], DIGIT_CAPTIONS), tiny_model())
+        tiny_model().forget_task(digits, splits, concept_spec(["three"], DIGIT_CAPTIONS))
 
 
 @pytest.mark.parametrize("name", sorted(TEXT_FAST))
@@ -420,7 +420,7 @@ def test_sample_deletion_erases_image_caption_pairs(digits, splits):
     """A deletion request of (image, caption) pairs by id: the images under their own training captions."""
     model = tiny_text_model()
     ids = tuple(int(i) for i in splits.members[:12])
-    task = task_for_model(digits, splits, ForgetSpec(sample_ids=ids), model)
+    task = model.forget_task(digits, splits, ForgetSpec(sample_ids=ids))
     assert task.forget_classes == () and task.forget.ids.tolist() == sorted(ids)
     captions_of = {tuple(r) for c in range(10) for r in model.tokenize(DIGIT_CAPTIONS.captions(c)).tolist()}
     assert {tuple(r) for r in task.forget.labels.tolist()} <= captions_of
@@ -526,7 +526,7 @@ def test_a_folder_with_captions_gives_every_image_its_own(tmp_path, digits, spli
     words = ["a", "sketch", "number", "5", "of", "digit", "0"]  # CLIP splits letters from digits
     assert text_model.tokenizer.tokenize("a sketch number 5 of digit0") == [w + "</w>" for w in words]
     folder_splits = make_splits(dataset.labels, seed=0)
-    task = task_for_model(dataset, folder_splits, concept_spec(["digit1"], dataset.class_wordings), text_model)
+    task = text_model.forget_task(dataset, folder_splits, concept_spec(["digit1"], dataset.class_wordings))
     own = text_model.tokenize([dataset.captions[i] for i in task.retain.ids.tolist()])
     assert torch.equal(task.retain.labels, own)
     spec = concept_spec(["digit1"], dataset.class_wordings)  # the "{word}" wording: given, so never probed

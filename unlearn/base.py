@@ -64,7 +64,7 @@ class Unlearner(Parameterized, ABC):
         self.validate_params()
         self.check_task(task)
         if model is not None:
-            task.check_model(model)
+            model.check_task(task)
 
     def unlearn(
         self,

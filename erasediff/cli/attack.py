@@ -11,7 +11,6 @@ import numpy as np
 from attacks import ATTACKS, CalibrationSet
 from attacks.base import write_scores_csv
 from attacks.metrics import membership_metrics, tpr_key
-from diffusion.concepts import model_view
 from diffusion.data import data_folder
 from diffusion.errors import UsageError
 from diffusion.io import atomic_output_dir, check_output_dir, write_json
@@ -86,7 +85,7 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
     else:
         member_ids, nonmember_ids = splits.members, splits.heldout
     # a text model scores (image, caption) pairs
-    calibration, view = None, model_view(model, dataset, seed)
+    calibration, view = None, model.data_view(dataset, seed)
     if calibration_images:
         picked = calibration_ids((np.setdiff1d(splits.members, member_ids), member_ids),
                                  (np.setdiff1d(splits.heldout, nonmember_ids), nonmember_ids), calibration_images, seed)

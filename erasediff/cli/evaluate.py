@@ -60,12 +60,7 @@ def evaluate_command(model_dir: Path, forget_classes, concept, json_path: Path |
     if concept and forget_classes:
         raise UsageError("give --forget-concept (a text-to-image model) or --forget-class, not both")
     model = load_model(model_dir)
-    if concept and model.conditioning != "text":
-        raise UsageError("--forget-concept names a concept of a text-to-image model; this model is conditioned on "
-                         f"{model.conditioning} (use --forget-class)")
-    if forget_classes and not concept and model.conditioning == "text":
-        raise UsageError("a text-to-image model is evaluated on a concept: give --forget-concept TEXT, not "
-                         "--forget-class")
+    model.check_request(forget_classes, concept)
     dataset = load_data_for_model(data, model)
     check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, None,
                      allow_other_data=allow_other_data)

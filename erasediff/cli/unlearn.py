@@ -10,7 +10,7 @@ import yaml
 from audit.config import read_yaml_value
 from diffusion.canaries import canary_split, check_model_commitment
 from diffusion.captions import ClassCaptions
-from diffusion.concepts import concept_spec, read_prompts, task_for_model
+from diffusion.concepts import concept_spec, read_prompts
 from diffusion.data import data_folder
 from diffusion.environment import environment_info
 from diffusion.errors import RunError, UsageError
@@ -147,7 +147,7 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     check_provenance(metadata, str(model_dir), dataset, splits, allow_other_data=allow_other_data)
     spec = forget_spec_from_options(forget_classes, forget_ids, forget_label, dataset.class_wordings, concept,
                                     prompts_file, anchor, included)
-    task = task_for_model(dataset, splits, spec, model, seed)
+    task = model.forget_task(dataset, splits, spec, seed)
     unlearner.check(task, model)
     parent = model.fingerprint()
     result = unlearner.unlearn(model, task, seed=seed, quiet=quiet, mixed_precision=mixed_precision,
