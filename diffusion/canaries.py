@@ -27,6 +27,7 @@ from .splits import Splits, read_sample_ids
 
 CANARIES_FILE = "canaries.json"
 INCLUDED_FILE = "included_ids.txt"
+INCLUDED_FILES_FILE = "included_files.txt"
 SEALED_FILE = "sealed/assignment.json"
 _MAX_BYTES = 50 * 2**20
 
@@ -74,15 +75,21 @@ class SealedAssignment:
         return commitment(self.salt, self.included)
 
 
-def draw_canaries(data: str, dataset: ImageDataset, splits: Splits, count: int, seed: int
-                  ) -> tuple[Canaries, SealedAssignment]:
-    """``count`` canaries from the heldout pool of ``splits``, each included with probability 1/2 (``seed``);
+def draw_canaries(data: str, dataset: ImageDataset, splits: Splits, count: int, seed: int,
+                  chosen: np.ndarray | None = None) -> tuple[Canaries, SealedAssignment]:
+    """``count`` canaries from the heldout pool of ``splits`` (or the user's ``chosen`` ids, whatever their side of
+    the split: a canary trains exactly when it is included), each included with probability 1/2 (``seed``);
     ``data`` is how the data is named on the command line (``digits`` or a folder), ``dataset`` the data loaded."""
-    if count < 4 or count > len(splits.heldout):
-        raise UsageError(f"--count must be between 4 and {len(splits.heldout)} (the heldout images of the data); "
-                         f"got {count}")
     rng = np.random.default_rng(derive_seed(seed, "canaries") % 2**32)
-    ids = np.sort(rng.choice(splits.heldout, size=count, replace=False)).astype(np.int64)
+    if chosen is not None:
+        ids, count = np.sort(np.asarray(chosen, dtype=np.int64)), len(chosen)
+        if count < 4 or count >= len(splits.members) + len(splits.heldout):
+            raise UsageError(f"the canary images must be at least 4 and leave other images to train on; got {count}")
+    else:
+        if count < 4 or count > len(splits.heldout):
+            raise UsageError(f"--count must be between 4 and {len(splits.heldout)} (the heldout images of the data); "
+                             f"got {count}")
+        ids = np.sort(rng.choice(splits.heldout, size=count, replace=False)).astype(np.int64)
     included = ids[rng.random(count) < 0.5]
     if included.size in (0, count):
         raise UsageError(f"seed {seed} included {included.size} of {count} canaries; draw again with another seed")
@@ -93,12 +100,16 @@ def draw_canaries(data: str, dataset: ImageDataset, splits: Splits, count: int, 
     return canaries, sealed
 
 
-def write_canaries(folder: str | Path, canaries: Canaries, sealed: SealedAssignment, force: bool = False) -> None:
-    """The canary folder, written atomically: ``canaries.json``, ``included_ids.txt`` (for the trainer) and
+def write_canaries(folder: str | Path, canaries: Canaries, sealed: SealedAssignment, force: bool = False,
+                   files: tuple[str, ...] | None = None) -> None:
+    """The canary folder, written atomically: ``canaries.json``, ``included_ids.txt`` (for the trainer; with the
+    data folder's ``files``, ``included_files.txt`` too, for a trainer outside this project) and
     ``sealed/assignment.json`` (for the auditor only)."""
     with atomic_output_dir(folder, force) as out:
         write_json(out / CANARIES_FILE, canaries.to_dict())
         (out / INCLUDED_FILE).write_text(" ".join(map(str, sealed.included.tolist())) + "\n")
+        if files is not None:
+            (out / INCLUDED_FILES_FILE).write_text("".join(files[i] + "\n" for i in sealed.included.tolist()))
         (out / SEALED_FILE).parent.mkdir()
         write_json(out / SEALED_FILE, {"salt": sealed.salt, "included": sealed.included.tolist()})
 

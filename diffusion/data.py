@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,8 @@ class ImageDataset:
         name: a short description of where the data came from (recorded in outputs).
         captions: one caption per image (what a text-to-image model was trained on), or None: a text model then
             sees captions worded from the class names (:attr:`class_wordings`).
+        files: an image folder's file of each image, its path under the folder ("cat/001.png"); None for the
+            bundled digits. Not part of :meth:`fingerprint` (moving a folder keeps its models valid).
     """
 
     images: torch.Tensor
@@ -62,6 +65,7 @@ class ImageDataset:
     class_names: tuple[str, ...]
     name: str
     captions: tuple[str, ...] | None = None
+    files: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
@@ -71,6 +75,8 @@ class ImageDataset:
             )
         if self.captions is not None and len(self.captions) != len(self.labels):
             raise ValueError(f"captions must be one per image; got {len(self.captions)} for {len(self.labels)}")
+        if self.files is not None and len(self.files) != len(self.labels):
+            raise ValueError(f"files must be one per image; got {len(self.files)} for {len(self.labels)}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -101,6 +107,49 @@ class ImageDataset:
         if self.captions is not None:
             digest.update(json.dumps(self.captions).encode())
         return digest.hexdigest()
+
+    def ids_of_files(self, files: Sequence[str], what: str) -> np.ndarray:
+        """The sample ids (in the order given) of ``files``, each an image's path under the data folder
+        (:attr:`files`); a :class:`UsageError` naming ``what`` ("the canary images") and the first file that is not
+        one of the data's images or is given twice, or when the data is not a folder."""
+        if self.files is None:
+            raise UsageError(f"{what} are named by file, but the data '{self.name}' has no files (the bundled "
+                             "digits): give sample ids, or use an image folder")
+        index = {name: i for i, name in enumerate(self.files)}
+        ids, seen = [], set()
+        for name in files:
+            key = Path(name).as_posix().removeprefix("./")
+            if key not in index:
+                raise UsageError(f"{what}: '{cut_text(name, 120)}' is not an image of the data folder; expected a "
+                                 "path under it such as '" + self.files[0] + "'")
+            if key in seen:
+                raise UsageError(f"{what}: '{cut_text(name, 120)}' is given twice")
+            seen.add(key)
+            ids.append(index[key])
+        if not ids:
+            raise UsageError(f"{what}: no file given")
+        return np.asarray(ids, dtype=np.int64)
+
+
+def read_file_list(path: str, what: str, data_root: str | Path) -> tuple[str, ...]:
+    """The files a list names (one path under the data folder ``data_root`` per line, ``#`` starts a comment), or,
+    for a folder inside the data folder, the PNG and JPEG images in it (sorted, as paths under ``data_root``); a
+    :class:`UsageError` naming ``what`` when it is unreadable, empty or a folder outside the data."""
+    folder = Path(path)
+    if folder.is_dir():
+        root = Path(data_root).resolve()
+        if not folder.resolve().is_relative_to(root):
+            raise UsageError(f"{what}: the folder '{path}' is not inside the data folder '{data_root}'; give a folder "
+                             "of the data's images or a list of their paths")
+        files = tuple(p.resolve().relative_to(root).as_posix() for p in sorted(folder.rglob("*"))
+                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        text = read_text_file(path, f"{what} list", 10 * 2**20, "a text file of one image path per line")
+        files = tuple(line.split("#", 1)[0].strip() for line in text.splitlines())
+        files = tuple(name for name in files if name)
+    if not files:
+        raise UsageError(f"{what} '{path}' names no image; expected one image path per line (or a folder of images)")
+    return files
 
 
 def load_digits_dataset() -> ImageDataset:
@@ -169,9 +218,10 @@ def load_image_folder(root: str | Path, size: int, channels: int = 1) -> ImageDa
             labels.append(class_id)
             paths.append(path)
     images = torch.from_numpy(np.stack(arrays))
-    captions = _read_captions(root, [path.relative_to(root).as_posix() for path in paths])
+    files = tuple(path.relative_to(root).as_posix() for path in paths)
+    captions = _read_captions(root, list(files))
     return ImageDataset(images, torch.tensor(labels), tuple(p.name for p in class_dirs), f"imagefolder:{root}",
-                        captions)
+                        captions, files)
 
 
 def _read_captions(root: Path, files: list[str]) -> tuple[str, ...] | None:

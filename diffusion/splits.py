@@ -30,11 +30,12 @@ class Splits:
     member_fraction: float
 
     def with_canaries(self, included: np.ndarray, canaries: np.ndarray) -> Splits:
-        """The split of a model trained with canaries (:mod:`diffusion.canaries`): the ``included`` ones are
-        members, and no canary is a heldout image (the never-included ones are kept for the canary test)."""
+        """The split of a model trained with canaries (:mod:`diffusion.canaries`): a canary is a member exactly
+        when it is ``included``, and no canary is a heldout image (the never-included ones are kept for the canary
+        test)."""
         included = np.asarray(included, dtype=np.int64)
         canaries = np.asarray(canaries, dtype=np.int64)
-        members = np.union1d(self.members, included).astype(np.int64)
+        members = np.union1d(np.setdiff1d(self.members, canaries), included).astype(np.int64)
         return Splits(members, np.setdiff1d(self.heldout, canaries).astype(np.int64), self.seed, self.member_fraction)
 
     def to_dict(self) -> dict:

@@ -108,3 +108,66 @@ def test_the_audit_tests_the_canaries_beside_the_references(planted, tmp_path):
                     tmp_path / "reference1", "--out", tmp_path / "refused", *common)
     assert result.exit_code == 2 and "trained with other canaries" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()
+
+
+def test_your_own_canaries_are_files_of_the_data_folder_and_train_exactly_when_included(tmp_path, digits):
+    from diffusion.canaries import canary_split
+    from diffusion.data import load_image_folder
+    from diffusion.splits import make_splits
+
+    from .conftest import write_digit_folder
+
+    data = write_digit_folder(tmp_path / "data", digits)
+    dataset = load_image_folder(data, 8)
+    chosen = [name for name in dataset.files if name.startswith("digit1/")][:16]
+    (tmp_path / "mine.txt").write_text("# my canaries\n" + "\n".join(chosen) + "\n")
+    result = invoke("canaries", "make", "--data", data, "--images", tmp_path / "mine.txt", "--seed", 5,
+                    "--out", tmp_path / "c", "--quiet")
+    assert result.exit_code == 0, result.output
+    canaries = read_canaries(tmp_path / "c")
+    assert sorted(dataset.files[i] for i in canaries.ids) == sorted(chosen)
+    included = read_included(tmp_path / "c", canaries)
+    files = (tmp_path / "c" / "included_files.txt").read_text().split()
+    assert sorted(files) == sorted(dataset.files[i] for i in included)  # for a trainer outside the project
+    plain = make_splits(dataset.labels, 0)
+    assert np.isin(canaries.ids, plain.members).any()  # some of the user's canaries fall among the members ...
+    splits, _, _ = canary_split(tmp_path / "c", dataset, plain)
+    never = np.setdiff1d(canaries.ids, included)
+    assert np.isin(included, splits.members).all() and not np.isin(never, splits.members).any()  # ... not trained
+    assert not np.isin(canaries.ids, splits.heldout).any()
+    result = invoke("train", "--data", data, "--canaries", tmp_path / "c", "--out", tmp_path / "model", *TINY)
+    assert result.exit_code == 0, result.output
+    assert DiffusionModel.read_metadata(tmp_path / "model")["canaries"]["commitment"] == canaries.commitment
+
+    folder = invoke("canaries", "make", "--data", data, "--images", data / "digit2", "--out", tmp_path / "d",
+                    "--quiet")
+    assert folder.exit_code == 0, folder.output
+    assert all(dataset.files[i].startswith("digit2/") for i in read_canaries(tmp_path / "d").ids)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--count", 8, "--images", "LIST"], "not both"),
+    (["--images", "STRANGER"], "is not an image of the data folder"),
+    (["--images", "TWICE"], "is given twice"),
+    (["--images", "OUTSIDE"], "is not inside the data folder"),
+])
+def test_your_own_canaries_are_refused_in_one_line_when_they_are_not_the_datas(tmp_path, digits, args, message):
+    from .conftest import write_digit_folder
+
+    data = write_digit_folder(tmp_path / "data", digits, classes=(0, 1))
+    first = sorted((data / "digit0").iterdir())[:4]
+    lists = {"LIST": [f"digit0/{p.name}" for p in first], "STRANGER": ["digit0/nope.png"],
+             "TWICE": [f"digit0/{first[0].name}"] * 2}
+    for name, lines in lists.items():
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    (tmp_path / "OUTSIDE").mkdir()
+    args = [tmp_path / a if a in (*lists, "OUTSIDE") else a for a in args]
+    result = invoke("canaries", "make", "--data", data, *args, "--out", tmp_path / "c", "--quiet")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_your_own_canaries_need_a_data_folder(tmp_path):
+    (tmp_path / "list.txt").write_text("0.png\n")
+    result = invoke("canaries", "make", "--images", tmp_path / "list.txt", "--out", tmp_path / "c", "--quiet")
+    assert result.exit_code == 2 and "has no files" in result.output, result.output

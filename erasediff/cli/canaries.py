@@ -33,25 +33,36 @@ def canaries_command() -> None:
 @canaries_command.command("make")
 @data_option
 @split_options
-@click.option("--count", type=click.IntRange(min=4), default=400, show_default=True,
+@click.option("--count", type=click.IntRange(min=4), default=None,
               help="Canaries in all (2M): drawn from the heldout images, each included in training with "
-                   "probability 1/2.")
+                   "probability 1/2.  [default: 400]")
+@click.option("--images", "images", type=str, default=None,
+              help="Your own canaries instead: a folder of the data's images, or a text file of their paths under "
+                   "the data folder (one per line); each included with probability 1/2.")
 @out_option()
 @seed_option
 @quiet_option
 @handle_errors
-def make_command(data, split_seed, member_fraction, count, out: Path, force, seed, quiet):
-    """Draw canaries and write OUT/canaries.json, OUT/included_ids.txt (for the trainer) and OUT/sealed/ (the
-    assignment, for the auditor only; a model records only its SHA-256 commitment)."""
+def make_command(data, split_seed, member_fraction, count, images, out: Path, force, seed, quiet):
+    """Draw canaries and write OUT/canaries.json, OUT/included_ids.txt (for the trainer; OUT/included_files.txt
+    for an image folder) and OUT/sealed/ (the assignment, for the auditor only; a model records only its SHA-256
+    commitment)."""
     configure_logging(quiet)
     from diffusion.canaries import draw_canaries, write_canaries
-    from diffusion.data import load_dataset
+    from diffusion.data import load_dataset, read_file_list
+    from diffusion.errors import UsageError
     from diffusion.splits import make_splits
 
+    if images is not None and count is not None:
+        raise UsageError("give --count (canaries drawn from the heldout images) or --images (your own), not both")
     dataset = load_dataset(data)
+    chosen = None
+    if images is not None:
+        chosen = dataset.ids_of_files(read_file_list(images, "the canary images", data), "the canary images")
     splits = make_splits(dataset.labels, split_seed, member_fraction)
-    canaries, sealed = draw_canaries(data, dataset, splits, count, seed)
-    write_canaries(out, canaries, sealed, force)
+    canaries, sealed = draw_canaries(data, dataset, splits, 400 if count is None else count, seed, chosen)
+    write_canaries(out, canaries, sealed, force, dataset.files)
+    count = canaries.ids.size
     click.echo(f"{count} canaries written to {out} ({sealed.included.size} included in training; commitment "
                f"{canaries.commitment[:16]}...)")
 
