@@ -20,16 +20,13 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest
 
-from attacks import ATTACKS
-from audit.canary import CanaryAuditConfig, calibration_half, canary_test
+from audit.canary import CanaryAuditConfig, calibration_half, canary_test, score_canaries
 from diffusion.canaries import draw_canaries
 from diffusion.data import load_digits_dataset
 from diffusion.io import write_json
 from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.splits import make_splits
-
-ATTACK_NAMES = ["loss", "secmi", "pia", "pian", "sima"]
 
 
 def never_saw_a_canary(folder: Path, fingerprint: str, num_members: int) -> bool:
@@ -53,8 +50,7 @@ def main() -> None:
     dataset = load_digits_dataset()
     plain = make_splits(dataset.labels, 0)
     canaries, _ = draw_canaries("digits", dataset, plain, 400, args.seed + 1)
-    images = dataset.select(canaries.ids)
-    config = CanaryAuditConfig("", "", "", attacks=ATTACK_NAMES, n_permutations=args.permutations, seed=args.seed)
+    config = CanaryAuditConfig("", "", "", n_permutations=args.permutations, seed=args.seed, quiet=True)
     folders = sorted(f for root in args.models for f in root.iterdir()
                      if (f / "erasediff.json").is_file() and never_saw_a_canary(f, dataset.fingerprint(),
                                                                                  plain.members.size))
@@ -63,7 +59,7 @@ def main() -> None:
           f"{config.alpha}")
     for index, folder in enumerate(folders):
         model = load_model(folder)
-        scores = {a: ATTACKS.make(a).score(model, images, seed=args.seed).scores for a in ATTACK_NAMES}
+        scores = score_canaries(model, dataset, canaries, config)
         p_values = []
         for draw in range(args.assignments):
             assigned = np.random.default_rng([args.seed, index, draw, 11]).random(canaries.ids.size) < 0.5

@@ -145,8 +145,8 @@ def read_file_list(path: str, what: str, data_root: str | Path) -> tuple[str, ..
                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     else:
         text = read_text_file(path, f"{what} list", 10 * 2**20, "a text file of one image path per line")
-        files = tuple(line.split("#", 1)[0].strip() for line in text.splitlines())
-        files = tuple(name for name in files if name)
+        names = (line.split("#", 1)[0].strip() for line in text.splitlines())
+        files = tuple(name for name in names if name)
     if not files:
         raise UsageError(f"{what} '{path}' names no image; expected one image path per line (or a folder of images)")
     return files

@@ -62,9 +62,8 @@ def make_command(data, split_seed, member_fraction, count, images, out: Path, fo
     splits = make_splits(dataset.labels, split_seed, member_fraction)
     canaries, sealed = draw_canaries(data, dataset, splits, 400 if count is None else count, seed, chosen)
     write_canaries(out, canaries, sealed, force, dataset.files)
-    count = canaries.ids.size
-    click.echo(f"{count} canaries written to {out} ({sealed.included.size} included in training; commitment "
-               f"{canaries.commitment[:16]}...)")
+    click.echo(f"{canaries.ids.size} canaries written to {out} ({sealed.included.size} included in training; "
+               f"commitment {canaries.commitment[:16]}...)")
 
 
 @canaries_command.command("audit")
