@@ -81,6 +81,13 @@ class AuditConfig:
         preset: the recipe of the built-in reference model and of the references retrained by the audit
             (diffusion.training.RECIPE_PRESETS): ``default`` (2000 steps) or ``thorough`` (6000 steps: a
             reference that remembers, membership AUC ~1.0, three times the training time).
+        members, heldout: the data roles of a model this project did not train, declared by file (each a list of
+            image paths under the ``data`` folder, or a folder inside it): the images the original was trained or
+            fine-tuned on, and images of the same distribution it never saw. Given, they replace the split drawn
+            from ``split_seed``; a model that records no split needs them (a split is never invented for it).
+        forget_files: the forget set by file (a list of member image paths under ``data``, or a folder inside it).
+        recipe: a YAML file saying how the original was trained, for a model trained elsewhere
+            (:mod:`diffusion.recipe`): from scratch, or fine-tuned from a base; the references are trained with it.
         canaries: a canary folder (``erasediff canaries make``) the original was trained with: its included
             canaries are members and join the forget set, no canary is scored as heldout, and the canary test
             (audit/probes/canary.py) runs on every model beside the references.
@@ -111,6 +118,10 @@ class AuditConfig:
     method_params: dict = field(default_factory=dict)
     forget_classes: list[int] = field(default_factory=lambda: [0])
     forget_ids: str | None = None
+    forget_files: str | None = None
+    members: str | None = None
+    heldout: str | None = None
+    recipe: str | None = None
     canaries: str | None = None
     forget_concept: list[str] = field(default_factory=list)
     anchor: str | None = None
@@ -143,6 +154,8 @@ class AuditConfig:
         references = {f"retrained model {k + 1}": path for k, path in enumerate(self.retrained)}
         return {"original model": self.model, "unlearned model": self.unlearned, **references,
                 "data folder": data_folder(self.data), "forget-ids file": self.forget_ids,
+                "forget files": self.forget_files, "members": self.members, "heldout images": self.heldout,
+                "recipe file": self.recipe,
                 "canary folder": self.canaries, "config file": config_file}
 
 
@@ -233,6 +246,23 @@ def _check_limits(config: AuditConfig) -> None:
                          f"({samples}): a margin of every generated sample can never fail; got {margin}")
 
 
+def _check_roles(config: AuditConfig) -> None:
+    """Images named by file need an image folder; members and heldout are declared together; canaries need the
+    project's own split."""
+    by_file = {"members": config.members, "heldout": config.heldout, "forget_files": config.forget_files}
+    named = [key for key, value in by_file.items() if value]
+    if named and config.data == "digits":
+        raise UsageError(f"config key '{named[0]}' names images by file, but the data is the bundled digits (no "
+                         "files); give the image folder the files are in as 'data', or use forget_ids")
+    if bool(config.members) != bool(config.heldout):
+        given, missing = ("members", "heldout") if config.members else ("heldout", "members")
+        raise UsageError(f"'{given}' is declared without '{missing}': declare both the images the model was "
+                         "trained on and images of the same distribution it never saw")
+    if config.members and config.canaries:
+        raise UsageError("canaries are placed in the project's own split; they cannot be combined with declared "
+                         "members")
+
+
 def _check_attacks(attacks: list[str]) -> None:
     """At least one membership attack, each named once and usable as a file name."""
     if not attacks:
@@ -258,8 +288,11 @@ def config_from_dict(data: dict) -> AuditConfig:
             config.attacks = [*config.attacks, "clid"]
     elif config.anchor is not None:
         raise UsageError("anchor is the prompt a concept is mapped to; it needs forget_concept")
-    if not config.forget_classes and not config.forget_ids and not config.forget_concept and not config.canaries:
-        raise UsageError("the forget set is empty; set forget_classes, forget_ids, forget_concept or canaries")
+    if not (config.forget_classes or config.forget_ids or config.forget_files or config.forget_concept
+            or config.canaries):
+        raise UsageError("the forget set is empty; set forget_classes, forget_ids, forget_files, forget_concept or "
+                         "canaries")
+    _check_roles(config)
     if config.unlearned is None and not config.method:
         raise UsageError("give either 'unlearned' (a model to audit) or 'method' (an unlearning method to run)")
     _check_limits(config)

@@ -23,7 +23,6 @@ import torch
 from attacks import ATTACKS, Attack, CalibrationSet
 from diffusion.cache import cache_entry, load_or_build_model
 from diffusion.canaries import canary_split, check_model_commitment, read_canaries
-from diffusion.captions import ClassCaptions
 from diffusion.concepts import concept_spec
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info, use_threads
@@ -31,20 +30,30 @@ from diffusion.errors import UsageError
 from diffusion.io import as_json, atomic_output_dir, write_json
 from diffusion.judge import load_or_train_judge
 from diffusion.loading import load_model
-from diffusion.model import DiffusionModel
+from diffusion.model import DiffusionModel, model_location
 from diffusion.presets import RECIPE_PRESETS
 from diffusion.provenance import check_provenance, load_data_for_model
 from diffusion.quality import generate_per_class
+from diffusion.recipe import Recipe
 from diffusion.reference import load_or_train_reference, untrained_model
 from diffusion.seeding import derive_seed
-from diffusion.splits import ForgetSpec, ForgetTask, Splits, calibration_ids, make_splits, read_sample_ids
+from diffusion.splits import (
+    ForgetSpec,
+    ForgetTask,
+    Splits,
+    calibration_ids,
+    declared_splits,
+    forget_file_ids,
+    make_splits,
+    read_sample_ids,
+)
 from diffusion.training import TrainConfig, process_state
 from reports.results import SCHEMA_VERSION, AuditResults, Check, PairedDifference
 from unlearn import METHODS, Unlearner
 
 from . import statistics
 from .checks import evaluate_checks, verdict
-from .config import AuditConfig, Thresholds
+from .config import AuditConfig, Thresholds, read_yaml
 from .images import save_grid
 from .membership import ScoredSets, exposed_forget_images, run_membership
 from .probes import PROBES
@@ -58,15 +67,71 @@ REFERENCE = "reference"  # reference roles: reference_1 .. reference_K
 MIN_CALIBRATION_IMAGES = 10  # fewer members or non-members than this cannot rank a grid of choices
 
 
-def _forget_spec(config: AuditConfig, wordings: ClassCaptions, canary_ids: tuple[int, ...] = ()) -> ForgetSpec:
-    """The deletion request: the configured classes, images or concept, and the included canaries in the same
-    request (so no method can treat them apart)."""
-    sample_ids = read_sample_ids(config.forget_ids) if config.forget_ids else ()
-    if canary_ids:
-        sample_ids = tuple(sorted({*sample_ids, *canary_ids}))
+def _forget_spec(config: AuditConfig, dataset: ImageDataset, splits: Splits,
+                 canary_ids: tuple[int, ...] = ()) -> ForgetSpec:
+    """The deletion request: the configured classes, images (by sample id or by file) or concept, and the included
+    canaries in the same request (so no method can treat them apart)."""
+    sample_ids = set(read_sample_ids(config.forget_ids)) if config.forget_ids else set()
+    if config.forget_files:
+        sample_ids |= set(forget_file_ids(dataset, splits, config.forget_files, config.data))
+    sample_ids = tuple(sorted(sample_ids | set(canary_ids)))
     if config.forget_concept:
-        return concept_spec(config.forget_concept, wordings, config.anchor or "", config.forget_label, sample_ids)
+        return concept_spec(config.forget_concept, dataset.class_wordings, config.anchor or "", config.forget_label,
+                            sample_ids)
     return ForgetSpec(classes=tuple(config.forget_classes), sample_ids=sample_ids, label=config.forget_label)
+
+
+def original_record(config: AuditConfig) -> dict | None:
+    """What the given original model records (``erasediff.json``; {} for a hub model or a folder without one), None
+    for the built-in one. Refused before any loading (:class:`UsageError`): a model that records no member split
+    when the user declares none, for its split would be invented and every membership number meaningless."""
+    if not config.model:
+        return None
+    location, local = model_location(config.model)
+    record = DiffusionModel.read_metadata(location) if local else {}
+    if "splits" not in record and not config.members:
+        raise UsageError(f"model '{config.model}' records no member split (erasediff did not train it): declare the "
+                         "images it was trained on with --members and images of the same kind it never saw with "
+                         "--heldout (lists of files under --data, or folders inside it)")
+    return record
+
+
+def _audit_splits(config: AuditConfig, dataset: ImageDataset) -> Splits:
+    """The declared data roles, or the project's split drawn from the split seed."""
+    if config.members:
+        return declared_splits(dataset, config.members, config.heldout, config.data)
+    return make_splits(dataset.labels, config.split_seed, config.member_fraction)
+
+
+def reference_method(config: AuditConfig, original: DiffusionModel | None, record: dict | None,
+                     preset: TrainConfig) -> tuple[Unlearner, str] | None:
+    """How the audit trains its references, and that in words; None when they are given or not wanted.
+
+    A recipe file, else the original's record of a fine-tune: the base fine-tuned again on the remaining data
+    (unlearn/refinetune.py), or for a model trained from scratch a retrain with the recipe's settings. The project's
+    own models trained from scratch (and the built-in one) retrain with the ``preset`` recipe. A model with no known
+    recipe is refused: a reference trained any other way would not be the model that never saw the forget set."""
+    if config.retrained or not config.retrain:
+        return None
+    recipe = None
+    if config.recipe:
+        recipe = Recipe.from_mapping(read_yaml(Path(config.recipe)), f"recipe file '{config.recipe}'",
+                                     original.recipe_kind)
+    elif record:
+        recipe = Recipe.from_record(record, config.model)
+    if recipe is None:
+        if record is None or "train_config" in record:
+            return METHODS.make("retrain", steps=preset.steps), f"retrained from scratch ({preset.steps} steps)"
+        raise UsageError(f"model '{config.model}' records no training recipe: say how it was trained with --recipe "
+                         "FILE (from scratch, or fine-tuned from a base), or give references with --retrained")
+    train = recipe.train
+    if recipe.fine_tuned:
+        method = METHODS.make("refinetune", base=recipe.base, base_fingerprint=recipe.base_fingerprint,
+                              steps=train.steps, batch_size=train.batch_size, lr=train.lr, ema_decay=train.ema_decay,
+                              lora_rank=train.lora_rank)
+        return method, f"the base fine-tuned again without the forget set: {recipe.describe()}"
+    method = METHODS.make("retrain", steps=train.steps, batch_size=train.batch_size, lr=train.lr)
+    return method, f"retrained from scratch: {recipe.describe()}"
 
 
 def _recipe(config: AuditConfig, original: DiffusionModel | None) -> TrainConfig:
@@ -88,7 +153,8 @@ def retrained_model(
     """A model retrained without the forget set with training seed ``seed``, from the cache (keyed by content) or
     trained now."""
     dataset, splits, spec = data
-    payload = {"original": original.fingerprint(), "forget": spec.fingerprint(), "params": retrain.get_params(),
+    params = {key: value for key, value in retrain.get_params().items() if value is not None}
+    payload = {"original": original.fingerprint(), "forget": spec.fingerprint(), "params": params,
                "seed": seed, "data": dataset.fingerprint(), "splits": splits.to_dict()}
     directory = cache_entry("retrained", payload)
 
@@ -109,7 +175,7 @@ def _forget_task(
     """The audit's data (checked against a given original model), splits, forget spec and task, and the original
     or, before the built-in reference is trained, an untrained model of its architecture standing in for it."""
     dataset = load_data_for_model(config.data, original) if original is not None else load_dataset(config.data)
-    splits = make_splits(dataset.labels, config.split_seed, config.member_fraction)
+    splits = _audit_splits(config, dataset)
     included = ()
     if config.canaries:  # the original's split holds the included canaries, and the request deletes them
         if original is None:
@@ -119,7 +185,7 @@ def _forget_task(
         check_model_commitment(DiffusionModel.read_metadata(config.model), canaries,
                                f"the original model {config.model}")
         included = tuple(included_ids.tolist())
-    spec = _forget_spec(config, dataset.class_wordings, included)
+    spec = _forget_spec(config, dataset, splits, included)
     stand_in = original or untrained_model(dataset, recipe, device="cpu")
     return dataset, splits, spec, stand_in.forget_task(dataset, splits, spec, config.seed), stand_in
 
@@ -155,11 +221,12 @@ def fill_reference(config: AuditConfig, index: int) -> dict:
     if config.retrained:
         raise UsageError("references are given (retrained); there is nothing to train")
     use_threads(config.threads)
+    record = original_record(config)
     given = load_model(config.model) if config.model else None
     recipe = _recipe(config, given)
     dataset, splits, spec, task, stand_in = _forget_task(config, given, recipe)
     _check_model("original", stand_in, config.model, task, (dataset, splits), config)
-    retrain = METHODS.make("retrain", steps=recipe.steps)
+    retrain, _ = reference_method(config, given, record, recipe)
     retrain.check(task, stand_in)
     original, _ = _original_model(config, given, dataset, splits, recipe)
     _, source = retrained_model(retrain, original, task, (dataset, splits, spec),
@@ -246,9 +313,10 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     unlearner = METHODS.make(config.method, **config.method_params) if config.unlearned is None else None
     paths = {"original": config.model, "unlearned": config.unlearned}
     paths.update({f"{REFERENCE}_{k + 1}": path for k, path in enumerate(config.retrained)})
+    record = original_record(config)
     given = {role: load_model(path) for role, path in paths.items() if path}
     recipe = _recipe(config, given.get("original"))
-    retrain = METHODS.make("retrain", steps=recipe.steps) if not config.retrained and config.retrain else None
+    retrain, how = reference_method(config, given.get("original"), record, recipe) or (None, None)
     dataset, splits, spec, task, stand_in = _forget_task(config, given.get("original"), recipe)
     for role, model in {"original": stand_in, **given}.items():
         _check_model(role, model, paths[role] if role in given else None, task, (dataset, splits), config, attacks)
@@ -289,6 +357,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
             role = f"{REFERENCE}_{k + 1}"
             models[role], sources[role] = retrained_model(retrain, original, task, (dataset, splits, spec),
                                                            reference_seed(config.seed, k), config.quiet)
+            sources[role]["how"] = how
             references.append(role)
     for role, model in models.items():
         sources[role]["fingerprint"] = model.fingerprint()

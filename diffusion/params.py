@@ -111,6 +111,16 @@ class Options(Constraint):
         return f"one of {list(self.options)}"
 
 
+class Text(Constraint):
+    """A non-empty string (a path, a model id)."""
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value)
+
+    def __str__(self) -> str:
+        return "a non-empty string"
+
+
 class SequenceOf(Constraint):
     """A list or tuple of at least ``min_length`` items, each satisfying ``item``."""
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from .data import ImageDataset, LabeledImages
+from .data import ImageDataset, LabeledImages, read_file_list
 from .errors import UsageError
 from .io import read_text_file
 from .presets import DEFAULT_MEMBER_FRACTION
@@ -21,13 +21,20 @@ from .presets import DEFAULT_MEMBER_FRACTION
 class Splits:
     """Sample ids (indices into the dataset) of the training members and the i.i.d. heldout non-members.
 
-    Both arrays are sorted int64 arrays; they are disjoint and stratified by class.
+    Both arrays are sorted int64 arrays and disjoint: drawn by :func:`make_splits` (stratified by class, from
+    ``seed`` and ``member_fraction``) or declared by the user (:func:`declared_splits`: ``seed`` and
+    ``member_fraction`` are None, and images of neither role are left out).
     """
 
     members: np.ndarray
     heldout: np.ndarray
-    seed: int
-    member_fraction: float
+    seed: int | None
+    member_fraction: float | None
+
+    @property
+    def declared(self) -> bool:
+        """Whether the user declared the roles (a model trained elsewhere) rather than the project drew them."""
+        return self.seed is None
 
     def with_canaries(self, included: np.ndarray, canaries: np.ndarray) -> Splits:
         """The split of a model trained with canaries (:mod:`diffusion.canaries`): a canary is a member exactly
@@ -39,6 +46,10 @@ class Splits:
         return Splits(members, np.setdiff1d(self.heldout, canaries).astype(np.int64), self.seed, self.member_fraction)
 
     def to_dict(self) -> dict:
+        if self.declared:
+            return {"declared": True, "num_members": len(self.members), "num_heldout": len(self.heldout),
+                    "members_sha256": hashlib.sha256(self.members.tobytes()).hexdigest(),
+                    "heldout_sha256": hashlib.sha256(self.heldout.tobytes()).hexdigest()}
         return {
             "seed": self.seed,
             "member_fraction": self.member_fraction,
@@ -73,6 +84,31 @@ def make_splits(
             f"{member_fraction}: {str(error).strip().splitlines()[0]}"
         ) from None
     return Splits(np.sort(members).astype(np.int64), np.sort(heldout).astype(np.int64), seed, member_fraction)
+
+
+def declared_splits(dataset: ImageDataset, members: str, heldout: str, data_root: str) -> Splits:
+    """The roles a user declares for the images of the data folder ``data_root``: ``members`` (what the model was
+    trained or fine-tuned on) and ``heldout`` (same distribution, never trained on), each a list of paths under the
+    folder or a folder inside it (:func:`~diffusion.data.read_file_list`). A :class:`UsageError` names a file of
+    neither the data nor its role, a file given twice, and an image declared both member and heldout."""
+    member_ids = dataset.ids_of_files(read_file_list(members, "the members", data_root), "the members")
+    heldout_ids = dataset.ids_of_files(read_file_list(heldout, "the heldout images", data_root), "the heldout images")
+    both = np.intersect1d(member_ids, heldout_ids)
+    if len(both):
+        raise UsageError(f"'{dataset.files[both[0]]}' is declared both a member and a heldout image "
+                         f"({len(both)} image(s) in both); a heldout image is one the model never trained on")
+    return Splits(np.sort(member_ids), np.sort(heldout_ids), None, None)
+
+
+def forget_file_ids(dataset: ImageDataset, splits: Splits, path: str, data_root: str) -> tuple[int, ...]:
+    """The sample ids of the forget files ``path`` names (a list of paths under the data folder, or a folder inside
+    it); a :class:`UsageError` for a file that is not a member."""
+    ids = dataset.ids_of_files(read_file_list(path, "the forget files", data_root), "the forget files")
+    outside = np.setdiff1d(ids, splits.members)
+    if len(outside):
+        raise UsageError(f"forget file '{dataset.files[outside[0]]}' is not among the members ({len(outside)} "
+                         "such file(s)); only images the model was trained on can be forgotten")
+    return tuple(sorted(ids.tolist()))
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     kind: str = "class"  # "class": conditioned on class ids; "text": on captions (diffusion/text_model.py)
     caption_dropout: float = 0.1  # text: share of empty prompts, for classifier-free guidance
+    lora_rank: int = 0  # fine-tuning only (diffusion/fine_tune.py): 0 trains every weight, R > 0 a rank-R LoRA
 
     def __post_init__(self) -> None:
         _require(self.kind in MODEL_KINDS, "kind", f"one of {', '.join(MODEL_KINDS)}", self.kind)
@@ -58,12 +59,17 @@ class TrainConfig:
         _require(_is_int(self.num_train_timesteps) and self.num_train_timesteps >= 1, "num_train_timesteps",
                  "an int >= 1", self.num_train_timesteps)
         _require(_is_int(self.seed), "seed", "an int", self.seed)
+        _require(_is_int(self.lora_rank) and 0 <= self.lora_rank <= 1024, "lora_rank", "an int in [0, 1024]",
+                 self.lora_rank)
 
     def to_dict(self) -> dict:
-        """The recipe as JSON; a class model's omits the text fields, so its cache keys stay what they were."""
+        """The recipe as JSON; a class model's omits the text fields and a recipe without LoRA its rank, so the
+        cache keys of earlier recipes stay what they were."""
         data = asdict(self)
         if self.kind == "class":
             del data["kind"], data["caption_dropout"]
+        if not self.lora_rank:
+            del data["lora_rank"]
         return data
 
     @classmethod

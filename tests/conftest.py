@@ -93,7 +93,8 @@ def control_workspace(tmp_path_factory, digits) -> dict[str, Path]:
         recipe = TrainConfig(**{**CONTROL_RECIPE.to_dict(), "seed": seed})
         retrained = name != "original"  # recorded as the audit's own references are: checked when given
         trained = train_on_ids(data, ids, recipe, role="retrained" if retrained else name, quiet=True,
-                               extra={"forget_spec": spec.to_dict(), "splits": splits.to_dict()} if retrained else None)
+                               extra={"splits": splits.to_dict(),
+                                      **({"forget_spec": spec.to_dict()} if retrained else {})})
         trained.model.save(root / name, trained.record)
         paths[name] = root / name
     config = root / "audit.yaml"

@@ -21,6 +21,7 @@ from .conftest import TINY, tiny_model
 FAST = {
     "erasediff": dict(steps=8, lr=1e-3, eta=1.0, batch_size=32),  # a strong push, so a few steps show it
     "retrain": dict(steps=8),
+    "refinetune": dict(steps=8, batch_size=32, lr=1e-3),  # its base: the model given, saved (``saved_base``)
     "finetune": dict(steps=8, batch_size=32),
     "gradient_ascent": dict(steps=8, lr=1e-3, batch_size=32),
     "random_label": dict(steps=8, lr=1e-3, batch_size=32),
@@ -29,7 +30,7 @@ FAST = {
                               replay_samples_per_class=4, sample_steps=2),
 }
 # Methods that never look at D_f and so need not raise its loss within a few steps: fine-tuning on D_r.
-IGNORES_FORGET_SET = {"finetune"}
+IGNORES_FORGET_SET = {"finetune", "refinetune"}
 # Methods that erase a concept from a text-to-image model only (their contract: tests/test_text_model.py).
 TEXT_ONLY = {"esd_x", "esd_u"}
 
@@ -41,6 +42,19 @@ def trained(digits, splits) -> DiffusionModel:
     config = TrainConfig(steps=150, batch_size=64, seed=1, **TINY)
     train_denoiser(model, digits.images[splits.members], digits.labels[splits.members], config, quiet=True)
     return model
+
+
+@pytest.fixture(scope="module")
+def saved_base(trained, tmp_path_factory) -> str:
+    """``trained`` saved as a folder: the base ``refinetune`` fine-tunes again."""
+    path = tmp_path_factory.mktemp("base") / "model"
+    trained.save(path)
+    return str(path)
+
+
+def method_params(name: str, base: str) -> dict:
+    """The fast setting of method ``name``, with the saved base for ``refinetune``."""
+    return {**FAST[name], "base": base} if name == "refinetune" else FAST[name]
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +78,10 @@ def test_every_method_has_a_fast_setting():
 
 
 @pytest.mark.parametrize("name", sorted(FAST))
-def test_unlearner_contract(name, trained, task):
+def test_unlearner_contract(name, trained, task, saved_base):
     before = trained.fingerprint()
-    unlearner = METHODS.make(name, **FAST[name])
+    params = method_params(name, saved_base)
+    unlearner = METHODS.make(name, **params)
     result = unlearner.unlearn(trained, task, seed=3, quiet=True)
 
     assert isinstance(result, UnlearnResult)
@@ -78,9 +93,9 @@ def test_unlearner_contract(name, trained, task):
     assert result.curves and all(isinstance(v, float) for values in result.curves.values() for v in values)
     assert {k: v for k, v in result.params.items() if k in FAST[name]} == FAST[name]
 
-    again = METHODS.make(name, **FAST[name]).unlearn(trained, task, seed=3, quiet=True)
+    again = METHODS.make(name, **params).unlearn(trained, task, seed=3, quiet=True)
     assert again.model.fingerprint() == result.model.fingerprint(), "same seed, different result"
-    other = METHODS.make(name, **FAST[name]).unlearn(trained, task, seed=4, quiet=True)
+    other = METHODS.make(name, **params).unlearn(trained, task, seed=4, quiet=True)
     assert other.model.fingerprint() != result.model.fingerprint()
 
     if name not in IGNORES_FORGET_SET:

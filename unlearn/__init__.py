@@ -13,6 +13,7 @@ from .finetune import Finetune
 from .gradient_ascent import GradientAscent
 from .loop import GradientUnlearner
 from .random_label import RandomLabel
+from .refinetune import RefineTune
 from .retrain import Retrain
 from .salun import SalUn
 from .selective_amnesia import SelectiveAmnesia
@@ -26,6 +27,7 @@ __all__ = [
     "GradientAscent",
     "GradientUnlearner",
     "RandomLabel",
+    "RefineTune",
     "Retrain",
     "SalUn",
     "SelectiveAmnesia",

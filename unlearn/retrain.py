@@ -6,10 +6,9 @@ is the reference model's own (:class:`diffusion.training.TrainConfig`), DDPM tra
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from typing import ClassVar
 
 from diffusion.model import DiffusionModel
@@ -26,21 +25,27 @@ class Retrain(Unlearner):
     """Train a freshly initialised model of the same architecture on D_r with the reference recipe (a text model on
     the remaining images' captions, some dropped to the empty prompt for guidance).
 
-    ``steps`` defaults to the recipe's for the model's kind (:meth:`TrainConfig.for_kind`); the initial weights
-    derive from ``seed``.
+    ``steps``, ``batch_size`` and ``lr`` default to the recipe's for the model's kind (:meth:`TrainConfig.for_kind`;
+    a model trained elsewhere states its own in a recipe file, :mod:`diffusion.recipe`); the initial weights derive
+    from ``seed``.
     """
 
     name = "retrain"
-    _parameter_constraints: ClassVar[dict] = {"steps": [None, Interval(Integral, 1, None)]}
+    _parameter_constraints: ClassVar[dict] = {"steps": [None, Interval(Integral, 1, None)],
+                                              "batch_size": [None, Interval(Integral, 1, None)],
+                                              "lr": [None, Interval(Real, 0, None, closed="neither")]}
 
     steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
 
     def run(self, model: DiffusionModel, task: ForgetTask, options: RunOptions) -> UnlearnResult:
         start = time.perf_counter()
         fresh = model.reinitialized(options.seed)
-        recipe = TrainConfig.for_kind(model.recipe_kind, seed=options.seed)
-        config = dataclasses.replace(recipe, steps=self.steps or recipe.steps)
-        record = train_denoiser(fresh, task.retain.images, task.retain.labels, config,
+        given = {key: value for key, value in self.get_params().items() if value is not None}
+        config = TrainConfig.for_kind(model.recipe_kind, seed=options.seed, **given)
+        labels = task.retain.labels if model.conditioning != "none" else None
+        record = train_denoiser(fresh, task.retain.images, labels, config,
                                 accelerator=options.accelerator, quiet=options.quiet, desc=self.name,
                                 conditions=fresh.training_conditions(config.caption_dropout))
         seconds = time.perf_counter() - start

@@ -35,6 +35,18 @@ def task_options(command: Callable) -> Callable:
         click.option("--forget-class", "forget_classes", type=int, multiple=True,
                      help=f"Class id to forget (repeatable) [{DEFAULTS.forget_classes[0]}]."),
         click.option("--forget-ids", type=click.Path(path_type=Path), help="Text file of member sample ids to forget."),
+        click.option("--forget-files", type=click.Path(path_type=Path),
+                     help="The forget set by file: a list of image paths under --data (one per line) or a folder "
+                          "inside it."),
+        click.option("--members", type=click.Path(path_type=Path),
+                     help="A model trained elsewhere: the images it was trained or fine-tuned on (a list of paths "
+                          "under --data, or a folder inside it). Needs --heldout; replaces the drawn split."),
+        click.option("--heldout", type=click.Path(path_type=Path),
+                     help="Images of the same distribution the model never trained on (a list or a folder inside "
+                          "--data), the non-members every membership attack compares with."),
+        click.option("--recipe", type=click.Path(path_type=Path),
+                     help="A model trained elsewhere: YAML file of how it was trained (from scratch, or fine-tuned "
+                          "from a base), so that the references are trained the same way."),
         click.option("--canaries", type=click.Path(path_type=Path),
                      help="Canary folder ('erasediff canaries make') the original was trained with: its included "
                           "canaries join the forget set, and the canary test runs beside the references."),
@@ -57,14 +69,19 @@ def task_options(command: Callable) -> Callable:
     return command
 
 
-def task_overrides(model, preset, forget_classes, forget_ids, canaries, forget_concept, anchor, data, split_seed,
-                   member_fraction, allow_other_data, seed, quiet, threads) -> dict:
+def task_overrides(model, preset, forget_classes, forget_ids, forget_files, members, heldout, recipe, canaries,
+                   forget_concept, anchor, data, split_seed, member_fraction, allow_other_data, seed, quiet,
+                   threads) -> dict:
     """The config keys of :func:`task_options`' values (None where a flag was not given)."""
+    by_sample = forget_ids or forget_files or canaries
+    paths = {"forget_ids": forget_ids, "forget_files": forget_files, "members": members, "heldout": heldout,
+             "recipe": recipe, "canaries": canaries}
     return {
         "model": model, "preset": preset,
-        # --forget-ids or --canaries alone mean "these samples only", not "these samples plus the default class"
-        "forget_classes": list(forget_classes) or ([] if (forget_ids or canaries) and not forget_concept else None),
-        "forget_ids": str(forget_ids) if forget_ids else None, "canaries": str(canaries) if canaries else None,
+        # --forget-ids, --forget-files or --canaries alone mean "these samples only", not "these samples plus the
+        # default class"
+        "forget_classes": list(forget_classes) or ([] if by_sample and not forget_concept else None),
+        **{key: str(path) if path else None for key, path in paths.items()},
         "forget_concept": list(forget_concept) or None, "anchor": anchor,
         "data": data, "split_seed": split_seed, "member_fraction": member_fraction,
         "allow_other_data": allow_other_data, "seed": seed, "quiet": quiet, "threads": threads,
@@ -92,11 +109,8 @@ def task_overrides(model, preset, forget_classes, forget_ids, canaries, forget_c
 @click.option("--out", type=click.Path(path_type=Path), help=f"Output folder [{DEFAULTS.out}].")
 @click.option("--force", is_flag=True, default=None, help="Replace the output folder if it exists.")
 @handle_errors
-def audit_command(config_file, model, unlearned, retrained, unverified_references, retrain_references, retrain,
-                  preset, method,
-                  forget_classes, forget_ids, canaries, forget_concept, anchor, forget_label, attacks,
-                  calibration_images, data,
-                  split_seed, member_fraction, allow_other_data, out, seed, force, quiet, threads):
+def audit_command(config_file, unlearned, retrained, unverified_references, retrain_references, retrain, method,
+                  forget_label, attacks, calibration_images, out, force, **task):
     """Audit an erasure: the unlearned model against models retrained without the forget set, under every attack.
 
     With no arguments it runs the built-in default end to end: the reference model on the bundled digits
@@ -108,8 +122,7 @@ def audit_command(config_file, model, unlearned, retrained, unverified_reference
     Exit code 0 = PASS, 1 = FAIL, 4 = INCONCLUSIVE, 2 = usage or config error (nothing written), 3 = runtime error.
     """
     overrides = {
-        **task_overrides(model, preset, forget_classes, forget_ids, canaries, forget_concept, anchor, data, split_seed,
-                         member_fraction, allow_other_data, seed, quiet, threads),
+        **task_overrides(**task),
         "unlearned": unlearned, "retrained": list(retrained) or None, "unverified_references": unverified_references,
         "retrain_references": retrain_references,
         "retrain": retrain, "method": method, "forget_label": forget_label, "attacks": _csv(attacks),

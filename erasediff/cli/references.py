@@ -18,8 +18,7 @@ from .common import configure_logging, handle_errors, on_main_process
 @click.option("--of", "count", type=click.IntRange(min=1), required=True,
               help="How many references the audit uses (its --references).")
 @handle_errors
-def references_command(config_file, model, preset, forget_classes, forget_ids, canaries, forget_concept, anchor, data,
-                       split_seed, member_fraction, allow_other_data, seed, quiet, threads, index, count):
+def references_command(config_file, index, count, **task):
     """Train reference INDEX of COUNT for the audit these options describe (a model retrained without the forget
     set, with its own seed) into the cache, or find it there.
 
@@ -28,9 +27,7 @@ def references_command(config_file, model, preset, forget_classes, forget_ids, c
     with the same options reuses them. Two jobs that need the same model (the built-in reference, one retrained
     reference) do not both train it: the second waits for the first and reuses its result.
     """
-    overrides = {**task_overrides(model, preset, forget_classes, forget_ids, canaries, forget_concept, anchor, data,
-                                  split_seed, member_fraction, allow_other_data, seed, quiet, threads),
-                 "retrain_references": count}
+    overrides = {**task_overrides(**task), "retrain_references": count}
     config = load_config(config_file, overrides)
     configure_logging(config.quiet)
     from audit.run import fill_reference  # heavy imports only when a reference is really trained or found
