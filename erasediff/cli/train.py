@@ -8,6 +8,7 @@ import click
 
 from diffusion.canaries import canary_split
 from diffusion.data import data_folder, load_dataset
+from diffusion.errors import UsageError
 from diffusion.io import check_output_dir
 from diffusion.loading import load_model
 from diffusion.provenance import load_data_for_model
@@ -84,7 +85,7 @@ def train_command(data, split_seed, member_fraction, out: Path, force, kind, ste
         raise click.BadParameter(f"expected integers separated by commas; got '{block_out_channels}'",
                                  param_hint="--block-out-channels") from None
     if lora_rank and base is None:
-        raise click.BadParameter("a LoRA adapts a base model; give --base", param_hint="--lora-rank")
+        raise UsageError(f"--lora-rank {lora_rank}: a LoRA adapts a base model; give --base")
     given = {"steps": steps} if steps is not None else {}
     base_model, extra = None, {}
     if base is not None:
