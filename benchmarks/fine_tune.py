@@ -64,8 +64,8 @@ def timed(step: str, timings: dict, command: list[str]) -> None:
 
 
 def exact_candidates(config: AuditConfig, count: int) -> dict[str, Path]:
-    """For the audit ``config`` (a given unlearned model, its references in the cache): ``count`` models of the base fine-tuned again without the forget set, with seeds no reference uses (cached by
-    content, like the references)."""
+    """For the audit ``config`` (a given unlearned model, its references in the cache): ``count`` models of the base
+    fine-tuned again without the forget set, with seeds no reference uses (cached by content, like the references)."""
     subjects = prepare_subjects(config)
     method, _ = reference_method(config, subjects.models["original"], original_record(config), TrainConfig())
     assert all(reference_seed(config.seed, k) != OTHER_SEED + j for k in range(config.retrain_references)
@@ -113,26 +113,29 @@ def main() -> None:
         common = dict(model=str(tuned), data=str(bold), retrain_references=args.references, seed=args.seed,
                       quiet=True, force=True, **request)
 
-        def audit(control: str, unlearned: Path | None) -> AuditConfig:
-            config = AuditConfig(**common, unlearned=None if unlearned is None else str(unlearned),
-                                 out=str(work / task / control))
-            start = time.perf_counter()
-            rows.append(row_of(task, control, run_audit(config, memo=memo).to_json(), time.perf_counter() - start))
-            return config
-
-        audit("erasediff", None)  # first: it trains the references
-        noop = audit("noop", tuned)
+        audit_candidate(task, "erasediff", None, common, work, memo, rows)  # first: it trains the references
+        noop = audit_candidate(task, "noop", tuned, common, work, memo, rows)
         start = time.perf_counter()
         exact = exact_candidates(noop, args.exact)
         timings[f"{task}: {args.exact} exact candidates trained"] = time.perf_counter() - start
         for control, path in exact.items():
-            audit(control, path)
+            audit_candidate(task, control, path, common, work, memo, rows)
     print_table(rows, timings)
     violations = [r for r in rows if MUST_NOT.get(r["control"].split("_")[0]) == r["verdict"]]
     write_json(args.json, {"created": datetime.now(UTC).isoformat(), "argv": sys.argv[1:], "base": str(base),
                            "fine_tuned": str(tuned), "timings": timings, "rows": rows,
                            "known_answers_violated": len(violations)})
     print(f"known answers violated: {len(violations)} of {sum(r['control'] != 'erasediff' for r in rows)}")
+
+
+def audit_candidate(task: str, control: str, unlearned: Path | None, common: dict, work: Path, memo: dict,
+                    rows: list[dict]) -> AuditConfig:
+    """Audit ``unlearned`` (None: EraseDiff run by the audit) for ``task``; its row appended to ``rows``."""
+    config = AuditConfig(**common, unlearned=None if unlearned is None else str(unlearned),
+                         out=str(work / task / control))
+    start = time.perf_counter()
+    rows.append(row_of(task, control, run_audit(config, memo=memo).to_json(), time.perf_counter() - start))
+    return config
 
 
 def row_of(task: str, control: str, results: dict, seconds: float) -> dict:
