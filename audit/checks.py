@@ -43,10 +43,13 @@ def _membership_checks(membership: dict, thresholds: Thresholds) -> list[Check]:
     checks = []
     margin, confidence = thresholds.mia_auc_margin, thresholds.confidence
     attacks = ", ".join(membership["attacks"])
+    target = ("the retrained references'" if membership["references"]
+              else "chance, 0.5 (no retrained reference: forget images scored as the heldout ones are)")
+    compared = "the references" if membership["references"] else "chance"
     for conditioning, combined in membership["combined"].items():
         name = f"membership[{conditioning}]"
         description = (f"membership AUC (forget vs heldout) under the {conditioning} conditioning, averaged over the "
-                       f"attacks ({attacks}), matches the retrained references'; no attack decisively differs")
+                       f"attacks ({attacks}), matches {target}; no attack decisively differs")
         rule = (f"mean interval within +/-{margin:g}, no attack's interval outside it, at most "
                 f"{RESIDUAL_GUARD:.0%} of the original's difference left")
         if "unlearned" not in combined:
@@ -63,8 +66,8 @@ def _membership_checks(membership: dict, thresholds: Thresholds) -> list[Check]:
         checks.append(Check(name, description, combined["decision"], diff["estimate"], [diff["low"], diff["high"]],
                             rule, detail))
     powered = [c for c, combined in membership["combined"].items() if combined["power"]]
-    detail = ("the attacks separate the original model from the references under: " + ", ".join(powered) if powered
-              else "no attack separates the original model from the references on the forget set: a PASS would mean "
+    detail = (f"the attacks separate the original model from {compared} under: " + ", ".join(powered) if powered
+              else f"no attack separates the original model from {compared} on the forget set: a PASS would mean "
               "nothing, so none is given")
     checks.append(Check("audit_power", "the attacks can see the leak the erasure must remove (the original model "
                         "fails the membership check)", PASS if powered else INCONCLUSIVE, None, None,

@@ -77,7 +77,8 @@ class AuditConfig:
         retrained: models retrained without the forget set (folders); empty with ``retrain`` = train
             ``retrain_references`` of them now, each with its own seed (cached by content).
         retrain_references: K, the number of references trained when none is given (use 4-8 on a GPU; why 2:
-            benchmarks/results/defaults.md).
+            benchmarks/results/defaults.md). 0: no reference (where none can be made, e.g. a pretrained model); the
+            audit then compares membership with chance and says in its verdict what that does not prove.
         preset: the recipe of the built-in reference model and of the references retrained by the audit
             (diffusion.training.RECIPE_PRESETS): ``default`` (2000 steps) or ``thorough`` (6000 steps: a
             reference that remembers, membership AUC ~1.0, three times the training time).
@@ -212,7 +213,8 @@ _LIMITS: dict[str, tuple[str, Interval, str]] = {
     "eval_samples_per_class": _COUNT,
     "forgotten_samples_per_class": _COUNT,
     "eval_steps": _COUNT,
-    "retrain_references": ("a number of references", Interval(Integral, 1, 64), ""),
+    "retrain_references": ("a number of references", Interval(Integral, 0, 64),
+                           " (0: no reference; membership is compared with chance)"),
     "threads": ("a number of CPU threads", Interval(Integral, 1, 1024), ""),
     "calibration_images": ("a number of images", Interval(Integral, 0, 2**31, closed="left"),
                            " (0: the attacks' fixed paper defaults)"),

@@ -33,6 +33,7 @@ from .seed_spread import NO_PRIORS, SeedPriors, mean_statistic
 logger = logging.getLogger(__name__)
 
 LABEL, INVERTED = "label", "inverted"
+CHANCE = "chance"  # the stand-in reference of an audit without references: one constant score, AUC 0.5
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,6 @@ def compare(
     fewer than 2 references) and the raw paired bootstraps of the unlearned and the original model (for the mean
     over attacks, :func:`combine_attacks`).
     """
-    if not references:
-        return {"scale": None, "decision": statistics.INCONCLUSIVE, "power": False,
-                "note": "no model retrained without the forget set to compare with"}, {}, {}
     scales = {"raw": scores}
     if len(references) >= 2:
         scales["calibrated"] = statistics.calibrate(scores, references)
@@ -132,9 +130,6 @@ def combine_attacks(
     - INCONCLUSIVE otherwise. Power: the original FAILs the same rule.
     ``boots``: attack -> {"unlearned"/"original": raw paired bootstrap}; ``cells``: attack -> its comparison.
     """
-    if not boots:
-        return {"decision": statistics.INCONCLUSIVE, "power": False, "vetoes": [],
-                "note": "no model retrained without the forget set to compare with"}
     margin = thresholds.mia_auc_margin
     diffs = {subject: statistics.seed_aware_difference(
                  statistics.mean_bootstrap([per[subject] for per in boots.values()]), thresholds.confidence, prior)
@@ -164,7 +159,18 @@ def membership_from_scores(
     Returns the per-attack comparisons (attack -> conditioning -> :func:`compare`), the decision under each
     conditioning (conditioning -> :func:`combine_attacks`) and the calibrated scores per (attack, conditioning).
     Pure: a benchmark re-decides finished audits from their score tables with it.
+
+    Without references (a model no reference can be made for) the target is chance: a constant score, AUC 0.5 in
+    every bootstrap replicate, stands in as the one reference (:data:`CHANCE`). A model that never saw the forget set
+    scores its forget images like the heldout ones, so its AUC is 0.5 over draws of the images; on the audit's fixed
+    images it is off by the images' luck, which the paired bootstrap measures, and by its seed, which only a measured
+    seed spread counts (then as for one reference: sigma^2 (1 + 1), conservative). Both directions are checked:
+    forget images scored far below the heldout ones leak as well.
     """
+    if not references:
+        scores = {attack: {c: {**per, CHANCE: np.zeros(len(is_member))} for c, per in per_c.items()}
+                  for attack, per_c in scores.items()}
+        references = [CHANCE]
     comparisons: dict = {attack: {} for attack in scores}
     boots: dict = {}
     calibrated_scores = {}
@@ -176,8 +182,7 @@ def membership_from_scores(
                 comparison["unlearned_forget_z"] = relative_to_nonmembers(calibrated["unlearned"], is_member).tolist()
             comparisons[attack][conditioning] = comparison
             calibrated_scores[attack, conditioning] = calibrated
-            if boot:
-                boots.setdefault(conditioning, {})[attack] = boot
+            boots.setdefault(conditioning, {})[attack] = boot
     conditionings = list(dict.fromkeys(c for per in scores.values() for c in per))
     statistic = mean_statistic(list(scores))
     combined = {c: combine_attacks(boots.get(c, {}), {a: comparisons[a][c] for a in scores}, thresholds,

@@ -104,15 +104,18 @@ def _audit_splits(config: AuditConfig, dataset: ImageDataset) -> Splits:
 
 
 def reference_method(config: AuditConfig, original: DiffusionModel | None, record: dict | None,
-                     preset: TrainConfig) -> tuple[Unlearner, str] | None:
-    """How the audit trains its references, and that in words; None when they are given or not wanted.
+                     preset: TrainConfig) -> tuple[Unlearner | None, str]:
+    """How the audit trains its references and that in words, or (None, why none is trained).
 
     A recipe file, else the original's record of a fine-tune: the base fine-tuned again on the remaining data
     (unlearn/refinetune.py), or for a model trained from scratch a retrain with the recipe's settings. The project's
-    own models trained from scratch (and the built-in one) retrain with the ``preset`` recipe. A model with no known
-    recipe is refused: a reference trained any other way would not be the model that never saw the forget set."""
-    if config.retrained or not config.retrain:
-        return None
+    own models trained from scratch (and the built-in one) retrain with the ``preset`` recipe. For a model with no
+    known recipe none is trained: a reference trained any other way would not be the model that never saw the forget
+    set."""
+    if config.retrained:
+        return None, "given"
+    if not config.retrain or not config.retrain_references:
+        return None, "no reference was asked for (references 0)"
     recipe = None
     if config.recipe:
         recipe = Recipe.from_mapping(read_yaml(Path(config.recipe)), f"recipe file '{config.recipe}'",
@@ -122,8 +125,8 @@ def reference_method(config: AuditConfig, original: DiffusionModel | None, recor
     if recipe is None:
         if record is None or "train_config" in record:
             return METHODS.make("retrain", steps=preset.steps), f"retrained from scratch ({preset.steps} steps)"
-        raise UsageError(f"model '{config.model}' records no training recipe: say how it was trained with --recipe "
-                         "FILE (from scratch, or fine-tuned from a base), or give references with --retrained")
+        return None, (f"model '{config.model}' records no training recipe and none was given (--recipe FILE: how it "
+                      "was trained, from scratch or fine-tuned from a base; or --retrained models)")
     train = recipe.train
     if recipe.fine_tuned:
         method = METHODS.make("refinetune", base=recipe.base, base_fingerprint=recipe.base_fingerprint,
@@ -226,7 +229,9 @@ def fill_reference(config: AuditConfig, index: int) -> dict:
     recipe = _recipe(config, given)
     dataset, splits, spec, task, stand_in = _forget_task(config, given, recipe)
     _check_model("original", stand_in, config.model, task, (dataset, splits), config)
-    retrain, _ = reference_method(config, given, record, recipe)
+    retrain, why = reference_method(config, given, record, recipe)
+    if retrain is None:
+        raise UsageError(f"no reference to train: {why}")
     retrain.check(task, stand_in)
     original, _ = _original_model(config, given, dataset, splits, recipe)
     _, source = retrained_model(retrain, original, task, (dataset, splits, spec),
@@ -316,7 +321,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     record = original_record(config)
     given = {role: load_model(path) for role, path in paths.items() if path}
     recipe = _recipe(config, given.get("original"))
-    retrain, how = reference_method(config, given.get("original"), record, recipe) or (None, None)
+    retrain, how = reference_method(config, given.get("original"), record, recipe)
     dataset, splits, spec, task, stand_in = _forget_task(config, given.get("original"), recipe)
     for role, model in {"original": stand_in, **given}.items():
         _check_model(role, model, paths[role] if role in given else None, task, (dataset, splits), config, attacks)
@@ -362,7 +367,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     for role, model in models.items():
         sources[role]["fingerprint"] = model.fingerprint()
     return AuditSubjects(dataset, splits, spec, task, attacks, judge, models, references, sources, unlearning, sets,
-                         inversion_images, calibration)
+                         inversion_images, calibration, None if references else how)
 
 
 GenerationMemo = dict[str, tuple[dict, dict[str, dict], dict[str, tuple[str, bytes]]]]
@@ -447,22 +452,34 @@ def _percent(fraction: dict) -> str:
 
 
 def power_statement(membership: dict, checks: list[Check], verdict_text: str, thresholds: Thresholds,
-                    max_forget: int, unverified: list[str]) -> dict:
+                    max_forget: int, unverified: list[str], without_references: str | None = None) -> dict:
     """What was certified, at what confidence, against how many references, how much of the original's signal
     remains, and what would turn an INCONCLUSIVE membership check into an answer (a number of forget images the
     data can hold, up to ``max_forget``, or a number of references), and which references (``unverified``) only the
-    user vouches for: the report's header, in plain words."""
+    user vouches for: the report's header, in plain words. ``without_references``: why the audit had none (its
+    verdict then says, first, what it does not prove)."""
     n, margin = membership["num_forget"], thresholds.mia_auc_margin
     has_power = any(c.name == "audit_power" and c.decision == "PASS" for c in checks)
     spread = membership["seed_spread"]
-    seeds = (f"a measured spread of {spread['dof']} degrees of freedom pooled with the references'" if spread["dof"]
-             else "the references' spread alone")
-    text = (f"{verdict_text}: {len(membership['attacks'])} membership attack(s), each scored on {n} forget and "
-            f"{membership['num_heldout']} heldout images, compared the unlearned model with "
-            f"{len(membership['references'])} model(s) retrained without the forget set at "
-            f"{thresholds.confidence:.0%} confidence (two one-sided tests) with a margin of +/-{margin:g} AUC on the "
-            f"mean over attacks; the intervals count the images and the retrains' seeds "
-            f"({seeds}).")
+    if without_references:
+        seeds = (f"a measured spread of {spread['dof']} degrees of freedom" if spread["dof"]
+                 else "not counted: no retrain and no measured spread")
+        text = (f"{verdict_text} WITHOUT RETRAINED REFERENCES ({without_references}). {len(membership['attacks'])} "
+                f"membership attack(s), each scored on {n} forget and {membership['num_heldout']} heldout images, "
+                f"compared the unlearned model with chance (AUC 0.5: the forget images scored as the heldout ones) at "
+                f"{thresholds.confidence:.0%} confidence with a margin of +/-{margin:g} AUC on the mean over attacks; "
+                f"the intervals count the images, the seeds {seeds}. What this does not prove: that the model is the "
+                "one that never saw the forget set. Without a retrain, whatever a retrain would also show (its "
+                "generation of the erased class, its resurrection and relearning) has no target, so those checks are "
+                "not made, and an attack weaker than this audit's may pass where a stronger one would not.")
+    else:
+        seeds = (f"a measured spread of {spread['dof']} degrees of freedom pooled with the references'"
+                 if spread["dof"] else "the references' spread alone")
+        text = (f"{verdict_text}: {len(membership['attacks'])} membership attack(s), each scored on {n} forget and "
+                f"{membership['num_heldout']} heldout images, compared the unlearned model with "
+                f"{len(membership['references'])} model(s) retrained without the forget set at "
+                f"{thresholds.confidence:.0%} confidence (two one-sided tests) with a margin of +/-{margin:g} AUC on "
+                f"the mean over attacks; the intervals count the images and the retrains' seeds ({seeds}).")
     leakage = residual_leakage(membership)
     shares = [f"{conditioning}: {_percent(per['mean'])}" for conditioning, per in leakage.items() if per["mean"]]
     if shares:
@@ -482,7 +499,8 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
         options = []
         if would["forget_images"] is not None:
             options.append(f"about {would['forget_images']} forget images (the data holds {max_forget})")
-        if would["references"] is not None and would["references"] > len(diff.reference_values):
+        if not without_references and would["references"] is not None and (
+                would["references"] > len(diff.reference_values)):
             options.append(f"{would['references']} references")
         if options:
             advice.append(f"under {conditioning}, {' or '.join(options)} would likely give a {would['outcome']} "
@@ -500,7 +518,7 @@ def power_statement(membership: dict, checks: list[Check], verdict_text: str, th
         joined = "; ".join(advice)
         text += f" {joined[0].upper()}{joined[1:]}."
     return {"statement": text, "has_power": has_power, "residual_leakage": leakage,
-            "would_decide": advice}
+            "would_decide": advice, "without_references": without_references}
 
 
 @dataclass
@@ -634,7 +652,7 @@ def run_audit(config: AuditConfig, render: Callable[[Path], object] | None = Non
                       else len(subjects.splits.members) - config.calibration_images)
         unverified = [role for role, source in subjects.sources.items() if source.get("verified") is False]
         results["power"] = power_statement(results["membership"], checks, results["verdict"], thresholds,
-                                           max_forget, unverified)
+                                           max_forget, unverified, subjects.without_references)
         results["timings"] = {"prepare_seconds": prepared - started,
                               "attacks_seconds": fitted - prepared + examined.seconds["attacks_seconds"],
                               "generation_seconds": examined.seconds["generation_seconds"],

@@ -26,7 +26,8 @@ class AuditSubjects:
     Roles: ``original``, ``unlearned`` and ``reference_1`` .. ``reference_K`` (retrained without the forget set).
     ``sets`` are the images every attack scores; ``inversion_images`` (heldout images of the erased classes, never
     scored) are what an attacker fits a new class embedding on; ``calibration`` (retained members and heldout
-    non-members, never scored) is what the attacks fit their free choices on.
+    non-members, never scored) is what the attacks fit their free choices on. ``without_references``: why there is
+    no reference (then membership is compared with chance, :mod:`audit.membership`), None when there are.
     """
 
     dataset: ImageDataset
@@ -42,6 +43,7 @@ class AuditSubjects:
     sets: ScoredSets
     inversion_images: LabeledImages | None
     calibration: CalibrationSet | None
+    without_references: str | None = None  # why no model retrained without the forget set is compared with
     _inversions: dict[tuple[str, int], InvertedConditioning] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property

@@ -84,21 +84,28 @@ def train_on_ids(
     device: torch.device | str | None = None,
     base: DiffusionModel | None = None,
 ) -> TrainedModel:
-    """Train a fresh model of ``config``'s kind on the dataset images with the given ids, or fine-tune a copy of
-    ``base`` on them (:func:`~diffusion.fine_tune.fine_tune`, the base's kind): class-conditional, or a text model
-    on each image's own caption (data with captions) or a random training wording of its class, with caption
-    dropout."""
+    """Train a fresh model of ``config``'s kind on the dataset images with the given ids: class-conditional, or a
+    text model on each image's own caption (data with captions) or a random training wording of its class, with
+    caption dropout. Given a ``base``, fine-tune a copy of it instead (:func:`~diffusion.fine_tune.fine_tune`) on
+    the images as it takes them (a text model's encoded and captioned, :meth:`DiffusionModel.data_view`: the view
+    its re-fine-tuned references get too)."""
     ids = torch.as_tensor(ids, dtype=torch.long)
-    model = base.copy() if base is not None else untrained_model(dataset, config, device)
-    labels, conditions = (dataset.labels[ids] if model.conditioning != "none" else None), None
-    if model.conditioning == "text" and dataset.captions is not None:
-        labels = training_captions(dataset, ids, model, config.seed)
-        conditions = model.training_conditions(config.caption_dropout)
-    elif model.conditioning == "text":
-        conditions = CaptionSampler(model.tokenizer, dataset.class_wordings, dropout=config.caption_dropout)
-    train = fine_tune if base is not None else train_denoiser
-    record = train(model, dataset.images[ids], labels, config, accelerator=accelerator, quiet=quiet, desc=role,
-                   conditions=conditions)
+    if base is not None:
+        model = base.copy()
+        view = model.data_view(dataset, config.seed)(dataset.select(ids))
+        labels = view.labels if model.conditioning != "none" else None
+        record = fine_tune(model, view.images, labels, config, accelerator=accelerator, quiet=quiet, desc=role,
+                           conditions=model.training_conditions(config.caption_dropout))
+    else:
+        model = untrained_model(dataset, config, device)
+        labels, conditions = dataset.labels[ids], None
+        if config.kind == "text" and dataset.captions is not None:
+            labels = training_captions(dataset, ids, model, config.seed)
+            conditions = model.training_conditions(config.caption_dropout)
+        elif config.kind == "text":
+            conditions = CaptionSampler(model.tokenizer, dataset.class_wordings, dropout=config.caption_dropout)
+        record = train_denoiser(model, dataset.images[ids], labels, config, accelerator=accelerator,
+                                quiet=quiet, desc=role, conditions=conditions)
     metadata = {
         "role": role,
         "data": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "num_images": len(ids)},

@@ -40,7 +40,8 @@ def refused(result, message: str) -> None:
 
 @pytest.fixture(scope="module")
 def bold_digits(control_workspace, tmp_path_factory) -> Path:
-    """The control's digits drawn in another style (strokes dilated), with captions: the fine-tuning data."""
+    """The control's digits drawn in another style (strokes dilated), each captioned ("a bold digit 1"): the
+    fine-tuning data."""
     source = control_workspace["root"] / "digits3"
     root = tmp_path_factory.mktemp("bold") / "bold"
     for path in sorted(source.rglob("*.png")):
@@ -48,6 +49,10 @@ def bold_digits(control_workspace, tmp_path_factory) -> Path:
         target = root / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grey_dilation(pixels, size=(2, 2))).save(target)
+    captions = [json.dumps({"file_name": path.relative_to(root).as_posix(),
+                            "text": f"a bold digit {path.parent.name.removeprefix('digit')}"})
+                for path in sorted(root.rglob("*.png"))]
+    (root / "metadata.jsonl").write_text("\n".join(captions) + "\n")
     return root
 
 
@@ -81,10 +86,31 @@ def test_a_model_without_a_record_is_refused_in_seconds_unless_its_members_are_d
     # the hub layout too, before any download is tried
     refused(run("audit", "--model", "hf://CompVis/stable-diffusion-v1-4", "--data", data, "--forget-concept",
                 "digit one", "--out", tmp_path / "out", "--quiet"), "records no member split")
+
+
+@pytest.mark.slow
+def test_without_a_known_recipe_the_audit_compares_with_chance_and_says_so(control_workspace, plain_original,
+                                                                            tmp_path):
+    """Declared roles but no recipe and no reference: no reference is trained some other way; membership is
+    compared with chance, the verdict says first what that does not prove, the reference-bound checks are not made,
+    and the original presented as unlearned (a no-op) still FAILs."""
+    data = control_workspace["root"] / "digits3"
     members, heldout = role_lists(data, tmp_path)
-    # declared, but no recipe known and no reference given: refused, not retrained some other way
-    refused(run("audit", "--model", plain_original, "--data", data, "--forget-class", "1", "--members", members,
-                "--heldout", heldout, "--out", tmp_path / "out", "--quiet"), "records no training recipe")
+    out = tmp_path / "noref"
+    result = run("audit", "--config", control_workspace["config"], "--model", plain_original, "--members", members,
+                 "--heldout", heldout, "--unlearned", control_workspace["original"], "--out", out, "--quiet")
+    assert result.exit_code == 1, result.output
+    assert "without retrained references" in result.output.splitlines()[0]
+    results = json.loads((out / "results.json").read_text())
+    why = results["power"]["without_references"]
+    assert why.startswith(f"model '{plain_original}' records no training recipe")
+    assert results["power"]["statement"].startswith("FAIL WITHOUT RETRAINED REFERENCES")
+    assert results["membership"]["references"] == [] and set(results["models"]) == {"original", "unlearned"}
+    label = results["membership"]["combined"]["label"]
+    assert label["decision"] == "FAIL" and label["unlearned"]["reference_values"] == [0.5]
+    names = {c["name"] for c in results["checks"]}
+    assert "forgotten_generation" not in names and "membership[label]" in names
+    assert "without retrained references" in (out / "report.html").read_text()
 
 
 def test_declared_roles_are_checked(control_workspace, tmp_path):
@@ -182,3 +208,23 @@ def test_a_fine_tuned_model_is_audited_against_its_base_fine_tuned_again(control
     changed.save(base, {})
     refused(run("audit", "--config", config, "--model", tuned, "--unlearned", tuned, "--forget-files", forget,
                 "--seed", "1", "--out", tmp_path / "again", "--quiet"), f"base model '{base}' has other weights")
+
+
+def test_a_text_model_is_fine_tuned_with_a_lora_on_captioned_images(control_workspace, bold_digits, tmp_path):
+    """A tiny text model of the plain digits, fine-tuned with a LoRA on the captioned bold ones: a text model
+    again, in its base's layout, recording its base."""
+    from diffusion.loading import load_model
+    from diffusion.text_model import TextDiffusionModel
+
+    base = tmp_path / "text"
+    result = run("train", "--kind", "text", "--data", control_workspace["root"] / "digits3", "--steps", "10",
+                 "--block-out-channels", "8,16", "--batch-size", "32", "--out", base, "--quiet")
+    assert result.exit_code == 0, result.output
+    tuned = tmp_path / "tuned"
+    result = run("train", "--base", base, "--data", bold_digits, "--steps", "10", "--batch-size", "32",
+                 "--lora-rank", "2", "--out", tuned, "--quiet")
+    assert result.exit_code == 0, result.output
+    model, base_model = load_model(tuned), load_model(base)
+    assert isinstance(model, TextDiffusionModel) and model.fingerprint() != base_model.fingerprint()
+    record = DiffusionModel.read_metadata(tuned)
+    assert record["base"]["fingerprint"] == base_model.fingerprint() and record["train_config"]["kind"] == "text"

@@ -137,7 +137,8 @@ def audit_command(config_file, unlearned, retrained, unverified_references, retr
 
     def summary() -> None:
         passed = sum(c.decision == "PASS" for c in results.checks)
-        click.echo(f"verdict: {results.verdict} ({passed}/{len(results.checks)} checks passed); "
+        alone = "; without retrained references" if results.power.without_references else ""
+        click.echo(f"verdict: {results.verdict} ({passed}/{len(results.checks)} checks passed{alone}); "
                    f"report: {Path(config.out) / 'report.html'}")
         for check in results.checks:
             if check.decision != "PASS":
