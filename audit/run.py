@@ -32,7 +32,7 @@ from diffusion.judge import load_or_train_judge
 from diffusion.loading import load_model
 from diffusion.model import DiffusionModel, model_location
 from diffusion.presets import RECIPE_PRESETS
-from diffusion.provenance import check_provenance, load_data_for_model
+from diffusion.provenance import check_provenance, load_data_for_model, require_member_split
 from diffusion.quality import generate_per_class
 from diffusion.recipe import Recipe
 from diffusion.reference import load_or_train_reference, untrained_model
@@ -42,9 +42,8 @@ from diffusion.splits import (
     ForgetTask,
     Splits,
     calibration_ids,
-    declared_splits,
     forget_file_ids,
-    make_splits,
+    member_split,
     read_sample_ids,
 )
 from diffusion.training import TrainConfig, process_state
@@ -83,24 +82,14 @@ def _forget_spec(config: AuditConfig, dataset: ImageDataset, splits: Splits,
 
 def original_record(config: AuditConfig) -> dict | None:
     """What the given original model records (``erasediff.json``; {} for a hub model or a folder without one), None
-    for the built-in one. Refused before any loading (:class:`UsageError`): a model that records no member split
-    when the user declares none, for its split would be invented and every membership number meaningless."""
+    for the built-in one; a model that records no member split, without declared members, is refused before any
+    loading (:func:`~diffusion.provenance.require_member_split`)."""
     if not config.model:
         return None
     location, local = model_location(config.model)
     record = DiffusionModel.read_metadata(location) if local else {}
-    if "splits" not in record and not config.members:
-        raise UsageError(f"model '{config.model}' records no member split (erasediff did not train it): declare the "
-                         "images it was trained on with --members and images of the same kind it never saw with "
-                         "--heldout (lists of files under --data, or folders inside it)")
+    require_member_split(record, config.model, bool(config.members or config.heldout))
     return record
-
-
-def _audit_splits(config: AuditConfig, dataset: ImageDataset) -> Splits:
-    """The declared data roles, or the project's split drawn from the split seed."""
-    if config.members:
-        return declared_splits(dataset, config.members, config.heldout, config.data)
-    return make_splits(dataset.labels, config.split_seed, config.member_fraction)
 
 
 def reference_method(config: AuditConfig, original: DiffusionModel | None, record: dict | None,
@@ -178,7 +167,8 @@ def _forget_task(
     """The audit's data (checked against a given original model), splits, forget spec and task, and the original
     or, before the built-in reference is trained, an untrained model of its architecture standing in for it."""
     dataset = load_data_for_model(config.data, original) if original is not None else load_dataset(config.data)
-    splits = _audit_splits(config, dataset)
+    splits = member_split(dataset, config.data, config.split_seed, config.member_fraction, config.members,
+                          config.heldout)
     included = ()
     if config.canaries:  # the original's split holds the included canaries, and the request deletes them
         if original is None:

@@ -29,6 +29,16 @@ def load_data_for_model(data: str, model: DiffusionModel) -> ImageDataset:
     return dataset
 
 
+def require_member_split(metadata: dict, source: str, declared: bool) -> None:
+    """Refuse (:class:`UsageError`) a model that records no member split when the user declares none: a split drawn
+    for it would be invented, and every membership number meaningless (three quarters of its training images scored
+    as never seen)."""
+    if "splits" not in metadata and not declared:
+        raise UsageError(f"model '{source}' records no member split (erasediff did not train it): declare the images "
+                         "it was trained on with --members and images of the same kind it never saw with --heldout "
+                         "(lists of files under --data, or folders inside it)")
+
+
 def check_provenance(
     metadata: dict, source: str, dataset: ImageDataset, splits: Splits | None, *, allow_other_data: bool = False
 ) -> None:

@@ -86,11 +86,16 @@ def make_splits(
     return Splits(np.sort(members).astype(np.int64), np.sort(heldout).astype(np.int64), seed, member_fraction)
 
 
-def declared_splits(dataset: ImageDataset, members: str, heldout: str, data_root: str) -> Splits:
+def declared_splits(dataset: ImageDataset, members: str | None, heldout: str | None, data_root: str) -> Splits:
     """The roles a user declares for the images of the data folder ``data_root``: ``members`` (what the model was
     trained or fine-tuned on) and ``heldout`` (same distribution, never trained on), each a list of paths under the
-    folder or a folder inside it (:func:`~diffusion.data.read_file_list`). A :class:`UsageError` names a file of
-    neither the data nor its role, a file given twice, and an image declared both member and heldout."""
+    folder or a folder inside it (:func:`~diffusion.data.read_file_list`). A :class:`UsageError` when one is missing,
+    and names a file of neither the data nor its role, a file given twice, and an image declared both member and
+    heldout."""
+    if not (members and heldout):
+        given, missing = ("members", "heldout") if members else ("heldout", "members")
+        raise UsageError(f"'{given}' is declared without '{missing}': declare both the images the model was "
+                         "trained on and images of the same distribution it never saw")
     member_ids = dataset.ids_of_files(read_file_list(members, "the members", data_root), "the members")
     heldout_ids = dataset.ids_of_files(read_file_list(heldout, "the heldout images", data_root), "the heldout images")
     both = np.intersect1d(member_ids, heldout_ids)
@@ -98,6 +103,15 @@ def declared_splits(dataset: ImageDataset, members: str, heldout: str, data_root
         raise UsageError(f"'{dataset.files[both[0]]}' is declared both a member and a heldout image "
                          f"({len(both)} image(s) in both); a heldout image is one the model never trained on")
     return Splits(np.sort(member_ids), np.sort(heldout_ids), None, None)
+
+
+def member_split(dataset: ImageDataset, data_root: str, split_seed: int, member_fraction: float,
+                 members: str | None = None, heldout: str | None = None) -> Splits:
+    """The declared data roles (:func:`declared_splits`) when either is given, else the project's split drawn from
+    ``split_seed`` and ``member_fraction`` (:func:`make_splits`)."""
+    if members or heldout:
+        return declared_splits(dataset, members, heldout, data_root)
+    return make_splits(dataset.labels, split_seed, member_fraction)
 
 
 def forget_file_ids(dataset: ImageDataset, splits: Splits, path: str, data_root: str) -> tuple[int, ...]:

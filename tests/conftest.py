@@ -13,6 +13,7 @@ from PIL import Image
 from diffusion.data import load_digits_dataset, load_image_folder
 from diffusion.judge import train_judge
 from diffusion.model import DiffusionModel
+from diffusion.presets import DEFAULT_MEMBER_FRACTION
 from diffusion.reference import train_on_ids
 from diffusion.splits import ForgetSpec, make_splits
 from diffusion.training import TrainConfig
@@ -40,6 +41,14 @@ def digits():
 @pytest.fixture(scope="session")
 def splits(digits):
     return make_splits(digits.labels, seed=0)
+
+
+def drawn_split_record(labels=None, member_fraction: float = DEFAULT_MEMBER_FRACTION) -> dict:
+    """What a model the project trained on the split drawn with seed 0 records (of ``labels``, default the bundled
+    digits'): a test's saved model carries it as ``erasediff train``'s do, for a model that records no split is only
+    used with declared members."""
+    labels = load_digits_dataset().labels if labels is None else labels
+    return {"role": "test", "splits": make_splits(labels, 0, member_fraction).to_dict()}
 
 
 def tiny_model(seed: int = 0, num_classes: int | None = 10) -> DiffusionModel:

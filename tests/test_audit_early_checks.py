@@ -18,7 +18,7 @@ from diffusion.splits import ForgetSpec, ForgetTask, make_splits
 from erasediff.cli import main
 from unlearn import METHODS
 
-from .conftest import TINY, write_digit_folder
+from .conftest import TINY, drawn_split_record, write_digit_folder
 
 
 def invoke(*args):
@@ -69,14 +69,15 @@ def test_a_method_that_cannot_serve_the_task_fails_before_training(tmp_path, no_
 
 
 def test_a_model_of_another_shape_is_refused_before_training(tmp_path, no_training):
-    DiffusionModel.create(sample_size=16, num_classes=10, device="cpu", **TINY).save(tmp_path / "m16")
+    DiffusionModel.create(sample_size=16, num_classes=10, device="cpu", **TINY).save(tmp_path / "m16",
+                                                                                      drawn_split_record())
     result = invoke("audit", "--model", tmp_path / "m16", "--out", tmp_path / "out", "--quiet")
     assert_one_line_usage_error(result, "digits", "1x8x8")
 
 
 def test_data_takes_its_shape_from_a_16x16_model(tmp_path, folder):
     model = DiffusionModel.create(sample_size=16, num_classes=3, device="cpu", **TINY)
-    model.save(tmp_path / "m16")
+    model.save(tmp_path / "m16", drawn_split_record(load_image_folder(folder, size=8).labels))
     dataset = load_data_for_model(str(folder), model)
     assert dataset.image_shape == (1, 16, 16) == model.image_shape
     out = tmp_path / "erased"
@@ -100,7 +101,8 @@ def test_a_model_with_other_classes_is_refused(tmp_path, folder):
 def test_recorded_data_must_match_unless_allowed(tmp_path, folder, digits):
     data = load_image_folder(folder, size=8)
     DiffusionModel.create(num_classes=3, device="cpu", **TINY).save(
-        tmp_path / "m", {"data": {"name": "elsewhere", "fingerprint": "0" * 64}})
+        tmp_path / "m", {"data": {"name": "elsewhere", "fingerprint": "0" * 64},
+                         **drawn_split_record(data.labels)})
     args = ["unlearn", "--model", tmp_path / "m", "--data", folder, "--forget-class", 1, "--steps", 2,
             "--batch-size", 8, "--quiet"]
     assert_one_line_usage_error(invoke(*args, "--out", tmp_path / "u1"), "trained on other data ('elsewhere'",
@@ -135,7 +137,8 @@ def test_retrained_cache_is_keyed_by_content_not_path(tmp_path, digits):
 
 
 def test_a_retrained_reference_of_another_shape_is_refused_before_training(tmp_path, no_training, folder):
-    DiffusionModel.create(num_classes=3, device="cpu", **TINY).save(tmp_path / "m8")
+    DiffusionModel.create(num_classes=3, device="cpu", **TINY).save(
+        tmp_path / "m8", drawn_split_record(load_image_folder(folder, size=8).labels))
     DiffusionModel.create(sample_size=16, num_classes=3, device="cpu", **TINY).save(tmp_path / "m16")
     out = tmp_path / "out"
     result = invoke("audit", "--model", tmp_path / "m8", "--data", folder, "--forget-class", 1,
@@ -145,7 +148,7 @@ def test_a_retrained_reference_of_another_shape_is_refused_before_training(tmp_p
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--references", 0], "'retrain_references' must be a number of references in [1, 64]"),
+    (["--references", 65], "'retrain_references' must be a number of references in [0, 64]"),
 ])
 def test_bad_reference_counts_are_refused(tmp_path, args, message):
     out = tmp_path / "out"
@@ -185,7 +188,8 @@ def reference_candidates(tmp_path_factory, folder):
     a model recorded as retrained without class 2, one recorded as retrained without class 1, and one with no
     record."""
     root = tmp_path_factory.mktemp("references")
-    DiffusionModel.create(num_classes=3, seed=0, device="cpu", **TINY).save(root / "original")
+    DiffusionModel.create(num_classes=3, seed=0, device="cpu", **TINY).save(
+        root / "original", drawn_split_record(load_image_folder(folder, 8).labels))
     result = invoke("unlearn", "--model", root / "original", "--data", folder, "--forget-class", 1, "--steps", 1,
                     "--batch-size", 4, "--out", root / "erased", "--quiet")
     assert result.exit_code == 0, result.output

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from diffusion.splits import ForgetSpec
 from erasediff.cli import main
 
-from .conftest import tiny_model
+from .conftest import drawn_split_record, tiny_model
 
 
 def invoke(*args):
@@ -15,7 +15,7 @@ def invoke(*args):
 
 def test_attack_writes_scores_and_metrics(tmp_path, digits, splits):
     model = tiny_model()
-    model.save(tmp_path / "model")
+    model.save(tmp_path / "model", drawn_split_record())
     fingerprint = model.fingerprint()
     out = tmp_path / "out"
     result = invoke("attack", "--model", tmp_path / "model", "--attacks", "pia,loss", "--forget-class", 3,
@@ -57,7 +57,7 @@ def test_attack_writes_scores_and_metrics(tmp_path, digits, splits):
 
 
 def test_attack_bad_input(tmp_path):
-    tiny_model().save(tmp_path / "model")
+    tiny_model().save(tmp_path / "model", drawn_split_record())
     out = tmp_path / "out"
     result = invoke("attack", "--model", tmp_path / "model", "--attacks", "loss,lira", "--out", out)
     assert result.exit_code == 2

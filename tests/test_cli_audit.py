@@ -4,7 +4,7 @@ from click.testing import CliRunner
 
 from erasediff.cli import main
 
-from .conftest import tiny_model
+from .conftest import drawn_split_record, tiny_model
 
 
 def _run(*args):
@@ -34,14 +34,14 @@ def test_missing_model(tmp_path):
 
 
 def test_forget_class_the_model_does_not_have(tmp_path):
-    tiny_model().save(tmp_path / "model")
+    tiny_model().save(tmp_path / "model", drawn_split_record())
     out = tmp_path / "runs" / "audit"
     _assert_usage_error(_run("--model", tmp_path / "model", "--forget-class", 12, "--out", out), out,
                         "forget class 12 is out of range", "0..9")
 
 
 def test_unknown_method_and_attack(tmp_path):
-    tiny_model().save(tmp_path / "model")
+    tiny_model().save(tmp_path / "model", drawn_split_record())
     out = tmp_path / "runs" / "audit"
     _assert_usage_error(_run("--model", tmp_path / "model", "--method", "magic", "--out", out), out, "magic")
     _assert_usage_error(_run("--model", tmp_path / "model", "--attacks", "loss,nope", "--out", out), out, "nope")

@@ -14,7 +14,7 @@ from diffusion.loading import load_model
 from diffusion.splits import ForgetSpec
 from erasediff.cli import main
 
-from .conftest import tiny_model
+from .conftest import drawn_split_record, tiny_model
 
 FAST = ["--steps", "3", "--batch-size", "16", "--quiet"]
 
@@ -33,7 +33,7 @@ def folder_hash(path: Path) -> str:
 
 @pytest.fixture
 def saved(tmp_path) -> Path:
-    tiny_model(seed=2).save(tmp_path / "model", {"role": "test"})
+    tiny_model(seed=2).save(tmp_path / "model", drawn_split_record())
     return tmp_path / "model"
 
 

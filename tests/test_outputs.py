@@ -26,7 +26,7 @@ from diffusion.judge import load_or_train_judge
 from erasediff.cli import common, main
 from erasediff.cli.common import ExitCode
 
-from .conftest import tiny_model
+from .conftest import drawn_split_record, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--steps", "3", "--batch-size", "16", "--block-out-channels", "8,16", "--quiet"]
@@ -54,7 +54,7 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("saved") / "model"
-    tiny_model().save(directory)
+    tiny_model().save(directory, drawn_split_record())
     return directory
 
 
@@ -68,7 +68,7 @@ def workspace(tmp_path_factory, digits) -> dict[str, Path]:
         for i in np.flatnonzero(digits.labels.numpy() == c):
             pixels = ((digits.images[i, 0].numpy() + 1) * 127.5).round().astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"digit{c}" / f"{i}.png")
-    tiny_model(num_classes=3).save(root / "model")
+    tiny_model(num_classes=3).save(root / "model", drawn_split_record(load_image_folder(folder, 8).labels))
     tiny_model(seed=1, num_classes=3).save(root / "reference")  # records nothing: given as declared
     with pytest.MonkeyPatch.context() as patch:  # the cache of conftest's autouse fixture, set up after this one
         patch.setenv("ERASEDIFF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -24,7 +24,7 @@ from diffusion.captions import (
     build_tokenizer,
 )
 from diffusion.concepts import concept_spec, unused_wordings
-from diffusion.data import ImageDataset, load_dataset
+from diffusion.data import ImageDataset, load_dataset, load_image_folder
 from diffusion.errors import UsageError
 from diffusion.loading import load_model
 from diffusion.seeding import seeded_normal
@@ -33,7 +33,7 @@ from diffusion.text_model import TextDiffusionModel, build_text_components, capt
 from erasediff.cli import main
 from unlearn import METHODS
 
-from .conftest import tiny_model, write_digit_folder
+from .conftest import drawn_split_record, tiny_model, write_digit_folder
 
 ALL_CAPTIONS = DIGIT_CAPTIONS.every_caption()
 # A few steps of each method that serves text models (selective_amnesia replays class labels: class models only).
@@ -271,8 +271,8 @@ def test_tiny_stable_diffusion_with_a_vae_saves_loads_samples_and_unlearns(tmp_p
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("text-cli")
-    tiny_text_model().save(root / "text")
-    tiny_model().save(root / "class")
+    tiny_text_model().save(root / "text", drawn_split_record())
+    tiny_model().save(root / "class", drawn_split_record())
     return root
 
 
@@ -365,14 +365,21 @@ def test_tiny_stable_diffusion_with_a_vae_is_audited_end_to_end(tmp_path, digits
     tiny_text_model(vae=True).save(tmp_path / "original")
     for k in (1, 2):
         tiny_text_model(seed=k, vae=True).save(tmp_path / f"retrained_{k}")
-    result = invoke("unlearn", "--model", tmp_path / "original", "--data", folder, "--forget-concept", "three",
-                    "--anchor", "digit 5", "--steps", 3, "--batch-size", 8, "--out", tmp_path / "unlearned", "--quiet")
+    # a pipeline trained elsewhere records no split: its members and heldout images are declared, by file
+    data = load_image_folder(folder, 8)
+    drawn = make_splits(data.labels, 0)
+    for role, ids in {"members": drawn.members, "heldout": drawn.heldout}.items():
+        (tmp_path / f"{role}.txt").write_text("\n".join(data.files[i] for i in ids))
+    declared = ["--members", tmp_path / "members.txt", "--heldout", tmp_path / "heldout.txt"]
+    result = invoke("unlearn", "--model", tmp_path / "original", "--data", folder, *declared, "--forget-concept",
+                    "three", "--anchor", "digit 5", "--steps", 3, "--batch-size", 8, "--out", tmp_path / "unlearned",
+                    "--quiet")
     assert result.exit_code == 0, result.output
     config = tmp_path / "audit.yaml"
     config.write_text(f"data: {folder}\neval_samples_per_class: 3\nforgotten_samples_per_class: 3\neval_steps: 2\n"
                       "extraction_samples_per_class: 3\ncalibration_images: 10\n")
     out = tmp_path / "audit"
-    result = invoke("audit", "--config", config, "--model", tmp_path / "original", "--unlearned",
+    result = invoke("audit", "--config", config, "--model", tmp_path / "original", *declared, "--unlearned",
                     tmp_path / "unlearned", "--retrained", tmp_path / "retrained_1", "--retrained",
                     tmp_path / "retrained_2", "--unverified-references", "--forget-concept", "three", "--forget-label",
                     "three <b>", "--anchor", "digit 5", "--out", out, "--quiet")

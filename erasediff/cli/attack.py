@@ -17,12 +17,13 @@ from diffusion.io import atomic_output_dir, check_output_dir, write_json
 from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
-from diffusion.splits import ForgetSpec, calibration_ids, make_splits, read_sample_ids
+from diffusion.splits import ForgetSpec, calibration_ids, read_sample_ids
 
 from .common import (
     configure_logging,
     handle_errors,
     model_data_options,
+    model_split,
     on_main_process,
     out_option,
     quiet_option,
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 @threads_option
 @handle_errors
 def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, data, split_seed, member_fraction,
-                   allow_other_data, out: Path, force, batch_size, calibration_images, seed, quiet):
+                   members, heldout, allow_other_data, out: Path, force, batch_size, calibration_images, seed, quiet):
     """Score every sample with membership-inference attacks and measure how well the scores separate members.
 
     Without --forget-class / --forget-ids all training members are scored against all heldout images. Writes
@@ -65,7 +66,8 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
     first, then from the scored ones.
     """
     configure_logging(quiet)
-    inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids}
+    inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids,
+              "members": members, "heldout images": heldout}
     check_output_dir(out, force, inputs)
     names = ATTACKS.parse_names(attack_names, "--attacks") if attack_names is not None else None
     model = load_model(model_dir)
@@ -74,9 +76,9 @@ def attack_command(model_dir: Path, attack_names, forget_classes, forget_ids, da
     for attack in attacks:
         attack.check(model)
     dataset = load_data_for_model(data, model)
-    splits = make_splits(dataset.labels, split_seed, member_fraction)
-    check_provenance(DiffusionModel.read_metadata(model_dir), str(model_dir), dataset, splits,
-                     allow_other_data=allow_other_data)
+    metadata = DiffusionModel.read_metadata(model_dir) if Path(model_dir).is_dir() else {}
+    splits = model_split(metadata, str(model_dir), dataset, data, split_seed, member_fraction, members, heldout)
+    check_provenance(metadata, str(model_dir), dataset, splits, allow_other_data=allow_other_data)
     spec = None
     if forget_classes or forget_ids:
         spec = ForgetSpec(classes=forget_classes, sample_ids=read_sample_ids(forget_ids) if forget_ids else ())

@@ -180,9 +180,36 @@ def split_options(command: Callable) -> Callable:
     )(command)
 
 
+def declared_roles_options(command: Callable) -> Callable:
+    """--members, --heldout: the data roles of a model this project did not train, declared by file."""
+    command = click.option(
+        "--heldout", type=click.Path(path_type=Path), default=None,
+        help="Images of the same distribution the model never trained on (a list of paths under --data, or a "
+             "folder inside it).",
+    )(command)
+    return click.option(
+        "--members", type=click.Path(path_type=Path), default=None,
+        help="A model trained elsewhere: the images it was trained or fine-tuned on (a list of paths under --data, "
+             "or a folder inside it); needs --heldout, and replaces the split drawn from --split-seed.",
+    )(command)
+
+
 def model_data_options(command: Callable) -> Callable:
-    """--data, --split-seed, --member-fraction and --allow-other-data: the data a saved model is used on."""
-    return data_option(split_options(allow_other_data_option(command)))
+    """--data, --split-seed, --member-fraction, --members, --heldout and --allow-other-data: the data a saved model
+    is used on, and its member split."""
+    return data_option(split_options(declared_roles_options(allow_other_data_option(command))))
+
+
+def model_split(metadata: dict, source: str, dataset, data: str, split_seed: int, member_fraction: float,
+                members: Path | None, heldout: Path | None):
+    """The member split a saved model is used with: declared (``members``, ``heldout``), or drawn from the split
+    seed; refused for a model that records none when none is declared (a split is never invented)."""
+    from diffusion.provenance import require_member_split  # torch only when the command runs
+    from diffusion.splits import member_split
+
+    require_member_split(metadata, source, bool(members or heldout))
+    return member_split(dataset, data, split_seed, member_fraction, str(members) if members else None,
+                        str(heldout) if heldout else None)
 
 
 def canaries_option(command: Callable) -> Callable:

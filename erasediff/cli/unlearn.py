@@ -18,7 +18,7 @@ from diffusion.io import check_output_dir
 from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.provenance import check_provenance, load_data_for_model
-from diffusion.splits import ForgetSpec, make_splits, read_sample_ids
+from diffusion.splits import ForgetSpec, forget_file_ids, read_sample_ids
 from diffusion.training import MIXED_PRECISIONS
 from unlearn import METHODS
 
@@ -27,6 +27,7 @@ from .common import (
     configure_logging,
     handle_errors,
     model_data_options,
+    model_split,
     out_option,
     quiet_option,
     save_model_once,
@@ -53,13 +54,14 @@ def parse_params(pairs: tuple[str, ...]) -> dict:
 def forget_spec_from_options(
     forget_classes: tuple[int, ...], forget_ids: str | None, label: str, wordings: ClassCaptions,
     concept: tuple[str, ...] = (), prompts_file: str | None = None, anchor: str | None = None,
-    canary_ids: tuple[int, ...] = (),
+    more_ids: tuple[int, ...] = (),
 ) -> ForgetSpec:
     """The :class:`ForgetSpec` given by ``--forget-class`` (repeatable) and ``--forget-ids FILE``, or for a text
     model by ``--forget-concept TEXT`` (repeatable), ``--forget-prompts FILE`` and ``--anchor TEXT`` (naming a
-    class as the data's captions ``wordings`` do); the included ``canary_ids`` are deleted with it."""
+    class as the data's captions ``wordings`` do); ``more_ids`` (the included canaries, the images named by file)
+    are deleted with it."""
     sample_ids = read_sample_ids(forget_ids) if forget_ids else ()
-    sample_ids = tuple(sorted({*sample_ids, *canary_ids})) if canary_ids else sample_ids
+    sample_ids = tuple(sorted({*sample_ids, *more_ids})) if more_ids else sample_ids
     prompts = tuple(concept) + (read_prompts(prompts_file) if prompts_file else ())
     if prompts or concept or prompts_file is not None:
         if forget_classes:
@@ -95,6 +97,8 @@ def concept_options(command):
               help="A class to erase entirely (repeatable).")
 @click.option("--forget-ids", type=str, default=None,
               help="A text file of member sample ids to erase (a deletion request of specific images).")
+@click.option("--forget-files", type=click.Path(path_type=Path), default=None,
+              help="The forget set by file: a list of image paths under --data (one per line) or a folder inside it.")
 @click.option("--forget-label", default="", help="A description of the deletion request, kept in the record.")
 @concept_options
 @click.option("--steps", type=int, default=None, help="Optimizer steps (default: the method's).")
@@ -118,10 +122,10 @@ def concept_options(command):
 @quiet_option
 @threads_option
 @handle_errors
-def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_label, concept, prompts_file, anchor,
-                    steps, lr, batch_size,
+def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_files, forget_label, concept,
+                    prompts_file, anchor, steps, lr, batch_size,
                     fixed_lambda, forget_target, extra, mixed_precision, gradient_checkpointing, data, split_seed,
-                    member_fraction, allow_other_data, canary_dir, out: Path, force, seed, quiet):
+                    member_fraction, members, heldout, allow_other_data, canary_dir, out: Path, force, seed, quiet):
     """Erase a forget set from a model and save the unlearned model with a record of how it was made.
 
     The output folder holds a diffusers model and erasediff.json: method, parameters, the forget spec and its
@@ -129,24 +133,26 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     """
     configure_logging(quiet)
     inputs = {"input model": model_dir, "data folder": data_folder(data), "forget-ids file": forget_ids,
+              "forget files": forget_files, "members": members, "heldout images": heldout,
               "prompts file": prompts_file, "canary folder": canary_dir}
     check_output_dir(out, force, inputs)
     given = {"steps": steps, "lr": lr, "batch_size": batch_size, "fixed_lambda": fixed_lambda,
              "forget_target": forget_target}
     params = {key: value for key, value in given.items() if value is not None} | parse_params(extra)
     unlearner = METHODS.make(method, **params)
+    metadata = DiffusionModel.read_metadata(model_dir) if Path(model_dir).is_dir() else {}
     model = load_model(model_dir)
     dataset = load_data_for_model(data, model)
-    splits = make_splits(dataset.labels, split_seed, member_fraction)
-    metadata = DiffusionModel.read_metadata(model_dir)
+    splits = model_split(metadata, str(model_dir), dataset, data, split_seed, member_fraction, members, heldout)
     canaries, included = {}, ()
     if canary_dir is not None:  # the included canaries are members, deleted with the forget set in one request
         splits, drawn, included_ids = canary_split(canary_dir, dataset, splits)
         check_model_commitment(metadata, drawn, f"the model {model_dir}")
         canaries, included = drawn.record(), tuple(included_ids.tolist())
     check_provenance(metadata, str(model_dir), dataset, splits, allow_other_data=allow_other_data)
+    named = forget_file_ids(dataset, splits, str(forget_files), data) if forget_files else ()
     spec = forget_spec_from_options(forget_classes, forget_ids, forget_label, dataset.class_wordings, concept,
-                                    prompts_file, anchor, included)
+                                    prompts_file, anchor, (*included, *named))
     task = model.forget_task(dataset, splits, spec, seed)
     unlearner.check(task, model)
     parent = model.fingerprint()
