@@ -228,3 +228,23 @@ def test_a_text_model_is_fine_tuned_with_a_lora_on_captioned_images(control_work
     assert isinstance(model, TextDiffusionModel) and model.fingerprint() != base_model.fingerprint()
     record = DiffusionModel.read_metadata(tuned)
     assert record["base"]["fingerprint"] == base_model.fingerprint() and record["train_config"]["kind"] == "text"
+
+
+def test_a_recipe_file_says_how_the_references_of_a_model_trained_elsewhere_are_trained(control_workspace,
+                                                                                          plain_original, tmp_path):
+    data = control_workspace["root"] / "digits3"
+    members, heldout = role_lists(data, tmp_path)
+    task = ["references", "--model", plain_original, "--data", data, "--members", members, "--heldout", heldout,
+            "--forget-class", "1", "--index", "1", "--of", "1", "--quiet"]
+    refused(run(*task), f"no reference to train: model '{plain_original}' records no training recipe")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("steps: 5\nlr: 2.0e-3\nlora_rank: 4\n")
+    refused(run(*task, "--recipe", recipe), "a LoRA (lora_rank 4) adapts a base model; give its 'base'")
+    recipe.write_text("steps: 5\nlearning_rate: 0.1\n")
+    refused(run(*task, "--recipe", recipe), "unknown key 'learning_rate'")
+    recipe.write_text("steps: 5\nlr: 2.0e-3\nbatch_size: 16\n")
+    result = run(*task, "--recipe", recipe)
+    assert result.exit_code == 0, result.output
+    record = DiffusionModel.read_metadata(result.output.strip().rsplit(": ", 1)[1])
+    assert record["params"] == {"steps": 5, "batch_size": 16, "lr": 2e-3} and record["steps"] == 5
+    assert record["forget_spec"]["classes"] == [1] and record["splits"]["declared"]
