@@ -17,7 +17,10 @@ Each is audited with K references, the base fine-tuned again without the forget 
   refinetune_j   the base fine-tuned again without the forget set, seed         must never FAIL
                  987654 + j (no reference uses it): exact unlearning
 
-Prints the table (verdict, the checks that did not PASS, wall times of each part) and writes JSON.
+Every audit is also decided WITHOUT references, from its own score tables (no model work): membership against
+chance, as ``erasediff audit --references 0`` decides it, so the same known answers measure that mode too.
+Prints the table (verdict, the checks that did not PASS, the no-reference membership decisions, wall times of
+each part) and writes JSON. ``--reuse`` takes the audits already finished in ``--work`` as they are.
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from controls import read_scores  # benchmarks/controls.py: an audit's score tables
 from PIL import Image
 from scipy.ndimage import grey_dilation
 
-from audit.config import AuditConfig
+from audit.config import AuditConfig, Thresholds
+from audit.membership import membership_from_scores
 from audit.run import original_record, prepare_subjects, reference_method, reference_seed, retrained_model, run_audit
+from audit.seed_spread import SeedPriors
 from diffusion.data import load_digits_dataset, load_image_folder
 from diffusion.io import write_json
 from diffusion.reference import load_or_train_reference
@@ -88,6 +94,7 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=AuditConfig().retrain_references)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("fine_tune.json"))
+    parser.add_argument("--reuse", action="store_true", help="take audits already finished in --work as they are")
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -113,46 +120,78 @@ def main() -> None:
         common = dict(model=str(tuned), data=str(bold), retrain_references=args.references, seed=args.seed,
                       quiet=True, force=True, **request)
 
-        audit_candidate(task, "erasediff", None, common, work, memo, rows)  # first: it trains the references
-        noop = audit_candidate(task, "noop", tuned, common, work, memo, rows)
+        reuse = args.reuse
+        audit_candidate(task, "erasediff", None, common, work, memo, rows, reuse)  # first: it trains the references
+        noop = audit_candidate(task, "noop", tuned, common, work, memo, rows, reuse)
         start = time.perf_counter()
         exact = exact_candidates(noop, args.exact)
         timings[f"{task}: {args.exact} exact candidates trained"] = time.perf_counter() - start
         for control, path in exact.items():
-            audit_candidate(task, control, path, common, work, memo, rows)
+            audit_candidate(task, control, path, common, work, memo, rows, reuse)
     print_table(rows, timings)
     violations = [r for r in rows if MUST_NOT.get(r["control"].split("_")[0]) == r["verdict"]]
+    alone = [r for r in rows for x in r["without_references"].values()
+             if MUST_NOT.get(r["control"].split("_")[0]) == x["decision"]]
     write_json(args.json, {"created": datetime.now(UTC).isoformat(), "argv": sys.argv[1:], "base": str(base),
                            "fine_tuned": str(tuned), "timings": timings, "rows": rows,
-                           "known_answers_violated": len(violations)})
-    print(f"known answers violated: {len(violations)} of {sum(r['control'] != 'erasediff' for r in rows)}")
+                           "known_answers_violated": len(violations),
+                           "membership_without_references_violated": len(alone)})
+    known = sum(r["control"] != "erasediff" for r in rows)
+    print(f"known answers violated: {len(violations)} of {known} audits; membership without references: "
+          f"{len(alone)} of {sum(len(r['without_references']) for r in rows if r['control'] != 'erasediff')} "
+          "decisions")
 
 
 def audit_candidate(task: str, control: str, unlearned: Path | None, common: dict, work: Path, memo: dict,
-                    rows: list[dict]) -> AuditConfig:
+                    rows: list[dict], reuse: bool) -> AuditConfig:
     """Audit ``unlearned`` (None: EraseDiff run by the audit) for ``task``; its row appended to ``rows``."""
-    config = AuditConfig(**common, unlearned=None if unlearned is None else str(unlearned),
-                         out=str(work / task / control))
-    start = time.perf_counter()
-    rows.append(row_of(task, control, run_audit(config, memo=memo).to_json(), time.perf_counter() - start))
+    out = work / task / control
+    config = AuditConfig(**common, unlearned=None if unlearned is None else str(unlearned), out=str(out))
+    if reuse and (out / "results.json").is_file():  # its own record says how long it took
+        results = json.loads((out / "results.json").read_text())
+        seconds = results["timings"]["total_seconds"]
+    else:
+        start = time.perf_counter()
+        results = run_audit(config, memo=memo).to_json()
+        seconds = time.perf_counter() - start
+    rows.append(row_of(task, control, results, seconds, out))
     return config
 
 
-def row_of(task: str, control: str, results: dict, seconds: float) -> dict:
+def without_references(results: dict, folder: Path) -> dict:
+    """The audit's membership decided again from its score tables with no reference (against chance), under each
+    conditioning: decision, estimate (AUC - 0.5), interval, and the original's power."""
+    scores, is_member = read_scores(folder)
+    scores = {attack: {c: {role: v for role, v in per.items() if not role.startswith("reference")}
+                       for c, per in per_c.items()} for attack, per_c in scores.items()}
+    thresholds = Thresholds().for_task(bool(results["forget_spec"]["classes"]))
+    priors = SeedPriors.from_dict(results["membership"]["seed_spread"])
+    _, combined, _ = membership_from_scores(scores, is_member, [], thresholds, results["config"]["seed"], priors)
+    return {c: {"decision": x["decision"], "estimate": x["unlearned"]["estimate"],
+                "interval": [x["unlearned"]["low"], x["unlearned"]["high"]], "power": x["power"]}
+            for c, x in combined.items()}
+
+
+def row_of(task: str, control: str, results: dict, seconds: float, folder: Path) -> dict:
     row = {"task": task, "control": control, "verdict": results["verdict"], "wall_seconds": seconds,
            "checks": {c["name"]: {"decision": c["decision"], "estimate": c["estimate"], "interval": c["interval"],
                                   "detail": c["detail"]} for c in results["checks"]},
            "timings": results["timings"],
-           "references": {role: results["models"][role].get("how") for role in results["membership"]["references"]}}
+           "references": {role: results["models"][role].get("how") for role in results["membership"]["references"]},
+           "without_references": without_references(results, folder)}
     print(f"{task:8s} {control:13s} {row['verdict']:12s} {seconds:5.0f} s", flush=True)
     return row
 
 
 def print_table(rows: list[dict], timings: dict) -> None:
-    print(f"\n{'task':8s} {'control':13s} {'verdict':12s} {'wall s':>6s}  checks not PASSed")
+    print(f"\n{'task':8s} {'control':13s} {'verdict':12s} {'wall s':>6s}  checks not PASSed | membership without "
+          "references (AUC - 0.5 [interval])")
     for row in rows:
         others = ", ".join(f"{name}:{c['decision'][0]}" for name, c in row["checks"].items() if c["decision"] != "PASS")
-        print(f"{row['task']:8s} {row['control']:13s} {row['verdict']:12s} {row['wall_seconds']:6.0f}  {others}")
+        alone = ", ".join(f"{c}:{x['decision'][0]} {x['estimate']:+.3f} [{x['interval'][0]:+.3f}, "
+                          f"{x['interval'][1]:+.3f}]" for c, x in row["without_references"].items())
+        print(f"{row['task']:8s} {row['control']:13s} {row['verdict']:12s} {row['wall_seconds']:6.0f}  {others} | "
+              f"{alone}")
     print("\n" + "\n".join(f"{step}: {seconds:.0f} s" for step, seconds in timings.items()))
     print("references: " + json.dumps(rows[0]["references"]))
 
