@@ -15,7 +15,6 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 from diffusion.errors import UsageError
-from diffusion.fine_tune import fine_tune
 from diffusion.loading import load_model
 from diffusion.model import DiffusionModel
 from diffusion.params import Interval, Text
@@ -23,6 +22,7 @@ from diffusion.splits import ForgetTask
 from diffusion.training import TrainConfig
 
 from .base import METHODS, RunOptions, Unlearner, UnlearnResult
+from .retrain import train_on_remaining
 
 
 @METHODS.register
@@ -82,12 +82,4 @@ class RefineTune(Unlearner):
         config = TrainConfig.for_kind(model.recipe_kind, seed=options.seed, steps=self.steps,
                                       batch_size=self.batch_size, lr=self.lr, ema_decay=self.ema_decay,
                                       lora_rank=self.lora_rank)
-        labels = task.retain.labels if model.conditioning != "none" else None
-        record = fine_tune(tuned, task.retain.images, labels, config, accelerator=options.accelerator,
-                           quiet=options.quiet, desc=self.name,
-                           conditions=tuned.training_conditions(config.caption_dropout))
-        seconds = time.perf_counter() - start
-        if options.callback is not None:
-            options.callback(config.steps, tuned, seconds)
-        return UnlearnResult(tuned, self.name, self.get_params(), config.steps, seconds,
-                             {"loss_retain": record.loss_curve})
+        return train_on_remaining(tuned, task, config, options, self, start)

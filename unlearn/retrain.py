@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import ClassVar
 
+from diffusion.fine_tune import fine_tune
 from diffusion.model import DiffusionModel
 from diffusion.params import Interval
 from diffusion.splits import ForgetTask
-from diffusion.training import TrainConfig, train_denoiser
+from diffusion.training import TrainConfig
 
 from .base import METHODS, RunOptions, Unlearner, UnlearnResult
 
@@ -44,12 +45,20 @@ class Retrain(Unlearner):
         fresh = model.reinitialized(options.seed)
         given = {key: value for key, value in self.get_params().items() if value is not None}
         config = TrainConfig.for_kind(model.recipe_kind, seed=options.seed, **given)
-        labels = task.retain.labels if model.conditioning != "none" else None
-        record = train_denoiser(fresh, task.retain.images, labels, config,
-                                accelerator=options.accelerator, quiet=options.quiet, desc=self.name,
-                                conditions=fresh.training_conditions(config.caption_dropout))
-        seconds = time.perf_counter() - start
-        if options.callback is not None:
-            options.callback(config.steps, fresh, seconds)
-        return UnlearnResult(fresh, self.name, self.get_params(), config.steps, seconds,
-                             {"loss_retain": record.loss_curve})
+        return train_on_remaining(fresh, task, config, options, self, start)
+
+
+def train_on_remaining(model: DiffusionModel, task: ForgetTask, config: TrainConfig, options: RunOptions,
+                       method: Unlearner, started: float) -> UnlearnResult:
+    """``model`` (fresh, or a base) trained in place on D_r with ``config`` (a rank-R LoRA when
+    ``config.lora_rank``, :func:`~diffusion.fine_tune.fine_tune`), as ``method``'s result: the exact references'
+    common step (a text model on the remaining images' captions, some dropped to the empty prompt)."""
+    labels = task.retain.labels if model.conditioning != "none" else None
+    record = fine_tune(model, task.retain.images, labels, config, accelerator=options.accelerator,
+                       quiet=options.quiet, desc=method.name,
+                       conditions=model.training_conditions(config.caption_dropout))
+    seconds = time.perf_counter() - started
+    if options.callback is not None:
+        options.callback(config.steps, model, seconds)
+    return UnlearnResult(model, method.name, method.get_params(), config.steps, seconds,
+                         {"loss_retain": record.loss_curve})
