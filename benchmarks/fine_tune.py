@@ -93,12 +93,17 @@ def main() -> None:
     parser.add_argument("--exact", type=int, default=3, help="exact candidates (re-fine-tunes) per task [3]")
     parser.add_argument("--references", type=int, default=AuditConfig().retrain_references)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of the fine-tuning data's member split [0: the base's own split of the same "
+                             "digits, so every fine-tuning member's plain twin was a base member]")
     parser.add_argument("--json", type=Path, default=Path("fine_tune.json"))
     parser.add_argument("--reuse", action="store_true", help="take audits already finished in --work as they are")
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    if args.reuse and args.json.is_file():  # the training times of the run that made the reused models
+        timings = json.loads(args.json.read_text())["timings"]
     bold = work / "bold"
     if not bold.is_dir():
         write_bold_digits(bold)
@@ -107,9 +112,9 @@ def main() -> None:
     tuned = work / "tuned"
     if not tuned.is_dir():
         timed("fine-tune", timings, ["train", "--base", str(base), "--data", str(bold), "--steps", str(args.steps),
-                                     "--out", str(tuned), "--quiet"])
+                                     "--split-seed", str(args.split_seed), "--out", str(tuned), "--quiet"])
     data = load_image_folder(bold, size=8)
-    splits = make_splits(data.labels, 0)
+    splits = make_splits(data.labels, args.split_seed)
     chosen = np.random.default_rng(args.seed).choice(splits.members, size=args.forget_files, replace=False)
     forget = work / "forget.txt"
     forget.write_text("\n".join(data.files[i] for i in sorted(chosen)) + "\n")
@@ -117,22 +122,27 @@ def main() -> None:
              "concept": {"forget_classes": [args.concept]}}
     rows, memo = [], {}
     for task, request in tasks.items():
-        common = dict(model=str(tuned), data=str(bold), retrain_references=args.references, seed=args.seed,
-                      quiet=True, force=True, **request)
+        common = dict(model=str(tuned), data=str(bold), split_seed=args.split_seed,
+                      retrain_references=args.references, seed=args.seed, quiet=True, force=True, **request)
 
         reuse = args.reuse
         audit_candidate(task, "erasediff", None, common, work, memo, rows, reuse)  # first: it trains the references
         noop = audit_candidate(task, "noop", tuned, common, work, memo, rows, reuse)
         start = time.perf_counter()
         exact = exact_candidates(noop, args.exact)
-        timings[f"{task}: {args.exact} exact candidates trained"] = time.perf_counter() - start
+        if not reuse:
+            timings[f"{task}: {args.exact} exact candidates trained"] = time.perf_counter() - start
         for control, path in exact.items():
             audit_candidate(task, control, path, common, work, memo, rows, reuse)
     print_table(rows, timings)
     violations = [r for r in rows if MUST_NOT.get(r["control"].split("_")[0]) == r["verdict"]]
     alone = [r for r in rows for x in r["without_references"].values()
              if MUST_NOT.get(r["control"].split("_")[0]) == x["decision"]]
+    twins = np.array([int(Path(name).stem) for name in data.files])  # each bold image's plain digit
+    overlap = float(np.isin(twins[splits.members], make_splits(digits.labels, 0).members).mean())
+    print(f"fine-tuning members whose plain twin the base trained on: {overlap:.0%}")
     write_json(args.json, {"created": datetime.now(UTC).isoformat(), "argv": sys.argv[1:], "base": str(base),
+                           "members_with_twin_in_base": overlap,
                            "fine_tuned": str(tuned), "timings": timings, "rows": rows,
                            "known_answers_violated": len(violations),
                            "membership_without_references_violated": len(alone)})
