@@ -497,7 +497,7 @@ class Power(Record):
     has_power: bool
     residual_leakage: dict[str, dict[str, ResidualFraction | None]]  # conditioning -> attack or "mean" -> share
     would_decide: list[str]
-    without_references: str | None = None  # why the audit had no retrained reference (it compared with chance)
+    without_references: str | None = field(default=ABSENT, metadata=OPTIONAL)  # why no reference (chance instead)
 
 
 @dataclass

@@ -66,7 +66,7 @@ def test_yaml_file_and_overrides(tmp_path):
         ({"thresholds": {"resurrection_margin": 1}}, "'thresholds.resurrection_margin' must be a margin"),
         ({"thresholds": {"retained_accuracy_drop": 2}}, "'thresholds.retained_accuracy_drop' must be a margin"),
         ({"thresholds": {"confidence": 1.0}}, "'thresholds.confidence' must be a confidence level"),
-        ({"retrain_references": 0}, r"'retrain_references' must be a number of references in \[1, 64\]"),
+        ({"retrain_references": -1}, r"'retrain_references' must be a number of references in \[0, 64\]"),
         ({"thresholds": {"retained_fd_ratio": 0.9}}, r"'thresholds.retained_fd_ratio' must be a ratio in \[1, 10\]"),
         ({"thresholds": {"retained_fd_ratio": float("inf")}}, "'thresholds.retained_fd_ratio' must be a ratio"),
         ({"thresholds": {"retained_fd_ratio": 1e308}}, "beyond it the check can never fail"),
