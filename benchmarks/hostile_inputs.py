@@ -77,6 +77,9 @@ def setup(root: Path) -> dict[str, Path]:
         paths[name] = root / name
         unet = root / name / "unet" / "config.json"
         unet.write_text(json.dumps({**json.loads(unet.read_text()), **edit}))
+    shutil.copytree(root / "model", root / "plain")  # as plain diffusers saves it: no erasediff.json
+    (root / "plain" / "erasediff.json").unlink()
+    paths["plain"] = root / "plain"
     shutil.copytree(root / "model", root / "huge-timesteps")
     paths["huge-timesteps"] = root / "huge-timesteps"
     scheduler = root / "huge-timesteps" / "scheduler" / "scheduler_config.json"
@@ -95,7 +98,8 @@ def setup(root: Path) -> dict[str, Path]:
     (words / "metadata.jsonl").write_text("\n".join(rows) + "\n")
     for name, text in (("octal.yaml", "forget_classes: [012]\n"), ("twice.yaml", "seed: 1\nseed: 2\n"),
                        ("fd.yaml", "thresholds: {retained_fd_ratio: 1e308}\n"),
-                       ("margin.yaml", "thresholds: {extraction_margin: 2147483647}\n")):
+                       ("margin.yaml", "thresholds: {extraction_margin: 2147483647}\n"),
+                       ("members.txt", "digit0/0.png\n")):
         (root / name).write_text(text)
     return paths
 
@@ -153,6 +157,18 @@ def rows(p: dict[str, Path]) -> list[tuple[str, list, int, str, Path | None]]:
         ("retained_fd_ratio: 1e308", ["audit", "--config", root / "fd.yaml", "--out", out], 2, "can never fail", out),
         ("extraction_margin: 2147483647", ["audit", "--config", root / "margin.yaml", "--out", out], 2,
          "can never fail", out),
+        ("hub model, no record, no members", ["audit", "--model", "hf://CompVis/stable-diffusion-v1-4", "--data",
+                                              root / "words", "--forget-concept", "digit 0", "--out", out], 2,
+         "records no member split", out),
+        ("plain diffusers model, no members", ["audit", "--model", p["plain"], "--out", out], 2,
+         "records no member split", out),
+        ("members declared without heldout", ["unlearn", "--model", p["model"], "--forget-class", "0", "--members",
+                                              root / "members.txt", "--out", out], 2,
+         "'members' is declared without 'heldout'", out),
+        ("forget files in the bundled digits", ["audit", "--forget-files", root / "members.txt", "--out", out], 2,
+         "the data is the bundled digits", out),
+        ("a LoRA without a base", ["train", "--lora-rank", "4", "--out", out, *TINY_TRAIN], 2,
+         "a LoRA adapts a base model", out),
     ]
 
 
