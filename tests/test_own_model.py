@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from diffusers import DDPMPipeline
 from PIL import Image
@@ -248,3 +249,20 @@ def test_a_recipe_file_says_how_the_references_of_a_model_trained_elsewhere_are_
     record = DiffusionModel.read_metadata(result.output.strip().rsplit(": ", 1)[1])
     assert record["params"] == {"steps": 5, "batch_size": 16, "lr": 2e-3} and record["steps"] == 5
     assert record["forget_spec"]["classes"] == [1] and record["splits"]["declared"]
+
+
+def test_a_latent_text_model_is_fine_tuned_on_its_vae_latents(control_workspace, tmp_path):
+    """The Stable Diffusion layout with a VAE (random tiny weights): the fine-tune trains on the images encoded by
+    the base's own VAE, at the base's resolution (the folder's 8x8 grey digits read as 16x16 RGB)."""
+    from diffusion.loading import load_model
+
+    from .test_text_model import tiny_text_model
+
+    tiny_text_model(vae=True).save(tmp_path / "sd")
+    result = run("train", "--base", tmp_path / "sd", "--data", control_workspace["root"] / "digits3", "--steps", "2",
+                 "--batch-size", "8", "--lora-rank", "2", "--out", tmp_path / "tuned", "--quiet")
+    assert result.exit_code == 0, result.output
+    tuned, base = load_model(tmp_path / "tuned"), load_model(tmp_path / "sd")
+    assert tuned.vae is not None and tuned.pixel_shape == (3, 16, 16)
+    assert tuned.fingerprint() != base.fingerprint()
+    assert torch.equal(next(tuned.vae.parameters()), next(base.vae.parameters()))  # the VAE is not trained
