@@ -249,12 +249,15 @@ def _check_limits(config: AuditConfig) -> None:
 
 
 def _check_roles(config: AuditConfig) -> None:
-    """Images named by file need an image folder; canaries need the project's own split."""
+    """Images named by file need an image folder; a recipe belongs to a given model; canaries need the project's
+    own split."""
     by_file = {"members": config.members, "heldout": config.heldout, "forget_files": config.forget_files}
     named = [key for key, value in by_file.items() if value]
     if named and config.data == "digits":
         raise UsageError(f"config key '{named[0]}' names images by file, but the data is the bundled digits (no "
                          "files); give the image folder the files are in as 'data', or use forget_ids")
+    if config.recipe and not config.model:
+        raise UsageError("'recipe' says how a given original model was trained; give the model ('model') too")
     if config.members and config.canaries:
         raise UsageError("canaries are placed in the project's own split; they cannot be combined with declared "
                          "members")

@@ -243,6 +243,8 @@ def test_a_recipe_file_says_how_the_references_of_a_model_trained_elsewhere_are_
     refused(run(*task, "--recipe", recipe), "a LoRA (lora_rank 4) adapts a base model; give its 'base'")
     recipe.write_text("steps: 5\nlearning_rate: 0.1\n")
     refused(run(*task, "--recipe", recipe), "unknown key 'learning_rate'")
+    refused(run("audit", "--recipe", recipe, "--out", tmp_path / "out", "--quiet"),
+            "'recipe' says how a given original model was trained")
     recipe.write_text("steps: 5\nlr: 2.0e-3\nbatch_size: 16\n")
     result = run(*task, "--recipe", recipe)
     assert result.exit_code == 0, result.output
