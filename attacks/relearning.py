@@ -67,6 +67,36 @@ class RelearningCurve:
                 **self.params}
 
 
+class BenignFineTuning:
+    """A copy of a model fine-tuned step by step (every trainable weight, AdamW, no weight decay) with the DDPM loss
+    on ``images`` (N, C, H, W) under their own labels or captions: what a user of a shipped model does, and what
+    the relearning probe and the membership-after-fine-tuning probe (audit/probes/finetuned_membership.py) do to
+    every model alike. Batches, timesteps and noises derive from ``seed`` alone, so every model is fine-tuned on
+    the same sequence; the model given is never changed."""
+
+    def __init__(self, model: DiffusionModel, images: LabeledImages, *, lr: float, batch_size: int, seed: int):
+        self.model = model.copy()
+        self.model.unet.train()
+        self.optimizer = torch.optim.AdamW(self.model.trainable_parameters(), lr=lr, weight_decay=0.0)
+        self.generator = torch.Generator().manual_seed(derive_seed(seed, "relearning"))
+        self.x0, self.labels = images.images.to(self.model.device), images.labels.to(self.model.device)
+        self.batch_size, self.step = batch_size, 0
+
+    def run_until(self, step: int) -> DiffusionModel:
+        """Fine-tune up to ``step`` steps in all; returns the fine-tuned model (the same object, trained on)."""
+        model, size = self.model, self.batch_size
+        while self.step < step:
+            pick = torch.randint(0, len(self.x0), (size,), generator=self.generator).to(model.device)
+            t = torch.randint(0, model.num_train_timesteps, (size,), generator=self.generator).to(model.device)
+            noise = torch.randn((size, *self.x0.shape[1:]), generator=self.generator).to(model.device)
+            loss = model.denoising_loss(self.x0[pick], self.labels[pick], t, noise).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+        return model
+
+
 def relearning_curve(
     model: DiffusionModel,
     judge: Judge,
@@ -106,23 +136,11 @@ def relearning_curve(
         raise UsageError(f"the relearning probe needs a checkpoint after step 0; got checkpoints {checkpoints}")
     # a text model's images carry captions (B, L), not classes: they are used whole (give images of the concept)
     fit = images if images.labels.ndim == 2 else images.take(torch.isin(images.labels, torch.tensor(classes)))
-    probe = model.copy()
-    probe.unet.train()
-    optimizer = torch.optim.AdamW(probe.trainable_parameters(), lr=lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(derive_seed(seed, "relearning"))
-    x0, labels = fit.images.to(probe.device), fit.labels.to(probe.device)
-    accuracy, correct, step = [], [], 0
+    tuner = BenignFineTuning(model, fit, lr=lr, batch_size=batch_size, seed=seed)
+    accuracy, correct = [], []
     for target in tqdm(checkpoints, desc="relearning", disable=quiet, leave=False):
-        while step < target:
-            pick = torch.randint(0, len(x0), (batch_size,), generator=generator).to(probe.device)
-            t = torch.randint(0, probe.num_train_timesteps, (batch_size,), generator=generator).to(probe.device)
-            noise = torch.randn((batch_size, *x0.shape[1:]), generator=generator).to(probe.device)
-            loss = probe.denoising_loss(x0[pick], labels[pick], t, noise).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-        generated, wanted = generate_per_class(probe, classes, per_class, seed=seed, steps=sample_steps,
+        tuner.run_until(target)
+        generated, wanted = generate_per_class(tuner.model, classes, per_class, seed=seed, steps=sample_steps,
                                                wordings=wordings)
         judged = judged_correct(judge.probabilities(generated), wanted)
         accuracy.append(float(judged.mean()))

@@ -44,6 +44,9 @@ class Thresholds:
     balanced accuracy over someone who never saw the erased data. ``relearning_margin`` bounds the relearning
     curve's mean judge accuracy above the references' as ``resurrection_margin`` bounds the inverted embedding's
     (0.2: retrains of one class differ by up to 0.14 among themselves there; why: benchmarks/results/defaults.md).
+    ``retained_class_drop`` bounds each retained class's accuracy drop from the original on its own (and, for a
+    text model, how much less often than the references a retained class is drawn when the prompt also names the
+    erased concept): one damaged neighbour must not hide in the mean (audit/probes/side_effects.py).
     ``retained_fd_ratio`` is >= 1 (below 1 even the unchanged original model would fail); it multiplies the larger
     of the original's and the references' mean Frechet distance (a retrain's quality is what an erasure may cost).
     """
@@ -57,6 +60,7 @@ class Thresholds:
     resurrection_margin: float = 0.2
     relearning_margin: float = 0.15
     retained_accuracy_drop: float = 0.03
+    retained_class_drop: float = 0.1
     retained_fd_ratio: float = 1.3
 
     def for_task(self, classes_erased: bool) -> Thresholds:
@@ -100,6 +104,10 @@ class AuditConfig:
         calibration_images: up to this many retained members and heldout non-members, never scored, on which
             every attack fits its free choices against the original model before scoring (0: the attacks' fixed
             paper defaults).
+        resurrection, exposure_images, finetuned_membership, side_effects: the stress probes' switches (the README's
+            "Stress tests" says what each costs and why all are on by default): resurrection routes; the retained
+            members' exposure, scored on up to ``exposure_images`` retained members and as many heldout images
+            (0: off); membership re-run after fine-tuning every model; side effects per retained class.
         eval_samples_per_class: samples judged per retained class (generation quality, relearning's curve).
         forgotten_samples_per_class: samples judged per erased class by the probes whose checks compare rates with
             the references (forgotten generation, embedding / concept inversion, adversarial prompt): at 50 an
@@ -136,6 +144,9 @@ class AuditConfig:
     calibration_images: int = 100
     extraction_samples_per_class: int = 100
     resurrection: bool = True
+    exposure_images: int = 100
+    finetuned_membership: bool = True
+    side_effects: bool = True
     eval_samples_per_class: int = 50
     forgotten_samples_per_class: int = 200
     eval_steps: int = 50
@@ -218,6 +229,8 @@ _LIMITS: dict[str, tuple[str, Interval, str]] = {
     "threads": ("a number of CPU threads", Interval(Integral, 1, 1024), ""),
     "calibration_images": ("a number of images", Interval(Integral, 0, 2**31, closed="left"),
                            " (0: the attacks' fixed paper defaults)"),
+    "exposure_images": ("a number of images", Interval(Integral, 0, 2**31, closed="left"),
+                        " (0: the retained members' exposure is not probed)"),
     "thresholds.confidence": ("a confidence level", Interval(Real, 0.5, 1, closed="left"), ""),
     "thresholds.mia_auc_margin": _AUC_MARGIN,
     "thresholds.class_mia_auc_margin": _AUC_MARGIN,
@@ -227,6 +240,7 @@ _LIMITS: dict[str, tuple[str, Interval, str]] = {
     "thresholds.resurrection_margin": _RATE_MARGIN,
     "thresholds.relearning_margin": _RATE_MARGIN,
     "thresholds.retained_accuracy_drop": _RATE_MARGIN,
+    "thresholds.retained_class_drop": _RATE_MARGIN,
     "thresholds.retained_fd_ratio": ("a ratio", Interval(Real, 1, MAX_FD_RATIO),
                                      " (below 1 even the original model fails; beyond it the check can never fail)"),
 }

@@ -28,31 +28,51 @@ def at_most_decision(low: float, high: float, limit: float) -> str:
     return PASS if high <= limit else FAIL if low > limit else INCONCLUSIVE
 
 
+# The attacks whose per-image outcomes share one pairing (output j starts from the erased class's evaluation noise j),
+# so that image by image their max is the worst case: every prompt or embedding attack. The noise-trajectory probe's
+# output j is another input (held-out image j mod N, its own noise) and stays out.
+WORST_OF = ("resurrection", "adversarial_prompt", "ring_a_bell", "p4d")
+
+
+def worst_of(values: dict[str, list[float]]) -> list[float] | None:
+    """Image by image the max over the :data:`WORST_OF` attacks in ``values`` (name -> per-image 0/1 outcomes);
+    None unless two or more are there, all of one length."""
+    worst = [values[name] for name in WORST_OF if name in values]
+    if len(worst) < 2 or len({len(v) for v in worst}) != 1:
+        return None
+    return [max(column) for column in zip(*worst)]
+
+
 def generation_values(results: dict, role: str) -> dict[str, list[float]]:
     """The per-image values of one model behind each generation check: ``forgotten_generation`` (0/1, the erased
-    classes asked for), ``resurrection`` and, for a text model, ``adversarial_prompt`` (0/1, the images a probe
-    brings back), ``relearning`` (each starting noise's share of correct samples along the relearning curve); only
-    those the document holds."""
+    classes asked for), ``resurrection`` and, for a text model, ``adversarial_prompt``, ``ring_a_bell``, ``p4d`` and
+    ``noise_trajectory`` (0/1, the images a probe brings back), ``worst_resurrection`` (image by image the max over
+    the :data:`WORST_OF` attacks present, when two or more are), ``relearning`` (each starting noise's share of
+    correct samples along the relearning curve); only those the document holds."""
     values = {}
     forgotten = results["utility"][role].get("forgotten_correct")
     if forgotten:
         values["forgotten_generation"] = forgotten
     found = (results.get("resurrection") or {}).get(role) or {}
-    for key, name in (("inversion", "resurrection"), ("adversarial_prompt", "adversarial_prompt")):
+    for key, name in (("inversion", "resurrection"), ("adversarial_prompt", "adversarial_prompt"),
+                      ("ring_a_bell", "ring_a_bell"), ("p4d", "p4d"), ("noise_trajectory", "noise_trajectory")):
         if key in found:
             values[name] = found[key]["per_image_correct"]
+    worst = worst_of(values)
+    if worst is not None:
+        values["worst_resurrection"] = worst
     if "relearning" in found:
         values[RELEARNING] = found["relearning"]["per_image_area"]
     return values
 
 
-def paired_generation_check(name: str, description: str, results: dict, margin: float, confidence: float
-                            ) -> Check | None:
-    """The check ``name`` (a key of :func:`generation_values`): the unlearned model's mean per-image value at most
-    ``margin`` above the references', at ``confidence``; None when the document lacks the values. No PASS without
-    an estimate of the seeds' spread."""
+def paired_generation_check(name: str, description: str, results: dict, margin: float, confidence: float,
+                            per_role: dict[str, dict[str, list[float]]] | None = None) -> Check | None:
+    """The check ``name`` (a key of :func:`generation_values`, or of ``per_role``: role -> name -> per-image values,
+    a probe's own): the unlearned model's mean per-image value at most ``margin`` above the references', at
+    ``confidence``; None when the document lacks the values. No PASS without an estimate of the seeds' spread."""
     references = results["membership"]["references"]
-    values = [generation_values(results, role) for role in ("unlearned", *references)]
+    values = [(per_role or {}).get(role) or generation_values(results, role) for role in ("unlearned", *references)]
     if not references or not all(name in v for v in values):
         return None
     priors = SeedPriors.from_dict(results["membership"].get("seed_spread", {}))

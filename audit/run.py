@@ -252,7 +252,7 @@ def _recorded_unlearning(metadata: dict) -> dict | None:
 
 def _scored_sets(
     dataset: ImageDataset, splits: Splits, spec: ForgetSpec, task: ForgetTask, config: AuditConfig, view
-) -> tuple[ScoredSets, LabeledImages | None, CalibrationSet | None]:
+) -> tuple[ScoredSets, LabeledImages | None, CalibrationSet | None, ScoredSets | None]:
     """The forget set and the heldout images of its classes, minus the images kept aside (never scored): a few
     heldout images per erased class for fitting an inverted class embedding (a text model: a word or a prompt),
     and the calibration set; every set as the models take it (``view``:
@@ -287,6 +287,21 @@ def _scored_sets(
                              "set calibration_images 0 for the attacks' fixed defaults")
         heldout_ids = np.setdiff1d(heldout_ids, nonmembers)
         calibration = CalibrationSet(view(dataset.select(members)), view(dataset.select(nonmembers)))
+    exposure = None
+    if config.exposure_images:  # retained members and heldout images nothing else uses (scored ones as a fallback)
+        used = [calibration.nonmembers.ids.numpy()] if calibration is not None else []
+        used += [inversion.ids.numpy()] if inversion is not None else []
+        spare = np.setdiff1d(splits.heldout, np.concatenate([heldout_ids, *used]))
+        if len(spare) < MIN_CALIBRATION_IMAGES:
+            spare = np.setdiff1d(splits.heldout, np.concatenate([np.array([], np.int64), *used]))
+        retained = task.retain.ids.numpy()
+        if calibration is not None:
+            retained = np.setdiff1d(retained, calibration.members.ids.numpy())
+        rng = np.random.default_rng(derive_seed(config.seed, "exposure") % 2**32)
+        members, nonmembers = (np.sort(rng.permutation(pool)[:config.exposure_images]) for pool in (retained, spare))
+        if min(len(members), len(nonmembers)) >= MIN_CALIBRATION_IMAGES:
+            chosen = view(dataset.select(np.r_[members, nonmembers]))
+            exposure = ScoredSets(chosen, np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)])
     heldout = view(dataset.select(heldout_ids))
     forget = view(dataset.select(task.forget.ids))  # a text model's under the captions it was trained on
     samples = LabeledImages(torch.cat([forget.images, heldout.images]), torch.cat([forget.labels, heldout.labels]),
@@ -294,7 +309,7 @@ def _scored_sets(
     is_member = np.r_[np.ones(len(forget), bool), np.zeros(len(heldout), bool)]
     classes = dataset.labels[samples.ids] if samples.labels.ndim == 2 else None
     sets = ScoredSets(samples, is_member, class_labels=classes)
-    return sets, inversion, calibration
+    return sets, inversion, calibration, exposure
 
 
 def prepare_subjects(config: AuditConfig) -> AuditSubjects:
@@ -319,7 +334,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     if config.canaries and "unlearned" in given:  # erased from the model trained with these canaries
         check_model_commitment(DiffusionModel.read_metadata(config.unlearned), read_canaries(config.canaries),
                                f"the unlearned model {config.unlearned}")
-    sets, inversion_images, calibration = _scored_sets(dataset, splits, spec, task, config,
+    sets, inversion_images, calibration, exposure = _scored_sets(dataset, splits, spec, task, config,
                                                        stand_in.data_view(dataset, config.seed))
     if calibration is None and any(attack.needs_fit for attack in attacks):
         needing = ", ".join(attack.name for attack in attacks if attack.needs_fit)
@@ -357,7 +372,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     for role, model in models.items():
         sources[role]["fingerprint"] = model.fingerprint()
     return AuditSubjects(dataset, splits, spec, task, attacks, judge, models, references, sources, unlearning, sets,
-                         inversion_images, calibration, None if references else how)
+                         inversion_images, calibration, None if references else how, exposure)
 
 
 GenerationMemo = dict[str, tuple[dict, dict[str, dict], dict[str, tuple[str, bytes]]]]

@@ -425,3 +425,44 @@ def what_would_decide(diff: PairedDifference, margin: float, max_forget: int, ma
     images = next((n for n in range(current, max(current, max_forget) + 1) if decides(n / current, k)), None)
     more_refs = next((r for r in range(k, max_references + 1) if decides(1.0, r)), None)
     return {"forget_images": images, "references": more_refs, "outcome": outcome}
+
+
+@dataclass(frozen=True)
+class PairedProportionDifference:
+    """The difference of two success rates judged on the same items (first - second), with its interval and the
+    one-sided p-value of "the difference is at most ``limit``"."""
+
+    estimate: float
+    low: float
+    high: float
+    p_value: float
+
+
+def paired_proportion_difference(first: Sequence[int], second: Sequence[int], confidence: float, limit: float
+                                 ) -> PairedProportionDifference:
+    """mean(first) - mean(second) for 0/1 outcomes paired item by item (N,), with the Wald interval on the
+    discordant pairs after adding one half to each cell of the 2x2 table (Agresti and Min, "Simple improved
+    confidence intervals for comparing matched proportions", Statistics in Medicine 2005), so that a table with no
+    discordant pair keeps a width. ``p_value``: one-sided, of the hypothesis difference <= ``limit`` (normal)."""
+    a, b = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired outcomes need two lists of the same length; got {a.shape} and {b.shape}")
+    n = len(a) + 2.0
+    only_first, only_second = (a & ~b).sum() + 0.5, (~a & b).sum() + 0.5
+    centre = (only_first - only_second) / n
+    error = math.sqrt(max(only_first + only_second - (only_first - only_second) ** 2 / n, 0.0)) / n
+    z = norm.ppf((1 + confidence) / 2)
+    p_value = float(norm.sf((centre - limit) / error))
+    return PairedProportionDifference(float(a.mean() - b.mean()), centre - z * error, centre + z * error, p_value)
+
+
+def holm_rejections(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise error ``alpha`` (Holm, "A simple
+    sequentially rejective multiple test procedure", Scandinavian Journal of Statistics 1979)."""
+    order = np.argsort(p_values, kind="stable")
+    rejected = [False] * len(p_values)
+    for rank, index in enumerate(order):
+        if p_values[index] > alpha / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected

@@ -44,6 +44,7 @@ class AuditSubjects:
     inversion_images: LabeledImages | None
     calibration: CalibrationSet | None
     without_references: str | None = None  # why no model retrained without the forget set is compared with
+    exposure: ScoredSets | None = None  # retained members and heldout images: the remaining members' exposure
     _inversions: dict[tuple[str, int], InvertedConditioning] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property

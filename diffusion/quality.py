@@ -83,7 +83,9 @@ def evaluate_generation(
     Returns a JSON-ready dict: ``per_class_accuracy``, ``per_class_entropy``, ``overall_accuracy``,
     ``forgotten_accuracy``, ``forgotten_entropy`` and ``forgotten_correct`` (the 0/1 judgment of each forgotten
     sample, in noise-id order, so models that share the noises compare image by image; None without forgotten
-    classes), ``retained_accuracy``, ``retained_fd`` and the sampling settings.
+    classes), ``retained_correct`` (class -> the 0/1 judgment of each of its samples, in noise-id order: the
+    per-class side-effect check pairs them across models), ``retained_accuracy``, ``retained_fd`` and the sampling
+    settings.
     """
     classes = list(range(model.classes_known(dataset.class_wordings, "generation quality") or dataset.num_classes))
     forgotten_classes = [c for c in classes if c in set(forget_classes)]
@@ -107,6 +109,7 @@ def evaluate_generation(
         "forgotten_accuracy": correct[forgotten].mean().item() if forgotten.any() else None,
         "forgotten_entropy": ent[forgotten].mean().item() if forgotten.any() else None,
         "forgotten_correct": [int(v) for v in correct[forgotten].tolist()] if forgotten.any() else None,
+        "retained_correct": {c: [int(v) for v in correct[labels == c].tolist()] for c in retained_classes},
         "retained_accuracy": correct[~forgotten].mean().item(),
         "retained_fd": fd,
         "samples_per_class": per_class,
