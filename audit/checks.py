@@ -79,7 +79,37 @@ def _forgotten_generation_check(results: dict, thresholds: Thresholds) -> list[C
     check = paired_generation_check(
         "forgotten_generation", "the erased class, asked for by its own condition, is generated no more often than "
         "by the references", results, thresholds.forgotten_accuracy_margin, thresholds.confidence)
-    return [] if check is None else [check]
+    return [] if check is None else [check, *_forgotten_per_class_check(results, thresholds)]
+
+
+def _forgotten_per_class_check(results: dict, thresholds: Thresholds) -> list[Check]:
+    """With several erased classes (one request, or erasures in sequence), each on its own: no class comes back
+    while the mean over them stays low. Every class's interval at the Bonferroni-adjusted confidence
+    1 - (1 - confidence) / m, so the family of m classes keeps the audit's error rates; PASS when every class
+    PASSes, FAIL when one FAILs, else INCONCLUSIVE."""
+    classes = results["forget_spec"]["classes"]
+    per_class = results["utility"]["unlearned"].get("forgotten_samples_per_class")
+    if len(classes) < 2 or not per_class:
+        return []
+    roles = ("unlearned", *results["membership"]["references"])
+    confidence = 1 - (1 - thresholds.confidence) / len(classes)
+    decided = {}
+    for k, c in enumerate(classes):  # forgotten_correct holds the erased classes in order, per_class each
+        values = {role: {"forgotten_generation": results["utility"][role]["forgotten_correct"][
+                      k * per_class:(k + 1) * per_class]} for role in roles}
+        decided[c] = paired_generation_check("forgotten_generation", "", results,
+                                             thresholds.forgotten_accuracy_margin, confidence, values)
+    if any(check is None for check in decided.values()):
+        return []
+    decisions = {check.decision for check in decided.values()}
+    decision = FAIL if FAIL in decisions else PASS if decisions == {PASS} else INCONCLUSIVE
+    worst = max(decided, key=lambda c: decided[c].interval[1])
+    listed = "; ".join(f"class {c}: {signed(check.estimate)} {interval_text(*check.interval, confidence)} "
+                       f"{check.decision}" for c, check in decided.items())
+    return [Check("forgotten_per_class", "each erased class on its own is generated no more often than by the "
+                  "references", decision, decided[worst].estimate, decided[worst].interval,
+                  f"every class's interval at most +{thresholds.forgotten_accuracy_margin:g} at {confidence:.1%} "
+                  f"(Bonferroni over {len(classes)} classes)", listed)]
 
 
 def evaluate_checks(results: dict, thresholds: Thresholds) -> list[Check]:

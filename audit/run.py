@@ -26,6 +26,7 @@ from diffusion.canaries import canary_split, check_model_commitment, read_canari
 from diffusion.concepts import concept_spec
 from diffusion.data import ImageDataset, LabeledImages, load_dataset
 from diffusion.environment import environment_info, use_threads
+from diffusion.erasures import cumulative_spec, erasure_history
 from diffusion.errors import UsageError
 from diffusion.io import as_json, atomic_output_dir, write_json
 from diffusion.judge import load_or_train_judge
@@ -68,8 +69,24 @@ MIN_CALIBRATION_IMAGES = 10  # fewer members or non-members than this cannot ran
 
 def _forget_spec(config: AuditConfig, dataset: ImageDataset, splits: Splits,
                  canary_ids: tuple[int, ...] = ()) -> ForgetSpec:
-    """The deletion request: the configured classes, images (by sample id or by file) or concept, and the included
-    canaries in the same request (so no method can treat them apart)."""
+    """The deletion request: the configured classes, images (by sample id or by file) or concept, the included
+    canaries in the same request (so no method can treat them apart), and every earlier erasure of the unlearned
+    model given (:func:`earlier_erasures`): erased in sequence, it is audited for all of them."""
+    return cumulative_spec(_requested_spec(config, dataset, splits, canary_ids), earlier_erasures(config))
+
+
+def earlier_erasures(config: AuditConfig) -> list[dict]:
+    """The erasures the given unlearned model records before its own (oldest first; [] for one erasure, or when the
+    audit runs its method itself)."""
+    if not config.unlearned:
+        return []
+    location, local = model_location(config.unlearned)
+    return erasure_history(DiffusionModel.read_metadata(location) if local else {})[:-1]
+
+
+def _requested_spec(config: AuditConfig, dataset: ImageDataset, splits: Splits,
+                    canary_ids: tuple[int, ...]) -> ForgetSpec:
+    """The deletion request of the configuration alone (:func:`_forget_spec`)."""
     sample_ids = set(read_sample_ids(config.forget_ids)) if config.forget_ids else set()
     if config.forget_files:
         sample_ids |= set(forget_file_ids(dataset, splits, config.forget_files, config.data))
@@ -242,12 +259,22 @@ def _check_references(given: dict[str, DiffusionModel], paths: dict[str, str | N
     return checks
 
 
+def _check_sequence_start(earlier: list[dict], original: DiffusionModel, unlearned: str | None) -> None:
+    """An unlearned model erased in sequence is audited against the model its first erasure started from."""
+    if earlier and earlier[0].get("parent_fingerprint") != original.fingerprint():
+        raise UsageError(f"the unlearned model '{unlearned}' was erased in {len(earlier) + 1} steps starting from "
+                         f"model {str(earlier[0].get('parent_fingerprint'))[:12]}, not from the original given "
+                         f"({original.fingerprint()[:12]}): give the model its first erasure started from")
+
+
 def _recorded_unlearning(metadata: dict) -> dict | None:
     """The unlearning record of a model given by path (``erasediff unlearn`` writes one), else None."""
     if "method" not in metadata:
         return None
+    history = erasure_history(metadata)
     return {"method": metadata["method"], "params": metadata.get("params", {}), "steps": metadata.get("steps"),
-            "seconds": metadata.get("wall_seconds"), "curves": metadata.get("curves", {})}
+            "seconds": metadata.get("wall_seconds"), "curves": metadata.get("curves", {}),
+            **({"history": history} if len(history) > 1 else {})}
 
 
 def _scored_sets(
@@ -325,6 +352,9 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     paths.update({f"{REFERENCE}_{k + 1}": path for k, path in enumerate(config.retrained)})
     record = original_record(config)
     given = {role: load_model(path) for role, path in paths.items() if path}
+    earlier = earlier_erasures(config)
+    if "original" in given:
+        _check_sequence_start(earlier, given["original"], config.unlearned)
     recipe = _recipe(config, given.get("original"))
     retrain, how = reference_method(config, given.get("original"), record, recipe)
     dataset, splits, spec, task, stand_in = _forget_task(config, given.get("original"), recipe)
@@ -346,6 +376,8 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
             method.check(task, stand_in)
 
     original, sources = _original_model(config, given.get("original"), dataset, splits, recipe)
+    if "original" not in given:  # the built-in original, known now
+        _check_sequence_start(earlier, original, config.unlearned)
     sources = {"original": sources}
     models = {"original": original}
     judge = load_or_train_judge(dataset)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
+import numpy as np
+import torch
 import yaml
 
 from audit.config import read_yaml_value
@@ -13,6 +16,7 @@ from diffusion.captions import ClassCaptions
 from diffusion.concepts import concept_spec, read_prompts
 from diffusion.data import data_folder
 from diffusion.environment import environment_info
+from diffusion.erasures import erased_member_ids, erasure_history
 from diffusion.errors import RunError, UsageError
 from diffusion.io import check_output_dir
 from diffusion.loading import load_model
@@ -154,6 +158,10 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
     spec = forget_spec_from_options(forget_classes, forget_ids, forget_label, dataset.class_wordings, concept,
                                     prompts_file, anchor, (*included, *named))
     task = model.forget_task(dataset, splits, spec, seed)
+    history = erasure_history(metadata)  # erasures in sequence: never train again on what an earlier one removed
+    if history:
+        erased = torch.from_numpy(erased_member_ids(history, np.asarray(dataset.labels), splits))
+        task = replace(task, retain=task.retain.take(~torch.isin(task.retain.ids, erased)))
     unlearner.check(task, model)
     parent = model.fingerprint()
     result = unlearner.unlearn(model, task, seed=seed, quiet=quiet, mixed_precision=mixed_precision,
@@ -168,6 +176,7 @@ def unlearn_command(model_dir: Path, method, forget_classes, forget_ids, forget_
         "num_forget": len(task.forget),
         "num_retain": len(task.retain),
         "parent_model": {"path": str(model_dir), "fingerprint": parent},
+        **({"history": history} if history else {}),
         "data": {"name": dataset.name, "fingerprint": dataset.fingerprint()},
         "splits": splits.to_dict(),
         **({"canaries": canaries} if canaries else {}),

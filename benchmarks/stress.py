@@ -1,0 +1,178 @@
+"""Known answers for the auditor's stress checks at full size (issue #31): a model built to fail each, and
+retrains that must not.
+
+    python benchmarks/stress.py --json benchmarks/results/stress.json
+
+On the built-in class model, through :class:`audit.probe.AuditProbe` (the default audit's references, cached; the
+stress probes on every candidate: retained exposure, membership after fine-tuning, side effects per class):
+
+  task class 0       noop         the original as unlearned                                must FAIL something
+                     retrain_j    retrained without class 0 with unused seeds               must not FAIL
+                     erasediff    EraseDiff at its defaults (the default audit's model)     reported
+                     finetune     the finetune baseline run 10x longer at its rate: the     retained_exposure
+                                  retained members over-trained                             must FAIL
+                     neighbour    EraseDiff asked to erase classes 0 and 6                  retained_per_class
+                                                                                            must FAIL
+  task classes 0,1   sequence     EraseDiff on 0, then on 1 from it, not training on 0     reported
+  (erased in         naive        the same, the second step training on class 0 again       reported
+  sequence)          last_only    EraseDiff on class 1 only                                 forgotten_per_class
+                                                                                            must FAIL
+                     noop         the original                                              must FAIL
+                     retrain_j    retrained without classes 0 and 1, unused seeds           must not FAIL
+
+Prints one row per candidate (each stress check's decision and estimate) and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audit.probe import AuditProbe, default_audit_config
+from audit.run import retrained_model
+from diffusion.erasures import erased_member_ids
+from diffusion.io import write_json
+from diffusion.model import DiffusionModel
+from diffusion.splits import ForgetSpec
+from diffusion.training import TrainConfig
+from unlearn import METHODS
+
+OTHER_SEED = 987_654  # as benchmarks/controls.py: seeds no audit reference uses
+STRESS_PROBES = ("exposure", "finetuned_membership", "side_effects")
+SHOWN = ("membership[label]", "forgotten_generation", "forgotten_per_class", "retained_accuracy",
+         "retained_per_class", "retained_exposure", "membership_after_finetune[erased_class]",
+         "membership_after_finetune[retained]")
+MUST = {"noop": ("FAIL", None), "retrain": (None, "FAIL"), "finetune": ("retained_exposure", "FAIL"),
+        "neighbour": ("retained_per_class", "FAIL"), "last_only": ("forgotten_per_class", "FAIL")}
+
+
+def _task(probe: AuditProbe, classes: tuple[int, ...]):
+    subjects = probe.subjects
+    spec = ForgetSpec(classes=classes)
+    return probe.fixed["original"].forget_task(subjects.dataset, subjects.splits, spec, probe.config.seed)
+
+
+def _without(task, earlier: tuple[int, ...], subjects):
+    """``task`` with the members of the ``earlier`` erased classes out of its remaining data (as erasediff unlearn
+    does for a model erased before)."""
+    history = [{"forget_spec": {"classes": list(earlier)}}]
+    erased = torch.from_numpy(erased_member_ids(history, np.asarray(subjects.dataset.labels), subjects.splits))
+    return replace(task, retain=task.retain.take(~torch.isin(task.retain.ids, erased)))
+
+
+def _row(name: str, result, seconds: float) -> dict:
+    checks = {c.name: {"decision": c.decision, "estimate": c.estimate, "interval": c.interval, "detail": c.detail}
+              for c in result.checks}
+    return {"candidate": name, "seconds": seconds, "checks": checks}
+
+
+def _retrains(probe: AuditProbe, count: int) -> dict[str, DiffusionModel]:
+    subjects = probe.subjects
+    retrain = METHODS.make("retrain", steps=TrainConfig().steps)
+    return {f"retrain_{j}": retrained_model(retrain, probe.fixed["original"], subjects.task,
+                                            (subjects.dataset, subjects.splits, subjects.spec), OTHER_SEED + j,
+                                            quiet=True)[0]
+            for j in range(count)}
+
+
+def class_task(work: Path, retrains: int) -> list[dict]:
+    probe = AuditProbe(default_audit_config(0, 0, 0, work), probes=STRESS_PROBES)
+    original, task = probe.fixed["original"], probe.subjects.task
+    erasediff = METHODS.make("erasediff")
+    default_finetune = METHODS.make("finetune")
+    candidates = {"noop": lambda: original, **{k: (lambda m=m: m) for k, m in _retrains(probe, retrains).items()},
+                  "erasediff": lambda: erasediff.unlearn(original, task, seed=0, quiet=True).model,
+                  "finetune": lambda: METHODS.make("finetune", steps=10 * default_finetune.steps).unlearn(
+                      original, task, seed=0, quiet=True).model,
+                  "neighbour": lambda: erasediff.unlearn(original, _task(probe, (0, 6)), seed=0, quiet=True).model}
+    return _judge(probe, candidates, "class 0")
+
+
+def sequence_task(work: Path, retrains: int) -> list[dict]:
+    probe = AuditProbe(replace(default_audit_config(0, 0, 0, work), forget_classes=[0, 1]), probes=STRESS_PROBES)
+    original, subjects = probe.fixed["original"], probe.subjects
+    erasediff = METHODS.make("erasediff")
+    first = erasediff.unlearn(original, _task(probe, (0,)), seed=0, quiet=True).model
+    second = _task(probe, (1,))
+    candidates = {"noop": lambda: original, **{k: (lambda m=m: m) for k, m in _retrains(probe, retrains).items()},
+                  "sequence": lambda: erasediff.unlearn(first, _without(second, (0,), subjects), seed=0,
+                                                        quiet=True).model,
+                  "naive": lambda: erasediff.unlearn(first, second, seed=0, quiet=True).model,
+                  "last_only": lambda: erasediff.unlearn(original, second, seed=0, quiet=True).model}
+    return _judge(probe, candidates, "classes 0,1 in sequence")
+
+
+def _judge(probe: AuditProbe, candidates: dict, task: str) -> list[dict]:
+    rows = []
+    for name, make in candidates.items():
+        started = time.perf_counter()
+        model = make()
+        row = {"task": task, **_row(name, probe(model), time.perf_counter() - started)}
+        rows.append(row)
+        print(_line(row), flush=True)
+    return rows
+
+
+def _line(row: dict) -> str:
+    cells = []
+    for name in SHOWN:
+        check = row["checks"].get(name)
+        if check is not None:
+            estimate = "" if check["estimate"] is None else f" {check['estimate']:+.3f}"
+            cells.append(f"{name}={check['decision']}{estimate}")
+    return f"{row['task']:<24} {row['candidate']:<10} {row['seconds']:6.0f}s  " + "  ".join(cells)
+
+
+def known_answers(rows: list[dict]) -> list[str]:
+    """Each row's known answer, said and checked: 'ok' or 'VIOLATED'."""
+    said = []
+    for row in rows:
+        kind = row["candidate"].split("_")[0]
+        if kind not in MUST:
+            continue
+        check, forbidden = MUST[kind]
+        decisions = {name: c["decision"] for name, c in row["checks"].items()}
+        if kind == "noop":
+            ok = "FAIL" in decisions.values()
+            said.append(f"{row['task']} noop FAILs a check: {'ok' if ok else 'VIOLATED'}")
+        elif kind == "retrain":
+            failed = [n for n, d in decisions.items() if d == "FAIL"]
+            verdict = "ok" if not failed else f"VIOLATED {failed}"
+            said.append(f"{row['task']} {row['candidate']} FAILs none: {verdict}")
+        else:
+            ok = decisions.get(check) == forbidden
+            said.append(f"{row['task']} {row['candidate']} {check} {decisions.get(check)}: "
+                        f"{'ok' if ok else 'VIOLATED'}")
+    return said
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/stress.json"))
+    parser.add_argument("--retrains", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/erasediff-stress"))
+    parser.add_argument("--tasks", default="class,sequence")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows = []
+    if "class" in args.tasks:
+        rows += class_task(args.work, args.retrains)
+    if "sequence" in args.tasks:
+        rows += sequence_task(args.work, min(args.retrains, 2))
+    said = known_answers(rows)
+    print("\n".join(said))
+    write_json(args.json, {"rows": rows, "known_answers": said, "seconds": time.perf_counter() - started,
+                           "command": "python benchmarks/stress.py " + " ".join(f"--{k} {v}" for k, v in
+                                                                               vars(args).items())})
+    print(json.dumps({"seconds": round(time.perf_counter() - started)}))
+
+
+if __name__ == "__main__":
+    main()

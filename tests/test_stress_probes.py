@@ -1,0 +1,92 @@
+"""The auditor's stress probes (#31): side effects per class, the retained members' exposure, membership after
+fine-tuning, and erasures in sequence, on tiny real models (tests/conftest.py's control workspace)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from audit.config import Thresholds
+from audit.probes.side_effects import _per_class_check
+from audit.statistics import holm_rejections, paired_proportion_difference
+from diffusion.model import DiffusionModel
+from erasediff.cli import main
+from tests.conftest import CONTROL_MEMBER_FRACTION, control_audit
+
+
+def test_paired_proportions_keep_a_width_and_see_a_drop():
+    same = [1] * 50
+    diff = paired_proportion_difference(same, same, 0.90, 0.1)
+    assert diff.estimate == 0 and diff.low < 0 < diff.high < 0.1  # no discordant pair: still a width, within 0.1
+    dropped = paired_proportion_difference([1] * 50, [1] * 25 + [0] * 25, 0.90, 0.1)
+    assert dropped.estimate == 0.5 and dropped.low > 0.1 and dropped.p_value < 1e-6
+    assert paired_proportion_difference([1] * 25 + [0] * 25, [1] * 50, 0.90, 0.1).high < 0  # a gain is no drop
+
+
+def test_holm_steps_down_and_stops_at_the_first_kept_hypothesis():
+    assert holm_rejections([0.001, 0.04, 0.012], 0.05) == [True, False, True]  # 0.001<0.05/3, 0.012<0.025, 0.04>0.05
+    assert holm_rejections([0.02, 0.03], 0.05) == [True, True]
+    assert holm_rejections([0.2, 0.001], 0.01) == [False, True]
+
+
+def _utility(drop_class: int | None, drop: int) -> dict:
+    correct = {c: [1] * 50 for c in range(1, 10)}
+    unlearned = {c: list(v) for c, v in correct.items()}
+    if drop_class is not None:
+        unlearned[drop_class] = [0] * drop + [1] * (50 - drop)
+    return {"original": {"retained_correct": correct}, "unlearned": {"retained_correct": unlearned}}
+
+
+def test_one_damaged_neighbour_fails_the_per_class_check_while_the_mean_hides_it():
+    thresholds = Thresholds()
+    assert _per_class_check(_utility(None, 0), thresholds).decision == "PASS"
+    damaged = _per_class_check(_utility(5, 20), thresholds)  # class 5 loses 40 points: 4.4 points on the mean
+    assert damaged.decision == "FAIL" and "class 5" in damaged.detail and damaged.estimate == 0.4
+    assert _per_class_check(_utility(5, 4), thresholds).decision == "INCONCLUSIVE"  # 8 points: undecided at n = 50
+
+
+def test_the_no_op_and_the_retrain_on_the_stress_checks(noop_audit, retrained_audit):
+    """Known answers at test scale: every stress check is made on both; the no-op FAILs membership after
+    fine-tuning on retained data (its leak is still there), the retrain FAILs none."""
+    decisions = {}
+    for name, (out, _) in (("noop", noop_audit), ("retrained", retrained_audit)):
+        results = json.loads((out / "results.json").read_text())
+        decisions[name] = {c["name"]: c["decision"] for c in results["checks"]}
+        assert {"retained_exposure", "retained_per_class", "membership_after_finetune[erased_class]",
+                "membership_after_finetune[retained]"} <= set(decisions[name])
+        exposure = results["exposure"]["unlearned"]
+        assert len(exposure["is_member"]) == len(exposure["scores"]["sima"]) >= 20
+        assert not set(exposure["sample_ids"]) & set(results["membership"]["calibration"]["member_ids"])
+        assert set(results["finetuned_membership"]["unlearned"]["erased_class"]["fit_ids"]) == set(
+            results["membership"]["inversion_image_ids"])
+    assert decisions["noop"]["membership_after_finetune[retained]"] == "FAIL"
+    assert "FAIL" not in {d for name, d in decisions["retrained"].items()}
+
+
+def _unlearn(workspace, model, out, *classes):
+    args = ["unlearn", "--model", model, "--method", "erasediff", "--steps", "20", "--data", workspace["root"] /
+            "digits3", "--member-fraction", CONTROL_MEMBER_FRACTION, "--out", out, "--quiet"]
+    for c in classes:
+        args += ["--forget-class", c]
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_erasures_in_sequence_keep_their_history_and_are_audited_together(control_workspace, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert _unlearn(control_workspace, control_workspace["original"], first, 1).exit_code == 0
+    result = _unlearn(control_workspace, first, second, 2)
+    assert result.exit_code == 0, result.output
+    record = DiffusionModel.read_metadata(second)
+    history = record["history"]
+    assert [h["forget_spec"]["classes"] for h in history] == [[1]]
+    assert history[0]["parent_fingerprint"] == DiffusionModel.load(control_workspace["original"]).fingerprint()
+    assert record["num_retain"] < DiffusionModel.read_metadata(first)["num_retain"]  # class 1 is not trained again
+    # the audit checks both classes: references retrained without class 1 only are refused (another forget set)
+    refused = control_audit(control_workspace, second, tmp_path / "audit")
+    assert refused.exit_code == 2 and "forget" in refused.output.lower(), refused.output
+    assert not (tmp_path / "audit").exists()
+    # audited against another model than the one the first erasure started from: refused in one line
+    other = control_audit(control_workspace, second, tmp_path / "other", "--model", control_workspace["retrained_a"],
+                          "--references", "0")
+    assert other.exit_code == 2 and "started from" in other.output and len(other.output.strip().splitlines()) == 1
