@@ -164,6 +164,20 @@ class TextDiffusionModel(DiffusionModel):
                                           both).chunk(2)
         return eps_u + scale * (eps_c - eps_u)
 
+    def prompt_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The text encoder's output (B, L, D) for token ids (B, L): what the UNet's cross-attention reads."""
+        return self.unet.text_encoder(tokens.to(self.device))[0]
+
+    def guided_noise_from_states(self, x_t: ImageBatch, t: torch.Tensor, states: torch.Tensor,
+                                 scale: float) -> torch.Tensor:
+        """:meth:`guided_noise` conditioned on text-encoder outputs ``states`` (B, L, D) in place of token ids (an
+        attacker's embeddings that no prompt gives); eps_u under the empty prompt, as there."""
+        empty = self.prompt_states(self.tokenize([""])).expand(len(x_t), -1, -1)
+        both = torch.cat([empty, states.to(self.device, empty.dtype)])
+        eps_u, eps_c = self.unet.unet(torch.cat([x_t, x_t]), t.expand(2 * len(x_t)).to(self.device),
+                                      encoder_hidden_states=both).sample.chunk(2)
+        return eps_u + scale * (eps_c - eps_u)
+
     # ------------------------------------------------------------------ latents
     @torch.no_grad()
     def encode(self, images: ImageBatch) -> torch.Tensor:
@@ -228,15 +242,20 @@ class TextDiffusionModel(DiffusionModel):
         method: str = "ddim",
         batch_size: int = 256,
         guidance_scale: float = DEFAULT_GUIDANCE,
+        embeddings: torch.Tensor | None = None,
     ) -> ImageBatch:
         """Images (B, C, H, W) in [-1, 1] on the CPU for prompts (a list of B strings) or token ids (B, L), by
         deterministic DDIM with classifier-free guidance: eps_u + ``guidance_scale`` (eps_c - eps_u), eps_u under
-        the empty prompt. The starting noise of image i derives from (seed, ids[i]), as for the image models."""
+        the empty prompt. The starting noise of image i derives from (seed, ids[i]), as for the image models.
+        ``embeddings`` (B, L, D), given in place of prompts (``labels`` None), are text-encoder outputs to condition
+        on (:meth:`guided_noise_from_states`)."""
         if method != "ddim":
             raise UsageError(f"a text-to-image model samples with 'ddim'; got '{method}'")
-        if labels is None:
-            raise UsageError("a text-to-image model needs prompts to sample")
-        tokens = labels if isinstance(labels, torch.Tensor) else self.tokenize(labels)
+        if (labels is None) == (embeddings is None):
+            raise UsageError("a text-to-image model needs prompts to sample" if labels is None else
+                             "give prompts or embeddings to sample, not both")
+        tokens = embeddings if embeddings is not None else (
+            labels if isinstance(labels, torch.Tensor) else self.tokenize(labels))
         ids = list(range(len(tokens))) if ids is None else [int(i) for i in ids]
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         scheduler.set_timesteps(steps)
@@ -247,7 +266,9 @@ class TextDiffusionModel(DiffusionModel):
             batch = tokens[start : start + batch_size].to(self.device)
             x = seeded_normal(seed, ids[start : start + batch_size], self.image_shape, stream="sample").to(self.device)
             for t in scheduler.timesteps:
-                x = scheduler.step(self.guided_noise(x, t, batch, guidance_scale), t, x, eta=0.0).prev_sample
+                eps = (self.guided_noise_from_states(x, t, batch, guidance_scale) if embeddings is not None
+                       else self.guided_noise(x, t, batch, guidance_scale))
+                x = scheduler.step(eps, t, x, eta=0.0).prev_sample
             out.append(self.decode(x))
         self.unet.train(was_training)
         return torch.cat(out)

@@ -479,13 +479,38 @@ class PromptRow(Record):
 
 
 @dataclass
+class ResurrectionAttack(Record):
+    """One resurrection attack on one model (:func:`attacks.regeneration.judge_generated` and the attack's
+    settings): how often the judge saw the erased class, and its 0/1 verdict per image (paired across models)."""
+
+    OPEN = True
+    judge_accuracy: float
+    per_image_correct: list[float]
+    extra: dict[str, Json] = field(default_factory=dict)
+
+
+@dataclass
+class WorstCase(Record):
+    """Image by image the worst of a model's prompt and embedding attacks (``attacks``): its judge accuracy."""
+
+    attacks: list[str]
+    judge_accuracy: float
+    num_images: int
+
+
+@dataclass
 class Resurrection(Record):
     """The resurrection probes on one model: regeneration, inversion and relearning (and for a text model an
-    adversarial prompt and the prompt grid); each a producer's record."""
+    adversarial prompt, the prompt grid, and when run Ring-A-Bell, P4D, the noise trajectory and the worst case over
+    the prompt and embedding attacks); each a producer's record."""
 
     OPEN = True
     relearning: RelearningRecord
     prompt_grid: list[PromptRow] | None = field(default=ABSENT, metadata=OPTIONAL)
+    ring_a_bell: ResurrectionAttack | None = field(default=ABSENT, metadata=OPTIONAL)
+    p4d: ResurrectionAttack | None = field(default=ABSENT, metadata=OPTIONAL)
+    noise_trajectory: ResurrectionAttack | None = field(default=ABSENT, metadata=OPTIONAL)
+    worst_case: WorstCase | None = field(default=ABSENT, metadata=OPTIONAL)
     extra: dict[str, Json] = field(default_factory=dict)
 
 

@@ -388,20 +388,25 @@ def test_tiny_stable_diffusion_with_a_vae_is_audited_end_to_end(tmp_path, digits
     assert results["forget_spec"]["concept"] == ["three"] and results["forget_spec"]["classes"] == [3]
     assert set(results["membership"]["attacks"]) == {"loss", "secmi", "pia", "pian", "sima", "clid"}
     probes = results["resurrection"]["unlearned"]
-    assert set(probes) == {"regeneration", "inversion", "adversarial_prompt", "relearning", "prompt_grid"}
+    assert set(probes) == {"regeneration", "inversion", "adversarial_prompt", "relearning", "prompt_grid",
+                           "ring_a_bell", "p4d", "noise_trajectory", "worst_case"}
     assert "three" in probes["adversarial_prompt"]["prompt"]
-    assert {c["name"] for c in results["checks"]} >= {"resurrection", "adversarial_prompt", "relearning"}
-    # prompt -> samples: the given prompt, the 8 unused wordings, the learned word, the adversarial prompt
+    assert {c["name"] for c in results["checks"]} >= {"resurrection", "adversarial_prompt", "relearning",
+                                                      "ring_a_bell", "p4d", "noise_trajectory", "worst_resurrection"}
+    # prompt -> samples: the given prompt, the 8 unused wordings, the learned word, the adversarial prompt,
+    # Ring-A-Bell's embedding and the P4D prompt
     grids = {role: p["prompt_grid"] for role, p in results["resurrection"].items()}
     assert set(grids) == {"original", "unlearned", "reference_1", "reference_2"}
     rows = grids["unlearned"]
     # the prompt given to the erasure, then every training and held-out wording not given (not "three" again)
-    assert [r["prompt"] for r in rows[:2]] == ["three", "a handwritten digit three"] and len(rows) == 10
-    assert rows[-1]["prompt"] == probes["adversarial_prompt"]["prompt"] and not rows[-1]["same_for_every_model"]
-    assert all([r["prompt"] for r in g[:-2]] == [r["prompt"] for r in rows[:-2]] for g in grids.values())
+    assert [r["prompt"] for r in rows[:2]] == ["three", "a handwritten digit three"] and len(rows) == 12
+    assert rows[-3]["prompt"] == probes["adversarial_prompt"]["prompt"] and not rows[-3]["same_for_every_model"]
+    assert rows[-1]["prompt"] == probes["p4d"]["prompt"] and "'digit 5'" in rows[-2]["prompt"]
+    assert all([r["prompt"] for r in g[:-3]] == [r["prompt"] for r in rows[:-3]] for g in grids.values())
     assert rows[1]["judge_accuracy"] == probes["regeneration"]["per_prompt_accuracy"]["a handwritten digit three"]
     report = (out / "report.html").read_text()
     assert "adversarial prompt" in report and "three &lt;b&gt;" in report and "three <b>" not in report
+    assert "Attack success per attack" in report and "&#39;digit 5&#39;" in report  # Ring-A-Bell's row, escaped
     prompts_section = report[report.index('<section id="prompts">'):]
     assert prompts_section[:prompts_section.index("</section>")].count("<img") == len(rows) * 4  # x 4 models
     assert (out / "images" / f"unlearned_prompt_{len(rows) - 1}.png").is_file()
