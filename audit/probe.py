@@ -42,12 +42,15 @@ class ProbeResult:
         comparisons: the per-attack membership comparisons, as in ``results["membership"]["attacks"]``.
         combined: the membership decision per conditioning, as in ``results["membership"]["combined"]``.
         utility: the candidate's generation metrics (``evaluate_generation``).
+        sections: every measured section of the results document, keyed as in ``results.json`` (each probe's by
+            model role, the fixed models' included).
     """
 
     checks: list[Check]
     comparisons: dict
     combined: dict
     utility: dict
+    sections: dict
 
     def decisions(self, prefix: str = "") -> dict[str, str]:
         """{check name: decision} for the checks whose name starts with ``prefix``."""
@@ -118,7 +121,8 @@ class AuditProbe:
         examined = examine(self.subjects, self.config, scratch / "scores", scratch / "images", scores_memo=self.memo,
                            generation_memo=self.generation_memo, probes=self.probes)
         membership, utility = examined.sections["membership"], examined.sections["utility"]
-        return ProbeResult(examined.checks, membership["attacks"], membership["combined"], utility[UNLEARNED])
+        return ProbeResult(examined.checks, membership["attacks"], membership["combined"], utility[UNLEARNED],
+                           examined.sections)
 
 
 def default_audit_config(

@@ -34,20 +34,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audit.config import AuditConfig
 from audit.probe import AuditProbe, default_audit_config
 from audit.run import retrained_model
+from diffusion.data import load_digits_dataset
 from diffusion.erasures import erased_member_ids
 from diffusion.io import write_json
 from diffusion.model import DiffusionModel
-from diffusion.splits import ForgetSpec
+from diffusion.presets import RECIPE_PRESETS
+from diffusion.reference import load_or_train_reference
+from diffusion.splits import ForgetSpec, make_splits
 from diffusion.training import TrainConfig
 from unlearn import METHODS
 
 OTHER_SEED = 987_654  # as benchmarks/controls.py: seeds no audit reference uses
 STRESS_PROBES = ("exposure", "finetuned_membership", "side_effects")
+RESURRECTION_ATTACKS = ("regeneration", "inversion", "adversarial_prompt", "ring_a_bell", "p4d", "noise_trajectory")
 SHOWN = ("membership[label]", "forgotten_generation", "forgotten_per_class", "retained_accuracy",
          "retained_per_class", "retained_exposure", "membership_after_finetune[erased_class]",
-         "membership_after_finetune[retained]")
+         "membership_after_finetune[retained]", "combined_prompts", "resurrection", "adversarial_prompt",
+         "ring_a_bell", "p4d", "noise_trajectory", "worst_resurrection", "relearning")
 MUST = {"noop": ("FAIL", None), "retrain": (None, "FAIL"), "finetune": ("retained_exposure", "FAIL"),
         "neighbour": ("retained_per_class", "FAIL"), "last_only": ("forgotten_per_class", "FAIL")}
 
@@ -72,9 +78,9 @@ def _row(name: str, result, seconds: float) -> dict:
     return {"candidate": name, "seconds": seconds, "checks": checks}
 
 
-def _retrains(probe: AuditProbe, count: int) -> dict[str, DiffusionModel]:
+def _retrains(probe: AuditProbe, count: int, steps: int = TrainConfig().steps) -> dict[str, DiffusionModel]:
     subjects = probe.subjects
-    retrain = METHODS.make("retrain", steps=TrainConfig().steps)
+    retrain = METHODS.make("retrain", steps=steps)
     return {f"retrain_{j}": retrained_model(retrain, probe.fixed["original"], subjects.task,
                                             (subjects.dataset, subjects.splits, subjects.spec), OTHER_SEED + j,
                                             quiet=True)[0]
@@ -108,14 +114,50 @@ def sequence_task(work: Path, retrains: int) -> list[dict]:
     return _judge(probe, candidates, "classes 0,1 in sequence")
 
 
-def _judge(probe: AuditProbe, candidates: dict, task: str) -> list[dict]:
+def text_task(work: Path, retrains: int) -> list[dict]:
+    """The built-in text model erasing the concept "three": the stress probes and every resurrection attack."""
+    dataset = load_digits_dataset()
+    recipe = TrainConfig.for_kind("text", **RECIPE_PRESETS["default"])
+    _, original_dir, _ = load_or_train_reference(dataset, make_splits(dataset.labels, 0), recipe, quiet=True)
+    config = AuditConfig(model=str(original_dir), unlearned=str(original_dir), forget_classes=[],
+                         forget_concept=["three"], seed=0, quiet=True, out=str(work / "unused"))
+    probe = AuditProbe(config, probes=(*STRESS_PROBES, "resurrection"))
+    original, task = probe.fixed["original"], probe.subjects.task
+    candidates = {"noop": lambda: original,
+                  **{k: (lambda m=m: m) for k, m in _retrains(probe, retrains, recipe.steps).items()},
+                  "erasediff": lambda: METHODS.make("erasediff").unlearn(original, task, seed=0, quiet=True).model,
+                  "esd_x": lambda: METHODS.make("esd_x").unlearn(original, task, seed=0, quiet=True).model}
+    return _judge(probe, candidates, "text: concept three", resurrection=True)
+
+
+def resurrection_rates(section: dict) -> dict[str, float]:
+    """One model's success rate per resurrection attack (judge accuracy on the erased class) and the worst case."""
+    rates = {name: section[name]["judge_accuracy"] for name in RESURRECTION_ATTACKS if name in section}
+    if "worst_case" in section:
+        rates["worst_case"] = section["worst_case"]["judge_accuracy"]
+    if "relearning" in section:
+        rates["relearning_area"] = section["relearning"]["area"]
+    return rates
+
+
+def _judge(probe: AuditProbe, candidates: dict, task: str, resurrection: bool = False) -> list[dict]:
     rows = []
     for name, make in candidates.items():
         started = time.perf_counter()
         model = make()
-        row = {"task": task, **_row(name, probe(model), time.perf_counter() - started)}
+        result = probe(model)
+        row = {"task": task, **_row(name, result, time.perf_counter() - started)}
+        if resurrection:
+            row["resurrection"] = {role: resurrection_rates(section)
+                                   for role, section in result.sections["resurrection"].items()}
+            print(f"  resurrection of {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                           row["resurrection"]["unlearned"].items()), flush=True)
         rows.append(row)
         print(_line(row), flush=True)
+    if resurrection and rows:
+        for role in ("original", *probe.subjects.references):
+            print(f"  resurrection of the fixed {role}: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in rows[0]["resurrection"][role].items()), flush=True)
     return rows
 
 
@@ -166,6 +208,8 @@ def main() -> None:
         rows += class_task(args.work, args.retrains)
     if "sequence" in args.tasks:
         rows += sequence_task(args.work, min(args.retrains, 2))
+    if "text" in args.tasks:
+        rows += text_task(args.work, 1)
     said = known_answers(rows)
     print("\n".join(said))
     write_json(args.json, {"rows": rows, "known_answers": said, "seconds": time.perf_counter() - started,

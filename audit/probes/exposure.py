@@ -6,7 +6,8 @@ model trained without the forget set does, and a membership check on the forget 
 membership attack of the audit scores up to ``exposure_images`` retained members against as many heldout images
 (:attr:`audit.subjects.AuditSubjects.exposure`) on every model; the mean over attacks of the AUC difference from
 the references is decided as the forget set's is (:func:`audit.membership.membership_from_scores`, the seeds
-counted), but one-sided: the erasure may leave the remaining members less exposed, never more.
+counted), but one-sided, at ``exposure_margin``: the erasure may leave the remaining members less exposed, never
+more.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class ExposureProbe(Probe):
             return []
         combined = exposure_comparison(sections, references, thresholds)
         diff, original = combined["unlearned"], combined["original"]
-        margin, confidence = thresholds.mia_auc_margin, thresholds.confidence
+        margin, confidence = thresholds.exposure_margin, thresholds.confidence
         decision = at_most_decision(diff["low"], diff["high"], margin)
         if decision == PASS and diff["seed_dof"] == 0:
             decision = INCONCLUSIVE
