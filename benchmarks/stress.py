@@ -19,8 +19,11 @@ stress probes on every candidate: retained exposure, membership after fine-tunin
                                                                                             must FAIL
                      noop         the original                                              must FAIL
                      retrain_j    retrained without classes 0 and 1, unused seeds           must not FAIL
+  text: concept      noop, retrain_0, EraseDiff and ESD-x at their defaults on the built-in text model, with the
+  "three"            resurrection probe too: every attack's success rate on every model, and the worst case
 
-Prints one row per candidate (each stress check's decision and estimate) and writes JSON.
+``--tasks class,sequence,text`` picks the tasks. Prints one row per candidate (each check's decision and estimate)
+and writes JSON.
 """
 
 from __future__ import annotations
@@ -199,7 +202,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/stress.json"))
     parser.add_argument("--retrains", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/erasediff-stress"))
-    parser.add_argument("--tasks", default="class,sequence")
+    parser.add_argument("--tasks", default="class,sequence,text")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

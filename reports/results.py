@@ -573,6 +573,11 @@ class AuditResults(Record):
     power: Power
     timings: dict[str, float]
     extra: dict[str, Json] = field(default_factory=dict)  # a plug-in probe's section: model role -> its record
+    # the stress probes' sections, keyed by role ({} when switched off; absent from documents written before them)
+    exposure: Annotated[dict[str, dict[str, Json]], MODEL_KEYS] | None = field(default=ABSENT, metadata=OPTIONAL)
+    finetuned_membership: Annotated[dict[str, dict[str, Json]], MODEL_KEYS] | None = field(default=ABSENT,
+                                                                                         metadata=OPTIONAL)
+    side_effects: Annotated[dict[str, dict[str, Json]], MODEL_KEYS] | None = field(default=ABSENT, metadata=OPTIONAL)
 
     OPEN = True
 

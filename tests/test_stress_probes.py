@@ -87,6 +87,5 @@ def test_erasures_in_sequence_keep_their_history_and_are_audited_together(contro
     assert refused.exit_code == 2 and "forget" in refused.output.lower(), refused.output
     assert not (tmp_path / "audit").exists()
     # audited against another model than the one the first erasure started from: refused in one line
-    other = control_audit(control_workspace, second, tmp_path / "other", "--model", control_workspace["retrained_a"],
-                          "--references", "0")
+    other = control_audit(control_workspace, second, tmp_path / "other", "--model", control_workspace["retrained_a"])
     assert other.exit_code == 2 and "started from" in other.output and len(other.output.strip().splitlines()) == 1
