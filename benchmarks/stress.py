@@ -150,6 +150,7 @@ def _judge(probe: AuditProbe, candidates: dict, task: str, resurrection: bool = 
         model = make()
         result = probe(model)
         row = {"task": task, **_row(name, result, time.perf_counter() - started)}
+        row["side_effects"] = result.sections.get("side_effects")  # small: the per-image outcomes, to re-decide from
         if resurrection:
             row["resurrection"] = {role: resurrection_rates(section)
                                    for role, section in result.sections["resurrection"].items()}

@@ -33,7 +33,7 @@ from ..subjects import AuditSubjects
 from .base import PROBES, Probe
 
 COMBINED_PROMPT_IMAGES = 20  # samples per retained class under "<concept> and <class>"
-MISSED = "combined_prompt_missed"
+COMBINED = "combined_prompts"  # the check, and the per-image values it decides on: each image's miss (0/1)
 
 
 def combined_prompt(concept: str, retained: str) -> str:
@@ -66,7 +66,7 @@ class SideEffectsProbe(Probe):
         images = model.sample(prompts, seed=config.seed, ids=per_class_noise_ids(retained, COMBINED_PROMPT_IMAGES),
                               steps=config.eval_steps)
         correct = judged_correct(subjects.judge.probabilities(images), wanted).tolist()
-        section["combined_prompts"] = {
+        section[COMBINED] = {
             "prompts": [combined_prompt(subjects.spec.concept[0], named[c]) for c in retained],
             "per_image_correct": [int(v) for v in correct],
             "per_class_accuracy": {c: sum(correct[i * COMBINED_PROMPT_IMAGES:(i + 1) * COMBINED_PROMPT_IMAGES])
@@ -80,7 +80,7 @@ class SideEffectsProbe(Probe):
         if not sections or "unlearned" not in sections:
             return []
         checks = [_per_class_check(results["utility"], thresholds)]
-        if "combined_prompts" in sections["unlearned"]:
+        if COMBINED in sections["unlearned"]:
             check = _combined_prompt_check(results, sections, thresholds)
             if check is not None:
                 checks.append(check)
@@ -121,15 +121,15 @@ def _per_class_check(utility: dict, thresholds: Thresholds) -> Check | None:
 def _combined_prompt_check(results: dict, sections: dict, thresholds: Thresholds) -> Check | None:
     """``combined_prompts``: the retained classes missed under "<concept> and <class>" no more often than by the
     references (per image, paired)."""
-    per_role = {role: {MISSED: [1 - v for v in section["combined_prompts"]["per_image_correct"]]}
-                for role, section in sections.items() if "combined_prompts" in section}
+    per_role = {role: {COMBINED: [1 - v for v in section[COMBINED]["per_image_correct"]]}
+                for role, section in sections.items() if COMBINED in section}
     check = paired_generation_check(
-        "combined_prompts", "a prompt naming the erased concept and a retained class still draws the retained class "
+        COMBINED, "a prompt naming the erased concept and a retained class still draws the retained class "
         "as often as the references do (per-image misses, paired)", results, thresholds.retained_class_drop,
         thresholds.confidence, per_role)
     if check is None:
         return None
-    rates = sections["unlearned"]["combined_prompts"]["per_class_accuracy"]
+    rates = sections["unlearned"][COMBINED]["per_class_accuracy"]
     worst = sorted(rates, key=lambda c: rates[c])[:3]
     lowest = ", ".join(f"{c}: {rates[c]:.2f}" for c in worst)
     return replace(check, detail=f"{check.detail}; unlearned, lowest classes: {lowest}")
