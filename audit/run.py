@@ -70,18 +70,19 @@ MIN_CALIBRATION_IMAGES = 10  # fewer members or non-members than this cannot ran
 def _forget_spec(config: AuditConfig, dataset: ImageDataset, splits: Splits,
                  canary_ids: tuple[int, ...] = ()) -> ForgetSpec:
     """The deletion request: the configured classes, images (by sample id or by file) or concept, the included
-    canaries in the same request (so no method can treat them apart), and every earlier erasure of the unlearned
-    model given (:func:`earlier_erasures`): erased in sequence, it is audited for all of them."""
-    return cumulative_spec(_requested_spec(config, dataset, splits, canary_ids), earlier_erasures(config))
+    canaries in the same request (so no method can treat them apart), and, for an unlearned model erased in
+    sequence, every erasure of its history (:func:`sequence_erasures`): it is audited for all of them."""
+    return cumulative_spec(_requested_spec(config, dataset, splits, canary_ids), sequence_erasures(config))
 
 
-def earlier_erasures(config: AuditConfig) -> list[dict]:
-    """The erasures the given unlearned model records before its own (oldest first; [] for one erasure, or when the
-    audit runs its method itself)."""
+def sequence_erasures(config: AuditConfig) -> list[dict]:
+    """Every erasure of a given unlearned model erased in sequence, its own last (oldest first); [] for a model
+    erased once (the configured request is what is audited) or when the audit runs its method itself."""
     if not config.unlearned:
         return []
     location, local = model_location(config.unlearned)
-    return erasure_history(DiffusionModel.read_metadata(location) if local else {})[:-1]
+    history = erasure_history(DiffusionModel.read_metadata(location) if local else {})
+    return history if len(history) > 1 else []
 
 
 def _requested_spec(config: AuditConfig, dataset: ImageDataset, splits: Splits,
@@ -262,7 +263,7 @@ def _check_references(given: dict[str, DiffusionModel], paths: dict[str, str | N
 def _check_sequence_start(earlier: list[dict], original: DiffusionModel, unlearned: str | None) -> None:
     """An unlearned model erased in sequence is audited against the model its first erasure started from."""
     if earlier and earlier[0].get("parent_fingerprint") != original.fingerprint():
-        raise UsageError(f"the unlearned model '{unlearned}' was erased in {len(earlier) + 1} steps starting from "
+        raise UsageError(f"the unlearned model '{unlearned}' was erased in {len(earlier)} steps starting from "
                          f"model {str(earlier[0].get('parent_fingerprint'))[:12]}, not from the original given "
                          f"({original.fingerprint()[:12]}): give the model its first erasure started from")
 
@@ -352,7 +353,7 @@ def prepare_subjects(config: AuditConfig) -> AuditSubjects:
     paths.update({f"{REFERENCE}_{k + 1}": path for k, path in enumerate(config.retrained)})
     record = original_record(config)
     given = {role: load_model(path) for role, path in paths.items() if path}
-    earlier = earlier_erasures(config)
+    earlier = sequence_erasures(config)
     if "original" in given:
         _check_sequence_start(earlier, given["original"], config.unlearned)
     recipe = _recipe(config, given.get("original"))
