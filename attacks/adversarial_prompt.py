@@ -10,7 +10,6 @@ can type.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from numbers import Real
 
 import torch
@@ -24,7 +23,7 @@ from diffusion.params import Interval, validate_params
 from diffusion.seeding import derive_seed
 from diffusion.text_model import TextDiffusionModel
 
-from .prompt_fit import fit_prompt, frozen_copy_reading, judge_prompt
+from .prompt_fit import FoundPrompt, fit_prompt, frozen_copy_reading, judge_prompt
 from .regeneration import POSITIVE_INT, ResurrectionResult
 
 
@@ -60,15 +59,6 @@ def word_tokens(tokenizer) -> torch.Tensor:
                                if token.endswith("</w>") and i not in special))
 
 
-@dataclass
-class AdversarialPrompt:
-    """The prompt found: its token ids (L,), its text, and how the search went (JSON-ready)."""
-
-    tokens: torch.Tensor
-    text: str
-    record: dict
-
-
 def search_prompt(
     model: TextDiffusionModel,
     images: LabeledImages,
@@ -81,7 +71,7 @@ def search_prompt(
     weight_decay: float = 0.1,
     batch_size: int = 32,
     quiet: bool = True,
-) -> AdversarialPrompt:
+) -> FoundPrompt:
     """Optimise ``prefix_tokens`` tokens before ``concept_prompt`` on ``images`` (the diffusion's data) with AdamW
     (UnlearnDiffAtk's lr 0.01, weight decay 0.1) on the frozen model's DDPM loss, timesteps and noises from the seed.
     ``model`` is never changed."""
@@ -109,7 +99,7 @@ def search_prompt(
     text = model.tokenizer.decode(found, skip_special_tokens=True)
     record = {"prompt": text, "concept_prompt": concept_prompt, "prefix_tokens": prefix_tokens, "steps": steps,
               "lr": lr, "weight_decay": weight_decay, "fit_loss_before": before, "fit_loss_after": after}
-    return AdversarialPrompt(found, text, record)
+    return FoundPrompt(found, text, record)
 
 
 def adversarial_prompt_attack(

@@ -16,7 +16,6 @@ adversarial prompt's does. Audited against itself, the original's found prompt o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from numbers import Real
 
 import torch
@@ -32,7 +31,7 @@ from diffusion.seeding import derive_seed
 from diffusion.text_model import TextDiffusionModel
 
 from .adversarial_prompt import word_tokens
-from .prompt_fit import frozen_copy_reading, judge_prompt
+from .prompt_fit import FoundPrompt, frozen_copy_reading, judge_prompt
 from .regeneration import POSITIVE_INT, ResurrectionResult
 
 EVALUATE_EVERY = 25  # search steps between two evaluations of the projected prompt on the check draws
@@ -62,15 +61,6 @@ class ProjectedTokens(nn.Module):
         return F.embedding(ids, torch.cat([self.table, rows]))
 
 
-@dataclass
-class MatchedPrompt:
-    """The prompt found: its token ids (L,), its text, and how the search went (JSON-ready)."""
-
-    tokens: torch.Tensor
-    text: str
-    record: dict
-
-
 def search_matching_prompt(
     model: TextDiffusionModel,
     original: TextDiffusionModel,
@@ -85,7 +75,7 @@ def search_matching_prompt(
     batch_size: int = 32,
     pool_size: int = 256,
     quiet: bool = True,
-) -> MatchedPrompt:
+) -> FoundPrompt:
     """A prompt of ``prompt_tokens`` real words minimising the mean squared difference between ``model``'s noise
     prediction under it and ``original``'s under ``concept_prompt``, on ``pool_size`` draws of (image of ``images``
     (N, C, H, W: the diffusion's data), timestep, noise) from the seed; AdamW (P4D's weight decay 0.1) on the
@@ -153,7 +143,7 @@ def search_matching_prompt(
     record = {"prompt": text, "concept_prompt": concept_prompt, "prompt_tokens": prompt_tokens, "steps": steps,
               "lr": lr, "weight_decay": weight_decay, "pool_size": pool_size,
               "match_loss_before": start_loss, "match_loss_after": best_loss}
-    return MatchedPrompt(found, text, record)
+    return FoundPrompt(found, text, record)
 
 
 def p4d_attack(

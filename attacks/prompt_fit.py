@@ -4,6 +4,8 @@ under one prompt, minimised over what the optimizer holds), and the judging of w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tqdm.auto import tqdm
 
@@ -13,6 +15,15 @@ from diffusion.quality import per_class_noise_ids
 from diffusion.text_model import TextDiffusionModel
 
 from .regeneration import judge_generated
+
+
+@dataclass
+class FoundPrompt:
+    """A prompt a search found: its token ids (L,), its text, and how the search went (JSON-ready)."""
+
+    tokens: torch.Tensor
+    text: str
+    record: dict
 
 
 def fit_prompt(
