@@ -208,17 +208,16 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows = []
-    if "class" in args.tasks:
-        rows += class_task(args.work, args.retrains)
-    if "sequence" in args.tasks:
-        rows += sequence_task(args.work, min(args.retrains, 2))
-    if "text" in args.tasks:
-        rows += text_task(args.work, 1)
-    said = known_answers(rows)
+    command = "python benchmarks/stress.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())
+    tasks = {"class": lambda: class_task(args.work, args.retrains),
+             "sequence": lambda: sequence_task(args.work, min(args.retrains, 2)),
+             "text": lambda: text_task(args.work, 1)}
+    for name in args.tasks.split(","):
+        rows += tasks[name]()
+        said = known_answers(rows)  # written after every task: a long run keeps what it finished
+        write_json(args.json, {"rows": rows, "known_answers": said, "seconds": time.perf_counter() - started,
+                               "command": command})
     print("\n".join(said))
-    write_json(args.json, {"rows": rows, "known_answers": said, "seconds": time.perf_counter() - started,
-                           "command": "python benchmarks/stress.py " + " ".join(f"--{k} {v}" for k, v in
-                                                                               vars(args).items())})
     print(json.dumps({"seconds": round(time.perf_counter() - started)}))
 
 
