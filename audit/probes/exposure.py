@@ -56,6 +56,9 @@ class ExposureProbe(Probe):
         if decision == PASS and diff["seed_dof"] == 0:
             decision = INCONCLUSIVE
         num_members = sum(sections["unlearned"]["is_member"])
+        headroom = 1 - sum(diff["reference_values"]) / len(diff["reference_values"])
+        limit = (f"; the references' AUC leaves +{headroom:.3f} of headroom, under the margin: this check cannot FAIL "
+                 "here" if headroom <= margin else "")
         return [Check(
             "retained_exposure", "the retained members are no more exposed to membership inference than in the "
             "references (mean AUC over the attacks, retained members vs heldout images)", decision, diff["estimate"],
@@ -64,7 +67,7 @@ class ExposureProbe(Probe):
             f"(images and seeds; seed spread from {diff['seed_source']}) on {num_members} retained members and "
             f"{len(sections['unlearned']['is_member']) - num_members} heldout images; original "
             f"{signed(original['estimate'])}; unlearned AUC {diff['subject_value']:.3f}, references "
-            f"{', '.join(f'{v:.3f}' for v in diff['reference_values'])}")]
+            f"{', '.join(f'{v:.3f}' for v in diff['reference_values'])}{limit}")]
 
 
 def exposure_comparison(sections: dict, references: list[str], thresholds: Thresholds) -> dict:
