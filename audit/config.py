@@ -109,9 +109,10 @@ class AuditConfig:
             every attack fits its free choices against the original model before scoring (0: the attacks' fixed
             paper defaults).
         resurrection, exposure_images, finetuned_membership, side_effects: the stress probes' switches (the README's
-            "Stress tests" says what each costs and why all are on by default): resurrection routes; the retained
-            members' exposure, scored on up to ``exposure_images`` retained members and as many heldout images
-            (0: off); membership re-run after fine-tuning every model; side effects per retained class.
+            "Stress tests" says what each costs and why): resurrection routes; the retained members' exposure, scored
+            on up to ``exposure_images`` retained members and as many heldout images (0: off); membership re-run
+            after fine-tuning every model (off by default: at K = 2 on one erased class it leaves every exact
+            retrain INCONCLUSIVE, 0 of 3 certified, benchmarks/results/stress.txt); side effects per retained class.
         eval_samples_per_class: samples judged per retained class (generation quality, relearning's curve).
         forgotten_samples_per_class: samples judged per erased class by the probes whose checks compare rates with
             the references (forgotten generation, embedding / concept inversion, adversarial prompt): at 50 an
@@ -149,7 +150,7 @@ class AuditConfig:
     extraction_samples_per_class: int = 100
     resurrection: bool = True
     exposure_images: int = 100
-    finetuned_membership: bool = True
+    finetuned_membership: bool = False
     side_effects: bool = True
     eval_samples_per_class: int = 50
     forgotten_samples_per_class: int = 200

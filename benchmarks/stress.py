@@ -91,7 +91,7 @@ def _retrains(probe: AuditProbe, count: int, steps: int = TrainConfig().steps) -
 
 
 def class_task(work: Path, retrains: int) -> list[dict]:
-    probe = AuditProbe(default_audit_config(0, 0, 0, work), probes=STRESS_PROBES)
+    probe = AuditProbe(default_audit_config(0, 0, 0, work, finetuned_membership=True), probes=STRESS_PROBES)
     original, task = probe.fixed["original"], probe.subjects.task
     erasediff = METHODS.make("erasediff")
     default_finetune = METHODS.make("finetune")
@@ -104,7 +104,8 @@ def class_task(work: Path, retrains: int) -> list[dict]:
 
 
 def sequence_task(work: Path, retrains: int) -> list[dict]:
-    probe = AuditProbe(replace(default_audit_config(0, 0, 0, work), forget_classes=[0, 1]), probes=STRESS_PROBES)
+    probe = AuditProbe(replace(default_audit_config(0, 0, 0, work, finetuned_membership=True), forget_classes=[0, 1]),
+                       probes=STRESS_PROBES)
     original, subjects = probe.fixed["original"], probe.subjects
     erasediff = METHODS.make("erasediff")
     first = erasediff.unlearn(original, _task(probe, (0,)), seed=0, quiet=True).model
@@ -123,7 +124,8 @@ def text_task(work: Path, retrains: int) -> list[dict]:
     recipe = TrainConfig.for_kind("text", **RECIPE_PRESETS["default"])
     _, original_dir, _ = load_or_train_reference(dataset, make_splits(dataset.labels, 0), recipe, quiet=True)
     config = AuditConfig(model=str(original_dir), unlearned=str(original_dir), forget_classes=[],
-                         forget_concept=["three"], seed=0, quiet=True, out=str(work / "unused"))
+                         forget_concept=["three"], seed=0, quiet=True, out=str(work / "unused"),
+                         finetuned_membership=True)
     probe = AuditProbe(config, probes=(*STRESS_PROBES, "resurrection"))
     original, task = probe.fixed["original"], probe.subjects.task
     candidates = {"noop": lambda: original,

@@ -109,7 +109,8 @@ def control_workspace(tmp_path_factory, digits) -> dict[str, Path]:
     config = root / "audit.yaml"
     config.write_text(f"data: {folder}\nforget_classes: [{CONTROL_CLASS}]\nextraction_samples_per_class: 30\n"
                       f"member_fraction: {CONTROL_MEMBER_FRACTION}\n"
-                      "eval_samples_per_class: 40\nforgotten_samples_per_class: 40\neval_steps: 20\n")
+                      "eval_samples_per_class: 40\nforgotten_samples_per_class: 40\neval_steps: 20\n"
+                      "finetuned_membership: true\n")
     return {"root": root, "config": config, **paths}
 
 
