@@ -39,6 +39,17 @@ def rowwise_aucs(members: np.ndarray, nonmembers: np.ndarray) -> np.ndarray:
     return (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
 
 
+def rowwise_auc_log_odds(members: np.ndarray, nonmembers: np.ndarray) -> np.ndarray:
+    """log(AUC / (1 - AUC)) of each row (B,): the log odds that a member outscores a non-member.
+
+    Unlike the AUC it has no ceiling: near a perfect ranking a model that halves the attack's mistakes still moves
+    it by log 2. The AUC is held half a pair away from 0 and 1 (1 / (2 m n)) so that a perfect ranking stays finite.
+    """
+    pairs = np.shape(members)[1] * np.shape(nonmembers)[1]
+    aucs = np.clip(rowwise_aucs(members, nonmembers), 0.5 / pairs, 1.0 - 0.5 / pairs)
+    return np.log(aucs) - np.log1p(-aucs)
+
+
 def auc(member_scores: Sequence[float] | np.ndarray, nonmember_scores: Sequence[float] | np.ndarray) -> float:
     """Mann-Whitney AUC: P(member score > non-member score) + 0.5 P(tie) (equal to sklearn's ``roc_auc_score``)."""
     return float(rowwise_aucs(np.asarray(member_scores)[None, :], np.asarray(nonmember_scores)[None, :])[0])

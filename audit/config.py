@@ -47,9 +47,9 @@ class Thresholds:
     ``retained_class_drop`` bounds each retained class's accuracy drop from the original on its own (and, for a
     text model, how much less often than the references a retained class is drawn when the prompt also names the
     erased concept): one damaged neighbour must not hide in the mean (audit/probes/side_effects.py).
-    ``exposure_margin`` bounds how much more exposed to membership inference the retained members may be than in the
-    references (AUC, one-sided; audit/probes/exposure.py): they are member images, so the margin of a deletion of
-    member images, whatever the task.
+    ``exposure_odds_ratio`` bounds how much more exposed to membership inference the retained members may be than in
+    the references: the odds that an attack ranks a retained member above a heldout image may at most double
+    (one-sided; audit/probes/exposure.py says why odds, not the AUC, whose top is too close for member images).
     ``retained_fd_ratio`` is >= 1 (below 1 even the unchanged original model would fail); it multiplies the larger
     of the original's and the references' mean Frechet distance (a retrain's quality is what an erasure may cost).
     """
@@ -64,7 +64,7 @@ class Thresholds:
     relearning_margin: float = 0.15
     retained_accuracy_drop: float = 0.03
     retained_class_drop: float = 0.1
-    exposure_margin: float = 0.1
+    exposure_odds_ratio: float = 2.0
     retained_fd_ratio: float = 1.3
 
     def for_task(self, classes_erased: bool) -> Thresholds:
@@ -246,7 +246,8 @@ _LIMITS: dict[str, tuple[str, Interval, str]] = {
     "thresholds.relearning_margin": _RATE_MARGIN,
     "thresholds.retained_accuracy_drop": _RATE_MARGIN,
     "thresholds.retained_class_drop": _RATE_MARGIN,
-    "thresholds.exposure_margin": _AUC_MARGIN,
+    "thresholds.exposure_odds_ratio": ("an odds ratio", Interval(Real, 1, 1e6, closed="neither"),
+                                       " (at 1 a retrain's own spread fails it)"),
     "thresholds.retained_fd_ratio": ("a ratio", Interval(Real, 1, MAX_FD_RATIO),
                                      " (below 1 even the original model fails; beyond it the check can never fail)"),
 }

@@ -36,7 +36,7 @@ from diffusion.presets import RECIPE_PRESETS
 from diffusion.provenance import check_provenance, load_data_for_model, require_member_split
 from diffusion.quality import generate_per_class
 from diffusion.recipe import Recipe
-from diffusion.reference import load_or_train_reference, untrained_model
+from diffusion.reference import load_or_train_reference, recipe_key, untrained_model
 from diffusion.seeding import derive_seed
 from diffusion.splits import (
     ForgetSpec,
@@ -206,9 +206,10 @@ def _original_model(
 ) -> tuple[DiffusionModel, dict]:
     """The given original model, or the built-in reference (from the cache or trained now), and its source."""
     if given is not None:
-        return given, {"source": config.model}
+        return given, {"source": config.model, "recipe": recipe_key(original_record(config))}
     original, directory, trained = load_or_train_reference(dataset, splits, recipe, quiet=config.quiet)
-    return original, {"source": f"built-in reference ({directory})", "trained_now": trained}
+    return original, {"source": f"built-in reference ({directory})", "trained_now": trained,
+                      "recipe": recipe_key(DiffusionModel.read_metadata(directory))}
 
 
 def _check_model(
@@ -593,7 +594,8 @@ def examine(subjects: AuditSubjects, config: AuditConfig, scores_dir: Path, imag
     spec = subjects.spec
     thresholds = config.thresholds.for_task(bool(spec.classes))
     priors = priors_for(subjects.models["original"].fingerprint(),
-                        task_kind(spec.classes, spec.sample_ids, bool(spec.concept)), subjects.sets.num_members)
+                        task_kind(spec.classes, spec.sample_ids, bool(spec.concept)), subjects.sets.num_members,
+                        recipe=subjects.sources["original"].get("recipe"))
     attacks, comparisons, combined = run_membership(
         subjects.attacks, subjects.models, inversions, subjects.sets, subjects.references, thresholds,
         config.seed, scores_dir, memo=scores_memo, priors=priors)

@@ -25,6 +25,7 @@ from .statistics import SeedSpread
 
 SEED_SPREAD_FILE = "seed_spread.json"
 GENERATION, RELEARNING = "generation", "relearning"  # the generation checks' statistics, recorded beside membership
+EXPOSURE = "exposure"  # the retained members' exposure (audit/probes/exposure.py), its mean over attacks
 
 
 def mean_statistic(attacks: list[str]) -> str:
@@ -50,23 +51,27 @@ class SeedPriors:
     ``statistic`` is an attack's name or :func:`mean_statistic` (conditioning ``generation``: a generation
     check's name, e.g. ``relearning``, the relearning curve's area, or ``forgotten_generation``, a rate); ``dof``
     the degrees of freedom of every variance (retrains minus one, summed over the measured tasks), ``source`` the
-    provenance in words.
+    provenance in words; ``dofs`` overrides ``dof`` for a conditioning measured on other retrains (conditioning
+    ``exposure``: the retained members' exposure, measured after the rest).
     """
 
     variances: dict[str, dict[str, float]] = field(default_factory=dict)
     dof: int = 0
     source: str = "no measured seed spread for this task"
     scale: float = 1.0
+    dofs: dict[str, int] = field(default_factory=dict)
 
     def spread(self, conditioning: str, statistic: str) -> SeedSpread | None:
         variance = self.variances.get(conditioning, {}).get(statistic)
-        if variance is None or self.dof <= 0:
+        dof = self.dofs.get(conditioning, self.dof)
+        if variance is None or dof <= 0:
             return None
-        return SeedSpread(variance * self.scale, self.dof, self.source)
+        return SeedSpread(variance * self.scale, dof, self.source)
 
     def describe(self) -> dict:
         """JSON-ready; :meth:`from_dict` reads it back (a results document carries the spread its checks used)."""
-        return {"variances": self.variances, "dof": self.dof, "source": self.source, "scale": self.scale}
+        return {"variances": self.variances, "dof": self.dof, "source": self.source, "scale": self.scale,
+                "dofs": self.dofs}
 
     @classmethod
     def from_dict(cls, data: dict) -> SeedPriors:
@@ -86,15 +91,23 @@ def load_measurements() -> dict:
 
 
 def priors_for(original_fingerprint: str, kind: str | None, num_forget: int,
-               measurements: dict | None = None) -> SeedPriors:
+               measurements: dict | None = None, recipe: str | None = None) -> SeedPriors:
     """The measured spread that applies to an audit of the model ``original_fingerprint`` on a task of ``kind``
-    with ``num_forget`` forget images, or :data:`NO_PRIORS`."""
+    with ``num_forget`` forget images, or :data:`NO_PRIORS`.
+
+    A measurement applies to the model it was made on, or to one trained by the same ``recipe`` (the built-in
+    reference's data, split and training settings, :func:`diffusion.reference.recipe_key`):
+    trained on another CPU, the same recipe gives other bits, not another spread between retrains (which every
+    audit still checks against its own references)."""
     measurements = load_measurements() if measurements is None else measurements
     for task in measurements.get("tasks", []):
-        if task["original_fingerprint"] == original_fingerprint and task["kind"] == kind:
+        same_model = task["original_fingerprint"] == original_fingerprint
+        same_recipe = recipe is not None and task.get("original_recipe") == recipe
+        if (same_model or same_recipe) and task["kind"] == kind:
             scale = task["num_forget"] / num_forget if kind == "samples" else 1.0
             provenance = measurements.get("provenance", {})
-            source = (f"the spread of {task['num_retrains']} retrains measured on this model "
+            made_on = "this model" if same_model else "a model trained by this recipe (other bits: another CPU)"
+            source = (f"the spread of {task['num_retrains']} retrains measured on {made_on} "
                       f"({task['description']}; {provenance.get('date', 'undated')}, {SEED_SPREAD_FILE})")
-            return SeedPriors(task["variances"], int(task["dof"]), source, scale)
+            return SeedPriors(task["variances"], int(task["dof"]), source, scale, task.get("dofs", {}))
     return NO_PRIORS

@@ -49,7 +49,7 @@ from scipy.stats import f as f_distribution
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
-from attacks.metrics import rowwise_aucs, rowwise_tprs_at_fpr
+from attacks.metrics import rowwise_auc_log_odds, rowwise_aucs, rowwise_tprs_at_fpr
 from diffusion.params import Interval, checks_arguments
 from reports.results import FAIL, INCONCLUSIVE, PASS, PairedDifference
 
@@ -62,13 +62,15 @@ RESIDUAL_GUARD = 0.5  # a membership PASS keeps at most half of the original's m
 def _metric_function(metric: str):
     if metric == "auc":
         return rowwise_aucs
+    if metric == "auc_log_odds":
+        return rowwise_auc_log_odds
     if metric.startswith("tpr@"):
         try:
             fpr = float(metric[4:])
         except ValueError:
             raise ValueError(f"bad metric {metric!r}: expected 'tpr@<fpr>', e.g. 'tpr@0.01'") from None
         return lambda members, nonmembers: rowwise_tprs_at_fpr(members, nonmembers, fpr)[0]
-    raise ValueError(f"unknown metric {metric!r}: expected 'auc' or 'tpr@<fpr>'")
+    raise ValueError(f"unknown metric {metric!r}: expected 'auc', 'auc_log_odds' or 'tpr@<fpr>'")
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,9 @@ def paired_bootstrap(
 
     Every resample draws member and non-member indices separately, with replacement, and uses the SAME indices for
     every model, so per-sample difficulty shared by the models cancels in the difference (a paired design, as in the
-    per-example comparisons of Carlini et al. 2022 and Hayes et al. 2024). ``metric`` is ``"auc"`` or
-    ``"tpr@<fpr>"`` (:func:`attacks.metrics.tpr_at_fpr`). Deterministic for a given ``seed``.
+    per-example comparisons of Carlini et al. 2022 and Hayes et al. 2024). ``metric`` is ``"auc"``,
+    ``"auc_log_odds"`` (:func:`attacks.metrics.rowwise_auc_log_odds`) or ``"tpr@<fpr>"``
+    (:func:`attacks.metrics.tpr_at_fpr`). Deterministic for a given ``seed``.
     """
     references = list(references)
     if not references:

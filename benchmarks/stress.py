@@ -39,7 +39,9 @@ import torch
 
 from audit.config import AuditConfig
 from audit.probe import AuditProbe, default_audit_config
+from audit.probes.exposure import ExposureProbe, mean_log_odds
 from audit.run import retrained_model
+from audit.seed_spread import EXPOSURE, mean_statistic
 from diffusion.data import load_digits_dataset
 from diffusion.erasures import erased_member_ids
 from diffusion.io import write_json
@@ -51,6 +53,7 @@ from diffusion.training import TrainConfig
 from unlearn import METHODS
 
 OTHER_SEED = 987_654  # as benchmarks/controls.py: seeds no audit reference uses
+SPREAD_SEED = 424_242  # the exposure spread's retrains: seeds neither the references nor the known answers use
 STRESS_PROBES = ("exposure", "finetuned_membership", "side_effects")
 RESURRECTION_ATTACKS = ("regeneration", "inversion", "adversarial_prompt", "ring_a_bell", "p4d", "noise_trajectory")
 SHOWN = ("membership[label]", "forgotten_generation", "forgotten_per_class", "retained_accuracy",
@@ -88,6 +91,39 @@ def _retrains(probe: AuditProbe, count: int, steps: int = TrainConfig().steps) -
                                             (subjects.dataset, subjects.splits, subjects.spec), OTHER_SEED + j,
                                             quiet=True)[0]
             for j in range(count)}
+
+
+def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict:
+    """The between-retrain variance of the retained members' exposure (the mean over attacks of the AUC's log
+    odds, audit/probes/exposure.py) on the default audit's fixed images: ``retrains`` models retrained without class 0
+    from seeds no other model here uses. Written into ``seed_spread`` (the shipped audit/seed_spread.json) under the
+    built-in class model's entry, conditioning ``exposure``, with its own degrees of freedom (retrains - 1)."""
+    probe = AuditProbe(default_audit_config(0, 0, 0, work), probes=("exposure",))
+    subjects, original = probe.subjects, probe.fixed["original"]
+    retrain, exposure = METHODS.make("retrain"), ExposureProbe()
+    values = []
+    for j in range(retrains):
+        model = retrained_model(retrain, original, subjects.task, (subjects.dataset, subjects.splits, subjects.spec),
+                                SPREAD_SEED + j, quiet=True)[0]
+        section, _ = exposure.run("unlearned", model, subjects, probe.config, work)
+        values.append(mean_log_odds(section))
+        print(f"exposure spread: retrain {j}: mean log odds {values[-1]:+.3f}", flush=True)
+    statistic = mean_statistic([attack.name for attack in subjects.attacks])
+    measured = {"statistic": statistic, "log_odds": values, "variance": float(np.var(values, ddof=1)),
+                "dof": retrains - 1, "seeds": [SPREAD_SEED + j for j in range(retrains)]}
+    print(f"exposure spread: variance {measured['variance']:.4f} on {measured['dof']} degrees of freedom", flush=True)
+    if seed_spread is not None:
+        shipped = json.loads(seed_spread.read_text())
+        fingerprint, recipe = original.fingerprint(), subjects.sources["original"]["recipe"]
+        entry = next(t for t in shipped["tasks"] if t["kind"] == "class" and (
+            t["original_fingerprint"] == fingerprint or t.get("original_recipe") == recipe))
+        entry["variances"][EXPOSURE] = {statistic: measured["variance"]}
+        entry.setdefault("dofs", {})[EXPOSURE] = measured["dof"]
+        shipped["provenance"][EXPOSURE] = (f"{retrains} retrains without class 0 (seeds {SPREAD_SEED}+j), "
+                                           f"{time.strftime('%Y-%m-%d')}: python benchmarks/stress.py --tasks "
+                                           f"exposure_spread --spread-retrains {retrains}")
+        write_json(seed_spread, shipped)
+    return measured
 
 
 def class_task(work: Path, retrains: int) -> list[dict]:
@@ -205,20 +241,31 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/stress.json"))
     parser.add_argument("--retrains", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/erasediff-stress"))
-    parser.add_argument("--tasks", default="class,sequence,text")
+    parser.add_argument("--tasks", default="class,sequence,text",
+                        help="any of exposure_spread (measures; run it before class), class, sequence, text")
+    parser.add_argument("--spread-retrains", type=int, default=6)
+    parser.add_argument("--seed-spread", type=Path, default=None,
+                        help="the seed_spread.json to write the exposure spread into (audit/seed_spread.json)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows = []
     command = "python benchmarks/stress.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())
-    tasks = {"class": lambda: class_task(args.work, args.retrains),
+    spread = {}
+
+    def measure_spread() -> list[dict]:
+        spread.update(exposure_spread(args.work, args.spread_retrains, args.seed_spread))
+        return []
+
+    tasks = {"exposure_spread": measure_spread,
+             "class": lambda: class_task(args.work, args.retrains),
              "sequence": lambda: sequence_task(args.work, min(args.retrains, 2)),
              "text": lambda: text_task(args.work, 1)}
     for name in args.tasks.split(","):
         rows += tasks[name]()
         said = known_answers(rows)  # written after every task: a long run keeps what it finished
         write_json(args.json, {"rows": rows, "known_answers": said, "seconds": time.perf_counter() - started,
-                               "command": command})
+                               "command": command, **({"exposure_spread": spread} if spread else {})})
     print("\n".join(said))
     print(json.dumps({"seconds": round(time.perf_counter() - started)}))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
-from .cache import cache_entry, load_or_build_model
+from .cache import cache_entry, content_key, load_or_build_model
 from .captions import CaptionSampler, build_tokenizer
 from .data import ImageDataset
 from .environment import environment_info
@@ -119,6 +119,23 @@ def train_on_ids(
     return TrainedModel(model, metadata)
 
 
+def _recipe_payload(dataset: ImageDataset, splits: Splits, config: TrainConfig) -> dict:
+    return {"data": dataset.fingerprint(), "splits": splits.to_dict(), "config": config.to_dict()}
+
+
+def recipe_key(record: dict) -> str | None:
+    """The key of what a model was trained from (data, split, training settings), read from the record
+    ``erasediff train`` writes beside it; None for a model that records no such recipe (a hub model).
+
+    The built-in reference is cached under this key, and measurements made on it are shipped under it
+    (:func:`audit.seed_spread.priors_for`): trained on another CPU, the same recipe gives other bits."""
+    try:
+        payload = {"data": record["data"]["fingerprint"], "splits": record["splits"], "config": record["train_config"]}
+    except (KeyError, TypeError):
+        return None
+    return content_key(payload)
+
+
 def load_or_train_reference(
     dataset: ImageDataset,
     splits: Splits,
@@ -131,9 +148,7 @@ def load_or_train_reference(
 
     Returns the model, its folder, and whether it was trained in this call.
     """
-    directory = directory or cache_entry(
-        "reference", {"data": dataset.fingerprint(), "splits": splits.to_dict(), "config": config.to_dict()}
-    )
+    directory = directory or cache_entry("reference", _recipe_payload(dataset, splits, config))
 
     def build() -> tuple[DiffusionModel, dict]:
         trained = train_on_ids(

@@ -397,6 +397,7 @@ class SeedSpreadRecord(Record):
     source: str
     scale: float
     variances: dict[str, dict[str, float]]
+    dofs: dict[str, int] | None = field(default=ABSENT, metadata=OPTIONAL)  # per conditioning, where not ``dof``
 
 
 @dataclass

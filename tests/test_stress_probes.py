@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from audit.config import Thresholds
+from audit.probes.exposure import ExposureProbe
 from audit.probes.side_effects import _per_class_check
+from audit.seed_spread import EXPOSURE, SeedPriors, mean_statistic
 from audit.statistics import holm_rejections, paired_proportion_difference
 from diffusion.model import DiffusionModel
 from erasediff.cli import main
@@ -45,6 +48,37 @@ def test_one_damaged_neighbour_fails_the_per_class_check_while_the_mean_hides_it
     damaged = _per_class_check(_utility(5, 20), thresholds)  # class 5 loses 40 points: 4.4 points on the mean
     assert damaged.decision == "FAIL" and "class 5" in damaged.detail and damaged.estimate == pytest.approx(0.4)
     assert _per_class_check(_utility(5, 4), thresholds).decision == "INCONCLUSIVE"  # 8 points: undecided at n = 50
+
+
+def _exposure_results(unlearned_shift: float, measured: bool = True, num: int = 100) -> dict:
+    """Scores of retained members (shifted up by each model's shift) and heldout images shared by every model (each
+    image's own difficulty), with a little model-to-model noise; two attacks, two references; ``measured``: a
+    shipped seed spread for the exposure (variance 0.01 on 5 degrees of freedom), else the references' alone."""
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(size=2 * num)
+    is_member = np.r_[np.ones(num, bool), np.zeros(num, bool)]
+    shifts = {"unlearned": unlearned_shift, "original": 2.0, "reference_a": 2.0, "reference_b": 2.1}
+    sections = {role: {"is_member": is_member.tolist(), "seed": 0, "sample_ids": list(range(2 * num)),
+                       "scores": {attack: (difficulty + shift * is_member + 0.3 * rng.normal(size=2 * num)).tolist()
+                                  for attack in ("loss", "sima")}}
+                for role, shift in shifts.items()}
+    priors = SeedPriors({EXPOSURE: {mean_statistic(["loss", "sima"]): 0.01}}, dofs={EXPOSURE: 5}) if measured else None
+    return {"exposure": sections, "membership": {"references": ["reference_a", "reference_b"],
+                                                 **({"seed_spread": priors.describe()} if priors else {})}}
+
+
+def test_retained_exposure_fails_a_model_that_over_exposes_the_members_near_the_top_of_the_auc():
+    """The references rank retained members above heldout images with AUC ~0.92: an AUC margin of 0.1 has no room
+    above them, the odds do. A model at AUC ~0.99 (the attack's mistakes cut ~eight-fold) FAILs; one like the
+    references PASSes."""
+    probe, thresholds = ExposureProbe(), Thresholds()
+    over, = probe.checks(_exposure_results(3.4), thresholds)
+    assert over.decision == "FAIL" and over.interval[0] > np.log(thresholds.exposure_odds_ratio), over.detail
+    assert "unlearned 0.99" in over.detail and "cannot FAIL" not in over.detail
+    like, = probe.checks(_exposure_results(2.05), thresholds)
+    assert like.decision == "PASS" and abs(like.estimate) < 0.3, like.detail
+    assert probe.checks(_exposure_results(2.05, measured=False), thresholds)[0].decision == "INCONCLUSIVE"
+    assert probe.checks(_exposure_results(2.05), Thresholds(exposure_odds_ratio=1.01))[0].decision != "PASS"
 
 
 def test_the_no_op_and_the_retrain_on_the_stress_checks(noop_audit, retrained_audit):

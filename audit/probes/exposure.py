@@ -4,24 +4,33 @@ Removing some members changes how exposed the others are (Carlini et al., "The P
 is Relative", NeurIPS 2022): an erasure can push the retained members' loss below the heldout images' further than a
 model trained without the forget set does, and a membership check on the forget set alone never sees it. Every
 membership attack of the audit scores up to ``exposure_images`` retained members against as many heldout images
-(:attr:`audit.subjects.AuditSubjects.exposure`) on every model; the mean over attacks of the AUC difference from
-the references is decided as the forget set's is (:func:`audit.membership.membership_from_scores`, the seeds
-counted), but one-sided, at ``exposure_margin``: the erasure may leave the remaining members less exposed, never
-more.
+(:attr:`audit.subjects.AuditSubjects.exposure`) on every model.
+
+The statistic is the log odds of the AUC, log(AUC / (1 - AUC)), the odds that an attack ranks a retained member
+above a heldout image, averaged over the attacks, minus the references' (a log odds ratio). Retained members are
+images the models trained on, so their AUC sits near the top of its scale (0.92-0.93 for the built-in model's
+retrains), where an AUC margin has no room left: 0.1 above 0.93 is more than a perfect ranking, and a model that
+cuts the attack's mistakes five-fold (0.93 -> 0.985) moves the AUC by only 0.055. The odds have no ceiling: the
+check FAILs when the erasure multiplies them by more than ``exposure_odds_ratio`` (2, at the confidence of every
+check, the seeds counted as in :func:`audit.statistics.seed_aware_difference`), one-sided: the erasure may leave
+the remaining members less exposed, never more.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
+from attacks.metrics import auc, rowwise_auc_log_odds
 from diffusion.model import DiffusionModel
-from reports.results import INCONCLUSIVE, PASS, Check
+from reports.results import INCONCLUSIVE, PASS, Check, PairedDifference
 
+from .. import statistics
 from ..config import AuditConfig, Thresholds
-from ..generation_checks import at_most_decision, interval_text, signed
-from ..membership import LABEL, membership_from_scores
+from ..generation_checks import at_most_decision, signed
+from ..seed_spread import EXPOSURE, SeedPriors, mean_statistic
 from ..subjects import AuditSubjects
 from .base import PROBES, Probe
 
@@ -47,36 +56,71 @@ class ExposureProbe(Probe):
 
     def checks(self, results: dict, thresholds: Thresholds) -> list[Check]:
         sections, references = results.get(self.name), results["membership"]["references"]
-        if not sections or "unlearned" not in sections or not references:
+        if not sections or "unlearned" not in sections or not references or not set(references) <= set(sections):
             return []
-        combined = exposure_comparison(sections, references, thresholds)
-        diff, original = combined["unlearned"], combined["original"]
-        margin, confidence = thresholds.exposure_margin, thresholds.confidence
-        decision = at_most_decision(diff["low"], diff["high"], margin)
-        if decision == PASS and diff["seed_dof"] == 0:
+        priors = SeedPriors.from_dict(results["membership"].get("seed_spread", {}))
+        prior = priors.spread(EXPOSURE, mean_statistic(list(sections["unlearned"]["scores"])))
+        diffs = exposure_comparison(sections, references, thresholds.confidence, prior)
+        diff, original = diffs["unlearned"], diffs["original"]
+        ratio, confidence = thresholds.exposure_odds_ratio, thresholds.confidence
+        margin = math.log(ratio)
+        decision = at_most_decision(diff.low, diff.high, margin)
+        if decision == PASS and diff.seed_dof == 0:
             decision = INCONCLUSIVE
-        num_members = sum(sections["unlearned"]["is_member"])
-        headroom = 1 - sum(diff["reference_values"]) / len(diff["reference_values"])
-        limit = (f"; the references' AUC leaves +{headroom:.3f} of headroom, under the margin: this check cannot FAIL "
-                 "here" if headroom <= margin else "")
+        is_member = np.asarray(sections["unlearned"]["is_member"], bool)
+        aucs = mean_aucs(sections, is_member)
+        ceiling = math.log(2 * is_member.sum() * (~is_member).sum() - 1)  # the log odds of a perfect ranking
+        limit = (f"; the references' log odds leave {ceiling - np.mean(diff.reference_values):.2f} to a perfect "
+                 "ranking, under the margin: this check cannot FAIL here"
+                 if ceiling - np.mean(diff.reference_values) <= margin else "")
         return [Check(
             "retained_exposure", "the retained members are no more exposed to membership inference than in the "
-            "references (mean AUC over the attacks, retained members vs heldout images)", decision, diff["estimate"],
-            [diff["low"], diff["high"]], f"interval at most +{margin:g}",
-            f"mean AUC difference {signed(diff['estimate'])} {interval_text(diff['low'], diff['high'], confidence)} "
-            f"(images and seeds; seed spread from {diff['seed_source']}) on {num_members} retained members and "
-            f"{len(sections['unlearned']['is_member']) - num_members} heldout images; original "
-            f"{signed(original['estimate'])}; unlearned AUC {diff['subject_value']:.3f}, references "
-            f"{', '.join(f'{v:.3f}' for v in diff['reference_values'])}{limit}")]
+            "references (the odds that an attack ranks a retained member above a heldout image, mean log odds over "
+            "the attacks)", decision, diff.estimate, [diff.low, diff.high],
+            f"interval at most +{margin:.3f} (log of odds ratio {ratio:g})",
+            f"odds ratio {_ratio(diff.estimate)} [{_ratio(diff.low)}, {_ratio(diff.high)}] at {confidence:.0%} "
+            f"(log {signed(diff.estimate)}; images and seeds; seed spread from {diff.seed_source}) on "
+            f"{int(is_member.sum())} retained members and {int((~is_member).sum())} heldout images, at most "
+            f"x{ratio:g}; original {_ratio(original.estimate)}; mean AUC over the attacks: unlearned "
+            f"{aucs['unlearned']:.3f}, original {aucs['original']:.3f}, references "
+            f"{', '.join(f'{aucs[r]:.3f}' for r in references)}{limit}")]
 
 
-def exposure_comparison(sections: dict, references: list[str], thresholds: Thresholds) -> dict:
-    """The retained members' membership under the label, the unlearned and the original model against the
-    references (:func:`audit.membership.combine_attacks`'s record) from the probe's per-model sections."""
+def _ratio(log_odds_ratio: float) -> str:
+    return f"x{math.exp(log_odds_ratio):.2f}"
+
+
+def mean_log_odds(section: dict) -> float:
+    """One model's retained-members-vs-heldout AUC log odds, averaged over the attacks (its probe section)."""
+    is_member = np.asarray(section["is_member"], bool)
+    return float(np.mean([rowwise_auc_log_odds(np.asarray(values)[is_member][None, :],
+                                               np.asarray(values)[~is_member][None, :])[0]
+                          for values in section["scores"].values()]))
+
+
+def mean_aucs(sections: dict, is_member: np.ndarray) -> dict[str, float]:
+    """Each model's retained-members-vs-heldout AUC, averaged over the attacks (role -> AUC)."""
+    return {role: float(np.mean([auc(np.asarray(values)[is_member], np.asarray(values)[~is_member])
+                                 for values in section["scores"].values()]))
+            for role, section in sections.items()}
+
+
+def exposure_comparison(sections: dict, references: list[str], confidence: float,
+                        prior: statistics.SeedSpread | None = None) -> dict[str, PairedDifference]:
+    """The unlearned and the original model's retained-member exposure against the references, from the probe's
+    per-model sections: per attack a paired bootstrap of the AUC's log odds (the same images resampled for every
+    model and attack), averaged over the attacks replicate by replicate, with the references' seed spread
+    (:func:`audit.statistics.seed_aware_difference`; ``prior``: the spread measured for the task, pooled with the
+    references'). Subject -> (subject - references' mean) of the mean log odds.
+    """
     first = sections["unlearned"]
-    attacks = list(first["scores"])
-    scores = {attack: {LABEL: {role: np.asarray(section["scores"][attack]) for role, section in sections.items()}}
-              for attack in attacks}
-    _, combined, _ = membership_from_scores(scores, np.asarray(first["is_member"], bool), references, thresholds,
-                                            first["seed"])
-    return combined[LABEL]
+    is_member = np.asarray(first["is_member"], bool)
+    differences = {}
+    for subject in ("unlearned", "original"):
+        boots = [statistics.paired_bootstrap({role: np.asarray(section["scores"][attack])
+                                              for role, section in sections.items()},
+                                             is_member, subject, references, metric="auc_log_odds",
+                                             seed=first["seed"])
+                 for attack in first["scores"]]
+        differences[subject] = statistics.seed_aware_difference(statistics.mean_bootstrap(boots), confidence, prior)
+    return differences
