@@ -106,17 +106,19 @@ def control_workspace(tmp_path_factory, digits) -> dict[str, Path]:
                                       **({"forget_spec": spec.to_dict()} if retrained else {})})
         trained.model.save(root / name, trained.record)
         paths[name] = root / name
-    config = root / "audit.yaml"
+    config, stress_config = root / "audit.yaml", root / "audit_stress.yaml"
     config.write_text(f"data: {folder}\nforget_classes: [{CONTROL_CLASS}]\nextraction_samples_per_class: 30\n"
                       f"member_fraction: {CONTROL_MEMBER_FRACTION}\n"
-                      "eval_samples_per_class: 40\nforgotten_samples_per_class: 40\neval_steps: 20\n"
-                      "finetuned_membership: true\n")
-    return {"root": root, "config": config, **paths}
+                      "eval_samples_per_class: 40\nforgotten_samples_per_class: 40\neval_steps: 20\n")
+    # membership after fine-tuning, off by default, on for the tests of the stress probes (tests/test_stress_probes)
+    stress_config.write_text(config.read_text() + "finetuned_membership: true\n")
+    return {"root": root, "config": config, "stress_config": stress_config, **paths}
 
 
-def control_audit(workspace: dict[str, Path], unlearned: Path, out: Path, *extra):
-    """``erasediff audit`` of ``unlearned`` against references retrained_b and retrained_c, through the CLI."""
-    args = ["audit", "--config", workspace["config"], "--model", workspace["original"], "--unlearned", unlearned,
+def control_audit(workspace: dict[str, Path], unlearned: Path, out: Path, *extra, config: str = "config"):
+    """``erasediff audit`` of ``unlearned`` against references retrained_b and retrained_c, through the CLI
+    (``config``: the workspace's ``config``, or ``stress_config`` with every stress probe on)."""
+    args = ["audit", "--config", workspace[config], "--model", workspace["original"], "--unlearned", unlearned,
             "--retrained", workspace["retrained_b"], "--retrained", workspace["retrained_c"], "--out", out, "--quiet",
             *extra]
     return CliRunner().invoke(main, [str(a) for a in args])

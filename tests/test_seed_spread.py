@@ -7,8 +7,9 @@ import pytest
 from audit.seed_spread import NO_PRIORS, SeedPriors, load_measurements, mean_statistic, priors_for, task_kind
 
 MEASURED = {"provenance": {"date": "2026-12-04"}, "tasks": [
-    {"kind": "class", "original_fingerprint": "abc", "num_forget": 45, "num_retrains": 12, "dof": 9,
-     "description": "test", "variances": {"label": {"loss": 0.002, mean_statistic(["loss", "pia"]): 0.001}}},
+    {"kind": "class", "original_fingerprint": "abc", "original_recipe": "r1", "num_forget": 45, "num_retrains": 12,
+     "dof": 9, "description": "test", "dofs": {"exposure": 4},
+     "variances": {"label": {"loss": 0.002, mean_statistic(["loss", "pia"]): 0.001}, "exposure": {"loss": 0.01}}},
     {"kind": "samples", "original_fingerprint": "abc", "num_forget": 50, "num_retrains": 5, "dof": 4,
      "description": "test", "variances": {"label": {"loss": 0.0004}}},
 ]}
@@ -22,6 +23,16 @@ def test_a_measurement_applies_to_its_model_and_kind_of_task_only():
     assert priors_for("abc", "class", 45, MEASURED).spread("inverted", "loss") is None
     # an AUC's variance over image pairs shrinks with the images: 100 deleted images, half the variance of 50
     assert priors_for("abc", "samples", 100, MEASURED).spread("label", "loss").variance == pytest.approx(0.0002)
+
+
+def test_a_measurement_applies_to_a_model_trained_by_its_recipe_on_another_cpu():
+    """Same data, split and settings, other bits (another CPU): the measurement applies, and says so; a conditioning
+    measured on other retrains keeps its own degrees of freedom."""
+    priors = priors_for("other bits", "class", 45, MEASURED, recipe="r1")
+    assert priors.spread("label", "loss").dof == 9 and "trained by this recipe" in priors.spread("label", "loss").source
+    assert priors.spread("exposure", "loss").dof == 4
+    assert priors_for("other bits", "class", 45, MEASURED, recipe="r2") is NO_PRIORS
+    assert priors_for("other bits", "samples", 45, MEASURED, recipe="r1") is NO_PRIORS  # no recipe recorded there
 
 
 def test_task_kinds_and_the_mean_statistic():
@@ -39,5 +50,8 @@ def test_the_shipped_measurement_is_well_formed():
     shipped = load_measurements()
     for task in shipped["tasks"]:
         assert task["kind"] in ("class", "samples") and task["dof"] >= 4 and task["num_retrains"] >= 5
-        for per in task["variances"].values():
-            assert all(0 <= v < 0.05 for v in per.values())
+        assert len(task["original_recipe"]) == 16  # diffusion.reference.recipe_key: the built-in model's cache key
+        for conditioning, per in task["variances"].items():
+            limit = 1.0 if conditioning == "exposure" else 0.05  # log odds, not AUCs
+            assert all(0 <= v < limit for v in per.values())
+        assert all(dof >= 4 for dof in task.get("dofs", {}).values())

@@ -15,6 +15,7 @@ from audit.probes.side_effects import _per_class_check
 from audit.seed_spread import EXPOSURE, SeedPriors, mean_statistic
 from audit.statistics import holm_rejections, paired_proportion_difference
 from diffusion.model import DiffusionModel
+from diffusion.reference import recipe_key
 from erasediff.cli import main
 from tests.conftest import CONTROL_MEMBER_FRACTION, control_audit
 
@@ -81,12 +82,18 @@ def test_retained_exposure_fails_a_model_that_over_exposes_the_members_near_the_
     assert probe.checks(_exposure_results(2.05), Thresholds(exposure_odds_ratio=1.01))[0].decision != "PASS"
 
 
-def test_the_no_op_and_the_retrain_on_the_stress_checks(noop_audit, retrained_audit):
-    """Known answers at test scale: every stress check is made on both; the no-op FAILs membership after
-    fine-tuning on retained data (its leak is still there), the retrain FAILs none."""
+def test_the_no_op_and_the_retrain_on_the_stress_checks(control_workspace, tmp_path):
+    """Known answers at test scale, every stress probe on: every stress check is made on both; the no-op FAILs
+    membership after fine-tuning on retained data (its leak is still there), the retrain FAILs none."""
     decisions = {}
-    for name, (out, _) in (("noop", noop_audit), ("retrained", retrained_audit)):
+    for name, unlearned in (("noop", "original"), ("retrained", "retrained_a")):
+        out = tmp_path / name
+        result = control_audit(control_workspace, control_workspace[unlearned], out, config="stress_config")
+        assert result.exit_code in (0, 1, 4), result.output
         results = json.loads((out / "results.json").read_text())
+        # the original's recipe is recorded: a seed spread measured on it applies on any CPU (audit/seed_spread.py)
+        assert results["models"]["original"]["recipe"] == recipe_key(
+            DiffusionModel.read_metadata(control_workspace["original"]))
         decisions[name] = {c["name"]: c["decision"] for c in results["checks"]}
         assert {"retained_exposure", "retained_per_class", "membership_after_finetune[erased_class]",
                 "membership_after_finetune[retained]"} <= set(decisions[name])
