@@ -39,7 +39,7 @@ import torch
 
 from audit.config import AuditConfig
 from audit.probe import AuditProbe, default_audit_config
-from audit.probes.exposure import ExposureProbe, mean_log_odds
+from audit.probes.exposure import ExposureProbe, mean_over_attacks
 from audit.run import retrained_model
 from audit.seed_spread import EXPOSURE, mean_statistic
 from diffusion.data import load_digits_dataset
@@ -106,7 +106,7 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
         model = retrained_model(retrain, original, subjects.task, (subjects.dataset, subjects.splits, subjects.spec),
                                 SPREAD_SEED + j, quiet=True)[0]
         section, _ = exposure.run("unlearned", model, subjects, probe.config, work)
-        values.append(mean_log_odds(section))
+        values.append(mean_over_attacks(section))
         print(f"exposure spread: retrain {j}: mean log odds {values[-1]:+.3f}", flush=True)
     statistic = mean_statistic([attack.name for attack in subjects.attacks])
     measured = {"statistic": statistic, "log_odds": values, "variance": float(np.var(values, ddof=1)),

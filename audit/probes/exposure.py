@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.metrics import auc, rowwise_auc_log_odds
+from attacks.metrics import rowwise_auc_log_odds, rowwise_aucs
 from diffusion.model import DiffusionModel
 from reports.results import INCONCLUSIVE, PASS, Check, PairedDifference
 
@@ -68,7 +68,7 @@ class ExposureProbe(Probe):
         if decision == PASS and diff.seed_dof == 0:
             decision = INCONCLUSIVE
         is_member = np.asarray(sections["unlearned"]["is_member"], bool)
-        aucs = mean_aucs(sections, is_member)
+        aucs = {role: mean_over_attacks(section, rowwise_aucs) for role, section in sections.items()}
         ceiling = math.log(2 * is_member.sum() * (~is_member).sum() - 1)  # the log odds of a perfect ranking
         limit = (f"; the references' log odds leave {ceiling - np.mean(diff.reference_values):.2f} to a perfect "
                  "ranking, under the margin: this check cannot FAIL here"
@@ -90,19 +90,12 @@ def _ratio(log_odds_ratio: float) -> str:
     return f"x{math.exp(log_odds_ratio):.2f}"
 
 
-def mean_log_odds(section: dict) -> float:
-    """One model's retained-members-vs-heldout AUC log odds, averaged over the attacks (its probe section)."""
+def mean_over_attacks(section: dict, metric=rowwise_auc_log_odds) -> float:
+    """One model's retained-members-vs-heldout ``metric`` (a rowwise metric of attacks.metrics: the AUC's log odds,
+    or the AUC), averaged over the attacks (its probe section)."""
     is_member = np.asarray(section["is_member"], bool)
-    return float(np.mean([rowwise_auc_log_odds(np.asarray(values)[is_member][None, :],
-                                               np.asarray(values)[~is_member][None, :])[0]
+    return float(np.mean([metric(np.asarray(values)[is_member][None, :], np.asarray(values)[~is_member][None, :])[0]
                           for values in section["scores"].values()]))
-
-
-def mean_aucs(sections: dict, is_member: np.ndarray) -> dict[str, float]:
-    """Each model's retained-members-vs-heldout AUC, averaged over the attacks (role -> AUC)."""
-    return {role: float(np.mean([auc(np.asarray(values)[is_member], np.asarray(values)[~is_member])
-                                 for values in section["scores"].values()]))
-            for role, section in sections.items()}
 
 
 def exposure_comparison(sections: dict, references: list[str], confidence: float,
