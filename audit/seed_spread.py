@@ -51,8 +51,8 @@ class SeedPriors:
     ``statistic`` is an attack's name or :func:`mean_statistic` (conditioning ``generation``: a generation
     check's name, e.g. ``relearning``, the relearning curve's area, or ``forgotten_generation``, a rate); ``dof``
     the degrees of freedom of every variance (retrains minus one, summed over the measured tasks), ``source`` the
-    provenance in words; ``dofs`` overrides ``dof`` for a conditioning measured on other retrains (conditioning
-    ``exposure``: the retained members' exposure, measured after the rest).
+    provenance in words; ``dofs`` and ``sources`` override ``dof`` and ``source`` for a conditioning measured on
+    other retrains (conditioning ``exposure``: the retained members' exposure, measured after the rest).
     """
 
     variances: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -60,18 +60,19 @@ class SeedPriors:
     source: str = "no measured seed spread for this task"
     scale: float = 1.0
     dofs: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
 
     def spread(self, conditioning: str, statistic: str) -> SeedSpread | None:
         variance = self.variances.get(conditioning, {}).get(statistic)
         dof = self.dofs.get(conditioning, self.dof)
         if variance is None or dof <= 0:
             return None
-        return SeedSpread(variance * self.scale, dof, self.source)
+        return SeedSpread(variance * self.scale, dof, self.sources.get(conditioning, self.source))
 
     def describe(self) -> dict:
         """JSON-ready; :meth:`from_dict` reads it back (a results document carries the spread its checks used)."""
         return {"variances": self.variances, "dof": self.dof, "source": self.source, "scale": self.scale,
-                "dofs": self.dofs}
+                "dofs": self.dofs, "sources": self.sources}
 
     @classmethod
     def from_dict(cls, data: dict) -> SeedPriors:
@@ -109,5 +110,8 @@ def priors_for(original_fingerprint: str, kind: str | None, num_forget: int,
             made_on = "this model" if same_model else "a model trained by this recipe (other bits: another CPU)"
             source = (f"the spread of {task['num_retrains']} retrains measured on {made_on} "
                       f"({task['description']}; {provenance.get('date', 'undated')}, {SEED_SPREAD_FILE})")
-            return SeedPriors(task["variances"], int(task["dof"]), source, scale, task.get("dofs", {}))
+            sources = {conditioning: f"{provenance.get(conditioning, 'undated')}, measured on {made_on} "
+                                     f"({SEED_SPREAD_FILE})"
+                       for conditioning in task.get("dofs", {})}
+            return SeedPriors(task["variances"], int(task["dof"]), source, scale, task.get("dofs", {}), sources)
     return NO_PRIORS

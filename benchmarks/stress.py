@@ -41,7 +41,7 @@ from audit.config import AuditConfig
 from audit.probe import AuditProbe, default_audit_config
 from audit.probes.exposure import ExposureProbe, mean_over_attacks
 from audit.run import retrained_model
-from audit.seed_spread import EXPOSURE, mean_statistic
+from audit.seed_spread import EXPOSURE, SeedPriors, mean_statistic
 from diffusion.data import load_digits_dataset
 from diffusion.erasures import erased_member_ids
 from diffusion.io import write_json
@@ -97,21 +97,46 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
     """The between-retrain variance of the retained members' exposure (the mean over attacks of the AUC's log
     odds, audit/probes/exposure.py) on the default audit's fixed images: ``retrains`` models retrained without class 0
     from seeds no other model here uses. Written into ``seed_spread`` (the shipped audit/seed_spread.json) under the
-    built-in class model's entry, conditioning ``exposure``, with its own degrees of freedom (retrains - 1)."""
+    built-in class model's entry, conditioning ``exposure``, with its own degrees of freedom (retrains - 1).
+
+    Then each of these exact retrains is judged as the unlearned model by ``retained_exposure`` against the default
+    audit's two references, with the spread of the other retrains only (leave one out): the rate at which the check
+    certifies an exact retrain, and how often it FAILs one (its type-I error), on as many runs as retrains. They share
+    the two references, so the runs are not independent: the count says what the default audit says of retrains, not
+    a coverage over fresh reference pairs."""
     probe = AuditProbe(default_audit_config(0, 0, 0, work), probes=("exposure",))
     subjects, original = probe.subjects, probe.fixed["original"]
     retrain, exposure = METHODS.make("retrain"), ExposureProbe()
-    values = []
+    fixed = {role: exposure.run(role, model, subjects, probe.config, work)[0] for role, model in probe.fixed.items()}
+    sections, values = [], []
     for j in range(retrains):
         model = retrained_model(retrain, original, subjects.task, (subjects.dataset, subjects.splits, subjects.spec),
                                 SPREAD_SEED + j, quiet=True)[0]
-        section, _ = exposure.run("unlearned", model, subjects, probe.config, work)
-        values.append(mean_over_attacks(section))
+        sections.append(exposure.run("unlearned", model, subjects, probe.config, work)[0])
+        values.append(mean_over_attacks(sections[-1]))
         print(f"exposure spread: retrain {j}: mean log odds {values[-1]:+.3f}", flush=True)
     statistic = mean_statistic([attack.name for attack in subjects.attacks])
     measured = {"statistic": statistic, "log_odds": values, "variance": float(np.var(values, ddof=1)),
-                "dof": retrains - 1, "seeds": [SPREAD_SEED + j for j in range(retrains)]}
-    print(f"exposure spread: variance {measured['variance']:.4f} on {measured['dof']} degrees of freedom", flush=True)
+                "dof": retrains - 1, "seeds": [SPREAD_SEED + j for j in range(retrains)],
+                "references_log_odds": {role: mean_over_attacks(fixed[role]) for role in subjects.references}}
+    print(f"exposure spread: variance {measured['variance']:.4f} on {measured['dof']} degrees of freedom; the "
+          f"references' mean log odds " + ", ".join(f"{v:+.3f}" for v in measured["references_log_odds"].values()),
+          flush=True)
+    judged = []
+    for j, section in enumerate(sections):
+        others = values[:j] + values[j + 1:]
+        priors = SeedPriors({EXPOSURE: {statistic: float(np.var(others, ddof=1))}}, dofs={EXPOSURE: len(others) - 1},
+                            sources={EXPOSURE: f"the other {len(others)} spread retrains"})
+        results = {"exposure": {**fixed, "unlearned": section},
+                   "membership": {"references": list(subjects.references), "seed_spread": priors.describe()}}
+        check = exposure.checks(results, probe.config.thresholds)[0]
+        judged.append({"seed": SPREAD_SEED + j, "decision": check.decision, "estimate": check.estimate,
+                       "interval": check.interval})
+        print(f"exposure spread: retrain {j} judged: {check.decision} {check.detail.split(' on ')[0]}", flush=True)
+    measured["judged"] = judged
+    measured["decisions"] = {d: sum(row["decision"] == d for row in judged) for d in ("PASS", "INCONCLUSIVE", "FAIL")}
+    print(f"exposure spread: exact retrains judged by retained_exposure (leave one out): {measured['decisions']} "
+          f"of {retrains}", flush=True)
     if seed_spread is not None:
         shipped = json.loads(seed_spread.read_text())
         fingerprint, recipe = original.fingerprint(), subjects.sources["original"]["recipe"]
@@ -119,9 +144,9 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
             t["original_fingerprint"] == fingerprint or t.get("original_recipe") == recipe))
         entry["variances"][EXPOSURE] = {statistic: measured["variance"]}
         entry.setdefault("dofs", {})[EXPOSURE] = measured["dof"]
-        shipped["provenance"][EXPOSURE] = (f"{retrains} retrains without class 0 (seeds {SPREAD_SEED}+j), "
-                                           f"{time.strftime('%Y-%m-%d')}: python benchmarks/stress.py --tasks "
-                                           f"exposure_spread --spread-retrains {retrains}")
+        shipped["provenance"][EXPOSURE] = (f"the spread of {retrains} retrains without class 0 (seeds "
+                                           f"{SPREAD_SEED}+j), {time.strftime('%Y-%m-%d')}: python "
+                                           f"benchmarks/stress.py --tasks exposure_spread --spread-retrains {retrains}")
         write_json(seed_spread, shipped)
     return measured
 

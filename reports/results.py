@@ -398,6 +398,7 @@ class SeedSpreadRecord(Record):
     scale: float
     variances: dict[str, dict[str, float]]
     dofs: dict[str, int] | None = field(default=ABSENT, metadata=OPTIONAL)  # per conditioning, where not ``dof``
+    sources: dict[str, str] | None = field(default=ABSENT, metadata=OPTIONAL)  # per conditioning, where not ``source``
 
 
 @dataclass

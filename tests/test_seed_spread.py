@@ -6,7 +6,7 @@ import pytest
 
 from audit.seed_spread import NO_PRIORS, SeedPriors, load_measurements, mean_statistic, priors_for, task_kind
 
-MEASURED = {"provenance": {"date": "2026-12-04"}, "tasks": [
+MEASURED = {"provenance": {"date": "2026-12-04", "exposure": "5 retrains without class 0"}, "tasks": [
     {"kind": "class", "original_fingerprint": "abc", "original_recipe": "r1", "num_forget": 45, "num_retrains": 12,
      "dof": 9, "description": "test", "dofs": {"exposure": 4},
      "variances": {"label": {"loss": 0.002, mean_statistic(["loss", "pia"]): 0.001}, "exposure": {"loss": 0.01}}},
@@ -27,10 +27,12 @@ def test_a_measurement_applies_to_its_model_and_kind_of_task_only():
 
 def test_a_measurement_applies_to_a_model_trained_by_its_recipe_on_another_cpu():
     """Same data, split and settings, other bits (another CPU): the measurement applies, and says so; a conditioning
-    measured on other retrains keeps its own degrees of freedom."""
+    measured on other retrains keeps its own degrees of freedom and cites its own provenance."""
     priors = priors_for("other bits", "class", 45, MEASURED, recipe="r1")
     assert priors.spread("label", "loss").dof == 9 and "trained by this recipe" in priors.spread("label", "loss").source
-    assert priors.spread("exposure", "loss").dof == 4
+    exposure = priors.spread("exposure", "loss")
+    assert exposure.dof == 4 and "5 retrains without class 0" in exposure.source
+    assert "12 retrains" not in exposure.source
     assert priors_for("other bits", "class", 45, MEASURED, recipe="r2") is NO_PRIORS
     assert priors_for("other bits", "samples", 45, MEASURED, recipe="r1") is NO_PRIORS  # no recipe recorded there
 
