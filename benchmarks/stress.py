@@ -29,6 +29,7 @@ and writes JSON.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from dataclasses import replace
@@ -99,11 +100,12 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
     from seeds no other model here uses. Written into ``seed_spread`` (the shipped audit/seed_spread.json) under the
     built-in class model's entry, conditioning ``exposure``, with its own degrees of freedom (retrains - 1).
 
-    Then each of these exact retrains is judged as the unlearned model by ``retained_exposure`` against the default
-    audit's two references, with the spread of the other retrains only (leave one out): the rate at which the check
-    certifies an exact retrain, and how often it FAILs one (its type-I error), on as many runs as retrains. They share
-    the two references, so the runs are not independent: the count says what the default audit says of retrains, not
-    a coverage over fresh reference pairs."""
+    Then exact retrains are judged as the unlearned model by ``retained_exposure``, each with the spread measured on
+    retrains that are neither it nor a reference: the rate at which the check certifies an exact retrain and how
+    often it FAILs one (its type-I error). First against the default audit's two references (what the default audit
+    says of a retrain; the runs share those references, so they are not independent), then with every pair of the
+    retrains and the two references as the references and each other model as the candidate (the rate over
+    reference pairs a user could have drawn)."""
     probe = AuditProbe(default_audit_config(0, 0, 0, work), probes=("exposure",))
     subjects, original = probe.subjects, probe.fixed["original"]
     retrain, exposure = METHODS.make("retrain"), ExposureProbe()
@@ -122,21 +124,30 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
     print(f"exposure spread: variance {measured['variance']:.4f} on {measured['dof']} degrees of freedom; the "
           f"references' mean log odds " + ", ".join(f"{v:+.3f}" for v in measured["references_log_odds"].values()),
           flush=True)
-    judged = []
-    for j, section in enumerate(sections):
-        others = values[:j] + values[j + 1:]
-        priors = SeedPriors({EXPOSURE: {statistic: float(np.var(others, ddof=1))}}, dofs={EXPOSURE: len(others) - 1},
-                            sources={EXPOSURE: f"the other {len(others)} spread retrains"})
-        results = {"exposure": {**fixed, "unlearned": section},
-                   "membership": {"references": list(subjects.references), "seed_spread": priors.describe()}}
-        check = exposure.checks(results, probe.config.thresholds)[0]
-        judged.append({"seed": SPREAD_SEED + j, "decision": check.decision, "estimate": check.estimate,
-                       "interval": check.interval})
-        print(f"exposure spread: retrain {j} judged: {check.decision} {check.detail.split(' on ')[0]}", flush=True)
+    shared = {f"spread_{j}": section for j, section in enumerate(sections)}
+    judged = [{"seed": SPREAD_SEED + j, **_judge_exposure(exposure, probe.config, fixed["original"], section,
+                                                          {r: fixed[r] for r in subjects.references},
+                                                          {k: v for k, v in shared.items() if k != f"spread_{j}"})}
+              for j, section in enumerate(sections)]
+    for j, row in enumerate(judged):
+        print(f"exposure spread: retrain {j} judged against the audit's references: {row['decision']} "
+              f"{row['detail'].split(' on ')[0]}", flush=True)
     measured["judged"] = judged
-    measured["decisions"] = {d: sum(row["decision"] == d for row in judged) for d in ("PASS", "INCONCLUSIVE", "FAIL")}
-    print(f"exposure spread: exact retrains judged by retained_exposure (leave one out): {measured['decisions']} "
-          f"of {retrains}", flush=True)
+    measured["decisions"] = _count(judged)
+    print(f"exposure spread: exact retrains judged by retained_exposure against the default audit's references "
+          f"(spread of the other retrains): {measured['decisions']} of {retrains}", flush=True)
+    pool = {**shared, **{r: fixed[r] for r in subjects.references}}
+    rotated = []
+    for pair in itertools.combinations(sorted(pool), 2):
+        for candidate in sorted(set(pool) - set(pair)):
+            rest = {k: v for k, v in pool.items() if k not in (*pair, candidate)}
+            rotated.append({"references": list(pair), "candidate": candidate, **_judge_exposure(
+                exposure, probe.config, fixed["original"], pool[candidate], {r: pool[r] for r in pair}, rest)})
+    measured["rotated"] = {"models": len(pool), "judgements": len(rotated), "decisions": _count(rotated),
+                           "per_pair": {" ".join(pair): _count([r for r in rotated if r["references"] == list(pair)])
+                                        for pair in itertools.combinations(sorted(pool), 2)}}
+    print(f"exposure spread: every pair of the {len(pool)} exact retrains as the references, each other one as the "
+          f"unlearned model (spread of the rest): {measured['rotated']['decisions']} of {len(rotated)}", flush=True)
     if seed_spread is not None:
         shipped = json.loads(seed_spread.read_text())
         fingerprint, recipe = original.fingerprint(), subjects.sources["original"]["recipe"]
@@ -149,6 +160,25 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
                                            f"benchmarks/stress.py --tasks exposure_spread --spread-retrains {retrains}")
         write_json(seed_spread, shipped)
     return measured
+
+
+def _judge_exposure(probe: ExposureProbe, config: AuditConfig, original: dict, candidate: dict,
+                    references: dict[str, dict], spread: dict[str, dict]) -> dict:
+    """``retained_exposure`` of ``candidate`` (an exposure section) against ``references`` (role -> section), with
+    the seed spread measured on the retrains in ``spread`` (none of them judged or a reference here)."""
+    values = [mean_over_attacks(section) for section in spread.values()]
+    statistic = mean_statistic(list(candidate["scores"]))
+    priors = SeedPriors({EXPOSURE: {statistic: float(np.var(values, ddof=1))}}, dofs={EXPOSURE: len(values) - 1},
+                        sources={EXPOSURE: f"the other {len(values)} spread retrains"})
+    results = {"exposure": {"original": original, **references, "unlearned": candidate},
+               "membership": {"references": list(references), "seed_spread": priors.describe()}}
+    check, = probe.checks(results, config.thresholds)
+    return {"decision": check.decision, "estimate": check.estimate, "interval": check.interval,
+            "detail": check.detail}
+
+
+def _count(rows: list[dict]) -> dict[str, int]:
+    return {decision: sum(row["decision"] == decision for row in rows) for decision in ("PASS", "INCONCLUSIVE", "FAIL")}
 
 
 def class_task(work: Path, retrains: int) -> list[dict]:

@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from audit.config import AuditConfig, load_config
 from diffusion.data import load_digits_dataset, load_image_folder
 from diffusion.judge import train_judge
 from diffusion.model import DiffusionModel
@@ -122,6 +123,14 @@ def control_audit(workspace: dict[str, Path], unlearned: Path, out: Path, *extra
             "--retrained", workspace["retrained_b"], "--retrained", workspace["retrained_c"], "--out", out, "--quiet",
             *extra]
     return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def control_config(workspace: dict[str, Path], unlearned: Path, out: Path, config: str = "config") -> AuditConfig:
+    """The configuration :func:`control_audit` gives the command line, for :func:`audit.run.run_audit` in this
+    process (where a memo of the fixed models' results can be shared between audits)."""
+    return load_config(workspace[config], {"model": str(workspace["original"]), "unlearned": str(unlearned),
+                                           "retrained": [str(workspace["retrained_b"]), str(workspace["retrained_c"])],
+                                           "out": str(out), "quiet": True})
 
 
 @pytest.fixture(scope="session")
