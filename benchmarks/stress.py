@@ -51,6 +51,7 @@ from diffusion.presets import RECIPE_PRESETS
 from diffusion.reference import load_or_train_reference
 from diffusion.splits import ForgetSpec, make_splits
 from diffusion.training import TrainConfig
+from reports.results import DECISIONS
 from unlearn import METHODS
 
 OTHER_SEED = 987_654  # as benchmarks/controls.py: seeds no audit reference uses
@@ -124,11 +125,12 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
     print(f"exposure spread: variance {measured['variance']:.4f} on {measured['dof']} degrees of freedom; the "
           f"references' mean log odds " + ", ".join(f"{v:+.3f}" for v in measured["references_log_odds"].values()),
           flush=True)
-    shared = {f"spread_{j}": section for j, section in enumerate(sections)}
-    judged = [{"seed": SPREAD_SEED + j, **_judge_exposure(exposure, probe.config, fixed["original"], section,
-                                                          {r: fixed[r] for r in subjects.references},
-                                                          {k: v for k, v in shared.items() if k != f"spread_{j}"})}
-              for j, section in enumerate(sections)]
+    pool = {**{f"spread_{j}": section for j, section in enumerate(sections)},
+            **{r: fixed[r] for r in subjects.references}}
+    log_odds = {name: mean_over_attacks(section) for name, section in pool.items()}
+    judged = [{"seed": SPREAD_SEED + j, **_judge_exposure(
+        exposure, probe.config, fixed["original"], section, {r: fixed[r] for r in subjects.references},
+        [log_odds[f"spread_{k}"] for k in range(retrains) if k != j])} for j, section in enumerate(sections)]
     for j, row in enumerate(judged):
         print(f"exposure spread: retrain {j} judged against the audit's references: {row['decision']} "
               f"{row['detail'].split(' on ')[0]}", flush=True)
@@ -136,11 +138,10 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
     measured["decisions"] = _count(judged)
     print(f"exposure spread: exact retrains judged by retained_exposure against the default audit's references "
           f"(spread of the other retrains): {measured['decisions']} of {retrains}", flush=True)
-    pool = {**shared, **{r: fixed[r] for r in subjects.references}}
     rotated = []
     for pair in itertools.combinations(sorted(pool), 2):
         for candidate in sorted(set(pool) - set(pair)):
-            rest = {k: v for k, v in pool.items() if k not in (*pair, candidate)}
+            rest = [value for name, value in log_odds.items() if name not in (*pair, candidate)]
             rotated.append({"references": list(pair), "candidate": candidate, **_judge_exposure(
                 exposure, probe.config, fixed["original"], pool[candidate], {r: pool[r] for r in pair}, rest)})
     measured["rotated"] = {"models": len(pool), "judgements": len(rotated), "decisions": _count(rotated),
@@ -163,10 +164,9 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
 
 
 def _judge_exposure(probe: ExposureProbe, config: AuditConfig, original: dict, candidate: dict,
-                    references: dict[str, dict], spread: dict[str, dict]) -> dict:
+                    references: dict[str, dict], values: list[float]) -> dict:
     """``retained_exposure`` of ``candidate`` (an exposure section) against ``references`` (role -> section), with
-    the seed spread measured on the retrains in ``spread`` (none of them judged or a reference here)."""
-    values = [mean_over_attacks(section) for section in spread.values()]
+    the seed spread of ``values``, the mean log odds of retrains none of which is judged or a reference here."""
     statistic = mean_statistic(list(candidate["scores"]))
     priors = SeedPriors({EXPOSURE: {statistic: float(np.var(values, ddof=1))}}, dofs={EXPOSURE: len(values) - 1},
                         sources={EXPOSURE: f"the other {len(values)} spread retrains"})
@@ -178,7 +178,7 @@ def _judge_exposure(probe: ExposureProbe, config: AuditConfig, original: dict, c
 
 
 def _count(rows: list[dict]) -> dict[str, int]:
-    return {decision: sum(row["decision"] == decision for row in rows) for decision in ("PASS", "INCONCLUSIVE", "FAIL")}
+    return {decision: sum(row["decision"] == decision for row in rows) for decision in DECISIONS}
 
 
 def class_task(work: Path, retrains: int) -> list[dict]:

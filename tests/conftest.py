@@ -116,18 +116,18 @@ def control_workspace(tmp_path_factory, digits) -> dict[str, Path]:
     return {"root": root, "config": config, "stress_config": stress_config, **paths}
 
 
-def control_audit(workspace: dict[str, Path], unlearned: Path, out: Path, *extra, config: str = "config"):
-    """``erasediff audit`` of ``unlearned`` against references retrained_b and retrained_c, through the CLI
-    (``config``: the workspace's ``config``, or ``stress_config`` with every stress probe on)."""
-    args = ["audit", "--config", workspace[config], "--model", workspace["original"], "--unlearned", unlearned,
+def control_audit(workspace: dict[str, Path], unlearned: Path, out: Path, *extra):
+    """``erasediff audit`` of ``unlearned`` against references retrained_b and retrained_c, through the CLI."""
+    args = ["audit", "--config", workspace["config"], "--model", workspace["original"], "--unlearned", unlearned,
             "--retrained", workspace["retrained_b"], "--retrained", workspace["retrained_c"], "--out", out, "--quiet",
             *extra]
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def control_config(workspace: dict[str, Path], unlearned: Path, out: Path, config: str = "config") -> AuditConfig:
-    """The configuration :func:`control_audit` gives the command line, for :func:`audit.run.run_audit` in this
-    process (where a memo of the fixed models' results can be shared between audits)."""
+    """The configuration :func:`control_audit` gives the command line (``config``: the workspace's ``config``, or
+    ``stress_config`` with every stress probe on), for :func:`audit.run.run_audit` in this process (where a memo of
+    the fixed models' results can be shared between audits)."""
     return load_config(workspace[config], {"model": str(workspace["original"]), "unlearned": str(unlearned),
                                            "retrained": [str(workspace["retrained_b"]), str(workspace["retrained_c"])],
                                            "out": str(out), "quiet": True})
