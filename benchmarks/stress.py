@@ -40,7 +40,7 @@ import torch
 
 from audit.config import AuditConfig
 from audit.probe import AuditProbe, default_audit_config
-from audit.probes.exposure import ExposureProbe, mean_over_attacks
+from audit.probes.exposure import ExposureProbe, exposure_decision, mean_over_attacks
 from audit.run import retrained_model
 from audit.seed_spread import EXPOSURE, SeedPriors, mean_statistic
 from diffusion.data import load_digits_dataset
@@ -95,7 +95,8 @@ def _retrains(probe: AuditProbe, count: int, steps: int = TrainConfig().steps) -
             for j in range(count)}
 
 
-def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict:
+def exposure_spread(work: Path, retrains: int, seed_spread: Path | None, ratios: tuple[float, ...] = (),
+                    sizes: tuple[int, ...] = (2,), max_sets: int = 0) -> dict:
     """The between-retrain variance of the retained members' exposure (the mean over attacks of the AUC's log
     odds, audit/probes/exposure.py) on the default audit's fixed images: ``retrains`` models retrained without class 0
     from seeds no other model here uses. Written into ``seed_spread`` (the shipped audit/seed_spread.json) under the
@@ -104,9 +105,11 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
     Then exact retrains are judged as the unlearned model by ``retained_exposure``, each with the spread measured on
     retrains that are neither it nor a reference: the rate at which the check certifies an exact retrain and how
     often it FAILs one (its type-I error). First against the default audit's two references (what the default audit
-    says of a retrain; the runs share those references, so they are not independent), then with every pair of the
-    retrains and the two references as the references and each other model as the candidate (the rate over
-    reference pairs a user could have drawn)."""
+    says of a retrain; the runs share those references, so they are not independent), then with every set of
+    ``sizes`` (K) of the retrains and the two references as the references and each other model as the candidate
+    (the rate over reference sets a user could have drawn; ``max_sets`` > 0 draws that many sets at random when
+    there are more). Each judgement is also decided at the other odds ``ratios`` (the same interval, another
+    margin)."""
     probe = AuditProbe(default_audit_config(0, 0, 0, work), probes=("exposure",))
     subjects, original = probe.subjects, probe.fixed["original"]
     retrain, exposure = METHODS.make("retrain"), ExposureProbe()
@@ -130,25 +133,17 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
     log_odds = {name: mean_over_attacks(section) for name, section in pool.items()}
     judged = [{"seed": SPREAD_SEED + j, **_judge_exposure(
         exposure, probe.config, fixed["original"], section, {r: fixed[r] for r in subjects.references},
-        [log_odds[f"spread_{k}"] for k in range(retrains) if k != j])} for j, section in enumerate(sections)]
+        [log_odds[f"spread_{k}"] for k in range(retrains) if k != j], ratios)} for j, section in enumerate(sections)]
     for j, row in enumerate(judged):
         print(f"exposure spread: retrain {j} judged against the audit's references: {row['decision']} "
               f"{row['detail'].split(' on ')[0]}", flush=True)
     measured["judged"] = judged
     measured["decisions"] = _count(judged)
+    measured["decisions_at"] = {f"{r:g}": _count(judged, r) for r in ratios}
     print(f"exposure spread: exact retrains judged by retained_exposure against the default audit's references "
           f"(spread of the other retrains): {measured['decisions']} of {retrains}", flush=True)
-    rotated = []
-    for pair in itertools.combinations(sorted(pool), 2):
-        for candidate in sorted(set(pool) - set(pair)):
-            rest = [value for name, value in log_odds.items() if name not in (*pair, candidate)]
-            rotated.append({"references": list(pair), "candidate": candidate, **_judge_exposure(
-                exposure, probe.config, fixed["original"], pool[candidate], {r: pool[r] for r in pair}, rest)})
-    measured["rotated"] = {"models": len(pool), "judgements": len(rotated), "decisions": _count(rotated),
-                           "per_pair": {" ".join(pair): _count([r for r in rotated if r["references"] == list(pair)])
-                                        for pair in itertools.combinations(sorted(pool), 2)}}
-    print(f"exposure spread: every pair of the {len(pool)} exact retrains as the references, each other one as the "
-          f"unlearned model (spread of the rest): {measured['rotated']['decisions']} of {len(rotated)}", flush=True)
+    measured["rotated"] = {str(size): _rotate(exposure, probe.config, fixed["original"], pool, log_odds, size,
+                                              ratios, max_sets) for size in sizes}
     if seed_spread is not None:
         shipped = json.loads(seed_spread.read_text())
         fingerprint, recipe = original.fingerprint(), subjects.sources["original"]["recipe"]
@@ -163,10 +158,35 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None) -> dict
     return measured
 
 
+def _rotate(probe: ExposureProbe, config: AuditConfig, original: dict, pool: dict[str, dict],
+            log_odds: dict[str, float], size: int, ratios: tuple[float, ...], max_sets: int) -> dict:
+    """Every (or ``max_sets`` random) set of ``size`` models of ``pool`` (exact retrains' exposure sections) as the
+    references, each other model as the unlearned one, the seed spread from the models left."""
+    sets = list(itertools.combinations(sorted(pool), size))
+    if 0 < max_sets < len(sets):
+        picked = np.random.default_rng(size).choice(len(sets), max_sets, replace=False)
+        sets = [sets[i] for i in sorted(picked)]
+    rows = []
+    for chosen in sets:
+        for candidate in sorted(set(pool) - set(chosen)):
+            rest = [value for name, value in log_odds.items() if name not in (*chosen, candidate)]
+            rows.append({"references": list(chosen), "candidate": candidate, **_judge_exposure(
+                probe, config, original, pool[candidate], {r: pool[r] for r in chosen}, rest, ratios)})
+    out = {"models": len(pool), "sets": len(sets), "judgements": len(rows), "decisions": _count(rows),
+           "decisions_at": {f"{r:g}": _count(rows, r) for r in ratios},
+           "per_set": {" ".join(chosen): _count([r for r in rows if r["references"] == list(chosen)])
+                       for chosen in sets}}
+    print(f"exposure spread: {len(sets)} sets of {size} of the {len(pool)} exact retrains as the references, each "
+          f"other one as the unlearned model (spread of the rest): {out['decisions']} of {len(rows)}; at odds "
+          f"ratios {out['decisions_at']}", flush=True)
+    return out
+
+
 def _judge_exposure(probe: ExposureProbe, config: AuditConfig, original: dict, candidate: dict,
-                    references: dict[str, dict], values: list[float]) -> dict:
+                    references: dict[str, dict], values: list[float], ratios: tuple[float, ...] = ()) -> dict:
     """``retained_exposure`` of ``candidate`` (an exposure section) against ``references`` (role -> section), with
-    the seed spread of ``values``, the mean log odds of retrains none of which is judged or a reference here."""
+    the seed spread of ``values``, the mean log odds of retrains none of which is judged or a reference here; and
+    the decision its interval would get at each odds ratio of ``ratios``."""
     statistic = mean_statistic(list(candidate["scores"]))
     priors = SeedPriors({EXPOSURE: {statistic: float(np.var(values, ddof=1))}}, dofs={EXPOSURE: len(values) - 1},
                         sources={EXPOSURE: f"the other {len(values)} spread retrains"})
@@ -174,11 +194,14 @@ def _judge_exposure(probe: ExposureProbe, config: AuditConfig, original: dict, c
                "membership": {"references": list(references), "seed_spread": priors.describe()}}
     check, = probe.checks(results, config.thresholds)
     return {"decision": check.decision, "estimate": check.estimate, "interval": check.interval,
-            "detail": check.detail}
+            "detail": check.detail, "decision_at": {f"{r:g}": exposure_decision(*check.interval, len(values) - 1, r)
+                                                    for r in ratios}}
 
 
-def _count(rows: list[dict]) -> dict[str, int]:
-    return {decision: sum(row["decision"] == decision for row in rows) for decision in DECISIONS}
+def _count(rows: list[dict], ratio: float | None = None) -> dict[str, int]:
+    """Decisions over ``rows`` (at the odds ``ratio`` of their ``decision_at``, given)."""
+    return {decision: sum((row["decision"] if ratio is None else row["decision_at"][f"{ratio:g}"]) == decision
+                          for row in rows) for decision in DECISIONS}
 
 
 def class_task(work: Path, retrains: int) -> list[dict]:
@@ -299,6 +322,11 @@ def main() -> None:
     parser.add_argument("--tasks", default="class,sequence,text",
                         help="any of exposure_spread (measures; run it before class), class, sequence, text")
     parser.add_argument("--spread-retrains", type=int, default=6)
+    parser.add_argument("--exposure-ratios", default="2,3,4",
+                        help="exposure_spread: the odds ratios (margins of retained_exposure) to decide each at")
+    parser.add_argument("--rotation-sizes", default="2,3", help="exposure_spread: reference set sizes K to rotate")
+    parser.add_argument("--max-sets", type=int, default=0,
+                        help="exposure_spread: reference sets drawn per size (0: every set)")
     parser.add_argument("--seed-spread", type=Path, default=None,
                         help="the seed_spread.json to write the exposure spread into (audit/seed_spread.json)")
     args = parser.parse_args()
@@ -309,7 +337,9 @@ def main() -> None:
     spread = {}
 
     def measure_spread() -> list[dict]:
-        spread.update(exposure_spread(args.work, args.spread_retrains, args.seed_spread))
+        spread.update(exposure_spread(args.work, args.spread_retrains, args.seed_spread,
+                                      tuple(map(float, args.exposure_ratios.split(","))),
+                                      tuple(map(int, args.rotation_sizes.split(","))), args.max_sets))
         return []
 
     tasks = {"exposure_spread": measure_spread,

@@ -64,9 +64,7 @@ class ExposureProbe(Probe):
         diff, original = diffs["unlearned"], diffs["original"]
         ratio, confidence = thresholds.exposure_odds_ratio, thresholds.confidence
         margin = math.log(ratio)
-        decision = at_most_decision(diff.low, diff.high, margin)
-        if decision == PASS and diff.seed_dof == 0:
-            decision = INCONCLUSIVE
+        decision = exposure_decision(diff.low, diff.high, diff.seed_dof, ratio)
         is_member = np.asarray(sections["unlearned"]["is_member"], bool)
         aucs = {role: mean_over_attacks(section, rowwise_aucs) for role, section in sections.items()}
         ceiling = math.log(2 * is_member.sum() * (~is_member).sum() - 1)  # the log odds of a perfect ranking
@@ -84,6 +82,14 @@ class ExposureProbe(Probe):
             f"x{ratio:g}; original {_ratio(original.estimate)}; mean AUC over the attacks: unlearned "
             f"{aucs['unlearned']:.3f}, original {aucs['original']:.3f}, references "
             f"{', '.join(f'{aucs[r]:.3f}' for r in references)}{limit}")]
+
+
+def exposure_decision(low: float, high: float, seed_dof: float, odds_ratio: float) -> str:
+    """``retained_exposure``'s rule on the interval [low, high] of a log odds ratio: PASS when all of it is at most
+    log(``odds_ratio``), FAIL when all of it is above, else INCONCLUSIVE; never PASS without a measured seed spread
+    (``seed_dof`` 0: an interval of the images alone is too narrow to certify)."""
+    decision = at_most_decision(low, high, math.log(odds_ratio))
+    return INCONCLUSIVE if decision == PASS and seed_dof == 0 else decision
 
 
 def _ratio(log_odds_ratio: float) -> str:
