@@ -48,8 +48,11 @@ class Thresholds:
     text model, how much less often than the references a retained class is drawn when the prompt also names the
     erased concept): one damaged neighbour must not hide in the mean (audit/probes/side_effects.py).
     ``exposure_odds_ratio`` bounds how much more exposed to membership inference the retained members may be than in
-    the references: the odds that an attack ranks a retained member above a heldout image may at most double
-    (one-sided; audit/probes/exposure.py says why odds, not the AUC, whose top is too close for member images).
+    the references: the odds that an attack ranks a retained member above a heldout image may at most triple
+    (one-sided; audit/probes/exposure.py says why odds, not the AUC, whose top is too close for member images). 3 is
+    the smallest whole factor at which an exact retrain certifies 9 times in 10 at K = 2 under the measured seed
+    spread (sd 0.27 in log odds between retrains on fixed images): at 2 a retrain's own seed alone keeps it under
+    that rate for any K (benchmarks/results/stress.txt has the rates measured over reference sets at 2, 2.5, 3, 4).
     ``retained_fd_ratio`` is >= 1 (below 1 even the unchanged original model would fail); it multiplies the larger
     of the original's and the references' mean Frechet distance (a retrain's quality is what an erasure may cost).
     """
@@ -64,7 +67,7 @@ class Thresholds:
     relearning_margin: float = 0.15
     retained_accuracy_drop: float = 0.03
     retained_class_drop: float = 0.1
-    exposure_odds_ratio: float = 2.0
+    exposure_odds_ratio: float = 3.0
     retained_fd_ratio: float = 1.3
 
     def for_task(self, classes_erased: bool) -> Thresholds:

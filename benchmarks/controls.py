@@ -171,10 +171,20 @@ def priors_from(rows: list[dict], kind: str, leave_out: tuple[str, str] | None =
     return SeedPriors(variances, dof, f"controls, {kind} tasks {', '.join(tasks)}"), variances
 
 
+def with_unmeasured(priors: SeedPriors, audited: SeedPriors) -> SeedPriors:
+    """``priors`` plus every conditioning of ``audited`` it lacks, each with its own degrees of freedom and source."""
+    missing = set(audited.variances) - set(priors.variances)
+    return SeedPriors({**priors.variances, **{c: audited.variances[c] for c in missing}}, priors.dof, priors.source,
+                      priors.scale, {**priors.dofs, **{c: audited.dofs.get(c, audited.dof) for c in missing}},
+                      {**priors.sources, **{c: audited.sources.get(c, audited.source) for c in missing}})
+
+
 def redecide(results: dict, folder: Path, priors: SeedPriors, margin: float | None = None) -> dict:
     """The audit's checks and verdict again under the current rule (today's default thresholds, so a reused audit
     is decided as a new one would be), membership re-decided from its score tables under ``priors`` (and, given,
-    another membership ``margin``)."""
+    another membership ``margin``). A conditioning the controls do not measure (the retained members' exposure,
+    measured on retrains of its own) keeps the spread the audit used."""
+    priors = with_unmeasured(priors, SeedPriors.from_dict(results["membership"].get("seed_spread", {})))
     config = AuditConfig(**{k: v for k, v in results["config"].items() if k != "thresholds"})
     config.thresholds = type(config.thresholds)().for_task(bool(results["forget_spec"]["classes"]))
     if margin is not None:

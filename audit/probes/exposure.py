@@ -11,7 +11,7 @@ above a heldout image, averaged over the attacks, minus the references' (a log o
 images the models trained on, so their AUC sits near the top of its scale (0.92-0.93 for the built-in model's
 retrains), where an AUC margin has no room left: 0.1 above 0.93 is more than a perfect ranking, and a model that
 cuts the attack's mistakes five-fold (0.93 -> 0.985) moves the AUC by only 0.055. The odds have no ceiling: the
-check FAILs when the erasure multiplies them by more than ``exposure_odds_ratio`` (2, at the confidence of every
+check FAILs when the erasure multiplies them by more than ``exposure_odds_ratio`` (3, at the confidence of every
 check, the seeds counted as in :func:`audit.statistics.seed_aware_difference`), one-sided: the erasure may leave
 the remaining members less exposed, never more.
 """
