@@ -28,6 +28,12 @@ GENERATION, RELEARNING = "generation", "relearning"  # the generation checks' st
 EXPOSURE = "exposure"  # the retained members' exposure (audit/probes/exposure.py), its mean over attacks
 
 
+def finetuned(route: str) -> str:
+    """The conditioning of the forget set's membership after every model is fine-tuned on ``route``
+    (audit/probes/finetuned_membership.py), its spread measured on retrains of its own."""
+    return f"finetuned:{route}"
+
+
 def mean_statistic(attacks: list[str]) -> str:
     """The name under which the spread of the mean over ``attacks`` is recorded (it depends on the attack set)."""
     return "mean:" + ",".join(sorted(attacks))
@@ -52,7 +58,8 @@ class SeedPriors:
     check's name, e.g. ``relearning``, the relearning curve's area, or ``forgotten_generation``, a rate); ``dof``
     the degrees of freedom of every variance (retrains minus one, summed over the measured tasks), ``source`` the
     provenance in words; ``dofs`` and ``sources`` override ``dof`` and ``source`` for a conditioning measured on
-    other retrains (conditioning ``exposure``: the retained members' exposure, measured after the rest).
+    other retrains (``exposure``: the retained members' exposure, and :func:`finetuned`: membership after
+    fine-tuning, each measured after the rest).
     """
 
     variances: dict[str, dict[str, float]] = field(default_factory=dict)

@@ -38,11 +38,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attacks.metrics import rowwise_aucs
 from audit.config import AuditConfig
 from audit.probe import AuditProbe, default_audit_config
+from audit.probes import PROBES
 from audit.probes.exposure import ExposureProbe, exposure_decision, mean_over_attacks
+from audit.probes.finetuned_membership import FinetunedMembershipProbe
 from audit.run import retrained_model
-from audit.seed_spread import EXPOSURE, SeedPriors, mean_statistic
+from audit.seed_spread import EXPOSURE, SeedPriors, finetuned, mean_statistic
 from diffusion.data import load_digits_dataset
 from diffusion.erasures import erased_member_ids
 from diffusion.io import write_json
@@ -95,6 +98,39 @@ def _retrains(probe: AuditProbe, count: int, steps: int = TrainConfig().steps) -
             for j in range(count)}
 
 
+def _spread_sections(probe: AuditProbe, name: str, retrains: int,
+                     work: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The ``name`` probe's sections of the fixed models (role -> section) and of ``retrains`` models retrained
+    without the task's forget set from seeds no other model here uses ("spread_j" -> section; cached by content)."""
+    subjects, original, runner = probe.subjects, probe.fixed["original"], PROBES.make(name)
+    retrain = METHODS.make("retrain")
+    fixed = {role: runner.run(role, model, subjects, probe.config, work)[0] for role, model in probe.fixed.items()}
+    spread = {}
+    for j in range(retrains):
+        model = retrained_model(retrain, original, subjects.task, (subjects.dataset, subjects.splits, subjects.spec),
+                                SPREAD_SEED + j, quiet=True)[0]
+        spread[f"spread_{j}"] = runner.run("unlearned", model, subjects, probe.config, work)[0]
+        print(f"{name} spread: retrain {j} (seed {SPREAD_SEED + j}) done", flush=True)
+    return fixed, spread
+
+
+def _ship_spread(seed_spread: Path, probe: AuditProbe, variances: dict[str, dict[str, float]], retrains: int,
+                 task: str) -> None:
+    """Write the measured ``variances`` (conditioning -> statistic -> variance, ``retrains`` - 1 degrees of freedom
+    each) into the built-in class model's entry of ``seed_spread`` (the shipped audit/seed_spread.json)."""
+    shipped = json.loads(seed_spread.read_text())
+    fingerprint, recipe = probe.fixed["original"].fingerprint(), probe.subjects.sources["original"]["recipe"]
+    entry = next(t for t in shipped["tasks"] if t["kind"] == "class" and (
+        t["original_fingerprint"] == fingerprint or t.get("original_recipe") == recipe))
+    for conditioning, per_statistic in variances.items():
+        entry["variances"][conditioning] = per_statistic
+        entry.setdefault("dofs", {})[conditioning] = retrains - 1
+        shipped["provenance"][conditioning] = (
+            f"the spread of {retrains} retrains without class 0 (seeds {SPREAD_SEED}+j), "
+            f"{time.strftime('%Y-%m-%d')}: python benchmarks/stress.py --tasks {task} --spread-retrains {retrains}")
+    write_json(seed_spread, shipped)
+
+
 def exposure_spread(work: Path, retrains: int, seed_spread: Path | None, ratios: tuple[float, ...] = (),
                     sizes: tuple[int, ...] = (2,), max_sets: int = 0) -> dict:
     """The between-retrain variance of the retained members' exposure (the mean over attacks of the AUC's log
@@ -111,74 +147,118 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None, ratios:
     there are more). Each judgement is also decided at the other odds ``ratios`` (the same interval, another
     margin)."""
     probe = AuditProbe(default_audit_config(0, 0, 0, work), probes=("exposure",))
-    subjects, original = probe.subjects, probe.fixed["original"]
-    retrain, exposure = METHODS.make("retrain"), ExposureProbe()
-    fixed = {role: exposure.run(role, model, subjects, probe.config, work)[0] for role, model in probe.fixed.items()}
-    sections, values = [], []
-    for j in range(retrains):
-        model = retrained_model(retrain, original, subjects.task, (subjects.dataset, subjects.splits, subjects.spec),
-                                SPREAD_SEED + j, quiet=True)[0]
-        sections.append(exposure.run("unlearned", model, subjects, probe.config, work)[0])
-        values.append(mean_over_attacks(sections[-1]))
-        print(f"exposure spread: retrain {j}: mean log odds {values[-1]:+.3f}", flush=True)
-    statistic = mean_statistic([attack.name for attack in subjects.attacks])
+    exposure, references = ExposureProbe(), probe.subjects.references
+    fixed, spread = _spread_sections(probe, "exposure", retrains, work)
+    pool = {**spread, **{r: fixed[r] for r in references}}
+    log_odds = {name: mean_over_attacks(section) for name, section in pool.items()}
+    values = [log_odds[name] for name in spread]
+    statistic = mean_statistic([attack.name for attack in probe.subjects.attacks])
     measured = {"statistic": statistic, "log_odds": values, "variance": float(np.var(values, ddof=1)),
                 "dof": retrains - 1, "seeds": [SPREAD_SEED + j for j in range(retrains)],
-                "references_log_odds": {role: mean_over_attacks(fixed[role]) for role in subjects.references}}
-    print(f"exposure spread: variance {measured['variance']:.4f} on {measured['dof']} degrees of freedom; the "
-          f"references' mean log odds " + ", ".join(f"{v:+.3f}" for v in measured["references_log_odds"].values()),
-          flush=True)
-    pool = {**{f"spread_{j}": section for j, section in enumerate(sections)},
-            **{r: fixed[r] for r in subjects.references}}
-    log_odds = {name: mean_over_attacks(section) for name, section in pool.items()}
-    judged = [{"seed": SPREAD_SEED + j, **_judge_exposure(
-        exposure, probe.config, fixed["original"], section, {r: fixed[r] for r in subjects.references},
-        [log_odds[f"spread_{k}"] for k in range(retrains) if k != j], ratios)} for j, section in enumerate(sections)]
-    for j, row in enumerate(judged):
-        print(f"exposure spread: retrain {j} judged against the audit's references: {row['decision']} "
-              f"{row['detail'].split(' on ')[0]}", flush=True)
-    measured["judged"] = judged
-    measured["decisions"] = _count(judged)
-    measured["decisions_at"] = {f"{r:g}": _count(judged, r) for r in ratios}
-    print(f"exposure spread: exact retrains judged by retained_exposure against the default audit's references "
-          f"(spread of the other retrains): {measured['decisions']} of {retrains}", flush=True)
-    measured["rotated"] = {str(size): _rotate(exposure, probe.config, fixed["original"], pool, log_odds, size,
-                                              ratios, max_sets) for size in sizes}
+                "references_log_odds": {role: log_odds[role] for role in references}}
+    print("exposure spread: mean log odds " + ", ".join(f"{v:+.3f}" for v in values) + f"; variance "
+          f"{measured['variance']:.4f} on {measured['dof']} degrees of freedom; the references' "
+          + ", ".join(f"{log_odds[r]:+.3f}" for r in references), flush=True)
+
+    def judge(candidate: str, chosen: tuple[str, ...], rest: list[str]) -> list[dict]:
+        return [_judge_exposure(exposure, probe.config, fixed["original"], pool[candidate],
+                                {r: pool[r] for r in chosen}, [log_odds[n] for n in rest], ratios)]
+
+    measured.update(_judge_retrains(judge, list(spread), references, list(pool), sizes, max_sets, ratios,
+                                    "exposure"))
     if seed_spread is not None:
-        shipped = json.loads(seed_spread.read_text())
-        fingerprint, recipe = original.fingerprint(), subjects.sources["original"]["recipe"]
-        entry = next(t for t in shipped["tasks"] if t["kind"] == "class" and (
-            t["original_fingerprint"] == fingerprint or t.get("original_recipe") == recipe))
-        entry["variances"][EXPOSURE] = {statistic: measured["variance"]}
-        entry.setdefault("dofs", {})[EXPOSURE] = measured["dof"]
-        shipped["provenance"][EXPOSURE] = (f"the spread of {retrains} retrains without class 0 (seeds "
-                                           f"{SPREAD_SEED}+j), {time.strftime('%Y-%m-%d')}: python "
-                                           f"benchmarks/stress.py --tasks exposure_spread --spread-retrains {retrains}")
-        write_json(seed_spread, shipped)
+        _ship_spread(seed_spread, probe, {EXPOSURE: {statistic: measured["variance"]}}, retrains, "exposure_spread")
     return measured
 
 
-def _rotate(probe: ExposureProbe, config: AuditConfig, original: dict, pool: dict[str, dict],
-            log_odds: dict[str, float], size: int, ratios: tuple[float, ...], max_sets: int) -> dict:
-    """Every (or ``max_sets`` random) set of ``size`` models of ``pool`` (exact retrains' exposure sections) as the
-    references, each other model as the unlearned one, the seed spread from the models left."""
-    sets = list(itertools.combinations(sorted(pool), size))
-    if 0 < max_sets < len(sets):
-        picked = np.random.default_rng(size).choice(len(sets), max_sets, replace=False)
-        sets = [sets[i] for i in sorted(picked)]
-    rows = []
-    for chosen in sets:
-        for candidate in sorted(set(pool) - set(chosen)):
-            rest = [value for name, value in log_odds.items() if name not in (*chosen, candidate)]
-            rows.append({"references": list(chosen), "candidate": candidate, **_judge_exposure(
-                probe, config, original, pool[candidate], {r: pool[r] for r in chosen}, rest, ratios)})
-    out = {"models": len(pool), "sets": len(sets), "judgements": len(rows), "decisions": _count(rows),
-           "decisions_at": {f"{r:g}": _count(rows, r) for r in ratios},
-           "per_set": {" ".join(chosen): _count([r for r in rows if r["references"] == list(chosen)])
-                       for chosen in sets}}
-    print(f"exposure spread: {len(sets)} sets of {size} of the {len(pool)} exact retrains as the references, each "
-          f"other one as the unlearned model (spread of the rest): {out['decisions']} of {len(rows)}; at odds "
-          f"ratios {out['decisions_at']}", flush=True)
+def finetuned_spread(work: Path, retrains: int, seed_spread: Path | None, sizes: tuple[int, ...] = (2,),
+                     max_sets: int = 0) -> dict:
+    """The between-retrain variance of the forget set's membership AUCs after fine-tuning (each attack's and their
+    mean, per route: audit/probes/finetuned_membership.py) on the default audit's fixed images, from ``retrains``
+    models retrained without class 0 (the exposure spread's): written into ``seed_spread`` under conditionings
+    ``finetuned:<route>``; then exact retrains judged by ``membership_after_finetune[<route>]`` as
+    :func:`exposure_spread` judges them (leave the judged model and the references out of the spread)."""
+    probe = AuditProbe(default_audit_config(0, 0, 0, work, finetuned_membership=True),
+                       probes=("finetuned_membership",))
+    runner, references = FinetunedMembershipProbe(), probe.subjects.references
+    fixed, spread = _spread_sections(probe, "finetuned_membership", retrains, work)
+    pool = {**spread, **{r: fixed[r] for r in references}}
+    routes = [route for route in ("erased_class", "retained") if route in fixed["original"]]
+    aucs = {name: {route: finetuned_aucs(section, route) for route in routes} for name, section in pool.items()}
+
+    def variances(names: list[str]) -> dict[str, dict[str, float]]:
+        return {finetuned(route): {statistic: float(np.var([aucs[n][route][statistic] for n in names], ddof=1))
+                                   for statistic in aucs[names[0]][route]} for route in routes}
+
+    measured = {"seeds": [SPREAD_SEED + j for j in range(retrains)], "dof": retrains - 1,
+                "aucs": {name: aucs[name] for name in pool}, "variances": variances(list(spread))}
+    for conditioning, per_statistic in measured["variances"].items():
+        print(f"finetuned spread: {conditioning}: " + ", ".join(f"{k} {v:.5f}" for k, v in per_statistic.items())
+              + f" on {retrains - 1} degrees of freedom", flush=True)
+
+    def judge(candidate: str, chosen: tuple[str, ...], rest: list[str]) -> list[dict]:
+        priors = SeedPriors(variances(rest), len(rest) - 1, f"the other {len(rest)} spread retrains")
+        results = {"finetuned_membership": {"original": fixed["original"], **{r: pool[r] for r in chosen},
+                                            "unlearned": pool[candidate]},
+                   "membership": {"references": list(chosen), "seed_spread": priors.describe()}}
+        return [{"check": check.name, "decision": check.decision, "estimate": check.estimate,
+                 "interval": check.interval, "detail": check.detail}
+                for check in runner.checks(results, probe.config.thresholds.for_task(True))]
+
+    measured.update(_judge_retrains(judge, list(spread), references, list(pool), sizes, max_sets, (),
+                                    "finetuned"))
+    if seed_spread is not None:
+        _ship_spread(seed_spread, probe, measured["variances"], retrains, "finetuned_spread")
+    return measured
+
+
+def finetuned_aucs(section: dict, route: str) -> dict[str, float]:
+    """One model's forget-vs-heldout AUC of every attack after fine-tuning on ``route``, and their mean (the
+    statistic :func:`audit.seed_spread.mean_statistic` names), from its finetuned_membership section."""
+    is_member = np.asarray(section["is_member"], bool)
+    out = {attack: float(rowwise_aucs(np.asarray(values)[is_member][None, :],
+                                      np.asarray(values)[~is_member][None, :])[0])
+           for attack, values in section[route]["scores"].items()}
+    return {**out, mean_statistic(list(out)): float(np.mean(list(out.values())))}
+
+
+def _judge_retrains(judge, spread: list[str], references: list[str], pool: list[str], sizes: tuple[int, ...],
+                    max_sets: int, ratios: tuple[float, ...], label: str) -> dict:
+    """Exact retrains judged as the unlearned model: ``judge(candidate, references, rest)`` -> rows (one per check,
+    each with its ``decision``), ``rest`` the models whose spread it may use (neither the candidate nor a reference).
+    First every ``spread`` model against the default ``references``, then every (or ``max_sets`` random) set of
+    each size of ``sizes`` drawn from ``pool`` as the references, each other model as the candidate."""
+    judged = []
+    for candidate in spread:
+        for row in judge(candidate, tuple(references), [n for n in spread if n != candidate]):
+            judged.append({"candidate": candidate, **row})
+            print(f"{label} spread: {candidate} against the audit's references: {row.get('check', '')} "
+                  f"{row['decision']} {row['detail'].split(' on ')[0]}", flush=True)
+    out = {"judged": judged, "decisions": _by_check(judged, ratios), "rotated": {}}
+    print(f"{label} spread: exact retrains against the default audit's references: {out['decisions']}", flush=True)
+    for size in sizes:
+        sets = list(itertools.combinations(sorted(pool), size))
+        if 0 < max_sets < len(sets):
+            picked = np.random.default_rng(size).choice(len(sets), max_sets, replace=False)
+            sets = [sets[i] for i in sorted(picked)]
+        rows = [{"references": list(chosen), "candidate": candidate, **row}
+                for chosen in sets for candidate in sorted(set(pool) - set(chosen))
+                for row in judge(candidate, chosen, [n for n in pool if n not in (*chosen, candidate)])]
+        out["rotated"][str(size)] = {"models": len(pool), "sets": len(sets), "judgements": len(rows),
+                                     "decisions": _by_check(rows, ratios)}
+        print(f"{label} spread: {len(sets)} sets of {size} of the {len(pool)} exact retrains as the references, "
+              f"each other one as the unlearned model (spread of the rest): {out['rotated'][str(size)]['decisions']}",
+              flush=True)
+    return out
+
+
+def _by_check(rows: list[dict], ratios: tuple[float, ...]) -> dict:
+    """Decisions over ``rows`` per check (and at each odds ratio of ``ratios``, from ``decision_at``)."""
+    out = {}
+    for check in sorted({row.get("check", "") for row in rows}):
+        mine = [row for row in rows if row.get("check", "") == check]
+        out[check or "all"] = {"judgements": len(mine), **_count(mine),
+                               **{f"at {r:g}": _count(mine, r) for r in ratios}}
     return out
 
 
@@ -193,7 +273,7 @@ def _judge_exposure(probe: ExposureProbe, config: AuditConfig, original: dict, c
     results = {"exposure": {"original": original, **references, "unlearned": candidate},
                "membership": {"references": list(references), "seed_spread": priors.describe()}}
     check, = probe.checks(results, config.thresholds)
-    return {"decision": check.decision, "estimate": check.estimate, "interval": check.interval,
+    return {"check": check.name, "decision": check.decision, "estimate": check.estimate, "interval": check.interval,
             "detail": check.detail, "decision_at": {f"{r:g}": exposure_decision(*check.interval, len(values) - 1, r)
                                                     for r in ratios}}
 
@@ -320,7 +400,8 @@ def main() -> None:
     parser.add_argument("--retrains", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/erasediff-stress"))
     parser.add_argument("--tasks", default="class,sequence,text",
-                        help="any of exposure_spread (measures; run it before class), class, sequence, text")
+                        help="any of exposure_spread, finetuned_spread (measure; run them before class), class, "
+                        "sequence, text")
     parser.add_argument("--spread-retrains", type=int, default=6)
     parser.add_argument("--exposure-ratios", default="2,3,4",
                         help="exposure_spread: the odds ratios (margins of retained_exposure) to decide each at")
@@ -336,13 +417,19 @@ def main() -> None:
     command = "python benchmarks/stress.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())
     spread = {}
 
+    sizes = tuple(map(int, args.rotation_sizes.split(",")))
+
     def measure_spread() -> list[dict]:
-        spread.update(exposure_spread(args.work, args.spread_retrains, args.seed_spread,
-                                      tuple(map(float, args.exposure_ratios.split(","))),
-                                      tuple(map(int, args.rotation_sizes.split(","))), args.max_sets))
+        spread["exposure"] = exposure_spread(args.work, args.spread_retrains, args.seed_spread,
+                                             tuple(map(float, args.exposure_ratios.split(","))), sizes, args.max_sets)
         return []
 
-    tasks = {"exposure_spread": measure_spread,
+    def measure_finetuned_spread() -> list[dict]:
+        spread["finetuned"] = finetuned_spread(args.work, args.spread_retrains, args.seed_spread, sizes,
+                                               args.max_sets)
+        return []
+
+    tasks = {"exposure_spread": measure_spread, "finetuned_spread": measure_finetuned_spread,
              "class": lambda: class_task(args.work, args.retrains),
              "sequence": lambda: sequence_task(args.work, min(args.retrains, 2)),
              "text": lambda: text_task(args.work, 1)}
@@ -350,7 +437,7 @@ def main() -> None:
         rows += tasks[name]()
         said = known_answers(rows)  # written after every task: a long run keeps what it finished
         write_json(args.json, {"rows": rows, "known_answers": said, "seconds": time.perf_counter() - started,
-                               "command": command, **({"exposure_spread": spread} if spread else {})})
+                               "command": command, **{f"{k}_spread": v for k, v in spread.items()}})
     print("\n".join(said))
     print(json.dumps({"seconds": round(time.perf_counter() - started)}))
 

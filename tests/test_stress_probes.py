@@ -11,9 +11,10 @@ from click.testing import CliRunner
 
 from audit.config import Thresholds
 from audit.probes.exposure import ExposureProbe
+from audit.probes.finetuned_membership import FinetunedMembershipProbe
 from audit.probes.side_effects import _per_class_check
 from audit.run import run_audit
-from audit.seed_spread import EXPOSURE, SeedPriors, mean_statistic
+from audit.seed_spread import EXPOSURE, SeedPriors, finetuned, mean_statistic
 from audit.statistics import holm_rejections, paired_proportion_difference
 from diffusion.model import DiffusionModel
 from diffusion.reference import recipe_key
@@ -81,6 +82,40 @@ def test_retained_exposure_fails_a_model_that_over_exposes_the_members_near_the_
     assert like.decision == "PASS" and abs(like.estimate) < 0.3, like.detail
     assert probe.checks(_exposure_results(2.05, measured=False), thresholds)[0].decision == "INCONCLUSIVE"
     assert probe.checks(_exposure_results(2.05), Thresholds(exposure_odds_ratio=1.01))[0].decision != "PASS"
+
+
+def _finetuned_results(unlearned_shift: float, variance: float | None, num: int = 45) -> dict:
+    """Fine-tuned models' scores on forget and heldout images (the forget images shifted up by each model's shift,
+    each image's own difficulty shared), two attacks, two references; ``variance``: a shipped seed spread of the
+    route's AUCs on 9 degrees of freedom (None: the references' own, 1 degree of freedom)."""
+    rng = np.random.default_rng(1)
+    difficulty = rng.normal(size=2 * num)
+    is_member = np.r_[np.ones(num, bool), np.zeros(num, bool)]
+    shifts = {"unlearned": unlearned_shift, "original": 2.0, "reference_a": 0.0, "reference_b": 0.3}
+    sections = {role: {"is_member": is_member.tolist(), "seed": 0, "steps": 100, "erased_class": {
+        "fit_ids": list(range(10)), "scores": {attack: (difficulty + shift * is_member
+                                                        + 0.3 * rng.normal(size=2 * num)).tolist()
+                                               for attack in ("loss", "sima")}}}
+                for role, shift in shifts.items()}
+    route = finetuned("erased_class")
+    statistics = ("loss", "sima", mean_statistic(["loss", "sima"]))
+    spread = (SeedPriors({route: dict.fromkeys(statistics, variance)}, dofs={route: 9}, sources={route: "test"})
+              if variance is not None else SeedPriors())
+    return {"finetuned_membership": sections,
+            "membership": {"references": ["reference_a", "reference_b"], "seed_spread": spread.describe()}}
+
+
+def test_membership_after_finetune_certifies_with_a_measured_spread_and_only_then():
+    """With the references' spread alone (1 degree of freedom at K = 2) the interval is too wide to certify a
+    retrain-like model; with a measured spread of the fine-tuned AUCs (conditioning finetuned:<route>) it PASSes,
+    and a model whose forget images stand out FAILs either way."""
+    probe, thresholds = FinetunedMembershipProbe(), Thresholds().for_task(True)
+    alone, = probe.checks(_finetuned_results(0.15, None), thresholds)
+    measured, = probe.checks(_finetuned_results(0.15, 0.0004), thresholds)
+    assert alone.decision == "INCONCLUSIVE" and measured.decision == "PASS", (alone.detail, measured.detail)
+    assert "seed spread from test" in measured.detail and measured.interval[1] - measured.interval[0] < (
+        alone.interval[1] - alone.interval[0])
+    assert probe.checks(_finetuned_results(2.0, 0.0004), thresholds)[0].decision == "FAIL"
 
 
 def test_the_no_op_and_the_retrain_on_the_stress_checks(control_workspace, tmp_path):

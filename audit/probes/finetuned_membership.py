@@ -11,7 +11,9 @@ membership comparison of the forget set on each fine-tuned model:
 - ``retained``: on as many retained members (the calibration's, never scored): fine-tuning on unrelated data.
 
 Each route is decided as the forget set's membership is (:func:`audit.membership.membership_from_scores`: the mean
-over attacks, vetoes, the seeds counted), and the amplification (the unlearned model's AUC difference from the
+over attacks, vetoes, the seeds counted: the between-retrain spread of the fine-tuned models' AUCs where one is
+measured for the task, conditioning :func:`audit.seed_spread.finetuned`, else the references' alone), and the
+amplification (the unlearned model's AUC difference from the
 references after fine-tuning over before) is reported beside it.
 """
 
@@ -30,6 +32,7 @@ from reports.results import Check
 from ..config import AuditConfig, Thresholds
 from ..generation_checks import interval_text, signed
 from ..membership import LABEL, membership_from_scores
+from ..seed_spread import NO_PRIORS, SeedPriors, finetuned
 from ..subjects import INVERSION_IMAGES_PER_CLASS, AuditSubjects
 from .base import PROBES, Probe
 
@@ -68,10 +71,11 @@ class FinetunedMembershipProbe(Probe):
         if not sections or "unlearned" not in sections:
             return []
         references = membership["references"]
-        before = membership["combined"].get(LABEL, {}).get("unlearned", {}).get("estimate")
+        before = membership.get("combined", {}).get(LABEL, {}).get("unlearned", {}).get("estimate")
+        priors = SeedPriors.from_dict(membership.get("seed_spread", {}))
         checks = []
         for route in (r for r in ("erased_class", "retained") if r in sections["unlearned"]):
-            combined = finetuned_comparison(sections, route, references, thresholds)
+            combined = finetuned_comparison(sections, route, references, thresholds, priors)
             diff, original = combined["unlearned"], combined["original"]
             amplification = (f"; after / before fine-tuning {diff['estimate'] / before:.2f}x"
                              if before and abs(before) > 1e-3 else "")
@@ -80,7 +84,8 @@ class FinetunedMembershipProbe(Probe):
                       f" {'held-out images of the erased classes' if route == 'erased_class' else 'retained members'}"
                       f": mean AUC difference {signed(diff['estimate'])} "
                       f"{interval_text(diff['low'], diff['high'], thresholds.confidence)} against "
-                      f"{'the references' if references else 'chance'} (images and seeds), margin "
+                      f"{'the references' if references else 'chance'} (images and seeds; seed spread from "
+                      f"{diff.get('seed_source') or 'the references alone'}), margin "
                       f"+/-{thresholds.mia_auc_margin:g}; original {signed(original['estimate'])}; before fine-tuning "
                       f"{'n/a' if before is None else signed(before)}{amplification}")
             if combined["vetoes"]:
@@ -108,13 +113,15 @@ def fine_tuning_routes(subjects: AuditSubjects) -> dict[str, LabeledImages]:
     return routes
 
 
-def finetuned_comparison(sections: dict, route: str, references: list[str], thresholds: Thresholds) -> dict:
+def finetuned_comparison(sections: dict, route: str, references: list[str], thresholds: Thresholds,
+                         priors: SeedPriors = NO_PRIORS) -> dict:
     """The forget set's membership under the label after fine-tuning on ``route`` (the combined record of
-    :func:`audit.membership.combine_attacks`) from the probe's per-model sections."""
-    first = sections["unlearned"]
-    scores = {attack: {LABEL: {role: np.asarray(section[route]["scores"][attack])
-                               for role, section in sections.items()}}
+    :func:`audit.membership.combine_attacks`) from the probe's per-model sections, with the seed spread ``priors``
+    measured for conditioning ``finetuned(route)``, if any."""
+    first, conditioning = sections["unlearned"], finetuned(route)
+    scores = {attack: {conditioning: {role: np.asarray(section[route]["scores"][attack])
+                                      for role, section in sections.items()}}
               for attack in first[route]["scores"]}
     _, combined, _ = membership_from_scores(scores, np.asarray(first["is_member"], bool), references, thresholds,
-                                            first["seed"])
-    return combined[LABEL]
+                                            first["seed"], priors)
+    return combined[conditioning]
