@@ -233,7 +233,8 @@ def _judge_retrains(judge, spread: list[str], references: list[str], pool: list[
         for row in judge(candidate, tuple(references), [n for n in spread if n != candidate]):
             judged.append({"candidate": candidate, **row})
             print(f"{label} spread: {candidate} against the audit's references: {row.get('check', '')} "
-                  f"{row['decision']} {row['detail'].split(' on ')[0]}", flush=True)
+                  f"{row['decision']} {row['estimate']:+.3f} [{row['interval'][0]:+.3f}, {row['interval'][1]:+.3f}]",
+                  flush=True)
     out = {"judged": judged, "decisions": _by_check(judged, ratios), "rotated": {}}
     print(f"{label} spread: exact retrains against the default audit's references: {out['decisions']}", flush=True)
     for size in sizes:
