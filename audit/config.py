@@ -114,8 +114,9 @@ class AuditConfig:
         resurrection, exposure_images, finetuned_membership, side_effects: the stress probes' switches (the README's
             "Stress tests" says what each costs and why): resurrection routes; the retained members' exposure, scored
             on up to ``exposure_images`` retained members and as many heldout images (0: off); membership re-run
-            after fine-tuning every model (off by default: at K = 2 on one erased class it leaves every exact
-            retrain INCONCLUSIVE, 0 of 3 certified, benchmarks/results/stress.txt); side effects per retained class.
+            after fine-tuning every model (off by default: with the measured seed spread, its route on retained
+            data certifies an exact retrain only 72% of the time at K = 2, benchmarks/results/stress.txt); side
+            effects per retained class.
         eval_samples_per_class: samples judged per retained class (generation quality, relearning's curve).
         forgotten_samples_per_class: samples judged per erased class by the probes whose checks compare rates with
             the references (forgotten generation, embedding / concept inversion, adversarial prompt): at 50 an

@@ -45,8 +45,8 @@ FINE_TUNE_BATCH = 16
 class FinetunedMembershipProbe(Probe):
     """Every model fine-tuned :data:`FINE_TUNE_STEPS` steps on each route, then scored by every membership attack
     on the forget and heldout images under the label; checks ``membership_after_finetune[<route>]``
-    (``finetuned_membership: true``; off by default: on one erased class at K = 2 no exact retrain certifies with it,
-    benchmarks/results/stress.txt)."""
+    (``finetuned_membership: true``; off by default: on one erased class at K = 2 its ``retained`` route certifies an
+    exact retrain about 7 times in 10 with the measured spread, benchmarks/results/stress.txt)."""
 
     name = "finetuned_membership"
 
