@@ -132,7 +132,8 @@ def _ship_spread(seed_spread: Path, probe: AuditProbe, variances: dict[str, dict
 
 
 def exposure_spread(work: Path, retrains: int, seed_spread: Path | None, ratios: tuple[float, ...] = (),
-                    sizes: tuple[int, ...] = (2,), max_sets: int = 0) -> dict:
+                    sizes: tuple[int, ...] = (2,), max_sets: int = 0,
+                    images: int = AuditConfig().exposure_images) -> dict:
     """The between-retrain variance of the retained members' exposure (the mean over attacks of the AUC's log
     odds, audit/probes/exposure.py) on the default audit's fixed images: ``retrains`` models retrained without class 0
     from seeds no other model here uses. Written into ``seed_spread`` (the shipped audit/seed_spread.json) under the
@@ -145,8 +146,8 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None, ratios:
     ``sizes`` (K) of the retrains and the two references as the references and each other model as the candidate
     (the rate over reference sets a user could have drawn; ``max_sets`` > 0 draws that many sets at random when
     there are more). Each judgement is also decided at the other odds ``ratios`` (the same interval, another
-    margin)."""
-    probe = AuditProbe(default_audit_config(0, 0, 0, work), probes=("exposure",))
+    margin). ``images``: retained members and as many heldout images scored (the audit's ``exposure_images``)."""
+    probe = AuditProbe(default_audit_config(0, 0, 0, work, exposure_images=images), probes=("exposure",))
     exposure, references = ExposureProbe(), probe.subjects.references
     fixed, spread = _spread_sections(probe, "exposure", retrains, work)
     pool = {**spread, **{r: fixed[r] for r in references}}
@@ -406,6 +407,8 @@ def main() -> None:
     parser.add_argument("--spread-retrains", type=int, default=6)
     parser.add_argument("--exposure-ratios", default="2,3,4",
                         help="exposure_spread: the odds ratios (margins of retained_exposure) to decide each at")
+    parser.add_argument("--exposure-images", type=int, default=AuditConfig().exposure_images,
+                        help="exposure_spread: retained members and heldout images scored (the audit's default)")
     parser.add_argument("--rotation-sizes", default="2,3", help="exposure_spread: reference set sizes K to rotate")
     parser.add_argument("--max-sets", type=int, default=0,
                         help="exposure_spread: reference sets drawn per size (0: every set)")
@@ -422,7 +425,8 @@ def main() -> None:
 
     def measure_spread() -> list[dict]:
         spread["exposure"] = exposure_spread(args.work, args.spread_retrains, args.seed_spread,
-                                             tuple(map(float, args.exposure_ratios.split(","))), sizes, args.max_sets)
+                                             tuple(map(float, args.exposure_ratios.split(","))), sizes, args.max_sets,
+                                             args.exposure_images)
         return []
 
     def measure_finetuned_spread() -> list[dict]:
