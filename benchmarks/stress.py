@@ -41,8 +41,8 @@ import torch
 from attacks.metrics import rowwise_aucs
 from audit.config import AuditConfig
 from audit.probe import AuditProbe, default_audit_config
-from audit.probes import PROBES
-from audit.probes.exposure import ExposureProbe, exposure_decision, mean_over_attacks
+from audit.probes.base import Probe
+from audit.probes.exposure import ExposureProbe, exposure_decision, mean_over_attacks, metric_per_attack
 from audit.probes.finetuned_membership import FinetunedMembershipProbe
 from audit.run import retrained_model
 from audit.seed_spread import EXPOSURE, SeedPriors, finetuned, mean_statistic
@@ -98,19 +98,18 @@ def _retrains(probe: AuditProbe, count: int, steps: int = TrainConfig().steps) -
             for j in range(count)}
 
 
-def _spread_sections(probe: AuditProbe, name: str, retrains: int,
+def _spread_sections(probe: AuditProbe, runner: Probe, retrains: int,
                      work: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """The ``name`` probe's sections of the fixed models (role -> section) and of ``retrains`` models retrained
+    """The ``runner`` probe's sections of the fixed models (role -> section) and of ``retrains`` models retrained
     without the task's forget set from seeds no other model here uses ("spread_j" -> section; cached by content)."""
-    subjects, original, runner = probe.subjects, probe.fixed["original"], PROBES.make(name)
-    retrain = METHODS.make("retrain")
+    subjects, original, retrain = probe.subjects, probe.fixed["original"], METHODS.make("retrain")
     fixed = {role: runner.run(role, model, subjects, probe.config, work)[0] for role, model in probe.fixed.items()}
     spread = {}
     for j in range(retrains):
         model = retrained_model(retrain, original, subjects.task, (subjects.dataset, subjects.splits, subjects.spec),
                                 SPREAD_SEED + j, quiet=True)[0]
         spread[f"spread_{j}"] = runner.run("unlearned", model, subjects, probe.config, work)[0]
-        print(f"{name} spread: retrain {j} (seed {SPREAD_SEED + j}) done", flush=True)
+        print(f"{runner.name} spread: retrain {j} (seed {SPREAD_SEED + j}) done", flush=True)
     return fixed, spread
 
 
@@ -149,7 +148,7 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None, ratios:
     margin). ``images``: retained members and as many heldout images scored (the audit's ``exposure_images``)."""
     probe = AuditProbe(default_audit_config(0, 0, 0, work, exposure_images=images), probes=("exposure",))
     exposure, references = ExposureProbe(), probe.subjects.references
-    fixed, spread = _spread_sections(probe, "exposure", retrains, work)
+    fixed, spread = _spread_sections(probe, exposure, retrains, work)
     pool = {**spread, **{r: fixed[r] for r in references}}
     log_odds = {name: mean_over_attacks(section) for name, section in pool.items()}
     values = [log_odds[name] for name in spread]
@@ -168,7 +167,9 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None, ratios:
     measured.update(_judge_retrains(judge, list(spread), references, list(pool), sizes, max_sets, ratios,
                                     "exposure"))
     if seed_spread is not None:
-        _ship_spread(seed_spread, probe, {EXPOSURE: {statistic: measured["variance"]}}, retrains, "exposure_spread")
+        task = ("exposure_spread" if images == AuditConfig().exposure_images
+                else f"exposure_spread --exposure-images {images}")
+        _ship_spread(seed_spread, probe, {EXPOSURE: {statistic: measured["variance"]}}, retrains, task)
     return measured
 
 
@@ -182,7 +183,7 @@ def finetuned_spread(work: Path, retrains: int, seed_spread: Path | None, sizes:
     probe = AuditProbe(default_audit_config(0, 0, 0, work, finetuned_membership=True),
                        probes=("finetuned_membership",))
     runner, references = FinetunedMembershipProbe(), probe.subjects.references
-    fixed, spread = _spread_sections(probe, "finetuned_membership", retrains, work)
+    fixed, spread = _spread_sections(probe, runner, retrains, work)
     pool = {**spread, **{r: fixed[r] for r in references}}
     routes = [route for route in ("erased_class", "retained") if route in fixed["original"]]
     aucs = {name: {route: finetuned_aucs(section, route) for route in routes} for name, section in pool.items()}
@@ -216,24 +217,22 @@ def finetuned_spread(work: Path, retrains: int, seed_spread: Path | None, sizes:
 def finetuned_aucs(section: dict, route: str) -> dict[str, float]:
     """One model's forget-vs-heldout AUC of every attack after fine-tuning on ``route``, and their mean (the
     statistic :func:`audit.seed_spread.mean_statistic` names), from its finetuned_membership section."""
-    is_member = np.asarray(section["is_member"], bool)
-    out = {attack: float(rowwise_aucs(np.asarray(values)[is_member][None, :],
-                                      np.asarray(values)[~is_member][None, :])[0])
-           for attack, values in section[route]["scores"].items()}
+    out = metric_per_attack(section["is_member"], section[route]["scores"], rowwise_aucs)
     return {**out, mean_statistic(list(out)): float(np.mean(list(out.values())))}
 
 
 def _judge_retrains(judge, spread: list[str], references: list[str], pool: list[str], sizes: tuple[int, ...],
                     max_sets: int, ratios: tuple[float, ...], label: str) -> dict:
-    """Exact retrains judged as the unlearned model: ``judge(candidate, references, rest)`` -> rows (one per check,
-    each with its ``decision``), ``rest`` the models whose spread it may use (neither the candidate nor a reference).
-    First every ``spread`` model against the default ``references``, then every (or ``max_sets`` random) set of
-    each size of ``sizes`` drawn from ``pool`` as the references, each other model as the candidate."""
+    """Exact retrains judged as the unlearned model: ``judge(candidate, references, rest)`` -> rows (one per check:
+    its ``check`` name, ``decision``, ``estimate`` and ``interval``), ``rest`` the models whose spread it may use
+    (neither the candidate nor a reference). First every ``spread`` model against the default ``references``, then
+    every (or ``max_sets`` random) set of each size of ``sizes`` drawn from ``pool`` as the references, each other
+    model as the candidate."""
     judged = []
     for candidate in spread:
         for row in judge(candidate, tuple(references), [n for n in spread if n != candidate]):
             judged.append({"candidate": candidate, **row})
-            print(f"{label} spread: {candidate} against the audit's references: {row.get('check', '')} "
+            print(f"{label} spread: {candidate} against the audit's references: {row['check']} "
                   f"{row['decision']} {row['estimate']:+.3f} [{row['interval'][0]:+.3f}, {row['interval'][1]:+.3f}]",
                   flush=True)
     out = {"judged": judged, "decisions": _by_check(judged, ratios), "rotated": {}}
@@ -257,10 +256,9 @@ def _judge_retrains(judge, spread: list[str], references: list[str], pool: list[
 def _by_check(rows: list[dict], ratios: tuple[float, ...]) -> dict:
     """Decisions over ``rows`` per check (and at each odds ratio of ``ratios``, from ``decision_at``)."""
     out = {}
-    for check in sorted({row.get("check", "") for row in rows}):
-        mine = [row for row in rows if row.get("check", "") == check]
-        out[check or "all"] = {"judgements": len(mine), **_count(mine),
-                               **{f"at {r:g}": _count(mine, r) for r in ratios}}
+    for check in sorted({row["check"] for row in rows}):
+        mine = [row for row in rows if row["check"] == check]
+        out[check] = {"judgements": len(mine), **_count(mine), **{f"at {r:g}": _count(mine, r) for r in ratios}}
     return out
 
 
@@ -409,21 +407,21 @@ def main() -> None:
                         help="exposure_spread: the odds ratios (margins of retained_exposure) to decide each at")
     parser.add_argument("--exposure-images", type=int, default=AuditConfig().exposure_images,
                         help="exposure_spread: retained members and heldout images scored (the audit's default)")
-    parser.add_argument("--rotation-sizes", default="2,3", help="exposure_spread: reference set sizes K to rotate")
+    parser.add_argument("--rotation-sizes", default="2,3",
+                        help="the spread tasks: reference set sizes K to judge exact retrains against")
     parser.add_argument("--max-sets", type=int, default=0,
-                        help="exposure_spread: reference sets drawn per size (0: every set)")
+                        help="the spread tasks: reference sets drawn per size (0: every set)")
     parser.add_argument("--seed-spread", type=Path, default=None,
-                        help="the seed_spread.json to write the exposure spread into (audit/seed_spread.json)")
+                        help="the seed_spread.json the spread tasks write into (audit/seed_spread.json)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows = []
     command = "python benchmarks/stress.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())
     spread = {}
-
     sizes = tuple(map(int, args.rotation_sizes.split(",")))
 
-    def measure_spread() -> list[dict]:
+    def measure_exposure_spread() -> list[dict]:
         spread["exposure"] = exposure_spread(args.work, args.spread_retrains, args.seed_spread,
                                              tuple(map(float, args.exposure_ratios.split(","))), sizes, args.max_sets,
                                              args.exposure_images)
@@ -434,7 +432,7 @@ def main() -> None:
                                                args.max_sets)
         return []
 
-    tasks = {"exposure_spread": measure_spread, "finetuned_spread": measure_finetuned_spread,
+    tasks = {"exposure_spread": measure_exposure_spread, "finetuned_spread": measure_finetuned_spread,
              "class": lambda: class_task(args.work, args.retrains),
              "sequence": lambda: sequence_task(args.work, min(args.retrains, 2)),
              "text": lambda: text_task(args.work, 1)}

@@ -96,12 +96,18 @@ def _ratio(log_odds_ratio: float) -> str:
     return f"x{math.exp(log_odds_ratio):.2f}"
 
 
+def metric_per_attack(is_member: list[bool], scores: dict[str, list[float]],
+                      metric=rowwise_auc_log_odds) -> dict[str, float]:
+    """Each attack's members-vs-non-members ``metric`` (a rowwise metric of attacks.metrics: the AUC's log odds, or
+    the AUC) on one model's ``scores`` (attack -> (N,) scores; ``is_member`` (N,))."""
+    members = np.asarray(is_member, bool)
+    return {attack: float(metric(np.asarray(values)[members][None, :], np.asarray(values)[~members][None, :])[0])
+            for attack, values in scores.items()}
+
+
 def mean_over_attacks(section: dict, metric=rowwise_auc_log_odds) -> float:
-    """One model's retained-members-vs-heldout ``metric`` (a rowwise metric of attacks.metrics: the AUC's log odds,
-    or the AUC), averaged over the attacks (its probe section)."""
-    is_member = np.asarray(section["is_member"], bool)
-    return float(np.mean([metric(np.asarray(values)[is_member][None, :], np.asarray(values)[~is_member][None, :])[0]
-                          for values in section["scores"].values()]))
+    """One model's retained-members-vs-heldout ``metric`` averaged over the attacks (its probe section)."""
+    return float(np.mean(list(metric_per_attack(section["is_member"], section["scores"], metric).values())))
 
 
 def exposure_comparison(sections: dict, references: list[str], confidence: float,
