@@ -153,7 +153,7 @@ class AuditConfig:
     calibration_images: int = 100
     extraction_samples_per_class: int = 100
     resurrection: bool = True
-    exposure_images: int = 100
+    exposure_images: int = 200
     finetuned_membership: bool = False
     side_effects: bool = True
     eval_samples_per_class: int = 50

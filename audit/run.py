@@ -595,7 +595,8 @@ def examine(subjects: AuditSubjects, config: AuditConfig, scores_dir: Path, imag
     thresholds = config.thresholds.for_task(bool(spec.classes))
     priors = priors_for(subjects.models["original"].fingerprint(),
                         task_kind(spec.classes, spec.sample_ids, bool(spec.concept)), subjects.sets.num_members,
-                        recipe=subjects.sources["original"].get("recipe"))
+                        recipe=subjects.sources["original"].get("recipe"),
+                        exposure_images=subjects.exposure.num_members if subjects.exposure is not None else 0)
     attacks, comparisons, combined = run_membership(
         subjects.attacks, subjects.models, inversions, subjects.sets, subjects.references, thresholds,
         config.seed, scores_dir, memo=scores_memo, priors=priors)

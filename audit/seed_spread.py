@@ -10,7 +10,10 @@ measurement allows drops it (:func:`audit.statistics.pooled_seed_spread`).
 
 A measurement applies to the model it was made on (the original's fingerprint) and to the kind of task: erasing
 one class, or deleting member images (its variance scaled by measured size / audited size, as an AUC's variance
-over image pairs shrinks). Any other audit gets :data:`NO_PRIORS`: the references' spread alone.
+over image pairs shrinks). The retained members' exposure records how many images it was measured on; an audit
+scoring fewer scales its variance up by measured / audited (image luck is most of it: 100 + 100 images spread 1.9x
+more than 200 + 200, benchmarks/results/stress.txt), one scoring more keeps it (never extrapolated down). Any other
+audit gets :data:`NO_PRIORS`: the references' spread alone.
 
 Torch-free.
 """
@@ -57,9 +60,9 @@ class SeedPriors:
     ``statistic`` is an attack's name or :func:`mean_statistic` (conditioning ``generation``: a generation
     check's name, e.g. ``relearning``, the relearning curve's area, or ``forgotten_generation``, a rate); ``dof``
     the degrees of freedom of every variance (retrains minus one, summed over the measured tasks), ``source`` the
-    provenance in words; ``dofs`` and ``sources`` override ``dof`` and ``source`` for a conditioning measured on
-    other retrains (``exposure``: the retained members' exposure, and :func:`finetuned`: membership after
-    fine-tuning, each measured after the rest).
+    provenance in words; ``dofs``, ``sources`` and ``scales`` override ``dof``, ``source`` and ``scale`` for a
+    conditioning measured on other retrains (``exposure``: the retained members' exposure, and :func:`finetuned`:
+    membership after fine-tuning, each measured after the rest).
     """
 
     variances: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -68,18 +71,20 @@ class SeedPriors:
     scale: float = 1.0
     dofs: dict[str, int] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)
 
     def spread(self, conditioning: str, statistic: str) -> SeedSpread | None:
         variance = self.variances.get(conditioning, {}).get(statistic)
         dof = self.dofs.get(conditioning, self.dof)
         if variance is None or dof <= 0:
             return None
-        return SeedSpread(variance * self.scale, dof, self.sources.get(conditioning, self.source))
+        scale = self.scales.get(conditioning, self.scale)
+        return SeedSpread(variance * scale, dof, self.sources.get(conditioning, self.source))
 
     def describe(self) -> dict:
         """JSON-ready; :meth:`from_dict` reads it back (a results document carries the spread its checks used)."""
         return {"variances": self.variances, "dof": self.dof, "source": self.source, "scale": self.scale,
-                "dofs": self.dofs, "sources": self.sources}
+                "dofs": self.dofs, "sources": self.sources, "scales": self.scales}
 
     @classmethod
     def from_dict(cls, data: dict) -> SeedPriors:
@@ -99,9 +104,11 @@ def load_measurements() -> dict:
 
 
 def priors_for(original_fingerprint: str, kind: str | None, num_forget: int,
-               measurements: dict | None = None, recipe: str | None = None) -> SeedPriors:
+               measurements: dict | None = None, recipe: str | None = None,
+               exposure_images: int = 0) -> SeedPriors:
     """The measured spread that applies to an audit of the model ``original_fingerprint`` on a task of ``kind``
-    with ``num_forget`` forget images, or :data:`NO_PRIORS`.
+    with ``num_forget`` forget images (and ``exposure_images`` retained members scored for exposure), or
+    :data:`NO_PRIORS`.
 
     A measurement applies to the model it was made on, or to one trained by the same ``recipe`` (the built-in
     reference's data, split and training settings, :func:`diffusion.reference.recipe_key`):
@@ -120,5 +127,9 @@ def priors_for(original_fingerprint: str, kind: str | None, num_forget: int,
             sources = {conditioning: f"{provenance.get(conditioning, 'undated')}, measured on {made_on} "
                                      f"({SEED_SPREAD_FILE})"
                        for conditioning in task.get("dofs", {})}
-            return SeedPriors(task["variances"], int(task["dof"]), source, scale, task.get("dofs", {}), sources)
+            measured_images = task.get("images", {}).get(EXPOSURE)
+            scales = ({EXPOSURE: max(1.0, measured_images / exposure_images)}
+                      if measured_images and exposure_images else {})
+            return SeedPriors(task["variances"], int(task["dof"]), source, scale, task.get("dofs", {}), sources,
+                              scales)
     return NO_PRIORS

@@ -176,7 +176,8 @@ def with_unmeasured(priors: SeedPriors, audited: SeedPriors) -> SeedPriors:
     missing = set(audited.variances) - set(priors.variances)
     return SeedPriors({**priors.variances, **{c: audited.variances[c] for c in missing}}, priors.dof, priors.source,
                       priors.scale, {**priors.dofs, **{c: audited.dofs.get(c, audited.dof) for c in missing}},
-                      {**priors.sources, **{c: audited.sources.get(c, audited.source) for c in missing}})
+                      {**priors.sources, **{c: audited.sources.get(c, audited.source) for c in missing}},
+                      {**priors.scales, **{c: audited.scales[c] for c in missing if c in audited.scales}})
 
 
 def redecide(results: dict, folder: Path, priors: SeedPriors, margin: float | None = None) -> dict:

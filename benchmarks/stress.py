@@ -114,9 +114,10 @@ def _spread_sections(probe: AuditProbe, runner: Probe, retrains: int,
 
 
 def _ship_spread(seed_spread: Path, probe: AuditProbe, variances: dict[str, dict[str, float]], retrains: int,
-                 task: str) -> None:
+                 task: str, images: dict[str, int] | None = None) -> None:
     """Write the measured ``variances`` (conditioning -> statistic -> variance, ``retrains`` - 1 degrees of freedom
-    each) into the built-in class model's entry of ``seed_spread`` (the shipped audit/seed_spread.json)."""
+    each) into the built-in class model's entry of ``seed_spread`` (the shipped audit/seed_spread.json), with how
+    many images each conditioning in ``images`` was measured on."""
     shipped = json.loads(seed_spread.read_text())
     fingerprint, recipe = probe.fixed["original"].fingerprint(), probe.subjects.sources["original"]["recipe"]
     entry = next(t for t in shipped["tasks"] if t["kind"] == "class" and (
@@ -124,6 +125,8 @@ def _ship_spread(seed_spread: Path, probe: AuditProbe, variances: dict[str, dict
     for conditioning, per_statistic in variances.items():
         entry["variances"][conditioning] = per_statistic
         entry.setdefault("dofs", {})[conditioning] = retrains - 1
+        if conditioning in (images or {}):
+            entry.setdefault("images", {})[conditioning] = images[conditioning]
         shipped["provenance"][conditioning] = (
             f"the spread of {retrains} retrains without class 0 (seeds {SPREAD_SEED}+j), "
             f"{time.strftime('%Y-%m-%d')}: python benchmarks/stress.py --tasks {task} --spread-retrains {retrains}")
@@ -169,7 +172,8 @@ def exposure_spread(work: Path, retrains: int, seed_spread: Path | None, ratios:
     if seed_spread is not None:
         task = ("exposure_spread" if images == AuditConfig().exposure_images
                 else f"exposure_spread --exposure-images {images}")
-        _ship_spread(seed_spread, probe, {EXPOSURE: {statistic: measured["variance"]}}, retrains, task)
+        _ship_spread(seed_spread, probe, {EXPOSURE: {statistic: measured["variance"]}}, retrains, task,
+                     {EXPOSURE: probe.subjects.exposure.num_members})
     return measured
 
 

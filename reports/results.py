@@ -399,6 +399,7 @@ class SeedSpreadRecord(Record):
     variances: dict[str, dict[str, float]]
     dofs: dict[str, int] | None = field(default=ABSENT, metadata=OPTIONAL)  # per conditioning, where not ``dof``
     sources: dict[str, str] | None = field(default=ABSENT, metadata=OPTIONAL)  # per conditioning, where not ``source``
+    scales: dict[str, float] | None = field(default=ABSENT, metadata=OPTIONAL)  # per conditioning, where not ``scale``
 
 
 @dataclass

@@ -8,7 +8,7 @@ from audit.seed_spread import NO_PRIORS, SeedPriors, load_measurements, mean_sta
 
 MEASURED = {"provenance": {"date": "2026-12-04", "exposure": "5 retrains without class 0"}, "tasks": [
     {"kind": "class", "original_fingerprint": "abc", "original_recipe": "r1", "num_forget": 45, "num_retrains": 12,
-     "dof": 9, "description": "test", "dofs": {"exposure": 4},
+     "dof": 9, "description": "test", "dofs": {"exposure": 4}, "images": {"exposure": 200},
      "variances": {"label": {"loss": 0.002, mean_statistic(["loss", "pia"]): 0.001}, "exposure": {"loss": 0.01}}},
     {"kind": "samples", "original_fingerprint": "abc", "num_forget": 50, "num_retrains": 5, "dof": 4,
      "description": "test", "variances": {"label": {"loss": 0.0004}}},
@@ -35,6 +35,18 @@ def test_a_measurement_applies_to_a_model_trained_by_its_recipe_on_another_cpu()
     assert "12 retrains" not in exposure.source
     assert priors_for("other bits", "class", 45, MEASURED, recipe="r2") is NO_PRIORS
     assert priors_for("other bits", "samples", 45, MEASURED, recipe="r1") is NO_PRIORS  # no recipe recorded there
+
+
+def test_an_exposure_spread_measured_on_more_images_than_scored_is_scaled_up_never_down():
+    """The exposure spread is mostly image luck: an audit scoring half the images gets twice the variance; one
+    scoring more keeps the measured variance (conservative), and every other conditioning is left alone."""
+    def variance(images: int, conditioning: str = "exposure") -> float:
+        return priors_for("abc", "class", 45, MEASURED, exposure_images=images).spread(conditioning, "loss").variance
+    assert variance(100) == pytest.approx(0.02) and variance(50) == pytest.approx(0.04)
+    assert variance(200) == variance(400) == pytest.approx(0.01)
+    assert variance(100, "label") == pytest.approx(0.002)
+    priors = priors_for("abc", "class", 45, MEASURED, exposure_images=100)
+    assert SeedPriors.from_dict(priors.describe()) == priors
 
 
 def test_task_kinds_and_the_mean_statistic():
