@@ -43,9 +43,11 @@ def mean_statistic(attacks: list[str]) -> str:
 
 
 def task_kind(classes: tuple[int, ...], sample_ids: tuple[int, ...], concept: bool) -> str | None:
-    """``"class"`` (one class erased), ``"samples"`` (member images deleted) or None (a kind never measured)."""
+    """``"class"`` (one class erased), ``"samples"`` (member images deleted), ``"concept:<class>"`` (a text model's
+    concept, measured per concept: one concept's retrains say nothing of another's) or None (a kind never
+    measured)."""
     if concept:
-        return None
+        return f"concept:{classes[0]}" if len(classes) == 1 else None
     if len(classes) == 1 and not sample_ids:
         return "class"
     if sample_ids and not classes:

@@ -22,8 +22,11 @@ stress probes on every candidate: retained exposure, membership after fine-tunin
   text: concept      noop, retrain_0, EraseDiff and ESD-x at their defaults on the built-in text model, with the
   "three"            resurrection probe too: every attack's success rate on every model, and the worst case
 
-``--tasks class,sequence,text`` picks the tasks. Prints one row per candidate (each check's decision and estimate)
-and writes JSON.
+``--tasks text_spread`` first measures the text audit's seed spread (``--spread-retrains`` text models
+retrained without "three", every check's statistic; shipped with ``--seed-spread audit/seed_spread.json``) and
+judges each of those retrains by the whole text audit with the spread of the others; run in one process before
+``text``, the two share the fixed models' work. ``--tasks class,sequence,text`` picks the tasks. Prints one row
+per candidate (each check's decision and estimate) and writes JSON.
 """
 
 from __future__ import annotations
@@ -31,21 +34,26 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from controls import retrain_aucs  # benchmarks/controls.py: every seed-spread statistic of an audit's retrains
 
 from attacks.metrics import rowwise_aucs
+from audit.checks import evaluate_checks, verdict
 from audit.config import AuditConfig
+from audit.membership import run_membership
 from audit.probe import AuditProbe, default_audit_config
 from audit.probes.base import Probe
 from audit.probes.exposure import ExposureProbe, exposure_decision, mean_over_attacks, metric_per_attack
 from audit.probes.finetuned_membership import FinetunedMembershipProbe
+from audit.probes.side_effects import COMBINED
 from audit.run import retrained_model
-from audit.seed_spread import EXPOSURE, SeedPriors, finetuned, mean_statistic
+from audit.seed_spread import EXPOSURE, GENERATION, SeedPriors, finetuned, mean_statistic, task_kind
 from diffusion.data import load_digits_dataset
 from diffusion.erasures import erased_member_ids
 from diffusion.io import write_json
@@ -58,7 +66,8 @@ from reports.results import DECISIONS
 from unlearn import METHODS
 
 OTHER_SEED = 987_654  # as benchmarks/controls.py: seeds no audit reference uses
-SPREAD_SEED = 424_242  # the exposure spread's retrains: seeds neither the references nor the known answers use
+SPREAD_SEED = 424_242  # the spread tasks' retrains: seeds neither the references nor the known answers use
+TEXT_RECIPE = TrainConfig.for_kind("text", **RECIPE_PRESETS["default"])  # the built-in text model's
 STRESS_PROBES = ("exposure", "finetuned_membership", "side_effects")
 RESURRECTION_ATTACKS = ("regeneration", "inversion", "adversarial_prompt", "ring_a_bell", "p4d", "noise_trajectory")
 SHOWN = ("membership[label]", "forgotten_generation", "forgotten_per_class", "retained_accuracy",
@@ -89,12 +98,14 @@ def _row(name: str, result, seconds: float) -> dict:
     return {"candidate": name, "seconds": seconds, "checks": checks}
 
 
-def _retrains(probe: AuditProbe, count: int, steps: int = TrainConfig().steps) -> dict[str, DiffusionModel]:
+def _retrains(probe: AuditProbe, count: int, steps: int = TrainConfig().steps, seed: int = OTHER_SEED,
+              prefix: str = "retrain") -> dict[str, DiffusionModel]:
+    """``count`` models retrained without the probe's forget set from seeds ``seed`` + j ("<prefix>_j"; cached)."""
     subjects = probe.subjects
     retrain = METHODS.make("retrain", steps=steps)
-    return {f"retrain_{j}": retrained_model(retrain, probe.fixed["original"], subjects.task,
-                                            (subjects.dataset, subjects.splits, subjects.spec), OTHER_SEED + j,
-                                            quiet=True)[0]
+    return {f"{prefix}_{j}": retrained_model(retrain, probe.fixed["original"], subjects.task,
+                                             (subjects.dataset, subjects.splits, subjects.spec), seed + j,
+                                             quiet=True)[0]
             for j in range(count)}
 
 
@@ -316,21 +327,116 @@ def sequence_task(work: Path, retrains: int) -> list[dict]:
     return _judge(probe, candidates, "classes 0,1 in sequence")
 
 
-def text_task(work: Path, retrains: int) -> list[dict]:
-    """The built-in text model erasing the concept "three": the stress probes and every resurrection attack."""
+def text_probe(work: Path) -> AuditProbe:
+    """The probe of the built-in text model erasing the concept "three": the stress probes and every resurrection
+    attack on each candidate (the text model and its references trained first, cached)."""
     dataset = load_digits_dataset()
-    recipe = TrainConfig.for_kind("text", **RECIPE_PRESETS["default"])
-    _, original_dir, _ = load_or_train_reference(dataset, make_splits(dataset.labels, 0), recipe, quiet=True)
+    _, original_dir, _ = load_or_train_reference(dataset, make_splits(dataset.labels, 0), TEXT_RECIPE, quiet=True)
     config = AuditConfig(model=str(original_dir), unlearned=str(original_dir), forget_classes=[],
                          forget_concept=["three"], seed=0, quiet=True, out=str(work / "unused"),
                          finetuned_membership=True)
-    probe = AuditProbe(config, probes=(*STRESS_PROBES, "resurrection"))
+    return AuditProbe(config, probes=(*STRESS_PROBES, "resurrection"))
+
+
+def text_task(probe: AuditProbe, retrains: int) -> list[dict]:
+    """Known answers and the resurrection table on the text ``probe`` (:func:`text_probe`)."""
     original, task = probe.fixed["original"], probe.subjects.task
     candidates = {"noop": lambda: original,
-                  **{k: (lambda m=m: m) for k, m in _retrains(probe, retrains, recipe.steps).items()},
+                  **{k: (lambda m=m: m) for k, m in _retrains(probe, retrains, TEXT_RECIPE.steps).items()},
                   "erasediff": lambda: METHODS.make("erasediff").unlearn(original, task, seed=0, quiet=True).model,
                   "esd_x": lambda: METHODS.make("esd_x").unlearn(original, task, seed=0, quiet=True).model}
     return _judge(probe, candidates, "text: concept three", resurrection=True)
+
+
+def retrain_statistics(sections: dict) -> dict[str, dict[str, float]]:
+    """conditioning -> statistic -> the unlearned model's value behind every check a seed spread serves, from an
+    audit's sections: membership AUCs per attack and their mean, each generation check's mean (the per-image values
+    of :func:`audit.generation_checks.generation_values`, and the combined prompts' miss rate), the retained
+    members' exposure (mean log odds) and membership after fine-tuning per route."""
+    values = {conditioning: {statistic: v[0] for statistic, v in per.items()}
+              for conditioning, per in retrain_aucs(sections).items()}
+    combined = (sections.get("side_effects") or {}).get("unlearned", {}).get(COMBINED)
+    if combined is not None:
+        values.setdefault(GENERATION, {})[COMBINED] = float(1 - np.mean(combined["per_image_correct"]))
+    exposure = (sections.get("exposure") or {}).get("unlearned")
+    if exposure is not None:
+        values[EXPOSURE] = {mean_statistic(list(exposure["scores"])): mean_over_attacks(exposure)}
+    finetuned_section = (sections.get("finetuned_membership") or {}).get("unlearned")
+    for route in ("erased_class", "retained"):
+        if finetuned_section is not None and route in finetuned_section:
+            values[finetuned(route)] = finetuned_aucs(finetuned_section, route)
+    return values
+
+
+def spread_of(values: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """The between-retrain variance (ddof 1) of every statistic all of ``values`` (one per retrain) hold."""
+    return {conditioning: {statistic: float(np.var([v[conditioning][statistic] for v in values], ddof=1))
+                           for statistic in per if all(statistic in v.get(conditioning, {}) for v in values)}
+            for conditioning, per in values[0].items()}
+
+
+def text_spread(probe: AuditProbe, retrains: int, seed_spread: Path | None) -> dict:
+    """The between-retrain spread of every statistic the text audit's checks compare (:func:`retrain_statistics`),
+    from ``retrains`` text models retrained without the concept "three" from seeds no other model here uses (the
+    text ``probe``'s fixed images: :func:`text_probe`). Written into ``seed_spread`` (the shipped
+    audit/seed_spread.json) as the built-in text model's entry for that concept (``retrains`` - 1 degrees of
+    freedom); then each retrain judged as the unlearned model against the audit's references by every check,
+    membership included, with the spread of the other retrains only (leave one out): the rate at which the text
+    audit certifies an exact retrain, and how often a check FAILs one."""
+    models = _retrains(probe, retrains, TEXT_RECIPE.steps, SPREAD_SEED, "spread")
+    sections, values = {}, {}
+    for name, model in models.items():
+        sections[name] = probe(model).sections
+        values[name] = retrain_statistics(sections[name])
+        print(f"text spread: {name} done", flush=True)
+    variances = spread_of(list(values.values()))
+    subjects, thresholds = probe.subjects, probe.config.thresholds.for_task(True)
+    judged = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, model in models.items():
+            rest = [values[n] for n in models if n != name]
+            priors = SeedPriors(spread_of(rest), len(rest) - 1, f"the other {len(rest)} text spread retrains")
+            comparisons, combined = run_membership(
+                subjects.attacks, {**probe.fixed, "unlearned": model}, {}, subjects.sets, subjects.references,
+                thresholds, probe.config.seed, Path(scratch), memo=probe.memo, priors=priors)[1:]
+            results = {**sections[name], "membership": {**sections[name]["membership"], "attacks": comparisons,
+                                                        "combined": combined, "seed_spread": priors.describe()}}
+            checks = evaluate_checks(results, thresholds)
+            judged.append({"candidate": name, "verdict": verdict(checks),
+                           "checks": {c.name: {"decision": c.decision, "estimate": c.estimate,
+                                               "interval": c.interval} for c in checks}})
+            print(f"text spread: {name} (leave one out): {judged[-1]['verdict']}; " + ", ".join(
+                f"{c.name} {c.decision}" for c in checks if c.decision != "PASS"), flush=True)
+    names = sorted({check for row in judged for check in row["checks"]})
+    measured = {"seeds": [SPREAD_SEED + j for j in range(retrains)], "dof": retrains - 1, "variances": variances,
+                "values": values, "judged": judged,
+                "decisions": {check: {d: sum(row["checks"].get(check, {}).get("decision") == d for row in judged)
+                                      for d in DECISIONS} for check in names},
+                "verdicts": {d: sum(row["verdict"] == d for row in judged) for d in DECISIONS}}
+    print(f"text spread: verdicts of {retrains} exact retrains {measured['verdicts']}", flush=True)
+    if seed_spread is not None:
+        _ship_concept_spread(seed_spread, probe, variances, retrains)
+    return measured
+
+
+def _ship_concept_spread(seed_spread: Path, probe: AuditProbe, variances: dict[str, dict[str, float]],
+                         retrains: int) -> None:
+    """Write (or replace) the text model's entry for the probe's concept in ``seed_spread``."""
+    spec, subjects = probe.subjects.spec, probe.subjects
+    kind = task_kind(spec.classes, spec.sample_ids, bool(spec.concept))
+    original = probe.fixed["original"]
+    shipped = json.loads(seed_spread.read_text())
+    entry = {"kind": kind, "original_fingerprint": original.fingerprint(),
+             "original_recipe": subjects.sources["original"]["recipe"], "num_forget": subjects.sets.num_members,
+             "num_retrains": retrains, "dof": retrains - 1, "variances": variances,
+             "images": {EXPOSURE: subjects.exposure.num_members},
+             "description": f"the concept {' / '.join(spec.concept)} of the built-in text model, {retrains} retrains "
+                            f"(seeds {SPREAD_SEED}+j), {time.strftime('%Y-%m-%d')}: python benchmarks/stress.py "
+                            f"--tasks text_spread --spread-retrains {retrains}"}
+    shipped["tasks"] = [t for t in shipped["tasks"] if not (t["kind"] == kind and (
+        t["original_fingerprint"] == entry["original_fingerprint"]
+        or t.get("original_recipe") == entry["original_recipe"]))] + [entry]
+    write_json(seed_spread, shipped)
 
 
 def resurrection_rates(section: dict) -> dict[str, float]:
@@ -405,7 +511,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/erasediff-stress"))
     parser.add_argument("--tasks", default="class,sequence,text",
                         help="any of exposure_spread, finetuned_spread (measure; run them before class), class, "
-                        "sequence, text")
+                        "sequence, text_spread (measure; run it before text), text")
     parser.add_argument("--spread-retrains", type=int, default=6)
     parser.add_argument("--exposure-ratios", default="2,3,4",
                         help="exposure_spread: the odds ratios (margins of retained_exposure) to decide each at")
@@ -436,10 +542,21 @@ def main() -> None:
                                                args.max_sets)
         return []
 
+    def text() -> AuditProbe:  # one text probe for both text tasks: the fixed models' work done once
+        if "probe" not in shared:
+            shared["probe"] = text_probe(args.work)
+        return shared["probe"]
+
+    def measure_text_spread() -> list[dict]:
+        spread["text"] = text_spread(text(), args.spread_retrains, args.seed_spread)
+        return []
+
+    shared: dict[str, AuditProbe] = {}
     tasks = {"exposure_spread": measure_exposure_spread, "finetuned_spread": measure_finetuned_spread,
              "class": lambda: class_task(args.work, args.retrains),
              "sequence": lambda: sequence_task(args.work, min(args.retrains, 2)),
-             "text": lambda: text_task(args.work, 1)}
+             "text_spread": measure_text_spread,
+             "text": lambda: text_task(text(), 1)}
     for name in args.tasks.split(","):
         rows += tasks[name]()
         said = known_answers(rows)  # written after every task: a long run keeps what it finished
