@@ -49,6 +49,17 @@ def test_an_exposure_spread_measured_on_more_images_than_scored_is_scaled_up_nev
     assert SeedPriors.from_dict(priors.describe()) == priors
 
 
+def test_a_concept_measurement_applies_to_that_concept_only():
+    """A text model's spread is measured per concept: erasing "three" says nothing of how retrains without "five"
+    scatter, so an audit of another concept of the same model gets the references' spread alone."""
+    measured = {"provenance": {}, "tasks": [
+        {"kind": "concept:3", "original_fingerprint": "txt", "num_forget": 90, "num_retrains": 6, "dof": 5,
+         "description": "test", "variances": {"generation": {"combined_prompts": 0.04}}}]}
+    three = task_kind((3,), tuple(range(90)), True)
+    assert priors_for("txt", three, 90, measured).spread("generation", "combined_prompts").dof == 5
+    assert priors_for("txt", task_kind((5,), (), True), 90, measured) is NO_PRIORS
+
+
 def test_task_kinds_and_the_mean_statistic():
     assert task_kind((0,), (), False) == "class" and task_kind((), (1, 2), False) == "samples"
     assert task_kind((0, 1), (), False) is None and task_kind((3, 5), (), True) is None
