@@ -204,8 +204,7 @@ def finetuned_spread(work: Path, retrains: int, seed_spread: Path | None, sizes:
     aucs = {name: {route: finetuned_aucs(section, route) for route in routes} for name, section in pool.items()}
 
     def variances(names: list[str]) -> dict[str, dict[str, float]]:
-        return {finetuned(route): {statistic: float(np.var([aucs[n][route][statistic] for n in names], ddof=1))
-                                   for statistic in aucs[names[0]][route]} for route in routes}
+        return spread_of([{finetuned(route): aucs[n][route] for route in routes} for n in names])
 
     measured = {"seeds": [SPREAD_SEED + j for j in range(retrains)], "dof": retrains - 1,
                 "aucs": {name: aucs[name] for name in pool}, "variances": variances(list(spread))}
@@ -422,7 +421,8 @@ def text_spread(probe: AuditProbe, retrains: int, seed_spread: Path | None) -> d
 def _ship_concept_spread(seed_spread: Path, probe: AuditProbe, variances: dict[str, dict[str, float]],
                          retrains: int) -> None:
     """Write (or replace) the text model's entry for the probe's concept in ``seed_spread``."""
-    spec, subjects = probe.subjects.spec, probe.subjects
+    subjects = probe.subjects
+    spec = subjects.spec
     kind = task_kind(spec.classes, spec.sample_ids, bool(spec.concept))
     original = probe.fixed["original"]
     shipped = json.loads(seed_spread.read_text())
