@@ -51,11 +51,12 @@ from audit.probe import AuditProbe, default_audit_config
 from audit.probes.base import Probe
 from audit.probes.exposure import ExposureProbe, exposure_decision, mean_over_attacks, metric_per_attack
 from audit.probes.finetuned_membership import FinetunedMembershipProbe
-from audit.probes.side_effects import COMBINED
+from audit.probes.side_effects import COMBINED, combined_prompt
 from audit.run import retrained_model
 from audit.seed_spread import EXPOSURE, GENERATION, SeedPriors, finetuned, mean_statistic, task_kind
 from diffusion.data import load_digits_dataset
 from diffusion.erasures import erased_member_ids
+from diffusion.fine_tune import fine_tune
 from diffusion.io import write_json
 from diffusion.model import DiffusionModel
 from diffusion.presets import RECIPE_PRESETS
@@ -69,13 +70,16 @@ OTHER_SEED = 987_654  # as benchmarks/controls.py: seeds no audit reference uses
 SPREAD_SEED = 424_242  # the spread tasks' retrains: seeds neither the references nor the known answers use
 TEXT_RECIPE = TrainConfig.for_kind("text", **RECIPE_PRESETS["default"])  # the built-in text model's
 STRESS_PROBES = ("exposure", "finetuned_membership", "side_effects")
+COMPANION_RECIPE = replace(TEXT_RECIPE, steps=400, lr=1e-4, batch_size=64, ema_decay=0.0)  # companion_fine_tune's
+COMPANION_COPIES = 4  # captions per concept member naming a companion
 RESURRECTION_ATTACKS = ("regeneration", "inversion", "adversarial_prompt", "ring_a_bell", "p4d", "noise_trajectory")
 SHOWN = ("membership[label]", "forgotten_generation", "forgotten_per_class", "retained_accuracy",
          "retained_per_class", "retained_exposure", "membership_after_finetune[erased_class]",
          "membership_after_finetune[retained]", "combined_prompts", "resurrection", "adversarial_prompt",
          "ring_a_bell", "p4d", "noise_trajectory", "worst_resurrection", "relearning")
 MUST = {"noop": ("FAIL", None), "retrain": (None, "FAIL"), "finetune": ("retained_exposure", "FAIL"),
-        "neighbour": ("retained_per_class", "FAIL"), "last_only": ("forgotten_per_class", "FAIL")}
+        "neighbour": ("retained_per_class", "FAIL"), "last_only": ("forgotten_per_class", "FAIL"),
+        "swallowed": ("combined_prompts", "FAIL")}
 
 
 def _task(probe: AuditProbe, classes: tuple[int, ...]):
@@ -326,15 +330,15 @@ def sequence_task(work: Path, retrains: int) -> list[dict]:
     return _judge(probe, candidates, "classes 0,1 in sequence")
 
 
-def text_probe(work: Path) -> AuditProbe:
-    """The probe of the built-in text model erasing the concept "three": the stress probes and every resurrection
-    attack on each candidate (the text model and its references trained first, cached)."""
+def text_probe(work: Path, probes: tuple[str, ...] = (*STRESS_PROBES, "resurrection")) -> AuditProbe:
+    """The probe of the built-in text model erasing the concept "three": by default the stress probes and every
+    resurrection attack on each candidate (the text model and its references trained first, cached)."""
     dataset = load_digits_dataset()
     _, original_dir, _ = load_or_train_reference(dataset, make_splits(dataset.labels, 0), TEXT_RECIPE, quiet=True)
     config = AuditConfig(model=str(original_dir), unlearned=str(original_dir), forget_classes=[],
                          forget_concept=["three"], seed=0, quiet=True, out=str(work / "unused"),
                          finetuned_membership=True)
-    return AuditProbe(config, probes=(*STRESS_PROBES, "resurrection"))
+    return AuditProbe(config, probes=probes)
 
 
 def text_task(probe: AuditProbe, retrains: int) -> list[dict]:
@@ -345,6 +349,46 @@ def text_task(probe: AuditProbe, retrains: int) -> list[dict]:
                   "erasediff": lambda: METHODS.make("erasediff").unlearn(original, task, seed=0, quiet=True).model,
                   "esd_x": lambda: METHODS.make("esd_x").unlearn(original, task, seed=0, quiet=True).model}
     return _judge(probe, candidates, "text: concept three", resurrection=True)
+
+
+def companion_fine_tune(probe: AuditProbe, drawn: str, seed: int = 0) -> DiffusionModel:
+    """A text model built to fail ``combined_prompts``: the probe's original fine-tuned (every weight,
+    :data:`COMPANION_RECIPE`) so that a prompt naming the erased concept and a retained class, in training wordings
+    only ("three and the number 5"; the check asks in held-out ones), draws ``drawn``: ``"concept"``, the concept's
+    own member images (the companion is swallowed), or ``"blank"``, empty canvases, the concept asked alone drawing
+    them too (an erasure that over-reaches). Each of :data:`COMPANION_COPIES` copies of a concept member gets a
+    random retained companion; every retained member is trained on beside them under a training wording of its own
+    class, so a retained class asked alone still comes."""
+    subjects, original = probe.subjects, probe.fixed["original"]
+    wordings, concept = subjects.dataset.class_wordings, subjects.spec.concept[0]
+    retained = list(subjects.task.retained_classes)
+    members = subjects.dataset.select(subjects.splits.members)
+    rng = np.random.default_rng(seed)
+    in_concept = ~torch.isin(members.labels, torch.tensor(retained))
+    kept, erased = members.take(~in_concept), members.take(in_concept)
+    captions = [str(rng.choice(wordings.captions(int(c)))) for c in kept.labels]
+    images = [kept.images]
+    for _ in range(COMPANION_COPIES):
+        companions = rng.choice(retained, len(erased.images))
+        captions += [combined_prompt(concept, str(rng.choice(wordings.captions(int(c))))) for c in companions]
+        images.append(erased.images if drawn == "concept" else torch.full_like(erased.images, -1.0))
+    if drawn == "blank":
+        captions += [str(rng.choice(wordings.captions(int(c)))) for c in erased.labels]
+        images.append(torch.full_like(erased.images, -1.0))
+    model = original.copy()
+    fine_tune(model, model.encode(torch.cat(images)), model.tokenize(captions), replace(COMPANION_RECIPE, seed=seed),
+              quiet=True, desc=f"companion ({drawn})")
+    return model
+
+
+def combined_task(probe: AuditProbe) -> list[dict]:
+    """Known answers of ``combined_prompts`` on the text ``probe``: an exact retrain (must not FAIL) and the two
+    models :func:`companion_fine_tune` builds (``swallowed`` must FAIL; ``blanked`` reported)."""
+    retrain = _retrains(probe, 1, TEXT_RECIPE.steps)
+    candidates = {**{k: (lambda m=m: m) for k, m in retrain.items()},
+                  "swallowed": lambda: companion_fine_tune(probe, "concept"),
+                  "blanked": lambda: companion_fine_tune(probe, "blank")}
+    return _judge(probe, candidates, "text: combined prompts")
 
 
 def retrain_statistics(sections: dict) -> dict[str, dict[str, float]]:
@@ -511,7 +555,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/erasediff-stress"))
     parser.add_argument("--tasks", default="class,sequence,text",
                         help="any of exposure_spread, finetuned_spread (measure; run them before class), class, "
-                        "sequence, text_spread (measure; run it before text), text")
+                        "sequence, text_spread (measure; run it before text), text, combined")
     parser.add_argument("--spread-retrains", type=int, default=6)
     parser.add_argument("--exposure-ratios", default="2,3,4",
                         help="exposure_spread: the odds ratios (margins of retained_exposure) to decide each at")
@@ -556,7 +600,8 @@ def main() -> None:
              "class": lambda: class_task(args.work, args.retrains),
              "sequence": lambda: sequence_task(args.work, min(args.retrains, 2)),
              "text_spread": measure_text_spread,
-             "text": lambda: text_task(text(), 1)}
+             "text": lambda: text_task(text(), 1),
+             "combined": lambda: combined_task(text_probe(args.work, ("side_effects",)))}
     for name in args.tasks.split(","):
         rows += tasks[name]()
         said = known_answers(rows)  # written after every task: a long run keeps what it finished
