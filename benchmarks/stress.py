@@ -21,11 +21,15 @@ stress probes on every candidate: retained exposure, membership after fine-tunin
                      retrain_j    retrained without classes 0 and 1, unused seeds           must not FAIL
   text: concept      noop, retrain_0, EraseDiff and ESD-x at their defaults on the built-in text model, with the
   "three"            resurrection probe too: every attack's success rate on every model, and the worst case
+  text: combined     retrain_0    as above (side effects only)                              must not FAIL
+  prompts            swallowed    fine-tuned so "three and <class>" draws a three           combined_prompts
+                                                                                            must FAIL
+                     blanked      fine-tuned so any prompt naming three draws a blank       reported
 
 ``--tasks text_spread`` first measures the text audit's seed spread (``--spread-retrains`` text models
 retrained without "three", every check's statistic; shipped with ``--seed-spread audit/seed_spread.json``) and
 judges each of those retrains by the whole text audit with the spread of the others; run in one process before
-``text``, the two share the fixed models' work. ``--tasks class,sequence,text`` picks the tasks. Prints one row
+``text``, the two share the fixed models' work. ``--tasks class,sequence,text,combined`` picks the tasks. Prints one row
 per candidate (each check's decision and estimate) and writes JSON.
 """
 
