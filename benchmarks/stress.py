@@ -363,6 +363,8 @@ def companion_fine_tune(probe: AuditProbe, drawn: str, seed: int = 0) -> Diffusi
     them too (an erasure that over-reaches). Each of :data:`COMPANION_COPIES` copies of a concept member gets a
     random retained companion; every retained member is trained on beside them under a training wording of its own
     class, so a retained class asked alone still comes."""
+    if drawn not in ("concept", "blank"):
+        raise ValueError(f"drawn must be 'concept' or 'blank'; got {drawn!r}")
     subjects, original = probe.subjects, probe.fixed["original"]
     wordings, concept = subjects.dataset.class_wordings, subjects.spec.concept[0]
     retained = list(subjects.task.retained_classes)
