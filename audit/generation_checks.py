@@ -70,7 +70,8 @@ def paired_generation_check(name: str, description: str, results: dict, margin: 
                             per_role: dict[str, dict[str, list[float]]] | None = None) -> Check | None:
     """The check ``name`` (a key of :func:`generation_values`, or of ``per_role``: role -> name -> per-image values,
     a probe's own): the unlearned model's mean per-image value at most ``margin`` above the references', at
-    ``confidence``; None when the document lacks the values. No PASS without an estimate of the seeds' spread."""
+    ``confidence``; None when the document lacks the values. No PASS without an estimate of the seeds' spread. The
+    detail states the check's power where it stands: the smallest difference its interval's width would FAIL."""
     references = results["membership"]["references"]
     values = [(per_role or {}).get(role) or generation_values(results, role) for role in ("unlearned", *references)]
     if not references or not all(name in v for v in values):
@@ -84,6 +85,7 @@ def paired_generation_check(name: str, description: str, results: dict, margin: 
     detail = (f"unlearned {diff.subject_value:.3f} vs references "
               f"{', '.join(f'{v:.3f}' for v in diff.reference_values)}: difference {signed(diff.estimate)} "
               f"{interval_text(diff.low, diff.high, confidence)} ({diff.num_members} starting noises, paired; seed "
-              f"spread from {diff.seed_source}), limit {margin:g}")
+              f"spread from {diff.seed_source}), limit {margin:g}; at this width it FAILs a difference above "
+              f"{signed(margin + diff.estimate - diff.low)}")
     return Check(name, description, decision, diff.estimate, [diff.low, diff.high], f"interval at most +{margin:g}",
                  detail)

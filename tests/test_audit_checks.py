@@ -6,6 +6,8 @@ always denoise well), plus model noise; a model trained on the forget images sco
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -115,6 +117,17 @@ def test_generation_and_utility_checks_are_three_valued():
     assert decisions(document(scores(), forgotten=(0.14, [0.02, 0.04, 0.03])))["forgotten_generation"] == \
         "INCONCLUSIVE"
     assert decisions(document(scores(), fd=(3.0, 5.0)))["retained_fd"] == "FAIL"
+
+
+def test_a_generation_check_states_the_smallest_difference_it_would_fail():
+    for forgotten, decision in (((0.14, [0.02, 0.04, 0.03]), "INCONCLUSIVE"), ((0.6, [0.02, 0.04, 0.03]), "FAIL")):
+        check = next(c for c in evaluate_checks(document(scores(), forgotten=forgotten), Thresholds())
+                     if c.name == "forgotten_generation")
+        stated = float(re.search(r"FAILs a difference above ([+-][0-9.]+)", check.detail).group(1))
+        assert check.decision == decision
+        assert (check.estimate > stated) == (decision == "FAIL")
+        assert stated == pytest.approx(Thresholds().forgotten_accuracy_margin + check.estimate - check.interval[0],
+                                       abs=1e-3)
 
 
 def test_retained_fd_is_limited_by_the_worse_of_the_original_and_the_retrains():
