@@ -372,15 +372,16 @@ def companion_fine_tune(probe: AuditProbe, drawn: str, seed: int = 0) -> Diffusi
     rng = np.random.default_rng(seed)
     in_concept = ~torch.isin(members.labels, torch.tensor(retained))
     kept, erased = members.take(~in_concept), members.take(in_concept)
+    target = erased.images if drawn == "concept" else torch.full_like(erased.images, -1.0)
     captions = [str(rng.choice(wordings.captions(int(c)))) for c in kept.labels]
     images = [kept.images]
     for _ in range(COMPANION_COPIES):
         companions = rng.choice(retained, len(erased.images))
         captions += [combined_prompt(concept, str(rng.choice(wordings.captions(int(c))))) for c in companions]
-        images.append(erased.images if drawn == "concept" else torch.full_like(erased.images, -1.0))
+        images.append(target)
     if drawn == "blank":
         captions += [str(rng.choice(wordings.captions(int(c)))) for c in erased.labels]
-        images.append(torch.full_like(erased.images, -1.0))
+        images.append(target)
     model = original.copy()
     fine_tune(model, model.encode(torch.cat(images)), model.tokenize(captions), replace(COMPANION_RECIPE, seed=seed),
               quiet=True, desc=f"companion ({drawn})")
